@@ -1,0 +1,38 @@
+//! `adiuva`: the Adiuva app. For now, its command line over the local workspace; the local daemon
+//! and the UI will be served by this same binary.
+//!
+//! Every command runs with a correlation id (a ULID) that goes into the envelope of each event it
+//! commits and into its log lines, so the audit trail and the logs of one invocation line up.
+//! This crate holds no business logic: records, events and storage belong to the engine.
+
+mod cli;
+mod import;
+mod output;
+mod unlock;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Args::parse();
+    init_tracing(args.verbose);
+    match cli::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            output::print_error(&error);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ADIUVA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

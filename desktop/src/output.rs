@@ -1,0 +1,174 @@
+//! How commands print: aligned text for people, `--json` for programs, and errors with their
+//! stable code.
+
+use std::io::Write;
+
+use adiuva_engine::{FieldConflict, LoggedEvent, WorkspaceStatus};
+use adiuva_model::record::{Note, Task};
+use serde::Serialize;
+
+fn json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut stdout, value)?;
+    writeln!(stdout)?;
+    Ok(())
+}
+
+/// `error[code]: message`, with the stable code when the engine gave one.
+pub fn print_error(error: &anyhow::Error) {
+    match error.downcast_ref::<adiuva_engine::Error>() {
+        Some(engine) => eprintln!("error[{}]: {engine}", engine.code().as_str()),
+        None => eprintln!("error: {error:#}"),
+    }
+}
+
+pub fn tasks(tasks: &[Task], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(tasks);
+    }
+    if tasks.is_empty() {
+        println!("no tasks");
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<26}  {:<11}  {:<8}  {:<10}  TITLE", "ID", "STATUS", "PRIORITY", "DUE")?;
+    for task in tasks {
+        let due = task.due.map(|d| d.to_string()).unwrap_or_default();
+        let tags = if task.tags.is_empty() { String::new() } else { format!("  #{}", task.tags.join(" #")) };
+        writeln!(
+            out,
+            "{:<26}  {:<11}  {:<8}  {:<10}  {}{}",
+            task.id.to_string(),
+            plain(&task.status),
+            plain(&task.priority),
+            due,
+            task.title,
+            tags
+        )?;
+    }
+    Ok(())
+}
+
+pub fn task_detail(
+    task: &Task,
+    history: &[LoggedEvent],
+    conflicts: &[FieldConflict],
+    as_json: bool,
+) -> anyhow::Result<()> {
+    if as_json {
+        #[derive(Serialize)]
+        struct Detail<'a> {
+            task: &'a Task,
+            history: &'a [LoggedEvent],
+            conflicts: &'a [FieldConflict],
+        }
+        return json(&Detail { task, history, conflicts });
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}  {}", task.id, task.title)?;
+    writeln!(out, "status {}  priority {}", plain(&task.status), plain(&task.priority))?;
+    if let Some(due) = task.due {
+        writeln!(out, "due {due}")?;
+    }
+    if let Some(project) = &task.project {
+        writeln!(out, "project {project}")?;
+    }
+    if !task.tags.is_empty() {
+        writeln!(out, "tags {}", task.tags.join(", "))?;
+    }
+    if !task.description.is_empty() {
+        writeln!(out, "\n{}\n", task.description)?;
+    }
+    for conflict in conflicts {
+        let values: Vec<String> = conflict.values.iter().map(|v| v.to_string()).collect();
+        writeln!(out, "conflict on {}: {}", conflict.field, values.join(" | "))?;
+    }
+    writeln!(out, "history:")?;
+    for event in history {
+        let e = &event.envelope;
+        writeln!(
+            out,
+            "  {}  {:<16}  {:<10}  device {}",
+            e.time.format("%Y-%m-%d %H:%M:%S"),
+            e.kind,
+            e.actor,
+            e.device.short()
+        )?;
+    }
+    Ok(())
+}
+
+pub fn notes(notes: &[Note], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(notes);
+    }
+    if notes.is_empty() {
+        println!("no notes");
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    for note in notes {
+        let first_line = note.body.lines().next().unwrap_or_default();
+        writeln!(out, "{}  {}  {}", note.id, note.title, first_line)?;
+    }
+    Ok(())
+}
+
+pub fn events(events: &[LoggedEvent], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(events);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<24}  {:<20}  {:<12}  {:<8}  {:<26}  SUBJECT", "TIME", "KIND", "ACTOR", "DEVICE", "EVENT")?;
+    for event in events {
+        let e = &event.envelope;
+        let subject = e.subject.as_ref().map(|s| format!("{}/{}", s.document, s.record)).unwrap_or_default();
+        writeln!(
+            out,
+            "{:<24}  {:<20}  {:<12}  {:<8}  {:<26}  {}",
+            e.time.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+            e.kind.as_str(),
+            e.actor.to_string(),
+            e.device.short(),
+            e.id.to_string(),
+            subject
+        )?;
+    }
+    Ok(())
+}
+
+pub fn status(status: &WorkspaceStatus, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(status);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "workspace  {}", status.workspace_id)?;
+    writeln!(out, "path       {}", status.path.display())?;
+    writeln!(out, "device     {}", status.device_id)?;
+    writeln!(out, "key epoch  {}", status.key_epoch)?;
+    writeln!(out, "storage    {} bytes", status.storage_bytes)?;
+    writeln!(out, "{:<20}  {:>8}  {:>8}  {:>6}  SNAPSHOT", "DOCUMENT", "RECORDS", "EVENTS", "TAIL")?;
+    for document in &status.documents {
+        match &document.error {
+            Some(error) => writeln!(out, "{:<20}  DAMAGED: {error}", document.name)?,
+            None => writeln!(
+                out,
+                "{:<20}  {:>8}  {:>8}  {:>6}  {}",
+                document.name,
+                document.records,
+                document.events,
+                document.tail_chunks,
+                document.snapshot_generation.map(|g| g.to_string()).unwrap_or_else(|| "-".into())
+            )?,
+        }
+    }
+    Ok(())
+}
+
+/// The serde name of a unit enum value (`in_progress`), for tables.
+fn plain<T: Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(text)) => text,
+        _ => String::new(),
+    }
+}

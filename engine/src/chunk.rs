@@ -1,0 +1,254 @@
+//! The chunk format: how one blob of Automerge bytes is sealed, signed and framed for storage.
+//!
+//! ```text
+//! frame     = "ADVC" | format u8 (=1) | kind u8 | epoch u32 LE | nonce 24 | ciphertext | tag 16
+//! aad       = frame header (10 bytes) | workspace id (16) | blob id length u16 LE | blob id
+//! plaintext = signer device id (32) | Ed25519 signature (64) | payload
+//! signed    = "adiuva chunk v1\0" | workspace id | kind | epoch | blob id length | blob id | payload
+//! ```
+//!
+//! The signature sits inside the ciphertext: the audit tool can prove which device wrote a chunk,
+//! and whoever stores the ciphertext (the relay) learns nothing about who wrote it. The blob id is
+//! where the chunk lives (its store key); binding it in the associated data means a chunk copied
+//! to another slot or workspace fails authentication instead of being replayed there.
+//!
+//! Decoding is pure functions over bytes ([`parse_frame`], [`open_chunk`]): they are what the
+//! fuzz target drives, and they never panic.
+
+use adiuva_model::DeviceId;
+
+use crate::crypto::{self, RandomUnavailable, SecretKey};
+use crate::identity::{self, DeviceIdentity, SIGNATURE_LEN};
+
+const MAGIC: &[u8; 4] = b"ADVC";
+const FORMAT_VERSION: u8 = 1;
+const HEADER_LEN: usize = 10;
+const SIGNATURE_DOMAIN: &[u8] = b"adiuva chunk v1\0";
+
+/// What a chunk holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum BlobKind {
+    /// One or more Automerge changes, concatenated (each one event).
+    Changes = 1,
+    /// One part of a compacted document (`Automerge::save` output, split).
+    Snapshot = 2,
+    /// A document's manifest: which chunks it must have.
+    Manifest = 3,
+}
+
+impl BlobKind {
+    fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            1 => Some(BlobKind::Changes),
+            2 => Some(BlobKind::Snapshot),
+            3 => Some(BlobKind::Manifest),
+            _ => None,
+        }
+    }
+}
+
+/// Where a chunk belongs: its workspace and its blob id.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkPlace<'a> {
+    pub workspace_id: &'a [u8; 16],
+    pub blob_id: &'a [u8],
+}
+
+impl ChunkPlace<'_> {
+    fn bind(&self, prefix: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(prefix);
+        out.extend_from_slice(self.workspace_id);
+        // Blob ids are store keys, far below 64 KiB.
+        let length = u16::try_from(self.blob_id.len()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&length.to_le_bytes());
+        out.extend_from_slice(self.blob_id);
+    }
+}
+
+/// The cleartext header of a chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frame<'a> {
+    pub kind: BlobKind,
+    pub epoch: u32,
+    header: &'a [u8],
+    sealed: &'a [u8],
+}
+
+/// A chunk whose tag and signature have been checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedChunk {
+    pub kind: BlobKind,
+    pub epoch: u32,
+    pub signer: DeviceId,
+    pub payload: Vec<u8>,
+}
+
+/// Why bytes are not a valid chunk for their place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChunkError {
+    #[error("not a chunk: {0}")]
+    Malformed(&'static str),
+    #[error("chunk format {0} is newer than this build supports")]
+    UnsupportedFormat(u8),
+    #[error("unknown chunk kind {0}")]
+    UnknownKind(u8),
+    #[error("expected a {expected:?} chunk, found {found:?}")]
+    WrongKind { expected: BlobKind, found: BlobKind },
+    #[error("sealed with key epoch {0}, which this device does not hold")]
+    UnknownEpoch(u32),
+    #[error("failed authentication: the chunk was altered, damaged or moved")]
+    Unauthentic,
+    #[error("device signature does not verify")]
+    BadSignature,
+}
+
+/// Reads the cleartext header. Pure; never panics.
+pub fn parse_frame(bytes: &[u8]) -> Result<Frame<'_>, ChunkError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(ChunkError::Malformed("shorter than the chunk header"));
+    }
+    let (header, sealed) = bytes.split_at(HEADER_LEN);
+    if &header[..4] != MAGIC {
+        return Err(ChunkError::Malformed("bad magic"));
+    }
+    if header[4] != FORMAT_VERSION {
+        return Err(ChunkError::UnsupportedFormat(header[4]));
+    }
+    let kind = BlobKind::from_byte(header[5]).ok_or(ChunkError::UnknownKind(header[5]))?;
+    let epoch = u32::from_le_bytes([header[6], header[7], header[8], header[9]]);
+    if sealed.len() < crypto::NONCE_LEN + crypto::TAG_LEN + 32 + SIGNATURE_LEN {
+        return Err(ChunkError::Malformed("shorter than nonce, tag and signature"));
+    }
+    Ok(Frame { kind, epoch, header, sealed })
+}
+
+/// Seals and signs `payload` for `place` under the local-storage key of `epoch`.
+pub fn seal_chunk(
+    place: ChunkPlace<'_>,
+    kind: BlobKind,
+    epoch: u32,
+    key: &SecretKey,
+    signer: &DeviceIdentity,
+    payload: &[u8],
+) -> Result<Vec<u8>, RandomUnavailable> {
+    let mut header = Vec::with_capacity(HEADER_LEN);
+    header.extend_from_slice(MAGIC);
+    header.push(FORMAT_VERSION);
+    header.push(kind as u8);
+    header.extend_from_slice(&epoch.to_le_bytes());
+
+    let signature = signer.sign(&signed_message(place, kind, epoch, payload));
+    let mut plaintext = Vec::with_capacity(32 + SIGNATURE_LEN + payload.len());
+    plaintext.extend_from_slice(&signer.device_id().0);
+    plaintext.extend_from_slice(&signature);
+    plaintext.extend_from_slice(payload);
+
+    let mut aad = Vec::new();
+    place.bind(&header, &mut aad);
+    let sealed = crypto::seal(key, &aad, &plaintext)?;
+    header.extend_from_slice(&sealed);
+    Ok(header)
+}
+
+/// Checks and opens a chunk read from `place`. `key_for_epoch` gives the local-storage key of an
+/// epoch this device holds. Pure; never panics.
+pub fn open_chunk<'k>(
+    bytes: &[u8],
+    place: ChunkPlace<'_>,
+    expected: BlobKind,
+    key_for_epoch: impl Fn(u32) -> Option<&'k SecretKey>,
+) -> Result<VerifiedChunk, ChunkError> {
+    let frame = parse_frame(bytes)?;
+    if frame.kind != expected {
+        return Err(ChunkError::WrongKind { expected, found: frame.kind });
+    }
+    let key = key_for_epoch(frame.epoch).ok_or(ChunkError::UnknownEpoch(frame.epoch))?;
+    let mut aad = Vec::new();
+    place.bind(frame.header, &mut aad);
+    let mut plaintext = crypto::open(key, &aad, frame.sealed).map_err(|_| ChunkError::Unauthentic)?;
+    if plaintext.len() < 32 + SIGNATURE_LEN {
+        return Err(ChunkError::Malformed("no room for signer and signature"));
+    }
+    let payload = plaintext.split_off(32 + SIGNATURE_LEN);
+    let (signer, signature) = plaintext.split_at(32);
+    let signer = DeviceId(signer.try_into().map_err(|_| ChunkError::Malformed("signer"))?);
+    let signature: [u8; SIGNATURE_LEN] = signature.try_into().map_err(|_| ChunkError::Malformed("signature"))?;
+    if !identity::verify(&signer, &signed_message(place, frame.kind, frame.epoch, &payload), &signature) {
+        return Err(ChunkError::BadSignature);
+    }
+    Ok(VerifiedChunk { kind: frame.kind, epoch: frame.epoch, signer, payload })
+}
+
+fn signed_message(place: ChunkPlace<'_>, kind: BlobKind, epoch: u32, payload: &[u8]) -> Vec<u8> {
+    let mut prefix = Vec::with_capacity(SIGNATURE_DOMAIN.len() + 5);
+    prefix.extend_from_slice(SIGNATURE_DOMAIN);
+    prefix.push(kind as u8);
+    prefix.extend_from_slice(&epoch.to_le_bytes());
+    let mut message = Vec::with_capacity(prefix.len() + 18 + place.blob_id.len() + payload.len());
+    place.bind(&prefix, &mut message);
+    message.extend_from_slice(payload);
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> (SecretKey, DeviceIdentity, [u8; 16]) {
+        (SecretKey::random().unwrap(), DeviceIdentity::generate().unwrap(), [9; 16])
+    }
+
+    #[test]
+    fn round_trip_names_the_signer() {
+        let (key, device, workspace_id) = fixture();
+        let place = ChunkPlace { workspace_id: &workspace_id, blob_id: b"c/tasks/1" };
+        let bytes = seal_chunk(place, BlobKind::Changes, 1, &key, &device, b"payload").unwrap();
+        let chunk = open_chunk(&bytes, place, BlobKind::Changes, |e| (e == 1).then_some(&key)).unwrap();
+        assert_eq!(chunk.payload, b"payload");
+        assert_eq!(chunk.signer, device.device_id());
+        assert_eq!(chunk.epoch, 1);
+    }
+
+    #[test]
+    fn any_flipped_byte_or_moved_chunk_is_an_error() {
+        let (key, device, workspace_id) = fixture();
+        let place = ChunkPlace { workspace_id: &workspace_id, blob_id: b"c/tasks/1" };
+        let keys = |e: u32| (e == 1).then_some(&key);
+        let bytes = seal_chunk(place, BlobKind::Changes, 1, &key, &device, b"payload").unwrap();
+        for index in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[index] ^= 0x80;
+            assert!(open_chunk(&flipped, place, BlobKind::Changes, keys).is_err(), "byte {index}");
+        }
+        for length in 0..bytes.len() {
+            assert!(open_chunk(&bytes[..length], place, BlobKind::Changes, keys).is_err());
+        }
+        let moved = ChunkPlace { workspace_id: &workspace_id, blob_id: b"c/tasks/2" };
+        assert_eq!(open_chunk(&bytes, moved, BlobKind::Changes, keys), Err(ChunkError::Unauthentic));
+        let other_workspace = ChunkPlace { workspace_id: &[8; 16], blob_id: b"c/tasks/1" };
+        assert_eq!(open_chunk(&bytes, other_workspace, BlobKind::Changes, keys), Err(ChunkError::Unauthentic));
+        assert_eq!(open_chunk(&bytes, place, BlobKind::Changes, |_| None), Err(ChunkError::UnknownEpoch(1)));
+        assert!(matches!(open_chunk(&bytes, place, BlobKind::Snapshot, keys), Err(ChunkError::WrongKind { .. })));
+    }
+
+    #[test]
+    fn a_valid_tag_with_a_forged_signature_is_refused() {
+        let (key, device, workspace_id) = fixture();
+        let place = ChunkPlace { workspace_id: &workspace_id, blob_id: b"c/tasks/1" };
+        // Someone holding the storage key but not the device's signing key claims the device wrote it.
+        let impostor = DeviceIdentity::generate().unwrap();
+        let mut header = Vec::new();
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&[FORMAT_VERSION, BlobKind::Changes as u8]);
+        header.extend_from_slice(&1u32.to_le_bytes());
+        let mut plaintext = device.device_id().0.to_vec();
+        plaintext.extend_from_slice(&impostor.sign(&signed_message(place, BlobKind::Changes, 1, b"x")));
+        plaintext.extend_from_slice(b"x");
+        let mut aad = Vec::new();
+        place.bind(&header, &mut aad);
+        header.extend_from_slice(&crypto::seal(&key, &aad, &plaintext).unwrap());
+        assert_eq!(open_chunk(&header, place, BlobKind::Changes, |_| Some(&key)), Err(ChunkError::BadSignature));
+    }
+}

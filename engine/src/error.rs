@@ -1,0 +1,105 @@
+//! The engine's error type. Every variant names what is wrong and where (path, document, chunk,
+//! record), and maps to one stable [`ErrorCode`].
+
+use std::path::PathBuf;
+
+use adiuva_model::envelope::EnvelopeError;
+use adiuva_model::{Collection, ErrorCode};
+
+use crate::chunk::ChunkError;
+use crate::crypto::RandomUnavailable;
+use crate::store::StoreError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("no workspace at {path}; create one with `adiuva init`")]
+    WorkspaceNotFound { path: PathBuf },
+    #[error("a workspace already exists at {path}")]
+    WorkspaceExists { path: PathBuf },
+    #[error("the workspace at {path} is open in another process")]
+    WorkspaceLocked { path: PathBuf },
+    #[error("workspace header is unreadable: {detail}")]
+    WorkspaceFormat { detail: String },
+    #[error("the passphrase does not unlock this workspace")]
+    WrongPassphrase,
+    #[error("this workspace is protected by a passphrase; set ADIUVA_PASSPHRASE or enter it")]
+    PassphraseRequired,
+    #[error("no OS keyring is available: {detail}")]
+    KeyringUnavailable { detail: String },
+    #[error("the OS keyring has no key for this workspace: {detail}")]
+    KeyringEntryMissing { detail: String },
+    #[error("chunk {blob} of document {document}: {source}")]
+    Chunk {
+        document: String,
+        blob: String,
+        #[source]
+        source: ChunkError,
+    },
+    #[error("document {document} is missing chunk {seq} (its manifest lists chunks up to {expected_end})")]
+    ChunkMissing { document: String, seq: u64, expected_end: u64 },
+    #[error("document {document} has a chunk its manifest does not account for: {blob}")]
+    ChunkUnexpected { document: String, blob: String },
+    #[error("document {document} does not load: {detail}")]
+    DocumentCorrupt { document: String, detail: String },
+    #[error("event {change} in document {document}: {source}")]
+    Envelope {
+        document: String,
+        change: String,
+        #[source]
+        source: EnvelopeError,
+    },
+    #[error("no {collection} record {id}")]
+    RecordNotFound { collection: Collection, id: String },
+    #[error("{matches} {collection} records start with {prefix:?}; give more of the id")]
+    RecordAmbiguous { collection: Collection, prefix: String, matches: usize },
+    #[error("invalid {collection} record: {detail}")]
+    RecordInvalid { collection: Collection, detail: String },
+    #[error("invalid input: {detail}")]
+    InvalidInput { detail: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Random(#[from] RandomUnavailable),
+}
+
+impl Error {
+    /// The stable code of this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::WorkspaceNotFound { .. } => ErrorCode::WorkspaceNotFound,
+            Error::WorkspaceExists { .. } => ErrorCode::WorkspaceExists,
+            Error::WorkspaceLocked { .. } => ErrorCode::WorkspaceLocked,
+            Error::WorkspaceFormat { .. } => ErrorCode::WorkspaceFormat,
+            Error::WrongPassphrase => ErrorCode::WrongPassphrase,
+            Error::PassphraseRequired => ErrorCode::PassphraseRequired,
+            Error::KeyringUnavailable { .. } => ErrorCode::KeyringUnavailable,
+            Error::KeyringEntryMissing { .. } => ErrorCode::KeyringEntryMissing,
+            Error::Chunk { source, .. } => match source {
+                ChunkError::Malformed(_)
+                | ChunkError::UnsupportedFormat(_)
+                | ChunkError::UnknownKind(_)
+                | ChunkError::WrongKind { .. } => ErrorCode::ChunkMalformed,
+                ChunkError::UnknownEpoch(_) => ErrorCode::UnknownEpoch,
+                ChunkError::Unauthentic => ErrorCode::ChunkCorrupt,
+                ChunkError::BadSignature => ErrorCode::ChunkBadSignature,
+            },
+            Error::ChunkMissing { .. } => ErrorCode::ChunkMissing,
+            Error::ChunkUnexpected { .. } => ErrorCode::ChunkUnexpected,
+            Error::DocumentCorrupt { .. } => ErrorCode::DocumentCorrupt,
+            Error::Envelope { source, .. } => match source {
+                EnvelopeError::UnsupportedVersion { .. } => ErrorCode::EnvelopeVersion,
+                _ => ErrorCode::EnvelopeMalformed,
+            },
+            Error::RecordNotFound { .. } => ErrorCode::RecordNotFound,
+            Error::RecordAmbiguous { .. } => ErrorCode::RecordAmbiguous,
+            Error::RecordInvalid { .. } => ErrorCode::RecordInvalid,
+            Error::InvalidInput { .. } => ErrorCode::InputInvalid,
+            Error::Store(StoreError::Locked { .. }) => ErrorCode::WorkspaceLocked,
+            Error::Store(StoreError::Corrupt { .. }) => ErrorCode::StoreCorrupt,
+            Error::Store(StoreError::Io { .. }) | Error::Random(_) => ErrorCode::StoreIo,
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! Adiuva's local-first core: the end-to-end-encrypted, event-sourced Automerge log.
+//!
+//! Every local action is an event: one Automerge change whose commit message is the event's
+//! [`Envelope`](adiuva_model::Envelope) (who, which device, when, why) and whose operations are
+//! its effect. The [`Workspace`] keeps its documents sealed in a [`store::ChunkStore`] and
+//! returns from a commit only once the change is durable.
+//!
+//! ```no_run
+//! use adiuva_engine::{Effect, EventDraft, KeyProtection, Workspace};
+//! use adiuva_model::{Actor, Collection, EventKind, RecordId};
+//! # fn main() -> Result<(), adiuva_engine::Error> {
+//! let passphrase = zeroize::Zeroizing::new("correct horse battery staple".to_owned());
+//! let mut workspace = Workspace::init("/tmp/ws".as_ref(), KeyProtection::Passphrase(passphrase), "laptop")?;
+//! let mut fields = serde_json::Map::new();
+//! fields.insert("title".into(), "Renew passport".into());
+//! workspace.commit(
+//!     EventDraft::new(EventKind::new("task.created").unwrap(), Actor::User),
+//!     Effect::CreateRecord { collection: Collection::Tasks, id: RecordId::new(), fields },
+//! )?;
+//! # Ok(()) }
+//! ```
+//!
+//! Design decisions, and why:
+//! - **Documents, not one log.** A root document plus one per collection (sharded by month for
+//!   activity): sync, load and compaction cost stay proportional to what a document holds.
+//! - **Records in maps keyed by ULID**, long text as Automerge text: list appends slow down
+//!   with length, and text merges character by character.
+//! - **One chunk format** ([`chunk`]) for everything stored: XChaCha20-Poly1305 with the
+//!   workspace, epoch, kind and place bound as associated data, and the authoring device's
+//!   Ed25519 signature inside the ciphertext.
+//! - **A manifest per document** ([`manifest`]) rewritten atomically with each chunk: the store
+//!   knows what it must hold, so loss and truncation are detected, not skipped.
+//! - **A narrow storage trait** ([`store::ChunkStore`]) with an explicit durability barrier,
+//!   because sled's own `flush` is not durable and sled itself may one day be replaced.
+
+pub mod chunk;
+pub mod crypto;
+pub mod error;
+pub mod identity;
+pub mod keystore;
+pub mod manifest;
+pub mod records;
+pub mod store;
+pub mod workspace;
+
+pub use error::{Error, Result};
+pub use keystore::KeyProtection;
+pub use records::{Effect, FieldConflict};
+pub use workspace::{
+    DocumentStatus, EventDraft, EventFilter, LoggedEvent, ROOT_DOCUMENT, Workspace, WorkspaceOptions, WorkspaceStatus,
+    fields_of,
+};

@@ -1,0 +1,258 @@
+//! Records as Automerge objects: the mapping between JSON fields and a collection document.
+//!
+//! A collection document's root map is keyed by [`RecordId`] (a ULID); each record is a nested
+//! map. Records are never appended to a list, whose appends slow down with length. Fields named by
+//! [`Collection::text_fields`] are Automerge text and are updated by diff, so concurrent edits of
+//! one description merge character by character; other fields are last-writer-wins values.
+//!
+//! These functions are pure over an in-memory document: the workspace wraps them with envelopes,
+//! encryption and storage, and the convergence property tests drive them directly.
+
+use std::collections::HashMap;
+
+use adiuva_model::{Collection, RecordId};
+use automerge::hydrate;
+use automerge::transaction::Transactable;
+use automerge::{ChangeHash, ObjType, ReadDoc, ScalarValue, TextEncoding, Value as AmValue};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// What an event does to a collection. Field maps are JSON objects; on update, `null` removes a
+/// field.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    CreateRecord { collection: Collection, id: RecordId, fields: Map<String, Value> },
+    UpdateRecord { collection: Collection, id: RecordId, fields: Map<String, Value> },
+    DeleteRecord { collection: Collection, id: RecordId },
+}
+
+impl Effect {
+    pub fn collection(&self) -> Collection {
+        match self {
+            Effect::CreateRecord { collection, .. }
+            | Effect::UpdateRecord { collection, .. }
+            | Effect::DeleteRecord { collection, .. } => *collection,
+        }
+    }
+
+    pub fn record(&self) -> RecordId {
+        match self {
+            Effect::CreateRecord { id, .. } | Effect::UpdateRecord { id, .. } | Effect::DeleteRecord { id, .. } => *id,
+        }
+    }
+
+    /// The document that holds the record: sharded collections shard by the month of the
+    /// record id's timestamp, so every device finds a record in the same document.
+    pub fn document(&self) -> String {
+        document_of(self.collection(), self.record())
+    }
+
+    /// Applies the effect inside a transaction.
+    pub fn apply(&self, tx: &mut impl Transactable) -> Result<()> {
+        let encoding = tx.text_encoding();
+        match self {
+            Effect::CreateRecord { collection, id, fields } => {
+                let key = id.to_string();
+                if tx.get(automerge::ROOT, key.as_str()).map_err(invalid(*collection))?.is_some() {
+                    return Err(Error::RecordInvalid {
+                        collection: *collection,
+                        detail: format!("record {id} already exists"),
+                    });
+                }
+                let value = record_value(*collection, fields, encoding);
+                tx.batch_create_object(automerge::ROOT, key, &value, false).map_err(invalid(*collection))?;
+            }
+            Effect::UpdateRecord { collection, id, fields } => {
+                let record = record_object(tx, *collection, *id)?;
+                for (field, value) in fields {
+                    if field == "id" {
+                        continue;
+                    }
+                    update_field(tx, *collection, &record, field, value, encoding)?;
+                }
+            }
+            Effect::DeleteRecord { collection, id } => {
+                record_object(tx, *collection, *id)?;
+                tx.delete(automerge::ROOT, id.to_string()).map_err(invalid(*collection))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The document name holding `id` in `collection`.
+pub fn document_of(collection: Collection, id: RecordId) -> String {
+    let created: chrono::DateTime<chrono::Utc> = id.0.datetime().into();
+    collection.document_name(created)
+}
+
+fn invalid(collection: Collection) -> impl Fn(automerge::AutomergeError) -> Error {
+    move |e| Error::RecordInvalid { collection, detail: e.to_string() }
+}
+
+fn record_object(doc: &impl ReadDoc, collection: Collection, id: RecordId) -> Result<automerge::ObjId> {
+    match doc.get(automerge::ROOT, id.to_string()).map_err(invalid(collection))? {
+        Some((AmValue::Object(ObjType::Map), object)) => Ok(object),
+        _ => Err(Error::RecordNotFound { collection, id: id.to_string() }),
+    }
+}
+
+fn update_field(
+    tx: &mut impl Transactable,
+    collection: Collection,
+    record: &automerge::ObjId,
+    field: &str,
+    value: &Value,
+    encoding: TextEncoding,
+) -> Result<()> {
+    let err = invalid(collection);
+    match value {
+        Value::Null => {
+            if tx.get(record, field).map_err(&err)?.is_some() {
+                tx.delete(record, field).map_err(&err)?;
+            }
+        }
+        Value::String(text) if collection.text_fields().contains(&field) => {
+            match tx.get(record, field).map_err(&err)? {
+                Some((AmValue::Object(ObjType::Text), text_object)) => {
+                    tx.update_text(&text_object, text).map_err(&err)?;
+                }
+                _ => {
+                    let text_object = tx.put_object(record, field, ObjType::Text).map_err(&err)?;
+                    tx.splice_text(&text_object, 0, 0, text).map_err(&err)?;
+                }
+            }
+        }
+        Value::Array(_) | Value::Object(_) => {
+            tx.batch_create_object(record, field, &to_hydrate(value, encoding), false).map_err(&err)?;
+        }
+        scalar => {
+            tx.put(record, field, to_scalar(scalar)).map_err(&err)?;
+        }
+    }
+    Ok(())
+}
+
+fn record_value(collection: Collection, fields: &Map<String, Value>, encoding: TextEncoding) -> hydrate::Value {
+    let map: HashMap<String, hydrate::Value> = fields
+        .iter()
+        .filter(|(field, _)| field.as_str() != "id")
+        .filter(|(_, value)| !value.is_null())
+        .map(|(field, value)| {
+            let value = match value {
+                Value::String(text) if collection.text_fields().contains(&field.as_str()) => {
+                    hydrate::Text::new(encoding, text).into()
+                }
+                other => to_hydrate(other, encoding),
+            };
+            (field.clone(), value)
+        })
+        .collect();
+    hydrate::Map::from(map).into()
+}
+
+fn to_scalar(value: &Value) -> ScalarValue {
+    match value {
+        Value::Bool(b) => ScalarValue::Boolean(*b),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                ScalarValue::Int(i)
+            } else if let Some(u) = n.as_u64() {
+                ScalarValue::Uint(u)
+            } else {
+                ScalarValue::F64(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        Value::String(s) => ScalarValue::Str(s.as_str().into()),
+        Value::Null | Value::Array(_) | Value::Object(_) => ScalarValue::Null,
+    }
+}
+
+fn to_hydrate(value: &Value, encoding: TextEncoding) -> hydrate::Value {
+    match value {
+        Value::Array(items) => items.iter().map(|item| to_hydrate(item, encoding)).collect::<Vec<_>>().into(),
+        Value::Object(fields) => {
+            let map: HashMap<String, hydrate::Value> =
+                fields.iter().map(|(k, v)| (k.clone(), to_hydrate(v, encoding))).collect();
+            hydrate::Map::from(map).into()
+        }
+        scalar => hydrate::Value::Scalar(to_scalar(scalar)),
+    }
+}
+
+fn scalar_to_json(scalar: &ScalarValue) -> Value {
+    match scalar {
+        ScalarValue::Str(s) => Value::String(s.to_string()),
+        ScalarValue::Int(i) => Value::from(*i),
+        ScalarValue::Uint(u) => Value::from(*u),
+        ScalarValue::F64(f) => Value::from(*f),
+        ScalarValue::Counter(c) => Value::from(i64::from(c)),
+        ScalarValue::Timestamp(t) => Value::from(*t),
+        ScalarValue::Boolean(b) => Value::Bool(*b),
+        ScalarValue::Bytes(bytes) => Value::String(adiuva_model::hex::encode(bytes)),
+        ScalarValue::Null | ScalarValue::Unknown { .. } => Value::Null,
+    }
+}
+
+fn from_hydrate(value: &hydrate::Value) -> Value {
+    match value {
+        hydrate::Value::Scalar(scalar) => scalar_to_json(scalar),
+        hydrate::Value::Text(text) => Value::String(String::from(text)),
+        hydrate::Value::List(list) => Value::Array(list.iter().map(|item| from_hydrate(&item.value)).collect()),
+        hydrate::Value::Map(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), from_hydrate(&v.value))).collect())
+        }
+    }
+}
+
+/// A record's current (or, with `heads`, past) fields as JSON, with its `id`.
+pub fn read_record(doc: &impl ReadDoc, id: RecordId, heads: Option<&[ChangeHash]>) -> Option<Value> {
+    let key = id.to_string();
+    let object = match heads {
+        Some(heads) => doc.get_at(automerge::ROOT, key.as_str(), heads),
+        None => doc.get(automerge::ROOT, key.as_str()),
+    };
+    let Ok(Some((AmValue::Object(ObjType::Map), object))) = object else {
+        return None;
+    };
+    let mut value = from_hydrate(&doc.hydrate(&object, heads).ok()?);
+    if let Value::Object(fields) = &mut value {
+        fields.insert("id".into(), Value::String(key));
+    }
+    Some(value)
+}
+
+/// Every record id in a collection document, in id (creation time) order.
+pub fn record_ids(doc: &impl ReadDoc) -> Vec<RecordId> {
+    doc.keys(automerge::ROOT).filter_map(|key| key.parse().ok()).collect()
+}
+
+/// A field whose value Automerge keeps more than one of, because devices set it concurrently.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct FieldConflict {
+    pub field: String,
+    /// Every concurrent value; the first is the one shown as current.
+    pub values: Vec<Value>,
+}
+
+/// The conflicts Automerge keeps for one record.
+pub fn record_conflicts(doc: &impl ReadDoc, collection: Collection, id: RecordId) -> Result<Vec<FieldConflict>> {
+    let record = record_object(doc, collection, id)?;
+    let mut conflicts = Vec::new();
+    for field in doc.keys(&record) {
+        let all = doc.get_all(&record, field.as_str()).map_err(invalid(collection))?;
+        if all.len() > 1 {
+            let values = all
+                .iter()
+                .map(|(value, object)| match value {
+                    AmValue::Scalar(scalar) => scalar_to_json(scalar),
+                    AmValue::Object(_) => doc.hydrate(object, None).map(|v| from_hydrate(&v)).unwrap_or(Value::Null),
+                })
+                .collect::<Vec<_>>();
+            // get_all lists the winner last; show it first.
+            conflicts.push(FieldConflict { field, values: values.into_iter().rev().collect() });
+        }
+    }
+    Ok(conflicts)
+}

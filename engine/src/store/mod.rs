@@ -1,0 +1,79 @@
+//! The engine's storage interface: an ordered map of opaque keys to opaque (already sealed)
+//! values, written in atomic batches, with an explicit durability barrier.
+//!
+//! Everything above this trait decides *what* to store; a backend only decides *how*. The
+//! interface is deliberately narrow so that another embedded store could replace `sled`: the
+//! contract suite in `engine/tests/store_contract.rs` is what any backend must pass.
+
+mod sled_store;
+
+use std::path::PathBuf;
+
+pub use sled_store::SledStore;
+
+/// One atomic write: all of it becomes visible (and, after [`ChunkStore::sync`], durable) or
+/// none of it does.
+#[derive(Default, Debug)]
+pub struct WriteBatch {
+    pub(crate) puts: Vec<(Vec<u8>, Vec<u8>)>,
+    pub(crate) deletes: Vec<Vec<u8>>,
+}
+
+impl WriteBatch {
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.puts.push((key.into(), value.into()));
+    }
+
+    pub fn delete(&mut self, key: impl Into<Vec<u8>>) {
+        self.deletes.push(key.into());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.puts.is_empty() && self.deletes.is_empty()
+    }
+}
+
+/// A key-value store the engine keeps its sealed chunks in.
+///
+/// Contract, checked by the shared suite:
+/// - [`write`](Self::write) applies a batch atomically: a reader (and a reopen after a crash)
+///   sees all of its puts and deletes or none of them; deletes apply after puts.
+/// - Writes become visible to reads at once, in order.
+/// - When [`sync`](Self::sync) returns `Ok`, every batch written before it survives a crash of
+///   the process or the machine. Batches after the last completed `sync` may be lost, but only
+///   as a suffix: never a later batch without an earlier one.
+/// - Scans return keys in ascending byte order.
+/// - A damaged store is an `Err` from [`open`](Self::open) or the read that hits the damage,
+///   never a panic.
+pub trait ChunkStore: Send {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Every entry whose key starts with `prefix`, in key order.
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+
+    /// The keys (not values) starting with `prefix`, in key order.
+    fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError>;
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StoreError>;
+
+    /// The durability barrier.
+    fn sync(&self) -> Result<(), StoreError>;
+
+    /// Bytes the store occupies on disk.
+    fn size_on_disk(&self) -> Result<u64, StoreError>;
+}
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("the store at {path} is open in another process")]
+    Locked { path: PathBuf },
+    #[error("the store's files are damaged: {detail}")]
+    Corrupt { detail: String },
+    #[error("store I/O failed: {source}")]
+    Io {
+        #[from]
+        source: std::io::Error,
+    },
+}

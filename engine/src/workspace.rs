@@ -1,0 +1,928 @@
+//! The workspace: Automerge documents kept durably and encrypted in a [`ChunkStore`].
+//!
+//! A workspace is a root document (workspace info, devices, settings, the directory of
+//! documents) plus one document per collection, or per collection and month for sharded ones.
+//! Every event is one Automerge change whose commit message is its [`Envelope`].
+//!
+//! Write path, for one event or a group: apply each event as its own transaction in memory;
+//! take each change's bytes; seal them into chunks (`c/DOC\0SEQ`) and rewrite each touched
+//! document's manifest, all in **one atomic store batch**; then the durability barrier. Only then
+//! does `commit` return. If anything fails, the touched documents are dropped from memory and
+//! reload from the store on next use, so memory never runs ahead of what is durable.
+//!
+//! Compaction writes the document's `save()` as snapshot parts plus a manifest pointing at them
+//! (atomic, then durable), and only afterwards deletes the chunks and older parts it replaces. A
+//! crash in between leaves stale chunks that the manifest no longer counts; they are ignored on
+//! load and removed by the next compaction.
+//!
+//! Documents load lazily and independently: damage to one is reported, with its document and
+//! chunk, by the operations that need it, and the others stay readable.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use adiuva_model::envelope::{ENVELOPE_VERSION, Subject};
+use adiuva_model::{Actor, Collection, DeviceId, Envelope, EventId, EventKind, RecordId};
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
+use chrono::Utc;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use tracing::{debug, info, warn};
+use ulid::Ulid;
+use zeroize::Zeroizing;
+
+use crate::chunk::{self, BlobKind, ChunkPlace};
+use crate::crypto::{KeyPurpose, SecretKey};
+use crate::error::{Error, Result};
+use crate::identity::DeviceIdentity;
+use crate::keystore::{self, Header, KeyProtection};
+use crate::manifest::{Manifest, SnapshotRef};
+use crate::records::{self, Effect, FieldConflict};
+use crate::store::{ChunkStore, SledStore, StoreError, WriteBatch};
+
+/// The root document's name.
+pub const ROOT_DOCUMENT: &str = "root";
+
+/// Largest payload of one chunk. Keeps sled values far below the size at which it writes them
+/// to unsynced side files, and bounds what one damaged chunk can take with it.
+const MAX_CHUNK_PAYLOAD: usize = 64 * 1024;
+
+/// Store keys outside the chunk format.
+const HEADER_KEY: &[u8] = b"h";
+const KEYRING_KEY: &[u8] = b"k";
+
+#[derive(Clone, Debug)]
+pub struct WorkspaceOptions {
+    /// Compact a document once this many change chunks sit on top of its snapshot. Bounds both
+    /// the time to open it and the bytes it takes on disk.
+    pub compact_after_chunks: u64,
+}
+
+impl Default for WorkspaceOptions {
+    fn default() -> Self {
+        Self { compact_after_chunks: 512 }
+    }
+}
+
+/// The caller's part of an envelope; the engine adds id, device, time and subject.
+#[derive(Clone, Debug)]
+pub struct EventDraft {
+    pub kind: EventKind,
+    pub actor: Actor,
+    pub correlation: Option<Ulid>,
+    pub causation: Option<EventId>,
+}
+
+impl EventDraft {
+    pub fn new(kind: EventKind, actor: Actor) -> Self {
+        Self { kind, actor, correlation: None, causation: None }
+    }
+
+    pub fn correlated(mut self, correlation: Option<Ulid>) -> Self {
+        self.correlation = correlation;
+        self
+    }
+
+    pub fn caused_by(mut self, causation: Option<EventId>) -> Self {
+        self.causation = causation;
+        self
+    }
+}
+
+/// An event as read back from the log.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LoggedEvent {
+    pub document: String,
+    /// The Automerge change hash, hex.
+    pub change: String,
+    pub envelope: Envelope,
+}
+
+/// Which events to list.
+#[derive(Clone, Debug, Default)]
+pub struct EventFilter {
+    pub kind: Option<String>,
+    pub actor: Option<String>,
+    pub record: Option<RecordId>,
+}
+
+impl EventFilter {
+    fn matches(&self, envelope: &Envelope) -> bool {
+        let kind_ok = self.kind.as_deref().is_none_or(|kind| {
+            // `task` matches `task.created`, `task.updated`...; `task.created` matches itself.
+            envelope.kind.as_str() == kind || envelope.kind.as_str().starts_with(&format!("{kind}."))
+        });
+        let actor_ok = self.actor.as_deref().is_none_or(|actor| {
+            let text = envelope.actor.to_string();
+            text == actor || text.starts_with(&format!("{actor}:")) || text.starts_with(&format!("{actor}/"))
+        });
+        let record_ok = self.record.is_none_or(|record| envelope.subject.as_ref().is_some_and(|s| s.record == record));
+        kind_ok && actor_ok && record_ok
+    }
+}
+
+/// What `status` reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkspaceStatus {
+    pub workspace_id: Ulid,
+    pub device_id: DeviceId,
+    pub path: PathBuf,
+    pub key_epoch: u32,
+    pub documents: Vec<DocumentStatus>,
+    pub storage_bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DocumentStatus {
+    pub name: String,
+    pub records: usize,
+    pub events: usize,
+    /// Change chunks written since the last compaction.
+    pub tail_chunks: u64,
+    pub snapshot_generation: Option<u64>,
+    /// Set when the document cannot be loaded; the rest of the workspace is still usable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+struct LoadedDocument {
+    doc: Automerge,
+    manifest: Manifest,
+}
+
+/// One event ready to apply.
+struct Prepared {
+    document: String,
+    envelope: Envelope,
+    operation: Operation,
+    /// Whether the caller asked for this event (engine bookkeeping events are not returned).
+    requested: bool,
+}
+
+enum Operation {
+    Record(Effect),
+    CreateWorkspace { device_name: String, box_key: String },
+    RegisterDocument { name: String, collection: Collection },
+}
+
+impl Operation {
+    fn apply(&self, tx: &mut impl Transactable, envelope: &Envelope) -> Result<()> {
+        let root_error = |e: automerge::AutomergeError| Error::DocumentCorrupt {
+            document: ROOT_DOCUMENT.into(),
+            detail: e.to_string(),
+        };
+        match self {
+            Operation::Record(effect) => effect.apply(tx),
+            Operation::CreateWorkspace { device_name, box_key } => {
+                let time = envelope.time.to_rfc3339();
+                let info = tx.put_object(automerge::ROOT, "workspace", automerge::ObjType::Map).map_err(root_error)?;
+                tx.put(&info, "created_at", time.as_str()).map_err(root_error)?;
+                let devices = tx.put_object(automerge::ROOT, "devices", automerge::ObjType::Map).map_err(root_error)?;
+                let device = tx
+                    .put_object(&devices, envelope.device.to_string(), automerge::ObjType::Map)
+                    .map_err(root_error)?;
+                tx.put(&device, "name", device_name.as_str()).map_err(root_error)?;
+                tx.put(&device, "box_key", box_key.as_str()).map_err(root_error)?;
+                tx.put(&device, "added_at", time.as_str()).map_err(root_error)?;
+                tx.put_object(automerge::ROOT, "settings", automerge::ObjType::Map).map_err(root_error)?;
+                let directory =
+                    tx.put_object(automerge::ROOT, "documents", automerge::ObjType::Map).map_err(root_error)?;
+                for collection in Collection::ALL.into_iter().filter(|c| !c.is_sharded()) {
+                    tx.put(&directory, collection.name(), collection.name()).map_err(root_error)?;
+                }
+                Ok(())
+            }
+            Operation::RegisterDocument { name, collection } => {
+                let directory = match tx.get(automerge::ROOT, "documents").map_err(root_error)? {
+                    Some((_, directory)) => directory,
+                    None => {
+                        return Err(Error::DocumentCorrupt {
+                            document: ROOT_DOCUMENT.into(),
+                            detail: "no document directory".into(),
+                        });
+                    }
+                };
+                tx.put(&directory, name.as_str(), collection.name()).map_err(root_error)?;
+                Ok(())
+            }
+        }
+    }
+}
+
+pub struct Workspace {
+    path: PathBuf,
+    store: Box<dyn ChunkStore>,
+    workspace_id: [u8; 16],
+    identity: DeviceIdentity,
+    /// Local-storage keys by epoch.
+    storage_keys: BTreeMap<u32, SecretKey>,
+    current_epoch: u32,
+    actor: ActorId,
+    docs: BTreeMap<String, LoadedDocument>,
+    options: WorkspaceOptions,
+    /// Held for the workspace's lifetime: one process per workspace.
+    _lock: File,
+}
+
+impl Workspace {
+    /// Creates a new workspace in `dir` (created if missing; it must not hold one already).
+    pub fn init(dir: &Path, protection: KeyProtection, device_name: &str) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(StoreError::from)?;
+        let lock = lock_dir(dir)?;
+        if store_dir(dir).exists() {
+            return Err(Error::WorkspaceExists { path: dir.to_owned() });
+        }
+        let workspace_id = Ulid::new();
+        // Keys first: an OS keyring that cannot be reached fails here, before anything is written.
+        let created = keystore::create(workspace_id, protection)?;
+        let store = SledStore::open(&store_dir(dir))?;
+        let mut batch = WriteBatch::default();
+        batch.put(HEADER_KEY, created.header);
+        batch.put(KEYRING_KEY, created.sealed_keyring);
+        store.write(batch)?;
+        store.sync()?;
+        let mut workspace = Self::assemble(dir, Box::new(store), lock, workspace_id, created.unlocked);
+        let box_key = adiuva_model::hex::encode(&workspace.identity.box_public_key());
+        let envelope =
+            workspace.envelope(EventDraft::new(EventKind::from_static("workspace.created"), Actor::System), None);
+        workspace.commit_prepared(vec![Prepared {
+            document: ROOT_DOCUMENT.into(),
+            envelope,
+            operation: Operation::CreateWorkspace { device_name: device_name.to_owned(), box_key },
+            requested: true,
+        }])?;
+        info!(workspace = %workspace_id, device = %workspace.identity.device_id().short(), "workspace created");
+        Ok(workspace)
+    }
+
+    /// Opens the workspace in `dir`. `passphrase` is called only if the workspace key is
+    /// passphrase-protected.
+    pub fn open(dir: &Path, passphrase: impl FnOnce() -> Option<Zeroizing<String>>) -> Result<Self> {
+        Self::open_with(dir, passphrase, WorkspaceOptions::default())
+    }
+
+    pub fn open_with(
+        dir: &Path,
+        passphrase: impl FnOnce() -> Option<Zeroizing<String>>,
+        options: WorkspaceOptions,
+    ) -> Result<Self> {
+        if !store_dir(dir).is_dir() {
+            return Err(Error::WorkspaceNotFound { path: dir.to_owned() });
+        }
+        let lock = lock_dir(dir)?;
+        let store = SledStore::open(&store_dir(dir))?;
+        let header_bytes =
+            store.get(HEADER_KEY)?.ok_or_else(|| Error::WorkspaceFormat { detail: "no header".into() })?;
+        let sealed_keyring =
+            store.get(KEYRING_KEY)?.ok_or_else(|| Error::WorkspaceFormat { detail: "no local keyring".into() })?;
+        let header = Header::decode(&header_bytes)?;
+        let unlocked = keystore::unlock(&header_bytes, &sealed_keyring, passphrase)?;
+        let mut workspace = Self::assemble(dir, Box::new(store), lock, header.workspace_id, unlocked);
+        workspace.options = options;
+        // The root document is needed for everything else; load it now so a damaged one is
+        // reported at open.
+        workspace.document(ROOT_DOCUMENT)?;
+        debug!(workspace = %header.workspace_id, "workspace opened");
+        Ok(workspace)
+    }
+
+    fn assemble(
+        dir: &Path,
+        store: Box<dyn ChunkStore>,
+        lock: File,
+        workspace_id: Ulid,
+        unlocked: keystore::Unlocked,
+    ) -> Self {
+        let storage_keys: BTreeMap<u32, SecretKey> =
+            unlocked.keys.iter().map(|key| (key.epoch, key.key.derive(KeyPurpose::LocalStorage))).collect();
+        let current_epoch = unlocked.keys.last().map_or(1, |key| key.epoch);
+        let actor = ActorId::from(&unlocked.identity.device_id().0[..16]);
+        Self {
+            path: dir.to_owned(),
+            store,
+            workspace_id: workspace_id.to_bytes(),
+            identity: unlocked.identity,
+            storage_keys,
+            current_epoch,
+            actor,
+            docs: BTreeMap::new(),
+            options: WorkspaceOptions::default(),
+            _lock: lock,
+        }
+    }
+
+    pub fn workspace_id(&self) -> Ulid {
+        Ulid::from_bytes(self.workspace_id)
+    }
+
+    pub fn device_id(&self) -> DeviceId {
+        self.identity.device_id()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Commits one event; returns its full envelope once the event is durable.
+    pub fn commit(&mut self, draft: EventDraft, effect: Effect) -> Result<Envelope> {
+        let mut envelopes = self.commit_batch(vec![(draft, effect)])?;
+        envelopes.pop().ok_or_else(|| Error::InvalidInput { detail: "empty commit".into() })
+    }
+
+    /// Group commit: every event is still its own change with its own envelope, but all of them
+    /// become durable together, with one store batch and one durability barrier. All or none.
+    pub fn commit_batch(&mut self, events: Vec<(EventDraft, Effect)>) -> Result<Vec<Envelope>> {
+        let known: BTreeSet<String> = self.document_names()?.into_iter().collect();
+        let mut prepared = Vec::with_capacity(events.len());
+        let mut registered = BTreeSet::new();
+        for (draft, effect) in events {
+            let document = effect.document();
+            if !known.contains(&document) && registered.insert(document.clone()) {
+                let envelope = self.envelope(
+                    EventDraft::new(EventKind::from_static("document.created"), Actor::System)
+                        .correlated(draft.correlation),
+                    None,
+                );
+                prepared.push(Prepared {
+                    document: ROOT_DOCUMENT.into(),
+                    envelope,
+                    operation: Operation::RegisterDocument { name: document.clone(), collection: effect.collection() },
+                    requested: false,
+                });
+            }
+            let subject = Subject { document: document.clone(), record: effect.record() };
+            let envelope = self.envelope(draft, Some(subject));
+            prepared.push(Prepared { document, envelope, operation: Operation::Record(effect), requested: true });
+        }
+        self.commit_prepared(prepared)
+    }
+
+    fn envelope(&self, draft: EventDraft, subject: Option<Subject>) -> Envelope {
+        Envelope {
+            v: ENVELOPE_VERSION,
+            id: EventId::new(),
+            kind: draft.kind,
+            actor: draft.actor,
+            device: self.identity.device_id(),
+            time: Utc::now(),
+            correlation: draft.correlation,
+            causation: draft.causation,
+            subject,
+        }
+    }
+
+    fn commit_prepared(&mut self, events: Vec<Prepared>) -> Result<Vec<Envelope>> {
+        let touched: BTreeSet<String> = events.iter().map(|e| e.document.clone()).collect();
+        let result = self.apply_and_persist(events);
+        if result.is_err() {
+            // Memory must not run ahead of the store: reload these from what is durable.
+            for document in &touched {
+                self.docs.remove(document);
+            }
+        } else {
+            for document in &touched {
+                if self.docs.get(document).is_some_and(|d| d.manifest.tail_len() >= self.options.compact_after_chunks) {
+                    self.compact_document(document)?;
+                }
+            }
+        }
+        result
+    }
+
+    fn apply_and_persist(&mut self, events: Vec<Prepared>) -> Result<Vec<Envelope>> {
+        let mut changes: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+        let mut envelopes = Vec::with_capacity(events.len());
+        for event in events {
+            let loaded = self.document(&event.document)?;
+            let message = event.envelope.encode();
+            let options = CommitOptions::default()
+                .with_message(message.clone())
+                .with_time(event.envelope.time.timestamp_millis());
+            let success = loaded
+                .doc
+                .transact_with(|_| options, |tx| event.operation.apply(tx, &event.envelope))
+                .map_err(|failure| failure.error)?;
+            let hash = match success.hash {
+                Some(hash) => hash,
+                // An event that changed nothing (an edit to the same value) is still an event.
+                None => loaded.doc.empty_commit(
+                    CommitOptions::default().with_message(message).with_time(event.envelope.time.timestamp_millis()),
+                ),
+            };
+            let mut change = loaded.doc.get_change_by_hash(&hash).ok_or_else(|| Error::DocumentCorrupt {
+                document: event.document.clone(),
+                detail: "a committed change is not in the document".into(),
+            })?;
+            changes.entry(event.document).or_default().push(change.bytes().into_owned());
+            if event.requested {
+                envelopes.push(event.envelope);
+            }
+        }
+        let mut batch = WriteBatch::default();
+        for (document, document_changes) in &changes {
+            self.stage_changes(document, document_changes, &mut batch)?;
+        }
+        self.store.write(batch)?;
+        self.store.sync()?;
+        Ok(envelopes)
+    }
+
+    /// Seals `changes` (raw change bytes) into as few chunks as fit, appends them to the
+    /// document's tail and stages the new manifest, all into `batch`.
+    fn stage_changes(&mut self, document: &str, changes: &[Vec<u8>], batch: &mut WriteBatch) -> Result<()> {
+        let mut manifest = self.loaded(document)?.manifest.clone();
+        let mut payload = Vec::new();
+        for (index, change) in changes.iter().enumerate() {
+            payload.extend_from_slice(change);
+            let next_fits = changes.get(index + 1).is_some_and(|next| payload.len() + next.len() <= MAX_CHUNK_PAYLOAD);
+            if !next_fits {
+                let key = layout::change(document, manifest.next_seq);
+                let sealed = self.seal(&key, BlobKind::Changes, &payload)?;
+                batch.put(key, sealed);
+                manifest.next_seq += 1;
+                payload.clear();
+            }
+        }
+        self.stage_manifest(document, &manifest, batch)?;
+        if let Some(loaded) = self.docs.get_mut(document) {
+            loaded.manifest = manifest;
+        }
+        Ok(())
+    }
+
+    fn stage_manifest(&self, document: &str, manifest: &Manifest, batch: &mut WriteBatch) -> Result<()> {
+        let key = layout::manifest(document);
+        let sealed = self.seal(&key, BlobKind::Manifest, &manifest.encode())?;
+        batch.put(key, sealed);
+        Ok(())
+    }
+
+    fn seal(&self, key: &[u8], kind: BlobKind, payload: &[u8]) -> Result<Vec<u8>> {
+        let storage_key = self
+            .storage_keys
+            .get(&self.current_epoch)
+            .ok_or_else(|| Error::WorkspaceFormat { detail: "no key for the current epoch".into() })?;
+        let place = ChunkPlace { workspace_id: &self.workspace_id, blob_id: key };
+        Ok(chunk::seal_chunk(place, kind, self.current_epoch, storage_key, &self.identity, payload)?)
+    }
+
+    fn open_chunk(&self, document: &str, key: &[u8], bytes: &[u8], kind: BlobKind) -> Result<Vec<u8>> {
+        let place = ChunkPlace { workspace_id: &self.workspace_id, blob_id: key };
+        chunk::open_chunk(bytes, place, kind, |epoch| self.storage_keys.get(&epoch))
+            .map(|chunk| chunk.payload)
+            .map_err(|source| Error::Chunk { document: document.to_owned(), blob: layout::describe(key), source })
+    }
+
+    fn loaded(&self, document: &str) -> Result<&LoadedDocument> {
+        self.docs
+            .get(document)
+            .ok_or_else(|| Error::DocumentCorrupt { document: document.to_owned(), detail: "not loaded".into() })
+    }
+
+    /// The document, loaded from the store on first use (empty if it has never been written).
+    fn document(&mut self, document: &str) -> Result<&mut LoadedDocument> {
+        if !self.docs.contains_key(document) {
+            let loaded = self.load_document(document)?;
+            self.docs.insert(document.to_owned(), loaded);
+        }
+        self.docs.get_mut(document).ok_or_else(|| Error::DocumentCorrupt {
+            document: document.to_owned(),
+            detail: "vanished while loading".into(),
+        })
+    }
+
+    fn load_document(&self, document: &str) -> Result<LoadedDocument> {
+        let manifest = match self.store.get(&layout::manifest(document))? {
+            Some(sealed) => {
+                let bytes = self.open_chunk(document, &layout::manifest(document), &sealed, BlobKind::Manifest)?;
+                Manifest::decode(&bytes)
+                    .map_err(|detail| Error::DocumentCorrupt { document: document.to_owned(), detail })?
+            }
+            None => {
+                if let Some(stray) = self.store.keys_with_prefix(&layout::change_prefix(document))?.first() {
+                    return Err(Error::ChunkUnexpected {
+                        document: document.to_owned(),
+                        blob: layout::describe(stray),
+                    });
+                }
+                let mut doc = Automerge::new();
+                doc.set_actor(self.actor.clone());
+                return Ok(LoadedDocument { doc, manifest: Manifest::empty() });
+            }
+        };
+        let corrupt = |e: automerge::AutomergeError| Error::DocumentCorrupt {
+            document: document.to_owned(),
+            detail: e.to_string(),
+        };
+        let mut doc = match manifest.snapshot {
+            Some(snapshot) => {
+                let mut bytes = Vec::new();
+                for part in 0..snapshot.parts {
+                    let key = layout::snapshot_part(document, snapshot.generation, part);
+                    let sealed = self.store.get(&key)?.ok_or_else(|| Error::Chunk {
+                        document: document.to_owned(),
+                        blob: layout::describe(&key),
+                        source: chunk::ChunkError::Malformed("snapshot part is missing"),
+                    })?;
+                    bytes.extend_from_slice(&self.open_chunk(document, &key, &sealed, BlobKind::Snapshot)?);
+                }
+                Automerge::load(&bytes).map_err(corrupt)?
+            }
+            None => Automerge::new(),
+        };
+        let mut expected = manifest.tail_start;
+        for (key, sealed) in self.store.scan_prefix(&layout::change_prefix(document))? {
+            let seq = layout::change_seq(document, &key).ok_or_else(|| Error::ChunkUnexpected {
+                document: document.to_owned(),
+                blob: layout::describe(&key),
+            })?;
+            if seq < manifest.tail_start {
+                continue; // folded into the snapshot; left over from an interrupted compaction
+            }
+            if seq >= manifest.next_seq {
+                return Err(Error::ChunkUnexpected { document: document.to_owned(), blob: layout::describe(&key) });
+            }
+            if seq != expected {
+                return Err(Error::ChunkMissing {
+                    document: document.to_owned(),
+                    seq: expected,
+                    expected_end: manifest.next_seq,
+                });
+            }
+            let payload = self.open_chunk(document, &key, &sealed, BlobKind::Changes)?;
+            doc.load_incremental(&payload).map_err(corrupt)?;
+            expected += 1;
+        }
+        if expected != manifest.next_seq {
+            return Err(Error::ChunkMissing {
+                document: document.to_owned(),
+                seq: expected,
+                expected_end: manifest.next_seq,
+            });
+        }
+        let missing = doc.get_missing_deps(&[]);
+        if !missing.is_empty() {
+            return Err(Error::DocumentCorrupt {
+                document: document.to_owned(),
+                detail: format!("{} changes depend on history that is not stored", missing.len()),
+            });
+        }
+        doc.set_actor(self.actor.clone());
+        Ok(LoadedDocument { doc, manifest })
+    }
+
+    /// Folds every loaded document's tail into a fresh snapshot.
+    pub fn compact(&mut self) -> Result<()> {
+        for document in self.document_names()? {
+            if self.document(&document)?.manifest.tail_len() > 0 {
+                self.compact_document(&document)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn compact_document(&mut self, document: &str) -> Result<()> {
+        let loaded = self.document(document)?;
+        let bytes = loaded.doc.save();
+        let old = loaded.manifest.clone();
+        let generation = old.snapshot.map_or(1, |s| s.generation + 1);
+        let parts: Vec<&[u8]> = bytes.chunks(MAX_CHUNK_PAYLOAD).collect();
+        let mut manifest = old.clone();
+        manifest.tail_start = old.next_seq;
+        manifest.snapshot = Some(SnapshotRef { generation, parts: parts.len() as u32 });
+        // Step 1: the new snapshot and the manifest that points at it, durable together.
+        let mut batch = WriteBatch::default();
+        for (index, part) in parts.iter().enumerate() {
+            let key = layout::snapshot_part(document, generation, index as u32);
+            batch.put(key.clone(), self.seal(&key, BlobKind::Snapshot, part)?);
+        }
+        self.stage_manifest(document, &manifest, &mut batch)?;
+        self.store.write(batch)?;
+        self.store.sync()?;
+        if let Some(loaded) = self.docs.get_mut(document) {
+            loaded.manifest = manifest;
+        }
+        // Step 2: only now delete what the snapshot replaces (and leftovers of earlier runs).
+        let mut cleanup = WriteBatch::default();
+        for key in self.store.keys_with_prefix(&layout::change_prefix(document))? {
+            if layout::change_seq(document, &key).is_some_and(|seq| seq < old.next_seq) {
+                cleanup.delete(key);
+            }
+        }
+        for key in self.store.keys_with_prefix(&layout::snapshot_prefix(document))? {
+            if layout::snapshot_generation(document, &key) != Some(generation) {
+                cleanup.delete(key);
+            }
+        }
+        if !cleanup.is_empty() {
+            self.store.write(cleanup)?;
+            self.store.sync()?;
+        }
+        debug!(document, generation, bytes = bytes.len(), "compacted");
+        Ok(())
+    }
+
+    /// The documents the root directory lists, root first.
+    pub fn document_names(&mut self) -> Result<Vec<String>> {
+        let root = &self.document(ROOT_DOCUMENT)?.doc;
+        let mut names = vec![ROOT_DOCUMENT.to_owned()];
+        if let Ok(Some((_, directory))) = root.get(automerge::ROOT, "documents") {
+            names.extend(root.keys(&directory));
+        }
+        Ok(names)
+    }
+
+    fn collection_documents(&mut self, collection: Collection) -> Result<Vec<String>> {
+        Ok(self
+            .document_names()?
+            .into_iter()
+            .filter(|name| Collection::of_document(name) == Some(collection))
+            .collect())
+    }
+
+    /// A record's current fields, or `None`.
+    pub fn get(&mut self, collection: Collection, id: RecordId) -> Result<Option<Value>> {
+        let document = records::document_of(collection, id);
+        if collection.is_sharded() && !self.document_names()?.contains(&document) {
+            return Ok(None);
+        }
+        Ok(records::read_record(&self.document(&document)?.doc, id, None))
+    }
+
+    pub fn get_as<T: DeserializeOwned>(&mut self, collection: Collection, id: RecordId) -> Result<Option<T>> {
+        self.get(collection, id)?.map(|value| decode_record(collection, value)).transpose()
+    }
+
+    /// Every record of a collection, oldest first.
+    pub fn list(&mut self, collection: Collection) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        for document in self.collection_documents(collection)? {
+            let doc = &self.document(&document)?.doc;
+            out.extend(records::record_ids(doc).into_iter().filter_map(|id| records::read_record(doc, id, None)));
+        }
+        Ok(out)
+    }
+
+    pub fn list_as<T: DeserializeOwned>(&mut self, collection: Collection) -> Result<Vec<T>> {
+        self.list(collection)?.into_iter().map(|value| decode_record(collection, value)).collect()
+    }
+
+    /// Resolves a full id or a unique prefix of one (case-insensitive) to a record id.
+    pub fn resolve_id(&mut self, collection: Collection, text: &str) -> Result<RecordId> {
+        let prefix = text.to_ascii_uppercase();
+        if prefix.is_empty() {
+            return Err(Error::InvalidInput { detail: "empty record id".into() });
+        }
+        let mut matches = Vec::new();
+        for document in self.collection_documents(collection)? {
+            let doc = &self.document(&document)?.doc;
+            matches.extend(records::record_ids(doc).into_iter().filter(|id| id.to_string().starts_with(&prefix)));
+        }
+        match matches.as_slice() {
+            [id] => Ok(*id),
+            [] => Err(Error::RecordNotFound { collection, id: text.to_owned() }),
+            _ => Err(Error::RecordAmbiguous { collection, prefix: text.to_owned(), matches: matches.len() }),
+        }
+    }
+
+    /// The conflicts Automerge keeps for a record (fields set concurrently on two devices).
+    pub fn conflicts(&mut self, collection: Collection, id: RecordId) -> Result<Vec<FieldConflict>> {
+        let document = records::document_of(collection, id);
+        records::record_conflicts(&self.document(&document)?.doc, collection, id)
+    }
+
+    /// Events matching `filter`, across all documents, in time order.
+    pub fn events(&mut self, filter: &EventFilter) -> Result<Vec<LoggedEvent>> {
+        let mut out = Vec::new();
+        for document in self.document_names()? {
+            out.extend(self.document_events(&document)?.into_iter().filter(|e| filter.matches(&e.envelope)));
+        }
+        out.sort_by(|a, b| (a.envelope.time, a.envelope.id).cmp(&(b.envelope.time, b.envelope.id)));
+        Ok(out)
+    }
+
+    /// A record's events (its history), oldest first.
+    pub fn history(&mut self, collection: Collection, id: RecordId) -> Result<Vec<LoggedEvent>> {
+        let document = records::document_of(collection, id);
+        let mut events: Vec<LoggedEvent> = self
+            .document_events(&document)?
+            .into_iter()
+            .filter(|e| e.envelope.subject.as_ref().is_some_and(|s| s.record == id))
+            .collect();
+        events.sort_by(|a, b| (a.envelope.time, a.envelope.id).cmp(&(b.envelope.time, b.envelope.id)));
+        Ok(events)
+    }
+
+    fn document_events(&mut self, document: &str) -> Result<Vec<LoggedEvent>> {
+        let doc = &self.document(document)?.doc;
+        doc.get_changes_meta(&[])
+            .into_iter()
+            .map(|meta| {
+                let change = meta.hash.to_string();
+                let envelope = Envelope::decode(meta.message.as_deref().unwrap_or_default()).map_err(|source| {
+                    Error::Envelope { document: document.to_owned(), change: change.clone(), source }
+                })?;
+                Ok(LoggedEvent { document: document.to_owned(), change, envelope })
+            })
+            .collect()
+    }
+
+    /// The current heads of a document.
+    pub fn heads(&mut self, document: &str) -> Result<Vec<ChangeHash>> {
+        Ok(self.document(document)?.doc.get_heads())
+    }
+
+    /// The changes of `document` that a peer with `since` heads lacks, as concatenated change
+    /// bytes (what a sync bundle carries inside its encryption).
+    pub fn export_changes(&mut self, document: &str, since: &[ChangeHash]) -> Result<Vec<u8>> {
+        let doc = &self.document(document)?.doc;
+        Ok(doc.get_changes(since).iter().flat_map(|change| change.raw_bytes().to_vec()).collect())
+    }
+
+    /// Applies changes received from another device and stores them durably. Idempotent:
+    /// changes already present are skipped. Every new change must carry a valid envelope, or
+    /// nothing is kept. Returns how many changes were new.
+    pub fn import_changes(&mut self, document: &str, bytes: &[u8]) -> Result<usize> {
+        let result = self.import_and_persist(document, bytes);
+        if result.is_err() {
+            self.docs.remove(document);
+        }
+        result
+    }
+
+    fn import_and_persist(&mut self, document: &str, bytes: &[u8]) -> Result<usize> {
+        if document != ROOT_DOCUMENT && !self.document_names()?.iter().any(|d| d == document) {
+            let collection = Collection::of_document(document)
+                .ok_or_else(|| Error::InvalidInput { detail: format!("unknown document {document:?}") })?;
+            let envelope =
+                self.envelope(EventDraft::new(EventKind::from_static("document.created"), Actor::System), None);
+            self.commit_prepared(vec![Prepared {
+                document: ROOT_DOCUMENT.into(),
+                envelope,
+                operation: Operation::RegisterDocument { name: document.to_owned(), collection },
+                requested: false,
+            }])?;
+        }
+        let loaded = self.document(document)?;
+        let before = loaded.doc.get_heads();
+        loaded
+            .doc
+            .load_incremental(bytes)
+            .map_err(|e| Error::DocumentCorrupt { document: document.to_owned(), detail: e.to_string() })?;
+        let mut new_changes = loaded.doc.get_changes(&before);
+        for change in &new_changes {
+            Envelope::decode(change.message().unwrap_or_default()).map_err(|source| Error::Envelope {
+                document: document.to_owned(),
+                change: change.hash().to_string(),
+                source,
+            })?;
+        }
+        let count = new_changes.len();
+        if count > 0 {
+            let bytes: Vec<Vec<u8>> = new_changes.iter_mut().map(|c| c.bytes().into_owned()).collect();
+            let mut batch = WriteBatch::default();
+            self.stage_changes(document, &bytes, &mut batch)?;
+            self.store.write(batch)?;
+            self.store.sync()?;
+        }
+        Ok(count)
+    }
+
+    /// Counts, sizes and the health of every document. A damaged document is reported in its
+    /// entry; the others are counted as usual.
+    pub fn status(&mut self) -> Result<WorkspaceStatus> {
+        let mut documents = Vec::new();
+        for name in self.document_names()? {
+            let is_collection = name != ROOT_DOCUMENT;
+            let status = match self.document(&name) {
+                Ok(loaded) => DocumentStatus {
+                    name,
+                    records: if is_collection { loaded.doc.keys(automerge::ROOT).count() } else { 0 },
+                    events: loaded.doc.get_changes_meta(&[]).len(),
+                    tail_chunks: loaded.manifest.tail_len(),
+                    snapshot_generation: loaded.manifest.snapshot.map(|s| s.generation),
+                    error: None,
+                },
+                Err(error) => {
+                    warn!(document = %name, %error, "document does not load");
+                    DocumentStatus {
+                        name,
+                        records: 0,
+                        events: 0,
+                        tail_chunks: 0,
+                        snapshot_generation: None,
+                        error: Some(format!("{}: {error}", error.code().as_str())),
+                    }
+                }
+            };
+            documents.push(status);
+        }
+        Ok(WorkspaceStatus {
+            workspace_id: self.workspace_id(),
+            device_id: self.device_id(),
+            path: self.path.clone(),
+            key_epoch: self.current_epoch,
+            documents,
+            storage_bytes: self.store.size_on_disk()?,
+        })
+    }
+}
+
+fn decode_record<T: DeserializeOwned>(collection: Collection, value: Value) -> Result<T> {
+    serde_json::from_value(value).map_err(|e| Error::RecordInvalid { collection, detail: e.to_string() })
+}
+
+/// Builds the field map of a record from a serializable value, without its `id`.
+pub fn fields_of<T: Serialize>(collection: Collection, record: &T) -> Result<Map<String, Value>> {
+    match serde_json::to_value(record) {
+        Ok(Value::Object(mut fields)) => {
+            fields.remove("id");
+            Ok(fields)
+        }
+        Ok(_) => Err(Error::RecordInvalid { collection, detail: "a record must be an object".into() }),
+        Err(e) => Err(Error::RecordInvalid { collection, detail: e.to_string() }),
+    }
+}
+
+fn store_dir(dir: &Path) -> PathBuf {
+    dir.join("store")
+}
+
+fn lock_dir(dir: &Path) -> Result<File> {
+    let file =
+        File::options().create(true).truncate(false).write(true).open(dir.join("lock")).map_err(StoreError::from)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::WorkspaceLocked { path: dir.to_owned() }),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::from(e).into()),
+    }
+}
+
+/// Store key layout. Document names may contain `/`, so a NUL ends the name in chunk keys and
+/// `activity` can never be a prefix of `activity/2026-11`'s keys.
+mod layout {
+    pub fn manifest(document: &str) -> Vec<u8> {
+        [b"m/", document.as_bytes()].concat()
+    }
+
+    pub fn change_prefix(document: &str) -> Vec<u8> {
+        [b"c/", document.as_bytes(), b"\0"].concat()
+    }
+
+    pub fn change(document: &str, seq: u64) -> Vec<u8> {
+        [change_prefix(document).as_slice(), &seq.to_be_bytes()].concat()
+    }
+
+    pub fn change_seq(document: &str, key: &[u8]) -> Option<u64> {
+        let rest = key.strip_prefix(change_prefix(document).as_slice())?;
+        Some(u64::from_be_bytes(rest.try_into().ok()?))
+    }
+
+    pub fn snapshot_prefix(document: &str) -> Vec<u8> {
+        [b"s/", document.as_bytes(), b"\0"].concat()
+    }
+
+    pub fn snapshot_part(document: &str, generation: u64, part: u32) -> Vec<u8> {
+        [snapshot_prefix(document).as_slice(), &generation.to_be_bytes(), &part.to_be_bytes()].concat()
+    }
+
+    pub fn snapshot_generation(document: &str, key: &[u8]) -> Option<u64> {
+        let rest = key.strip_prefix(snapshot_prefix(document).as_slice())?;
+        Some(u64::from_be_bytes(rest.get(..8)?.try_into().ok()?))
+    }
+
+    /// A readable name for a store key, for errors: `tasks#12`, `tasks snapshot 3.0`.
+    pub fn describe(key: &[u8]) -> String {
+        let split = |rest: &[u8]| -> (String, Vec<u8>) {
+            match rest.iter().position(|&b| b == 0) {
+                Some(at) => (String::from_utf8_lossy(&rest[..at]).into_owned(), rest[at + 1..].to_vec()),
+                None => (String::from_utf8_lossy(rest).into_owned(), Vec::new()),
+            }
+        };
+        match key {
+            [b'c', b'/', rest @ ..] => {
+                let (document, seq) = split(rest);
+                match <[u8; 8]>::try_from(seq.as_slice()) {
+                    Ok(seq) => format!("{document}#{}", u64::from_be_bytes(seq)),
+                    Err(_) => format!("{document}#?"),
+                }
+            }
+            [b's', b'/', rest @ ..] => {
+                let (document, id) = split(rest);
+                match (id.get(..8), id.get(8..12)) {
+                    (Some(generation), Some(part)) => format!(
+                        "{document} snapshot {}.{}",
+                        u64::from_be_bytes(generation.try_into().unwrap_or_default()),
+                        u32::from_be_bytes(part.try_into().unwrap_or_default())
+                    ),
+                    _ => format!("{document} snapshot ?"),
+                }
+            }
+            [b'm', b'/', rest @ ..] => format!("{} manifest", String::from_utf8_lossy(rest)),
+            other => String::from_utf8_lossy(other).into_owned(),
+        }
+    }
+}

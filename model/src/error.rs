@@ -1,0 +1,69 @@
+//! Stable error codes: every error that leaves a process (an HTTP body, a command's JSON error, an
+//! audit report) carries one. A code is never renamed or reused; new ones are only added.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+macro_rules! error_codes {
+    ($($variant:ident => $code:literal, $doc:literal;)*) => {
+        /// Every stable error code, in one place.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            $(#[doc = $doc] #[serde(rename = $code)] $variant,)*
+        }
+
+        impl ErrorCode {
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $code,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    WorkspaceNotFound => "workspace.not_found", "No workspace at the given directory.";
+    WorkspaceExists => "workspace.exists", "A workspace already exists at the given directory.";
+    WorkspaceLocked => "workspace.locked", "Another process has the workspace open.";
+    WorkspaceFormat => "workspace.format", "The workspace was written by a newer or unknown format.";
+    WrongPassphrase => "key.wrong_passphrase", "The passphrase does not unlock the workspace key.";
+    PassphraseRequired => "key.passphrase_required", "The workspace key is passphrase-protected and none was given.";
+    KeyringUnavailable => "key.keyring_unavailable", "No OS keyring is reachable.";
+    KeyringEntryMissing => "key.keyring_entry_missing", "The OS keyring has no key for this workspace.";
+    UnknownEpoch => "key.unknown_epoch", "Data is sealed with a key epoch this device does not hold.";
+    ChunkMalformed => "chunk.malformed", "A stored chunk is not in the chunk format (truncated or foreign bytes).";
+    ChunkCorrupt => "chunk.corrupt", "A stored chunk failed authentication: it was altered or damaged.";
+    ChunkBadSignature => "chunk.bad_signature", "A chunk's device signature does not verify.";
+    ChunkMissing => "chunk.missing", "A chunk the document's manifest lists is not in the store.";
+    ChunkUnexpected => "chunk.unexpected", "The store holds a chunk the manifest does not account for.";
+    DocumentCorrupt => "document.corrupt", "Authenticated chunks did not form a valid Automerge document.";
+    EnvelopeVersion => "envelope.unsupported_version", "An event envelope is newer than this build.";
+    EnvelopeMalformed => "envelope.malformed", "An event's commit message is not a valid envelope.";
+    RecordNotFound => "record.not_found", "No record with that id.";
+    RecordAmbiguous => "record.ambiguous", "An id prefix matches more than one record.";
+    RecordInvalid => "record.invalid", "Record fields do not fit the collection's schema.";
+    InputInvalid => "input.invalid", "A command or request argument is invalid.";
+    StoreIo => "store.io", "The local store could not be read or written.";
+    StoreCorrupt => "store.corrupt", "The local store's own files are damaged.";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_are_unique_and_dotted() {
+        let mut seen = HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(seen.insert(code.as_str()), "duplicate {}", code.as_str());
+            assert!(code.as_str().contains('.'));
+            let json = serde_json::to_string(code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+}
