@@ -42,6 +42,10 @@ pub enum Error {
     ChunkMissing { document: String, seq: u64, expected_end: u64 },
     #[error("document {document} has a chunk its manifest does not account for: {blob}")]
     ChunkUnexpected { document: String, blob: String },
+    #[error(
+        "document {document} has {found} chunks but had {expected} when the workspace was last closed: a store file was truncated or replaced by an older copy"
+    )]
+    StoreRolledBack { document: String, found: u64, expected: u64 },
     #[error("document {document} does not load: {detail}")]
     DocumentCorrupt { document: String, detail: String },
     #[error("event {change} in document {document}: {source}")]
@@ -88,6 +92,7 @@ impl Error {
             },
             Error::ChunkMissing { .. } => ErrorCode::ChunkMissing,
             Error::ChunkUnexpected { .. } => ErrorCode::ChunkUnexpected,
+            Error::StoreRolledBack { .. } => ErrorCode::StoreRolledBack,
             Error::DocumentCorrupt { .. } => ErrorCode::DocumentCorrupt,
             Error::Envelope { source, .. } => match source {
                 EnvelopeError::UnsupportedVersion { .. } => ErrorCode::EnvelopeVersion,

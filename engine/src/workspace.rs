@@ -17,6 +17,12 @@
 //!
 //! Documents load lazily and independently: damage to one is reported, with its document and
 //! chunk, by the operations that need it, and the others stay readable.
+//!
+//! A store that is *consistently* older than it should be (its log file truncated at a record
+//! boundary, or an old copy put back) passes every per-chunk check, because sled recovers such a
+//! file as if a crash had cut it short. The **witness** file beside the store catches that: at
+//! every clean close and compaction it records, sealed, how many chunks each document had, and a
+//! document that later loads with fewer is refused.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -53,6 +59,8 @@ const MAX_CHUNK_PAYLOAD: usize = 64 * 1024;
 /// Store keys outside the chunk format.
 const HEADER_KEY: &[u8] = b"h";
 const KEYRING_KEY: &[u8] = b"k";
+/// The witness file's name, and its blob id in the chunk format.
+const WITNESS_FILE: &str = "witness";
 
 #[derive(Clone, Debug)]
 pub struct WorkspaceOptions {
@@ -223,6 +231,8 @@ pub struct Workspace {
     actor: ActorId,
     docs: BTreeMap<String, LoadedDocument>,
     options: WorkspaceOptions,
+    /// Chunk counts per document at the last clean close or compaction.
+    witness: BTreeMap<String, u64>,
     /// Held for the workspace's lifetime: one process per workspace.
     _lock: File,
 }
@@ -282,6 +292,7 @@ impl Workspace {
         let unlocked = keystore::unlock(&header_bytes, &sealed_keyring, passphrase)?;
         let mut workspace = Self::assemble(dir, Box::new(store), lock, header.workspace_id, unlocked);
         workspace.options = options;
+        workspace.read_witness()?;
         // The root document is needed for everything else; load it now so a damaged one is
         // reported at open.
         workspace.document(ROOT_DOCUMENT)?;
@@ -310,8 +321,41 @@ impl Workspace {
             actor,
             docs: BTreeMap::new(),
             options: WorkspaceOptions::default(),
+            witness: BTreeMap::new(),
             _lock: lock,
         }
+    }
+
+    fn read_witness(&mut self) -> Result<()> {
+        let path = self.path.join(WITNESS_FILE);
+        let sealed = match std::fs::read(&path) {
+            Ok(sealed) => sealed,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(StoreError::from(e).into()),
+        };
+        let bytes = self.open_chunk(WITNESS_FILE, WITNESS_FILE.as_bytes(), &sealed, BlobKind::Manifest)?;
+        self.witness = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Store(StoreError::Corrupt { detail: format!("witness: {e}") }))?;
+        Ok(())
+    }
+
+    /// Records every loaded document's chunk count (all durable) in the witness file, atomically.
+    fn write_witness(&mut self) -> Result<()> {
+        for (name, loaded) in &self.docs {
+            let count = self.witness.entry(name.clone()).or_default();
+            *count = (*count).max(loaded.manifest.next_seq);
+        }
+        let bytes = serde_json::to_vec(&self.witness).unwrap_or_default();
+        let sealed = self.seal(WITNESS_FILE.as_bytes(), BlobKind::Manifest, &bytes)?;
+        let temporary = self.path.join(format!("{WITNESS_FILE}.tmp"));
+        let write = || -> std::io::Result<()> {
+            let mut file = File::create(&temporary)?;
+            std::io::Write::write_all(&mut file, &sealed)?;
+            file.sync_all()?;
+            std::fs::rename(&temporary, self.path.join(WITNESS_FILE))?;
+            File::open(&self.path)?.sync_all()
+        };
+        write().map_err(|e| StoreError::from(e).into())
     }
 
     pub fn workspace_id(&self) -> Ulid {
@@ -508,6 +552,9 @@ impl Workspace {
                         blob: layout::describe(stray),
                     });
                 }
+                if let Some(&expected) = self.witness.get(document).filter(|&&count| count > 0) {
+                    return Err(Error::StoreRolledBack { document: document.to_owned(), found: 0, expected });
+                }
                 let mut doc = Automerge::new();
                 doc.set_actor(self.actor.clone());
                 return Ok(LoadedDocument { doc, manifest: Manifest::empty() });
@@ -533,6 +580,14 @@ impl Workspace {
             }
             None => Automerge::new(),
         };
+        let witnessed = self.witness.get(document).copied().unwrap_or(0);
+        if manifest.next_seq < witnessed {
+            return Err(Error::StoreRolledBack {
+                document: document.to_owned(),
+                found: manifest.next_seq,
+                expected: witnessed,
+            });
+        }
         let mut expected = manifest.tail_start;
         for (key, sealed) in self.store.scan_prefix(&layout::change_prefix(document))? {
             let seq = layout::change_seq(document, &key).ok_or_else(|| Error::ChunkUnexpected {
@@ -621,6 +676,7 @@ impl Workspace {
             self.store.write(cleanup)?;
             self.store.sync()?;
         }
+        self.write_witness()?;
         debug!(document, generation, bytes = bytes.len(), "compacted");
         Ok(())
     }
@@ -828,6 +884,15 @@ impl Workspace {
             documents,
             storage_bytes: self.store.size_on_disk()?,
         })
+    }
+}
+
+impl Drop for Workspace {
+    /// A clean close records the witness, so a store later found holding less is refused.
+    fn drop(&mut self) {
+        if let Err(error) = self.write_witness() {
+            warn!(%error, "could not record the witness at close");
+        }
     }
 }
 

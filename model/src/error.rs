@@ -49,6 +49,7 @@ error_codes! {
     InputInvalid => "input.invalid", "A command or request argument is invalid.";
     StoreIo => "store.io", "The local store could not be read or written.";
     StoreCorrupt => "store.corrupt", "The local store's own files are damaged.";
+    StoreRolledBack => "store.rolled_back", "The store holds less than it held at its last clean close: a file was truncated or replaced by an older copy.";
 }
 
 #[cfg(test)]

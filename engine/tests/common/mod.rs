@@ -1,0 +1,82 @@
+//! Helpers shared by the engine's integration tests: real workspaces in temporary directories.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::Path;
+
+use adiuva_engine::{Effect, EventDraft, KeyProtection, Workspace};
+use adiuva_model::{Actor, Collection, EventKind, RecordId};
+use serde_json::{Map, Value, json};
+use zeroize::Zeroizing;
+
+pub const PASSPHRASE: &str = "correct horse battery staple";
+
+pub fn passphrase() -> Option<Zeroizing<String>> {
+    Some(Zeroizing::new(PASSPHRASE.to_owned()))
+}
+
+pub fn init(dir: &Path) -> Workspace {
+    Workspace::init(dir, KeyProtection::Passphrase(Zeroizing::new(PASSPHRASE.into())), "test device").unwrap()
+}
+
+pub fn open(dir: &Path) -> Workspace {
+    Workspace::open(dir, passphrase).unwrap()
+}
+
+pub fn fields(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => panic!("fields must be an object"),
+    }
+}
+
+pub fn draft(kind: &str) -> EventDraft {
+    EventDraft::new(EventKind::new(kind).unwrap(), Actor::User)
+}
+
+pub fn task_effect(title: &str, description: &str) -> Effect {
+    Effect::CreateRecord {
+        collection: Collection::Tasks,
+        id: RecordId::new(),
+        fields: fields(json!({"title": title, "description": description, "status": "todo", "priority": "medium",
+                              "tags": [], "created_at": "2026-11-29T10:00:00Z"})),
+    }
+}
+
+pub fn add_task(workspace: &mut Workspace, title: &str, description: &str) -> RecordId {
+    let effect = task_effect(title, description);
+    let id = effect.record();
+    workspace.commit(draft("task.created"), effect).unwrap();
+    id
+}
+
+pub fn add_note(workspace: &mut Workspace, title: &str, body: &str) -> RecordId {
+    let id = RecordId::new();
+    let effect = Effect::CreateRecord {
+        collection: Collection::Notes,
+        id,
+        fields: fields(json!({"title": title, "body": body, "tags": [], "created_at": "2026-11-29T10:00:00Z"})),
+    };
+    workspace.commit(draft("note.created"), effect).unwrap();
+    id
+}
+
+/// Every file under `dir`, with its bytes.
+pub fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                out.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
+}
