@@ -1,1 +1,275 @@
-fn main() {}
+//! The foundation's benchmarks, each beside its baseline measured in the same run:
+//!
+//! - `commit`: durable single-event commit latency (p50/p99) vs SQLite (WAL, synchronous=FULL)
+//!   inserting the same rows one transaction each;
+//! - `group`: group-commit throughput from 0 to N events in one collection, per window, vs raw
+//!   in-memory Automerge transactions of the same records and messages;
+//! - `open`: opening the resulting workspace (unlock, then load every document);
+//! - `size`: bytes on disk per event after compaction vs the same events as JSON lines.
+//!
+//! Run: `cargo bench -p adiuva-engine --bench foundation [-- --events N --commits N]`.
+//! Prints a table and, with `--json FILE`, writes the figures as JSON for side-by-side runs.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use adiuva_engine::{Effect, EventDraft, KeyProtection, Workspace, WorkspaceOptions};
+use adiuva_model::envelope::{ENVELOPE_VERSION, Subject};
+use adiuva_model::{Actor, Collection, DeviceId, Envelope, EventId, EventKind, RecordId};
+use automerge::transaction::{CommitOptions, Transactable};
+use serde_json::{Map, Value, json};
+use zeroize::Zeroizing;
+
+const PASSPHRASE: &str = "benchmark passphrase";
+const GROUP: usize = 1000;
+
+struct Settings {
+    events: usize,
+    commits: usize,
+    windows: usize,
+    json_out: Option<String>,
+}
+
+fn settings() -> Settings {
+    let mut settings = Settings { events: 100_000, commits: 2_000, windows: 10, json_out: None };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().unwrap_or_default();
+        match arg.as_str() {
+            "--events" => settings.events = value().parse().unwrap_or(settings.events),
+            "--commits" => settings.commits = value().parse().unwrap_or(settings.commits),
+            "--json" => settings.json_out = Some(value()),
+            _ => {} // cargo bench passes --bench
+        }
+    }
+    settings
+}
+
+fn task_fields(index: usize) -> Map<String, Value> {
+    let priority = ["low", "medium", "high", "urgent"][index % 4];
+    let value = json!({
+        "title": format!("Task number {index}: follow up on the quarterly report"),
+        "description": format!("Details for task {index}. Check the figures, ask for review, send it on."),
+        "status": "todo",
+        "priority": priority,
+        "tags": ["work", format!("batch-{}", index / 1000)],
+        "project": "benchmarks",
+        "created_at": "2026-11-29T10:00:00Z",
+    });
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+fn draft() -> EventDraft {
+    EventDraft::new(EventKind::from_static("task.created"), Actor::User)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn new_workspace(dir: &Path, options: WorkspaceOptions) -> Workspace {
+    drop(Workspace::init(dir, KeyProtection::Passphrase(Zeroizing::new(PASSPHRASE.into())), "bench").unwrap());
+    Workspace::open_with(dir, || Some(Zeroizing::new(PASSPHRASE.into())), options).unwrap()
+}
+
+/// Durable single-event commits vs SQLite inserting the same rows.
+fn commit_latency(settings: &Settings, report: &mut Map<String, Value>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut workspace = new_workspace(&dir.path().join("ws"), WorkspaceOptions::default());
+    let mut ours = Vec::with_capacity(settings.commits);
+    let mut rows = Vec::with_capacity(settings.commits);
+    for index in 0..settings.commits {
+        let id = RecordId::new();
+        let fields = task_fields(index);
+        let started = Instant::now();
+        let envelope = workspace
+            .commit(draft(), Effect::CreateRecord { collection: Collection::Tasks, id, fields: fields.clone() })
+            .unwrap();
+        ours.push(started.elapsed());
+        rows.push((envelope.id.to_string(), envelope.encode(), Value::Object(fields).to_string()));
+    }
+    drop(workspace);
+
+    let sqlite = rusqlite::Connection::open(dir.path().join("baseline.sqlite")).unwrap();
+    sqlite.pragma_update(None, "journal_mode", "WAL").unwrap();
+    sqlite.pragma_update(None, "synchronous", "FULL").unwrap();
+    sqlite
+        .execute("CREATE TABLE events (id TEXT PRIMARY KEY, envelope TEXT NOT NULL, record TEXT NOT NULL)", [])
+        .unwrap();
+    let mut theirs = Vec::with_capacity(rows.len());
+    for (id, envelope, record) in &rows {
+        let started = Instant::now();
+        sqlite
+            .execute("INSERT INTO events (id, envelope, record) VALUES (?1, ?2, ?3)", (id, envelope, record))
+            .unwrap();
+        theirs.push(started.elapsed());
+    }
+    ours.sort();
+    theirs.sort();
+    let (p50, p99) = (percentile(&ours, 0.5), percentile(&ours, 0.99));
+    let (s50, s99) = (percentile(&theirs, 0.5), percentile(&theirs, 0.99));
+    println!("commit latency ({} durable single-event commits)", settings.commits);
+    println!("  adiuva   p50 {:>7.3} ms  p99 {:>7.3} ms", ms(p50), ms(p99));
+    println!("  sqlite   p50 {:>7.3} ms  p99 {:>7.3} ms   (WAL, synchronous=FULL, same rows)", ms(s50), ms(s99));
+    println!("  ratio    p50 {:>7.2}×    p99 {:>7.2}×", ms(p50) / ms(s50), ms(p99) / ms(s99));
+    report.insert(
+        "commit".into(),
+        json!({"commits": settings.commits, "p50_ms": ms(p50), "p99_ms": ms(p99),
+               "sqlite_p50_ms": ms(s50), "sqlite_p99_ms": ms(s99)}),
+    );
+}
+
+/// Group commit from 0 to N events vs raw Automerge transactions, window by window.
+fn group_commit(settings: &Settings, dir: &Path, report: &mut Map<String, Value>) {
+    let mut workspace = new_workspace(dir, WorkspaceOptions::default());
+    let window = settings.events / settings.windows;
+    let mut ours = Vec::new();
+    let mut started = Instant::now();
+    let mut done = 0;
+    while done < settings.events {
+        let batch: Vec<_> = (done..(done + GROUP).min(settings.events))
+            .map(|index| {
+                (
+                    draft(),
+                    Effect::CreateRecord {
+                        collection: Collection::Tasks,
+                        id: RecordId::new(),
+                        fields: task_fields(index),
+                    },
+                )
+            })
+            .collect();
+        done += batch.len();
+        workspace.commit_batch(batch).unwrap();
+        if done % window == 0 {
+            ours.push(window as f64 / started.elapsed().as_secs_f64());
+            started = Instant::now();
+        }
+    }
+    drop(workspace);
+
+    // Baseline: the same records and envelopes as plain in-memory Automerge transactions.
+    let mut doc = automerge::Automerge::new();
+    let device = DeviceId([7; 32]);
+    let mut theirs = Vec::new();
+    let mut started = Instant::now();
+    for index in 0..settings.events {
+        let id = RecordId::new();
+        let envelope = Envelope {
+            v: ENVELOPE_VERSION,
+            id: EventId::new(),
+            kind: EventKind::from_static("task.created"),
+            actor: Actor::User,
+            device,
+            time: chrono::Utc::now(),
+            correlation: None,
+            causation: None,
+            subject: Some(Subject { document: "tasks".into(), record: id }),
+        };
+        let effect = Effect::CreateRecord { collection: Collection::Tasks, id, fields: task_fields(index) };
+        let options =
+            CommitOptions::default().with_message(envelope.encode()).with_time(envelope.time.timestamp_millis());
+        doc.transact_with(|_| options, |tx| effect.apply(tx)).unwrap();
+        if (index + 1) % window == 0 {
+            theirs.push(window as f64 / started.elapsed().as_secs_f64());
+            started = Instant::now();
+        }
+    }
+    println!(
+        "group commit throughput, events/s per window of {window} ({} events, groups of {GROUP})",
+        settings.events
+    );
+    println!("  {:>10}  {:>12}  {:>12}", "up to", "adiuva", "automerge");
+    for (index, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+        println!("  {:>10}  {:>12.0}  {:>12.0}", (index + 1) * window, a, b);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (first, last) = (ours[0], ours[ours.len() - 1]);
+    println!("  mean {:.0} vs {:.0} events/s; last/first window {:.2}", mean(&ours), mean(&theirs), last / first);
+    report.insert(
+        "group".into(),
+        json!({"events": settings.events, "window": window, "adiuva_events_per_s": ours, "automerge_events_per_s": theirs}),
+    );
+}
+
+/// Opening the workspace of N events: unlock (Argon2id), then load every document.
+fn open_and_size(settings: &Settings, dir: &Path, report: &mut Map<String, Value>) {
+    {
+        let mut workspace = Workspace::open(dir, || Some(Zeroizing::new(PASSPHRASE.into()))).unwrap();
+        workspace.compact().unwrap();
+    }
+    let mut opens = Vec::new();
+    let mut loads = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let mut workspace = Workspace::open(dir, || Some(Zeroizing::new(PASSPHRASE.into()))).unwrap();
+        let opened = started.elapsed();
+        let status = workspace.status().unwrap();
+        let total = started.elapsed();
+        assert!(status.documents.iter().any(|d| d.name == "tasks" && d.events == settings.events));
+        opens.push(opened);
+        loads.push(total - opened);
+    }
+    opens.sort();
+    loads.sort();
+    let (unlock, load) = (percentile(&opens, 0.5), percentile(&loads, 0.5));
+    println!("open a workspace of {} events (median of 5)", settings.events);
+    println!("  unlock (Argon2id t=3 m=64MiB) + root: {:>7.1} ms", ms(unlock));
+    println!("  load and count every document:        {:>7.1} ms", ms(load));
+    println!("  total:                                {:>7.1} ms", ms(unlock + load));
+
+    let workspace_bytes = directory_size(dir);
+    // Baseline: the same events (envelope + record) as JSON lines.
+    let mut workspace = Workspace::open(dir, || Some(Zeroizing::new(PASSPHRASE.into()))).unwrap();
+    let events = workspace.events(&Default::default()).unwrap();
+    let tasks = workspace.list(Collection::Tasks).unwrap();
+    let records: std::collections::HashMap<String, &Value> =
+        tasks.iter().map(|t| (t["id"].as_str().unwrap_or_default().to_owned(), t)).collect();
+    let mut jsonl_bytes = 0usize;
+    for event in &events {
+        let record = event.envelope.subject.as_ref().and_then(|s| records.get(&s.record.to_string()));
+        jsonl_bytes += json!({"envelope": event.envelope, "record": record}).to_string().len() + 1;
+    }
+    let per_event = workspace_bytes as f64 / events.len() as f64;
+    let json_per_event = jsonl_bytes as f64 / events.len() as f64;
+    println!("bytes on disk per event after compaction ({} events)", events.len());
+    println!("  adiuva     {per_event:>7.1} B/event  ({workspace_bytes} bytes, all files)");
+    println!("  JSON lines {json_per_event:>7.1} B/event  ({jsonl_bytes} bytes)");
+    println!("  ratio      {:>7.2}×", per_event / json_per_event);
+    report.insert("open".into(), json!({"events": settings.events, "unlock_ms": ms(unlock), "load_ms": ms(load)}));
+    report.insert(
+        "size".into(),
+        json!({"events": events.len(), "bytes_per_event": per_event, "jsonl_bytes_per_event": json_per_event}),
+    );
+}
+
+fn directory_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            if entry.path().is_dir() { directory_size(&entry.path()) } else { entry.metadata().unwrap().len() }
+        })
+        .sum()
+}
+
+fn main() {
+    let settings = settings();
+    let mut report = Map::new();
+    commit_latency(&settings, &mut report);
+    let dir = tempfile::tempdir().unwrap();
+    let workspace_dir = dir.path().join("ws");
+    group_commit(&settings, &workspace_dir, &mut report);
+    open_and_size(&settings, &workspace_dir, &mut report);
+    if let Some(path) = &settings.json_out {
+        std::fs::write(path, serde_json::to_string_pretty(&Value::Object(report)).unwrap()).unwrap();
+    }
+}

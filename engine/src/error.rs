@@ -40,6 +40,8 @@ pub enum Error {
     },
     #[error("document {document} is missing chunk {seq} (its manifest lists chunks up to {expected_end})")]
     ChunkMissing { document: String, seq: u64, expected_end: u64 },
+    #[error("document {document} is missing its snapshot (generation {generation})")]
+    SnapshotMissing { document: String, generation: u64 },
     #[error("document {document} has a chunk its manifest does not account for: {blob}")]
     ChunkUnexpected { document: String, blob: String },
     #[error(
@@ -63,6 +65,12 @@ pub enum Error {
     RecordInvalid { collection: Collection, detail: String },
     #[error("invalid input: {detail}")]
     InvalidInput { detail: String },
+    #[error("document {document}: {source}")]
+    DocumentStore {
+        document: String,
+        #[source]
+        source: StoreError,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -90,7 +98,7 @@ impl Error {
                 ChunkError::Unauthentic => ErrorCode::ChunkCorrupt,
                 ChunkError::BadSignature => ErrorCode::ChunkBadSignature,
             },
-            Error::ChunkMissing { .. } => ErrorCode::ChunkMissing,
+            Error::ChunkMissing { .. } | Error::SnapshotMissing { .. } => ErrorCode::ChunkMissing,
             Error::ChunkUnexpected { .. } => ErrorCode::ChunkUnexpected,
             Error::StoreRolledBack { .. } => ErrorCode::StoreRolledBack,
             Error::DocumentCorrupt { .. } => ErrorCode::DocumentCorrupt,
@@ -102,9 +110,12 @@ impl Error {
             Error::RecordAmbiguous { .. } => ErrorCode::RecordAmbiguous,
             Error::RecordInvalid { .. } => ErrorCode::RecordInvalid,
             Error::InvalidInput { .. } => ErrorCode::InputInvalid,
-            Error::Store(StoreError::Locked { .. }) => ErrorCode::WorkspaceLocked,
-            Error::Store(StoreError::Corrupt { .. }) => ErrorCode::StoreCorrupt,
-            Error::Store(StoreError::Io { .. }) | Error::Random(_) => ErrorCode::StoreIo,
+            Error::Store(source) | Error::DocumentStore { source, .. } => match source {
+                StoreError::Locked { .. } => ErrorCode::WorkspaceLocked,
+                StoreError::Corrupt { .. } => ErrorCode::StoreCorrupt,
+                StoreError::Io { .. } => ErrorCode::StoreIo,
+            },
+            Error::Random(_) => ErrorCode::StoreIo,
         }
     }
 }

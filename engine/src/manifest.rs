@@ -17,6 +17,8 @@ pub struct Manifest {
     pub tail_start: u64,
     /// The sequence number the next change chunk gets; the tail is `tail_start..next_seq`.
     pub next_seq: u64,
+    /// Bytes of change chunks in the tail.
+    pub tail_bytes: u64,
     /// The compacted snapshot the tail applies on top of, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotRef>,
@@ -27,7 +29,8 @@ pub struct Manifest {
 pub struct SnapshotRef {
     /// Increases with every compaction, so a new snapshot never overwrites the one it replaces.
     pub generation: u64,
-    pub parts: u32,
+    /// Its sealed size.
+    pub bytes: u64,
 }
 
 impl Manifest {

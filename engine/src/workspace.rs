@@ -10,10 +10,10 @@
 //! does `commit` return. If anything fails, the touched documents are dropped from memory and
 //! reload from the store on next use, so memory never runs ahead of what is durable.
 //!
-//! Compaction writes the document's `save()` as snapshot parts plus a manifest pointing at them
-//! (atomic, then durable), and only afterwards deletes the chunks and older parts it replaces. A
-//! crash in between leaves stale chunks that the manifest no longer counts; they are ignored on
-//! load and removed by the next compaction.
+//! Compaction writes the document's `save()` as one sealed snapshot together with the manifest
+//! pointing at it (atomic, then durable), and only afterwards deletes the chunks and the older
+//! snapshot it replaces. A crash in between leaves stale chunks or an old snapshot that the
+//! manifest does not count; they are ignored on load and removed by the next compaction.
 //!
 //! Documents load lazily and independently: damage to one is reported, with its document and
 //! chunk, by the operations that need it, and the others stay readable.
@@ -62,16 +62,29 @@ const KEYRING_KEY: &[u8] = b"k";
 /// The witness file's name, and its blob id in the chunk format.
 const WITNESS_FILE: &str = "witness";
 
+/// When to compact a document. Compaction folds the tail into a new snapshot: it bounds the
+/// time to open the document and the bytes the key-value store holds.
 #[derive(Clone, Debug)]
 pub struct WorkspaceOptions {
-    /// Compact a document once this many change chunks sit on top of its snapshot. Bounds both
-    /// the time to open it and the bytes it takes on disk.
+    /// Compact once this many change chunks sit on top of the snapshot (each costs a read and a
+    /// signature check at open).
     pub compact_after_chunks: u64,
+    /// Compact once the tail holds this many bytes, or as many as the snapshot if that is more:
+    /// snapshots then grow geometrically and rewriting them costs O(1) per byte committed.
+    pub compact_after_bytes: u64,
 }
 
 impl Default for WorkspaceOptions {
     fn default() -> Self {
-        Self { compact_after_chunks: 512 }
+        Self { compact_after_chunks: 512, compact_after_bytes: 2 * 1024 * 1024 }
+    }
+}
+
+impl WorkspaceOptions {
+    fn should_compact(&self, manifest: &Manifest) -> bool {
+        let snapshot_bytes = manifest.snapshot.map_or(0, |s| s.bytes);
+        manifest.tail_len() >= self.compact_after_chunks
+            || manifest.tail_bytes >= self.compact_after_bytes.max(snapshot_bytes)
     }
 }
 
@@ -428,7 +441,7 @@ impl Workspace {
             }
         } else {
             for document in &touched {
-                if self.docs.get(document).is_some_and(|d| d.manifest.tail_len() >= self.options.compact_after_chunks) {
+                if self.docs.get(document).is_some_and(|d| self.options.should_compact(&d.manifest)) {
                     self.compact_document(document)?;
                 }
             }
@@ -485,6 +498,7 @@ impl Workspace {
             if !next_fits {
                 let key = layout::change(document, manifest.next_seq);
                 let sealed = self.seal(&key, BlobKind::Changes, &payload)?;
+                manifest.tail_bytes += sealed.len() as u64;
                 batch.put(key, sealed);
                 manifest.next_seq += 1;
                 payload.clear();
@@ -539,14 +553,16 @@ impl Workspace {
     }
 
     fn load_document(&self, document: &str) -> Result<LoadedDocument> {
-        let manifest = match self.store.get(&layout::manifest(document))? {
+        let at = |source: StoreError| Error::DocumentStore { document: document.to_owned(), source };
+        let manifest = match self.store.get(&layout::manifest(document)).map_err(at)? {
             Some(sealed) => {
                 let bytes = self.open_chunk(document, &layout::manifest(document), &sealed, BlobKind::Manifest)?;
                 Manifest::decode(&bytes)
                     .map_err(|detail| Error::DocumentCorrupt { document: document.to_owned(), detail })?
             }
             None => {
-                if let Some(stray) = self.store.keys_with_prefix(&layout::change_prefix(document))?.first() {
+                if let Some(stray) = self.store.keys_with_prefix(&layout::change_prefix(document)).map_err(at)?.first()
+                {
                     return Err(Error::ChunkUnexpected {
                         document: document.to_owned(),
                         blob: layout::describe(stray),
@@ -566,16 +582,12 @@ impl Workspace {
         };
         let mut doc = match manifest.snapshot {
             Some(snapshot) => {
-                let mut bytes = Vec::new();
-                for part in 0..snapshot.parts {
-                    let key = layout::snapshot_part(document, snapshot.generation, part);
-                    let sealed = self.store.get(&key)?.ok_or_else(|| Error::Chunk {
-                        document: document.to_owned(),
-                        blob: layout::describe(&key),
-                        source: chunk::ChunkError::Malformed("snapshot part is missing"),
-                    })?;
-                    bytes.extend_from_slice(&self.open_chunk(document, &key, &sealed, BlobKind::Snapshot)?);
-                }
+                let key = layout::snapshot(document, snapshot.generation);
+                let sealed = self.store.get(&key).map_err(at)?.ok_or_else(|| Error::SnapshotMissing {
+                    document: document.to_owned(),
+                    generation: snapshot.generation,
+                })?;
+                let bytes = self.open_chunk(document, &key, &sealed, BlobKind::Snapshot)?;
                 Automerge::load(&bytes).map_err(corrupt)?
             }
             None => Automerge::new(),
@@ -589,7 +601,7 @@ impl Workspace {
             });
         }
         let mut expected = manifest.tail_start;
-        for (key, sealed) in self.store.scan_prefix(&layout::change_prefix(document))? {
+        for (key, sealed) in self.store.scan_prefix(&layout::change_prefix(document)).map_err(at)? {
             let seq = layout::change_seq(document, &key).ok_or_else(|| Error::ChunkUnexpected {
                 document: document.to_owned(),
                 blob: layout::describe(&key),
@@ -644,16 +656,15 @@ impl Workspace {
         let bytes = loaded.doc.save();
         let old = loaded.manifest.clone();
         let generation = old.snapshot.map_or(1, |s| s.generation + 1);
-        let parts: Vec<&[u8]> = bytes.chunks(MAX_CHUNK_PAYLOAD).collect();
+        // Step 1: the new snapshot and the manifest that points at it, durable together.
+        let key = layout::snapshot(document, generation);
+        let sealed = self.seal(&key, BlobKind::Snapshot, &bytes)?;
         let mut manifest = old.clone();
         manifest.tail_start = old.next_seq;
-        manifest.snapshot = Some(SnapshotRef { generation, parts: parts.len() as u32 });
-        // Step 1: the new snapshot and the manifest that points at it, durable together.
+        manifest.tail_bytes = 0;
+        manifest.snapshot = Some(SnapshotRef { generation, bytes: sealed.len() as u64 });
         let mut batch = WriteBatch::default();
-        for (index, part) in parts.iter().enumerate() {
-            let key = layout::snapshot_part(document, generation, index as u32);
-            batch.put(key.clone(), self.seal(&key, BlobKind::Snapshot, part)?);
-        }
+        batch.put(key, sealed);
         self.stage_manifest(document, &manifest, &mut batch)?;
         self.store.write(batch)?;
         self.store.sync()?;
@@ -668,7 +679,7 @@ impl Workspace {
             }
         }
         for key in self.store.keys_with_prefix(&layout::snapshot_prefix(document))? {
-            if layout::snapshot_generation(document, &key) != Some(generation) {
+            if key != layout::snapshot(document, generation) {
                 cleanup.delete(key);
             }
         }
@@ -950,16 +961,11 @@ mod layout {
         [b"s/", document.as_bytes(), b"\0"].concat()
     }
 
-    pub fn snapshot_part(document: &str, generation: u64, part: u32) -> Vec<u8> {
-        [snapshot_prefix(document).as_slice(), &generation.to_be_bytes(), &part.to_be_bytes()].concat()
+    pub fn snapshot(document: &str, generation: u64) -> Vec<u8> {
+        [snapshot_prefix(document).as_slice(), &generation.to_be_bytes()].concat()
     }
 
-    pub fn snapshot_generation(document: &str, key: &[u8]) -> Option<u64> {
-        let rest = key.strip_prefix(snapshot_prefix(document).as_slice())?;
-        Some(u64::from_be_bytes(rest.get(..8)?.try_into().ok()?))
-    }
-
-    /// A readable name for a store key, for errors: `tasks#12`, `tasks snapshot 3.0`.
+    /// A readable name for a store key, for errors: `tasks#12`, `tasks snapshot 3`.
     pub fn describe(key: &[u8]) -> String {
         let split = |rest: &[u8]| -> (String, Vec<u8>) {
             match rest.iter().position(|&b| b == 0) {
@@ -976,14 +982,10 @@ mod layout {
                 }
             }
             [b's', b'/', rest @ ..] => {
-                let (document, id) = split(rest);
-                match (id.get(..8), id.get(8..12)) {
-                    (Some(generation), Some(part)) => format!(
-                        "{document} snapshot {}.{}",
-                        u64::from_be_bytes(generation.try_into().unwrap_or_default()),
-                        u32::from_be_bytes(part.try_into().unwrap_or_default())
-                    ),
-                    _ => format!("{document} snapshot ?"),
+                let (document, generation) = split(rest);
+                match <[u8; 8]>::try_from(generation.as_slice()) {
+                    Ok(generation) => format!("{document} snapshot {}", u64::from_be_bytes(generation)),
+                    Err(_) => format!("{document} snapshot ?"),
                 }
             }
             [b'm', b'/', rest @ ..] => format!("{} manifest", String::from_utf8_lossy(rest)),

@@ -40,14 +40,16 @@ fn crash_child() {
     let Ok(dir) = std::env::var(CHILD_ENV) else {
         return; // run as a normal test: nothing to do
     };
-    let options = WorkspaceOptions { compact_after_chunks: 8 };
+    let options = WorkspaceOptions { compact_after_chunks: 8, compact_after_bytes: 16 * 1024 };
     let mut workspace = Workspace::open_with(dir.as_ref(), passphrase, options).unwrap();
     let mut acks = std::fs::File::create(std::env::var(ACK_ENV).unwrap()).unwrap();
     acks.write_all(b"ready\n").unwrap();
     for round in 0u64.. {
         // Alternate single commits and groups of up to 20 events.
         let group_size = if round % 3 == 0 { 1 + (round % 20) as usize } else { 1 };
-        let events: Vec<_> = (0..group_size).map(|i| (draft("task.created"), task_effect(&format!("task {round}.{i}"), "body"))).collect();
+        let events: Vec<_> = (0..group_size)
+            .map(|i| (draft("task.created"), task_effect(&format!("task {round}.{i}"), "body")))
+            .collect();
         let ids: Vec<RecordId> = events.iter().map(|(_, effect)| effect.record()).collect();
         workspace.commit_batch(events).unwrap();
         let report: String = ids.iter().map(|id| format!("ack {id}\n")).collect();
@@ -88,7 +90,9 @@ fn sigkill_at_random_moments_loses_no_acknowledged_event() {
         let acknowledged_before = acknowledged.len();
         // A line cut short by the kill was never complete, so never acknowledged.
         acknowledged.extend(
-            reported.split_inclusive('\n').filter_map(|line| line.strip_prefix("ack ")?.strip_suffix('\n')?.parse::<RecordId>().ok()),
+            reported
+                .split_inclusive('\n')
+                .filter_map(|line| line.strip_prefix("ack ")?.strip_suffix('\n')?.parse::<RecordId>().ok()),
         );
 
         let mut workspace = Workspace::open(dir.path(), passphrase)

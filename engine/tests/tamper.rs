@@ -169,7 +169,29 @@ fn damage_to_a_snapshot_part_is_detected_after_compaction() {
     });
     assert_tasks_damaged_notes_fine(dir.path(), ErrorCode::ChunkCorrupt);
     delete(dir.path(), &part_key);
-    assert_tasks_damaged_notes_fine(dir.path(), ErrorCode::ChunkMalformed);
+    assert_tasks_damaged_notes_fine(dir.path(), ErrorCode::ChunkMissing);
+}
+
+#[test]
+fn a_truncated_snapshot_file_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut workspace = init(dir.path());
+        for index in 0..200 {
+            add_task(&mut workspace, &format!("task {index}"), "a description long enough to make the snapshot big");
+        }
+        add_note(&mut workspace, "unrelated note", "still readable");
+        workspace.compact().unwrap();
+    }
+    // The snapshot is large enough to live in a file of its own: truncate that file.
+    let values = dir.path().join("store").join("values");
+    let files: Vec<_> = std::fs::read_dir(&values).unwrap().map(|e| e.unwrap().path()).collect();
+    let largest = files.iter().max_by_key(|f| std::fs::metadata(f).unwrap().len()).expect("a value file");
+    let length = std::fs::metadata(largest).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(largest).unwrap().set_len(length / 2).unwrap();
+    assert_tasks_damaged_notes_fine(dir.path(), ErrorCode::ChunkCorrupt);
+    std::fs::remove_file(largest).unwrap();
+    assert_tasks_damaged_notes_fine(dir.path(), ErrorCode::StoreCorrupt);
 }
 
 #[test]

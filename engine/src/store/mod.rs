@@ -43,8 +43,9 @@ impl WriteBatch {
 ///   the process or the machine. Batches after the last completed `sync` may be lost, but only
 ///   as a suffix: never a later batch without an earlier one.
 /// - Scans return keys in ascending byte order.
-/// - A damaged store is an `Err` from [`open`](Self::open) or the read that hits the damage,
-///   never a panic.
+/// - Values of any size (a compacted snapshot is megabytes) have the same guarantees.
+/// - A damaged store is an `Err` from opening it or from the read that hits the damage, never a
+///   panic.
 pub trait ChunkStore: Send {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
