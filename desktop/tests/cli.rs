@@ -1,0 +1,214 @@
+//! The `adiuva` command line, run as a real process against real workspaces in temporary
+//! directories, as a person or a script would.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const PASSPHRASE: &str = "a passphrase for the cli tests";
+
+fn adiuva(workspace: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_adiuva"))
+        .arg("--workspace")
+        .arg(workspace)
+        .args(args)
+        .env("ADIUVA_PASSPHRASE", PASSPHRASE)
+        .env_remove("ADIUVA_HOME")
+        .env_remove("DBUS_SESSION_BUS_ADDRESS") // no OS keyring: the passphrase path, as on CI
+        .output()
+        .unwrap()
+}
+
+fn ok(workspace: &Path, args: &[&str]) -> String {
+    let output = adiuva(workspace, args);
+    assert!(output.status.success(), "adiuva {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn json(workspace: &Path, args: &[&str]) -> Value {
+    serde_json::from_str(&ok(workspace, args)).unwrap()
+}
+
+fn new_workspace() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(dir.path(), &["init", "--device-name", "test laptop"]);
+    assert!(out.contains("created workspace"), "{out}");
+    dir
+}
+
+#[test]
+fn tasks_add_list_edit_done_and_remove() {
+    let dir = new_workspace();
+    let ws = dir.path();
+    let id = ok(
+        ws,
+        &[
+            "task",
+            "add",
+            "Renew passport",
+            "--due",
+            "2026-12-24",
+            "--priority",
+            "high",
+            "--tag",
+            "admin",
+            "--tag",
+            "travel",
+        ],
+    );
+    let id = id.trim();
+    ok(ws, &["task", "add", "Water the plants"]);
+
+    let tasks = json(ws, &["task", "list", "--json"]);
+    let tasks = tasks.as_array().unwrap();
+    assert_eq!(tasks.len(), 2);
+    assert_eq!(tasks[0]["id"], id);
+    assert_eq!(tasks[0]["title"], "Renew passport");
+    assert_eq!(tasks[0]["status"], "todo");
+    assert_eq!(tasks[0]["priority"], "high");
+    assert_eq!(tasks[0]["due"], "2026-12-24");
+    assert_eq!(tasks[0]["tags"], serde_json::json!(["admin", "travel"]));
+
+    // Any unique prefix names a task.
+    ok(ws, &["task", "edit", &id[..20], "--description", "Photos first", "--project", "life", "--no-due"]);
+    ok(ws, &["task", "done", id]);
+    let shown = json(ws, &["task", "show", id, "--json"]);
+    assert_eq!(shown["task"]["status"], "done");
+    assert_eq!(shown["task"]["description"], "Photos first");
+    assert_eq!(shown["task"]["project"], "life");
+    assert!(shown["task"].get("due").is_none());
+    let kinds: Vec<&str> =
+        shown["history"].as_array().unwrap().iter().map(|e| e["envelope"]["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["task.created", "task.updated", "task.completed"]);
+
+    assert_eq!(json(ws, &["task", "list", "--json"]).as_array().unwrap().len(), 1, "done tasks are hidden");
+    assert_eq!(json(ws, &["task", "list", "--json", "--all"]).as_array().unwrap().len(), 2);
+    ok(ws, &["task", "rm", id]);
+    assert_eq!(json(ws, &["task", "list", "--json", "--all"]).as_array().unwrap().len(), 1);
+
+    let human = ok(ws, &["task", "list"]);
+    assert!(human.contains("Water the plants") && human.contains("STATUS"), "{human}");
+}
+
+#[test]
+fn notes_from_text_and_file() {
+    let dir = new_workspace();
+    let ws = dir.path();
+    let file = ws.join("draft.md");
+    std::fs::write(&file, "# Heading\n\nBody from a file.\n").unwrap();
+    ok(ws, &["note", "add", "Inline", "--body", "Short body"]);
+    ok(ws, &["note", "add", "From file", "--file", file.to_str().unwrap(), "--tag", "draft"]);
+    let notes = json(ws, &["note", "list", "--json"]);
+    let notes = notes.as_array().unwrap();
+    assert_eq!(notes.len(), 2);
+    assert_eq!(notes[0]["body"], "Short body");
+    assert_eq!(notes[1]["body"], "# Heading\n\nBody from a file.\n");
+    assert_eq!(notes[1]["tags"], serde_json::json!(["draft"]));
+}
+
+#[test]
+fn log_lists_envelopes_with_filters() {
+    let dir = new_workspace();
+    let ws = dir.path();
+    let id = ok(ws, &["task", "add", "One"]);
+    ok(ws, &["task", "done", id.trim()]);
+    ok(ws, &["note", "add", "N"]);
+    let all = json(ws, &["log", "--json"]);
+    let kinds: Vec<&str> = all.as_array().unwrap().iter().map(|e| e["envelope"]["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["workspace.created", "task.created", "task.completed", "note.created"]);
+    let first_task = &all[1]["envelope"];
+    for field in ["v", "id", "kind", "actor", "device", "time", "correlation", "subject"] {
+        assert!(first_task.get(field).is_some(), "envelope lacks {field}: {first_task}");
+    }
+    assert_eq!(first_task["actor"], "user");
+    assert_eq!(json(ws, &["log", "--json", "--kind", "task"]).as_array().unwrap().len(), 2);
+    assert_eq!(json(ws, &["log", "--json", "--kind", "task.completed"]).as_array().unwrap().len(), 1);
+    assert_eq!(json(ws, &["log", "--json", "--actor", "system"]).as_array().unwrap().len(), 1);
+    assert_eq!(json(ws, &["log", "--json", "--task", id.trim()]).as_array().unwrap().len(), 2);
+    assert_eq!(json(ws, &["log", "--json", "--limit", "1"])[0]["envelope"]["kind"], "note.created");
+}
+
+#[test]
+fn status_reports_ids_counts_and_size() {
+    let dir = new_workspace();
+    let ws = dir.path();
+    ok(ws, &["task", "add", "One"]);
+    let status = json(ws, &["status", "--json"]);
+    assert_eq!(status["workspace_id"].as_str().unwrap().len(), 26);
+    assert_eq!(status["device_id"].as_str().unwrap().len(), 64);
+    assert!(status["storage_bytes"].as_u64().unwrap() > 0);
+    let tasks = status["documents"].as_array().unwrap().iter().find(|d| d["name"] == "tasks").unwrap();
+    assert_eq!(tasks["records"], 1);
+    assert_eq!(tasks["events"], 1);
+}
+
+#[test]
+fn import_commits_every_line_or_nothing() {
+    let dir = new_workspace();
+    let ws = dir.path();
+    let file = ws.join("import.jsonl");
+    let mut lines: Vec<String> = (0..2500)
+        .map(|i| format!(r#"{{"type":"task","title":"Imported {i}","priority":"low","tags":["bulk"]}}"#))
+        .collect();
+    lines.push(r#"{"type":"note","title":"Imported note","body":"text"}"#.into());
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let out = ok(ws, &["import", file.to_str().unwrap()]);
+    assert!(out.contains("imported 2501 events"), "{out}");
+    assert_eq!(json(ws, &["task", "list", "--json"]).as_array().unwrap().len(), 2500);
+    assert_eq!(json(ws, &["note", "list", "--json"]).as_array().unwrap().len(), 1);
+    // Every imported task is its own event, with one correlation id for the whole import.
+    let events = json(ws, &["log", "--json", "--kind", "task.created"]);
+    let events = events.as_array().unwrap();
+    assert_eq!(events.len(), 2500);
+    let correlation = &events[0]["envelope"]["correlation"];
+    assert!(events.iter().all(|e| &e["envelope"]["correlation"] == correlation));
+
+    let bad = ws.join("bad.jsonl");
+    std::fs::write(&bad, "{\"type\":\"task\",\"title\":\"fine\"}\n{\"type\":\"task\",\"titel\":\"typo\"}\n").unwrap();
+    let output = adiuva(ws, &["import", bad.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bad.jsonl:2"), "the error names the line: {stderr}");
+    assert_eq!(json(ws, &["task", "list", "--json"]).as_array().unwrap().len(), 2500, "nothing imported");
+}
+
+#[test]
+fn errors_are_typed_and_clear() {
+    let dir = new_workspace();
+    let ws = dir.path();
+    ok(ws, &["task", "add", "Secret"]);
+
+    let wrong = Command::new(env!("CARGO_BIN_EXE_adiuva"))
+        .args(["--workspace", ws.to_str().unwrap(), "task", "list"])
+        .env("ADIUVA_PASSPHRASE", "not it")
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("error[key.wrong_passphrase]"));
+
+    let missing = tempfile::tempdir().unwrap();
+    let output = adiuva(&missing.path().join("nothing"), &["task", "list"]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("error[workspace.not_found]"));
+
+    let output = adiuva(ws, &["init"]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("error[workspace.exists]"));
+
+    let output = adiuva(ws, &["task", "done", "ZZZZ"]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("error[record.not_found]"));
+
+    let output = adiuva(ws, &["task", "add", "   "]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("title cannot be empty"));
+    assert_eq!(json(ws, &["task", "list", "--json"]).as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn schema_export_writes_every_contract_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("schema");
+    ok(dir.path(), &["schema", "--out", out.to_str().unwrap()]);
+    let envelope: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("Envelope.schema.json")).unwrap()).unwrap();
+    assert!(envelope["properties"]["actor"].is_object());
+    assert!(out.join("Task.schema.json").exists() && out.join("BillingTier.schema.json").exists());
+}
