@@ -1,6 +1,9 @@
 //! The `adiuva` command line, run as a real process against real workspaces in temporary
 //! directories, as a person or a script would.
 
+// Tests fail loudly: unwrapping is how they assert.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::process::{Command, Output};
 

@@ -10,13 +10,16 @@
 //! Run: `cargo bench -p adiuva-engine --bench foundation [-- --events N --commits N]`.
 //! Prints a table and, with `--json FILE`, writes the figures as JSON for side-by-side runs.
 
+// A benchmark that hits an error must stop loudly rather than report partial figures.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use adiuva_engine::{Effect, EventDraft, KeyProtection, Workspace, WorkspaceOptions};
 use adiuva_model::envelope::{ENVELOPE_VERSION, Subject};
 use adiuva_model::{Actor, Collection, DeviceId, Envelope, EventId, EventKind, RecordId};
-use automerge::transaction::{CommitOptions, Transactable};
+use automerge::transaction::CommitOptions;
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 

@@ -69,7 +69,7 @@ impl Effect {
                     if field == "id" {
                         continue;
                     }
-                    update_field(tx, *collection, &record, field, value, encoding)?;
+                    update_field(tx, *collection, &record, field, value)?;
                 }
             }
             Effect::DeleteRecord { collection, id } => {
@@ -104,7 +104,6 @@ fn update_field(
     record: &automerge::ObjId,
     field: &str,
     value: &Value,
-    encoding: TextEncoding,
 ) -> Result<()> {
     let err = invalid(collection);
     match value {
@@ -125,7 +124,7 @@ fn update_field(
             }
         }
         Value::Array(_) | Value::Object(_) => {
-            tx.batch_create_object(record, field, &to_hydrate(value, encoding), false).map_err(&err)?;
+            tx.batch_create_object(record, field, &to_hydrate(value), false).map_err(&err)?;
         }
         scalar => {
             tx.put(record, field, to_scalar(scalar)).map_err(&err)?;
@@ -144,7 +143,7 @@ fn record_value(collection: Collection, fields: &Map<String, Value>, encoding: T
                 Value::String(text) if collection.text_fields().contains(&field.as_str()) => {
                     hydrate::Text::new(encoding, text).into()
                 }
-                other => to_hydrate(other, encoding),
+                other => to_hydrate(other),
             };
             (field.clone(), value)
         })
@@ -169,12 +168,11 @@ fn to_scalar(value: &Value) -> ScalarValue {
     }
 }
 
-fn to_hydrate(value: &Value, encoding: TextEncoding) -> hydrate::Value {
+fn to_hydrate(value: &Value) -> hydrate::Value {
     match value {
-        Value::Array(items) => items.iter().map(|item| to_hydrate(item, encoding)).collect::<Vec<_>>().into(),
+        Value::Array(items) => items.iter().map(to_hydrate).collect::<Vec<_>>().into(),
         Value::Object(fields) => {
-            let map: HashMap<String, hydrate::Value> =
-                fields.iter().map(|(k, v)| (k.clone(), to_hydrate(v, encoding))).collect();
+            let map: HashMap<String, hydrate::Value> = fields.iter().map(|(k, v)| (k.clone(), to_hydrate(v))).collect();
             hydrate::Map::from(map).into()
         }
         scalar => hydrate::Value::Scalar(to_scalar(scalar)),

@@ -269,14 +269,9 @@ impl Workspace {
         store.sync()?;
         let mut workspace = Self::assemble(dir, Box::new(store), lock, workspace_id, created.unlocked);
         let box_key = adiuva_model::hex::encode(&workspace.identity.box_public_key());
-        let envelope =
-            workspace.envelope(EventDraft::new(EventKind::from_static("workspace.created"), Actor::System), None);
-        workspace.commit_prepared(vec![Prepared {
-            document: ROOT_DOCUMENT.into(),
-            envelope,
-            operation: Operation::CreateWorkspace { device_name: device_name.to_owned(), box_key },
-            requested: true,
-        }])?;
+        let operation = Operation::CreateWorkspace { device_name: device_name.to_owned(), box_key };
+        let created = workspace.root_event("workspace.created", None, operation, true);
+        workspace.commit_prepared(vec![created])?;
         info!(workspace = %workspace_id, device = %workspace.identity.device_id().short(), "workspace created");
         Ok(workspace)
     }
@@ -398,23 +393,26 @@ impl Workspace {
         for (draft, effect) in events {
             let document = effect.document();
             if !known.contains(&document) && registered.insert(document.clone()) {
-                let envelope = self.envelope(
-                    EventDraft::new(EventKind::from_static("document.created"), Actor::System)
-                        .correlated(draft.correlation),
-                    None,
-                );
-                prepared.push(Prepared {
-                    document: ROOT_DOCUMENT.into(),
-                    envelope,
-                    operation: Operation::RegisterDocument { name: document.clone(), collection: effect.collection() },
-                    requested: false,
-                });
+                let operation = Operation::RegisterDocument { name: document.clone(), collection: effect.collection() };
+                prepared.push(self.root_event("document.created", draft.correlation, operation, false));
             }
             let subject = Subject { document: document.clone(), record: effect.record() };
             let envelope = self.envelope(draft, Some(subject));
             prepared.push(Prepared { document, envelope, operation: Operation::Record(effect), requested: true });
         }
         self.commit_prepared(prepared)
+    }
+
+    /// An engine bookkeeping event on the root document.
+    fn root_event(
+        &self,
+        kind: &'static str,
+        correlation: Option<Ulid>,
+        operation: Operation,
+        requested: bool,
+    ) -> Prepared {
+        let draft = EventDraft::new(EventKind::from_static(kind), Actor::System).correlated(correlation);
+        Prepared { document: ROOT_DOCUMENT.into(), envelope: self.envelope(draft, None), operation, requested }
     }
 
     fn envelope(&self, draft: EventDraft, subject: Option<Subject>) -> Envelope {
@@ -767,7 +765,7 @@ impl Workspace {
         for document in self.document_names()? {
             out.extend(self.document_events(&document)?.into_iter().filter(|e| filter.matches(&e.envelope)));
         }
-        out.sort_by(|a, b| (a.envelope.time, a.envelope.id).cmp(&(b.envelope.time, b.envelope.id)));
+        out.sort_by_key(|e| (e.envelope.time, e.envelope.id));
         Ok(out)
     }
 
@@ -779,7 +777,7 @@ impl Workspace {
             .into_iter()
             .filter(|e| e.envelope.subject.as_ref().is_some_and(|s| s.record == id))
             .collect();
-        events.sort_by(|a, b| (a.envelope.time, a.envelope.id).cmp(&(b.envelope.time, b.envelope.id)));
+        events.sort_by_key(|e| (e.envelope.time, e.envelope.id));
         Ok(events)
     }
 
@@ -824,14 +822,9 @@ impl Workspace {
         if document != ROOT_DOCUMENT && !self.document_names()?.iter().any(|d| d == document) {
             let collection = Collection::of_document(document)
                 .ok_or_else(|| Error::InvalidInput { detail: format!("unknown document {document:?}") })?;
-            let envelope =
-                self.envelope(EventDraft::new(EventKind::from_static("document.created"), Actor::System), None);
-            self.commit_prepared(vec![Prepared {
-                document: ROOT_DOCUMENT.into(),
-                envelope,
-                operation: Operation::RegisterDocument { name: document.to_owned(), collection },
-                requested: false,
-            }])?;
+            let operation = Operation::RegisterDocument { name: document.to_owned(), collection };
+            let registered = self.root_event("document.created", None, operation, false);
+            self.commit_prepared(vec![registered])?;
         }
         let loaded = self.document(document)?;
         let before = loaded.doc.get_heads();

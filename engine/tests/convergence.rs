@@ -5,6 +5,9 @@
 //! (fast enough for hundreds of cases); the workspace tests then show the same through real,
 //! encrypted, durable workspaces exchanging changes with `export_changes` / `import_changes`.
 
+// Tests fail loudly: unwrapping is how they assert.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use adiuva_engine::Effect;

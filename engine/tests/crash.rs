@@ -6,6 +6,9 @@
 //! The child is this test binary itself, re-run with [`CHILD_ENV`] set: the real engine, in a
 //! real separate process, killed for real.
 
+// Tests fail loudly: unwrapping is how they assert.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::Write;

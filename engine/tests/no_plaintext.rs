@@ -2,6 +2,9 @@
 //! directory: not in change chunks, not in manifests, not in snapshots, not in the witness,
 //! before or after compaction, nor after edits, deletion, or a group commit.
 
+// Tests fail loudly: unwrapping is how they assert.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use adiuva_engine::Effect;

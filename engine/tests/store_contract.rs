@@ -1,6 +1,9 @@
 //! The contract every `ChunkStore` backend must honour (see the trait's documentation), run
 //! against each backend. A new backend adds one line to `backends()`.
 
+// Tests fail loudly: unwrapping is how they assert.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 
 use adiuva_engine::store::{ChunkStore, SledStore, WriteBatch};

@@ -2,6 +2,9 @@
 //! wrong passphrase, an altered header, a newer envelope. Each is a typed error that names what
 //! is wrong; nothing panics; what does not depend on the damage stays readable.
 
+// Tests fail loudly: unwrapping is how they assert.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::Path;

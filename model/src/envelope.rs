@@ -19,45 +19,60 @@ use crate::record::RecordId;
 /// The envelope version this build writes and the newest it reads.
 pub const ENVELOPE_VERSION: u32 = 1;
 
-/// The id of one event: a ULID, so events sort by creation time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct EventId(pub Ulid);
+/// Declares an id that is a ULID: ordered by creation time, written as its 26-character text.
+macro_rules! ulid_id {
+    ($(#[$doc:meta])* $name:ident, $parse_error:ident, $description:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub ulid::Ulid);
 
-impl EventId {
-    /// A fresh id for an event created now.
-    pub fn new() -> Self {
-        Self(Ulid::new())
-    }
-}
+        impl $name {
+            /// A fresh id, created now.
+            pub fn new() -> Self {
+                Self(ulid::Ulid::new())
+            }
+        }
 
-impl Default for EventId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
 
-impl fmt::Display for EventId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
 
-impl FromStr for EventId {
-    type Err = ParseError;
-    fn from_str(text: &str) -> Result<Self, ParseError> {
-        Ulid::from_string(text).map(Self).map_err(|_| ParseError::EventId(text.to_owned()))
-    }
-}
+        impl std::str::FromStr for $name {
+            type Err = $crate::envelope::ParseError;
+            fn from_str(text: &str) -> Result<Self, Self::Err> {
+                ulid::Ulid::from_string(text)
+                    .map(Self)
+                    .map_err(|_| $crate::envelope::ParseError::$parse_error(text.to_owned()))
+            }
+        }
 
-impl JsonSchema for EventId {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "EventId".into()
-    }
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        ulid_schema("The id of one event (ULID).")
-    }
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                $crate::envelope::ulid_schema($description)
+            }
+        }
+    };
 }
+pub(crate) use ulid_id;
+
+ulid_id!(
+    /// The id of one event: a ULID, so events sort by creation time.
+    EventId,
+    EventId,
+    "The id of one event (ULID)."
+);
 
 /// For `#[schemars(schema_with = ...)]` on plain `Ulid` fields.
 pub(crate) fn ulid_field(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

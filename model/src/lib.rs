@@ -11,8 +11,8 @@
 //!
 //! ```
 //! use adiuva_model::envelope::{Actor, Envelope};
-//! let actor: Actor = "plan:01JDQ6R5X0000000000000000/step:2".parse().unwrap();
-//! assert_eq!(actor.to_string(), "plan:01JDQ6R5X0000000000000000/step:2");
+//! let actor: Actor = "plan:01JDQ6R5X00000000000000000/step:2".parse().unwrap();
+//! assert_eq!(actor.to_string(), "plan:01JDQ6R5X00000000000000000/step:2");
 //! ```
 //!
 //! Design decisions:

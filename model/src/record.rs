@@ -10,48 +10,15 @@ use std::str::FromStr;
 use chrono::{DateTime, NaiveDate, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use ulid::Ulid;
 
-use crate::envelope::{ParseError, ulid_schema};
+use crate::envelope::ParseError;
 
-/// The id of a record: a ULID, so a collection's map sorts by creation time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct RecordId(pub Ulid);
-
-impl RecordId {
-    pub fn new() -> Self {
-        Self(Ulid::new())
-    }
-}
-
-impl Default for RecordId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for RecordId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl FromStr for RecordId {
-    type Err = ParseError;
-    fn from_str(text: &str) -> Result<Self, ParseError> {
-        Ulid::from_string(text).map(Self).map_err(|_| ParseError::RecordId(text.to_owned()))
-    }
-}
-
-impl JsonSchema for RecordId {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "RecordId".into()
-    }
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        ulid_schema("The id of a record (ULID).")
-    }
-}
+crate::envelope::ulid_id!(
+    /// The id of a record: a ULID, so a collection's map sorts by creation time.
+    RecordId,
+    RecordId,
+    "The id of a record (ULID)."
+);
 
 /// A collection of records; each is one Automerge document, or one per month for the
 /// high-volume ones so that no document's history grows without bound.

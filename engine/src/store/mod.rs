@@ -11,6 +11,9 @@ use std::path::PathBuf;
 
 pub use sled_store::SledStore;
 
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// One atomic write: all of it becomes visible (and, after [`ChunkStore::sync`], durable) or
 /// none of it does.
 #[derive(Default, Debug)]
@@ -50,7 +53,7 @@ pub trait ChunkStore: Send {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Every entry whose key starts with `prefix`, in key order.
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, StoreError>;
 
     /// The keys (not values) starting with `prefix`, in key order.
     fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError>;

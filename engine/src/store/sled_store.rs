@@ -17,7 +17,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::{ChunkStore, StoreError, WriteBatch};
+use super::{ChunkStore, Entry, StoreError, WriteBatch};
 
 /// Values up to this size live inline in sled: a full leaf page (17 entries) then stays far
 /// below sled's side-file threshold of 128 KiB, and page rewrites stay cheap.
@@ -147,7 +147,7 @@ impl ChunkStore for SledStore {
         }
     }
 
-    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
         let entries = self.guard(|| self.db.scan_prefix(prefix).collect::<sled::Result<Vec<_>>>())?;
         entries.into_iter().map(|(key, stored)| Ok((key.to_vec(), self.resolve(&stored)?))).collect()
     }
