@@ -202,7 +202,12 @@ impl From<StatusArg> for TaskStatus {
 }
 
 fn default_device_name() -> String {
-    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "this device".into())
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "this device".into())
 }
 
 fn workspace_dir(args: &Args) -> anyhow::Result<PathBuf> {

@@ -4,6 +4,9 @@
 //!   inserting the same rows one transaction each;
 //! - `group`: group-commit throughput from 0 to N events in one collection, per window, vs raw
 //!   in-memory Automerge transactions of the same records and messages;
+//!
+//! Commit latency and group commit run for two record shapes (see [`Shape`]): Automerge text
+//! costs one operation per character, which dominates whenever a description is written.
 //! - `open`: opening the resulting workspace (unlock, then load every document);
 //! - `size`: bytes on disk per event after compaction vs the same events as JSON lines.
 //!
@@ -48,11 +51,36 @@ fn settings() -> Settings {
     settings
 }
 
-fn task_fields(index: usize) -> Map<String, Value> {
+/// What one event writes.
+#[derive(Clone, Copy, PartialEq)]
+enum Shape {
+    /// A task as `adiuva task add TITLE --priority P --tag T` creates it: scalars, a tag list
+    /// and an empty description.
+    Task,
+    /// The same with a 70-character description: Automerge text, one operation per character.
+    TaskWithDescription,
+}
+
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Task => "task",
+            Shape::TaskWithDescription => "task + 70-char description",
+        }
+    }
+}
+
+fn task_fields(index: usize, shape: Shape) -> Map<String, Value> {
     let priority = ["low", "medium", "high", "urgent"][index % 4];
+    let description = match shape {
+        Shape::Task => String::new(),
+        Shape::TaskWithDescription => {
+            format!("Details for task {index:06}. Check the figures, ask for review, send it on.")
+        }
+    };
     let value = json!({
         "title": format!("Task number {index}: follow up on the quarterly report"),
-        "description": format!("Details for task {index}. Check the figures, ask for review, send it on."),
+        "description": description,
         "status": "todo",
         "priority": priority,
         "tags": ["work", format!("batch-{}", index / 1000)],
@@ -84,14 +112,14 @@ fn new_workspace(dir: &Path, options: WorkspaceOptions) -> Workspace {
 }
 
 /// Durable single-event commits vs SQLite inserting the same rows.
-fn commit_latency(settings: &Settings, report: &mut Map<String, Value>) {
+fn commit_latency(settings: &Settings, shape: Shape, report: &mut Map<String, Value>) {
     let dir = tempfile::tempdir().unwrap();
     let mut workspace = new_workspace(&dir.path().join("ws"), WorkspaceOptions::default());
     let mut ours = Vec::with_capacity(settings.commits);
     let mut rows = Vec::with_capacity(settings.commits);
     for index in 0..settings.commits {
         let id = RecordId::new();
-        let fields = task_fields(index);
+        let fields = task_fields(index, shape);
         let started = Instant::now();
         let envelope = workspace
             .commit(draft(), Effect::CreateRecord { collection: Collection::Tasks, id, fields: fields.clone() })
@@ -119,35 +147,29 @@ fn commit_latency(settings: &Settings, report: &mut Map<String, Value>) {
     theirs.sort();
     let (p50, p99) = (percentile(&ours, 0.5), percentile(&ours, 0.99));
     let (s50, s99) = (percentile(&theirs, 0.5), percentile(&theirs, 0.99));
-    println!("commit latency ({} durable single-event commits)", settings.commits);
+    println!("commit latency ({} durable single-event commits, {})", settings.commits, shape.name());
     println!("  adiuva   p50 {:>7.3} ms  p99 {:>7.3} ms", ms(p50), ms(p99));
     println!("  sqlite   p50 {:>7.3} ms  p99 {:>7.3} ms   (WAL, synchronous=FULL, same rows)", ms(s50), ms(s99));
     println!("  ratio    p50 {:>7.2}×    p99 {:>7.2}×", ms(p50) / ms(s50), ms(p99) / ms(s99));
     report.insert(
-        "commit".into(),
+        format!("commit {}", shape.name()),
         json!({"commits": settings.commits, "p50_ms": ms(p50), "p99_ms": ms(p99),
                "sqlite_p50_ms": ms(s50), "sqlite_p99_ms": ms(s99)}),
     );
 }
 
 /// Group commit from 0 to N events vs raw Automerge transactions, window by window.
-fn group_commit(settings: &Settings, dir: &Path, report: &mut Map<String, Value>) {
+fn group_commit(events: usize, windows: usize, shape: Shape, dir: &Path, report: &mut Map<String, Value>) {
     let mut workspace = new_workspace(dir, WorkspaceOptions::default());
-    let window = settings.events / settings.windows;
+    let window = events / windows;
     let mut ours = Vec::new();
     let mut started = Instant::now();
     let mut done = 0;
-    while done < settings.events {
-        let batch: Vec<_> = (done..(done + GROUP).min(settings.events))
+    while done < events {
+        let batch: Vec<_> = (done..(done + GROUP).min(events))
             .map(|index| {
-                (
-                    draft(),
-                    Effect::CreateRecord {
-                        collection: Collection::Tasks,
-                        id: RecordId::new(),
-                        fields: task_fields(index),
-                    },
-                )
+                let fields = task_fields(index, shape);
+                (draft(), Effect::CreateRecord { collection: Collection::Tasks, id: RecordId::new(), fields })
             })
             .collect();
         done += batch.len();
@@ -164,7 +186,7 @@ fn group_commit(settings: &Settings, dir: &Path, report: &mut Map<String, Value>
     let device = DeviceId([7; 32]);
     let mut theirs = Vec::new();
     let mut started = Instant::now();
-    for index in 0..settings.events {
+    for index in 0..events {
         let id = RecordId::new();
         let envelope = Envelope {
             v: ENVELOPE_VERSION,
@@ -177,7 +199,7 @@ fn group_commit(settings: &Settings, dir: &Path, report: &mut Map<String, Value>
             causation: None,
             subject: Some(Subject { document: "tasks".into(), record: id }),
         };
-        let effect = Effect::CreateRecord { collection: Collection::Tasks, id, fields: task_fields(index) };
+        let effect = Effect::CreateRecord { collection: Collection::Tasks, id, fields: task_fields(index, shape) };
         let options =
             CommitOptions::default().with_message(envelope.encode()).with_time(envelope.time.timestamp_millis());
         doc.transact_with(|_| options, |tx| effect.apply(tx)).unwrap();
@@ -187,8 +209,8 @@ fn group_commit(settings: &Settings, dir: &Path, report: &mut Map<String, Value>
         }
     }
     println!(
-        "group commit throughput, events/s per window of {window} ({} events, groups of {GROUP})",
-        settings.events
+        "group commit throughput, events/s per window of {window} ({events} events, groups of {GROUP}, {})",
+        shape.name()
     );
     println!("  {:>10}  {:>12}  {:>12}", "up to", "adiuva", "automerge");
     for (index, (a, b)) in ours.iter().zip(&theirs).enumerate() {
@@ -198,8 +220,8 @@ fn group_commit(settings: &Settings, dir: &Path, report: &mut Map<String, Value>
     let (first, last) = (ours[0], ours[ours.len() - 1]);
     println!("  mean {:.0} vs {:.0} events/s; last/first window {:.2}", mean(&ours), mean(&theirs), last / first);
     report.insert(
-        "group".into(),
-        json!({"events": settings.events, "window": window, "adiuva_events_per_s": ours, "automerge_events_per_s": theirs}),
+        format!("group {}", shape.name()),
+        json!({"events": events, "window": window, "adiuva_events_per_s": ours, "automerge_events_per_s": theirs}),
     );
 }
 
@@ -267,11 +289,17 @@ fn directory_size(dir: &Path) -> u64 {
 fn main() {
     let settings = settings();
     let mut report = Map::new();
-    commit_latency(&settings, &mut report);
+    report
+        .insert("machine".into(), json!({"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)}));
+    for shape in [Shape::Task, Shape::TaskWithDescription] {
+        commit_latency(&settings, shape, &mut report);
+    }
     let dir = tempfile::tempdir().unwrap();
     let workspace_dir = dir.path().join("ws");
-    group_commit(&settings, &workspace_dir, &mut report);
+    group_commit(settings.events, settings.windows, Shape::Task, &workspace_dir, &mut report);
     open_and_size(&settings, &workspace_dir, &mut report);
+    let text_dir = dir.path().join("ws-text");
+    group_commit(settings.events / 5, settings.windows, Shape::TaskWithDescription, &text_dir, &mut report);
     if let Some(path) = &settings.json_out {
         std::fs::write(path, serde_json::to_string_pretty(&Value::Object(report)).unwrap()).unwrap();
     }
