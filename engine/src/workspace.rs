@@ -448,13 +448,13 @@ impl Workspace {
     }
 
     fn apply_and_persist(&mut self, events: Vec<Prepared>) -> Result<Vec<Envelope>> {
-        // Each touched document's heads before the group: its new changes are read back once,
-        // at the end, rather than one lookup per event.
-        let mut heads_before: BTreeMap<String, Vec<ChangeHash>> = BTreeMap::new();
+        // Each touched document's heads before the group and the hashes of its new changes. A
+        // few changes are looked up by hash; a large group is read back in one pass.
+        let mut heads_before: BTreeMap<String, (Vec<ChangeHash>, Vec<ChangeHash>)> = BTreeMap::new();
         let mut envelopes = Vec::with_capacity(events.len());
         for event in events {
             let loaded = self.document(&event.document)?;
-            heads_before.entry(event.document.clone()).or_insert_with(|| loaded.doc.get_heads());
+            let before = loaded.doc.get_heads();
             let message = event.envelope.encode();
             let time = event.envelope.time.timestamp_millis();
             let options = CommitOptions::default().with_message(message.clone()).with_time(time);
@@ -462,18 +462,32 @@ impl Workspace {
                 .doc
                 .transact_with(|_| options, |tx| event.operation.apply(tx, &event.envelope))
                 .map_err(|failure| failure.error)?;
-            if success.hash.is_none() {
+            let hash = match success.hash {
+                Some(hash) => hash,
                 // An event that changed nothing (an edit to the same value) is still an event.
-                loaded.doc.empty_commit(CommitOptions::default().with_message(message).with_time(time));
-            }
+                None => loaded.doc.empty_commit(CommitOptions::default().with_message(message).with_time(time)),
+            };
+            let (_, hashes) = heads_before.entry(event.document.clone()).or_insert_with(|| (before, Vec::new()));
+            hashes.push(hash);
             if event.requested {
                 envelopes.push(event.envelope);
             }
         }
         let mut batch = WriteBatch::default();
-        for (document, before) in &heads_before {
-            let changes: Vec<Vec<u8>> =
-                self.loaded(document)?.doc.get_changes(before).iter_mut().map(|c| c.bytes().into_owned()).collect();
+        for (document, (before, hashes)) in &heads_before {
+            let doc = &self.loaded(document)?.doc;
+            let mut changes = if hashes.len() <= 16 {
+                hashes.iter().filter_map(|hash| doc.get_change_by_hash(hash)).collect()
+            } else {
+                doc.get_changes(before)
+            };
+            if changes.len() != hashes.len() {
+                return Err(Error::DocumentCorrupt {
+                    document: document.clone(),
+                    detail: "a committed change is not in the document".into(),
+                });
+            }
+            let changes: Vec<Vec<u8>> = changes.iter_mut().map(|c| c.bytes().into_owned()).collect();
             self.stage_changes(document, &changes, &mut batch)?;
         }
         self.store.write(batch)?;
