@@ -8,7 +8,9 @@
 //!   (and then `fdatasync`ed through a descriptor of our own) only at checkpoints, after which
 //!   the log is emptied; on open, whatever the log holds is replayed into sled. Replaying is
 //!   idempotent (puts and deletes in order), and a record cut short by a crash is recognised by
-//!   its checksum and dropped: it was never acknowledged.
+//!   its checksum and dropped: it was never acknowledged. The log file is written full of zeros
+//!   at each checkpoint and then overwritten in place, so an append never changes the file's
+//!   size or extents and its `fdatasync` never has to journal metadata.
 //! - sled copes badly with large values: it rewrites whole leaf pages (up to 17 entries), so its
 //!   log grows by many times what is stored, and a page larger than a quarter of a segment goes
 //!   to a side file that sled never syncs. Values above [`INLINE_LIMIT`] are therefore written
@@ -32,8 +34,9 @@ const INLINE_LIMIT: usize = 4 * 1024;
 /// documents in memory itself, so a small cache is enough.
 const CACHE_CAPACITY_BYTES: u64 = 32 * 1024 * 1024;
 
-/// Checkpoint (flush sled, empty the log) once the log holds this much.
-const WAL_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
+/// The log's preallocated size: a checkpoint (flush sled, empty the log) happens when the next
+/// record would not fit.
+const WAL_CAPACITY_BYTES: u64 = 1024 * 1024;
 const WAL_FILE: &str = "wal";
 
 const TAG_INLINE: u8 = 0;
@@ -56,8 +59,8 @@ struct Wal {
     file: File,
     /// Encoded records written since the last `sync`, not yet in the file.
     pending: Vec<u8>,
-    /// Bytes in the file.
-    length: u64,
+    /// Where the next record goes; everything after it is zeros.
+    end: u64,
 }
 
 impl SledStore {
@@ -77,8 +80,9 @@ impl SledStore {
         let value_dir = path.join(VALUE_DIR);
         std::fs::create_dir_all(&value_dir)?;
         let wal_path = path.join(WAL_FILE);
-        let wal_file = std::fs::OpenOptions::new().create(true).read(true).append(true).open(&wal_path)?;
-        let wal = Wal { file: wal_file, pending: Vec::new(), length: 0 };
+        let wal_file =
+            std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&wal_path)?;
+        let wal = Wal { file: wal_file, pending: Vec::new(), end: 0 };
         if created {
             // Make the new directory entries themselves durable.
             if let Some(parent) = path.parent() {
@@ -111,8 +115,9 @@ impl SledStore {
                     rest = &rest[used..];
                     replayed += 1;
                 }
-                // Cut short by a crash mid-append: never acknowledged, so dropped.
-                Err(wal_record::Damage::Torn) => break,
+                // The zeros after the last record, or a record cut short by a crash mid-append
+                // (never acknowledged, so dropped).
+                Err(wal_record::Damage::End | wal_record::Damage::Torn) => break,
                 Err(wal_record::Damage::Corrupt) => {
                     return Err(StoreError::Corrupt {
                         detail: format!("write-ahead log record {replayed} is damaged and more follow it"),
@@ -121,6 +126,9 @@ impl SledStore {
             }
         }
         tracing::debug!(replayed, "write-ahead log replayed");
+        if replayed == 0 && log.len() as u64 == WAL_CAPACITY_BYTES && log.iter().all(|&b| b == 0) {
+            return Ok(()); // a clean, preallocated, empty log
+        }
         self.checkpoint()
     }
 
@@ -131,8 +139,14 @@ impl SledStore {
         let mut wal =
             self.wal.lock().map_err(|_| StoreError::Corrupt { detail: "write-ahead log lock poisoned".into() })?;
         wal.file.set_len(0)?;
-        wal.file.sync_data()?;
-        wal.length = 0;
+        wal.file.set_len(WAL_CAPACITY_BYTES)?;
+        // Real zeros, not a sparse file: later appends must not allocate blocks.
+        let zeros = vec![0u8; 1024 * 1024];
+        for offset in (0..WAL_CAPACITY_BYTES).step_by(zeros.len()) {
+            std::os::unix::fs::FileExt::write_all_at(&wal.file, &zeros, offset)?;
+        }
+        wal.file.sync_all()?;
+        wal.end = 0;
         Ok(())
     }
 
@@ -269,19 +283,28 @@ impl ChunkStore for SledStore {
     }
 
     fn sync(&self) -> Result<(), StoreError> {
-        let checkpoint_due = {
-            let mut wal =
-                self.wal.lock().map_err(|_| StoreError::Corrupt { detail: "write-ahead log lock poisoned".into() })?;
-            if !wal.pending.is_empty() {
-                let pending = std::mem::take(&mut wal.pending);
-                std::io::Write::write_all(&mut wal.file, &pending)?;
-                wal.file.sync_data()?;
-                wal.length += pending.len() as u64;
-            }
-            wal.length >= WAL_CHECKPOINT_BYTES
+        let poisoned = || StoreError::Corrupt { detail: "write-ahead log lock poisoned".into() };
+        let pending = {
+            let mut wal = self.wal.lock().map_err(|_| poisoned())?;
+            std::mem::take(&mut wal.pending)
         };
-        if checkpoint_due {
-            self.checkpoint()?;
+        if !pending.is_empty() {
+            let full = self.wal.lock().map_err(|_| poisoned())?.end + pending.len() as u64 > WAL_CAPACITY_BYTES;
+            if full {
+                // sled already holds every batch in memory: making it durable empties the log.
+                self.checkpoint()?;
+            }
+            let mut wal = self.wal.lock().map_err(|_| poisoned())?;
+            if wal.end + pending.len() as u64 <= WAL_CAPACITY_BYTES {
+                let end = wal.end;
+                std::os::unix::fs::FileExt::write_all_at(&wal.file, &pending, end)?;
+                wal.file.sync_data()?;
+                wal.end += pending.len() as u64;
+            } else {
+                // Larger than the whole log: the checkpoint above already made it durable.
+                drop(wal);
+                self.checkpoint()?;
+            }
         }
         let unreferenced = match self.unreferenced.lock() {
             Ok(mut unreferenced) => std::mem::take(&mut *unreferenced),
@@ -322,6 +345,8 @@ mod wal_record {
     const HEADER: usize = 12;
 
     pub enum Damage {
+        /// Zeros: no record was written here.
+        End,
         /// The log ends inside this record: a crash cut the append short.
         Torn,
         /// A complete record whose checksum or contents are wrong.
@@ -349,10 +374,14 @@ mod wal_record {
     /// The first record of `log` as a sled batch, and how many bytes it took.
     pub fn decode(log: &[u8]) -> Result<(sled::Batch, usize), Damage> {
         let header = log.get(..HEADER).ok_or(Damage::Torn)?;
+        if header.iter().all(|&b| b == 0) {
+            return Err(Damage::End);
+        }
         let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let body = log.get(HEADER..HEADER + length).ok_or(Damage::Torn)?;
-        let is_last = log.len() == HEADER + length;
         if blake3::hash(body).as_bytes()[..8] != header[4..12] {
+            // A torn record is the last one written: only zeros may follow it.
+            let is_last = log[HEADER + length..].iter().all(|&b| b == 0);
             return Err(if is_last { Damage::Torn } else { Damage::Corrupt });
         }
         let mut batch = sled::Batch::default();
@@ -412,16 +441,18 @@ mod tests {
         // Acknowledged batches are still only in the log (no checkpoint yet); a crash mid-append
         // leaves a partial record after them.
         let wal = path.join(WAL_FILE);
-        assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+        let log = std::fs::read(&wal).unwrap();
+        let end = log.len() - log.iter().rev().take_while(|&&b| b == 0).count();
+        assert!(end > 0, "the acknowledged batches are in the log");
         let partial = wal_record::encode(&[(b"c".to_vec(), Some(vec![3; 50]))]);
-        let mut file = std::fs::OpenOptions::new().append(true).open(&wal).unwrap();
-        std::io::Write::write_all(&mut file, &partial[..partial.len() - 7]).unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&wal).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, &partial[..partial.len() - 7], end as u64).unwrap();
         drop(file);
         let store = SledStore::open(&path).unwrap();
         assert_eq!(store.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
         assert_eq!(store.get(b"b").unwrap(), Some(vec![2; 9000]));
         assert_eq!(store.get(b"c").unwrap(), None);
-        assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0, "replay ends with a checkpoint");
+        assert!(std::fs::read(&wal).unwrap().iter().all(|&b| b == 0), "replay ends with a checkpoint");
     }
 
     #[test]
