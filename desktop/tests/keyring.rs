@@ -49,7 +49,33 @@ fn start_session() -> Session {
     // The login keyring's password, on stdin as --unlock expects.
     keyring.stdin.take().unwrap().write_all(b"keyring password for the test").unwrap();
     session.children.push(keyring);
+    wait_for_secret_service(&session);
     session
+}
+
+/// Waits until our daemon owns the Secret Service name. Asking before that would make the bus
+/// start another, locked instance through D-Bus activation.
+fn wait_for_secret_service(session: &Session) {
+    let started = std::time::Instant::now();
+    loop {
+        let reply = Command::new("dbus-send")
+            .args([
+                "--session",
+                "--print-reply",
+                "--dest=org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus.NameHasOwner",
+                "string:org.freedesktop.secrets",
+            ])
+            .env("DBUS_SESSION_BUS_ADDRESS", &session.bus_address)
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&reply.stdout).contains("boolean true") {
+            return;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "the Secret Service never came up");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 fn adiuva(session: &Session, workspace: &Path, args: &[&str]) -> Output {
@@ -76,17 +102,7 @@ fn the_workspace_key_lives_in_the_os_keyring_and_nothing_asks_for_a_passphrase()
     let session = start_session();
     let dir = tempfile::tempdir().unwrap();
     let workspace = dir.path().join("ws");
-    // The daemon needs a moment to claim its bus name; `init` with the keyring retries nothing,
-    // so wait until the Secret Service answers.
-    let mut created = adiuva(&session, &workspace, &["init", "--key-store", "keyring"]);
-    for _ in 0..50 {
-        if created.status.success() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        created = adiuva(&session, &workspace, &["init", "--key-store", "keyring"]);
-    }
-    succeeds(created);
+    succeeds(adiuva(&session, &workspace, &["init", "--key-store", "keyring"]));
     let id = succeeds(adiuva(&session, &workspace, &["task", "add", "Kept by the keyring"]));
     let list = succeeds(adiuva(&session, &workspace, &["task", "list", "--json"]));
     assert!(list.contains(id.trim()) && list.contains("Kept by the keyring"), "{list}");

@@ -6,26 +6,16 @@
 // Tests fail loudly: unwrapping is how they assert.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 
 use adiuva_engine::{EventFilter, Workspace};
 use adiuva_model::Collection;
+use common::copy_dir;
 use zeroize::Zeroizing;
 
 const FIXTURE_PASSPHRASE: &str = "fixture passphrase v1";
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
 
 #[test]
 fn a_workspace_written_by_format_v1_still_opens_and_reads_the_same() {

@@ -28,9 +28,13 @@ fn raw_store(dir: &Path) -> SledStore {
 }
 
 fn rewrite(dir: &Path, key: &[u8], change: impl FnOnce(&mut Vec<u8>)) {
-    let store = raw_store(dir);
-    let mut value = store.get(key).unwrap().expect("key present");
+    let mut value = raw_store(dir).get(key).unwrap().expect("key present");
     change(&mut value);
+    put_raw(dir, key, value);
+}
+
+fn put_raw(dir: &Path, key: &[u8], value: Vec<u8>) {
+    let store = raw_store(dir);
     let mut batch = WriteBatch::default();
     batch.put(key, value);
     store.write(batch).unwrap();
@@ -133,37 +137,30 @@ fn a_truncated_chunk_is_detected() {
 fn a_chunk_moved_to_another_slot_or_a_stray_chunk_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     workspace_with_tasks_and_a_note(dir.path());
-    let store = raw_store(dir.path());
-    let first = store.get(&task_chunk_key(0)).unwrap().unwrap();
-    let mut batch = WriteBatch::default();
-    batch.put(task_chunk_key(1), first.clone());
-    store.write(batch).unwrap();
-    store.sync().unwrap();
-    drop(store);
+    let first = raw_store(dir.path()).get(&task_chunk_key(0)).unwrap().unwrap();
+    put_raw(dir.path(), &task_chunk_key(1), first.clone());
     assert_tasks_damaged_notes_fine(dir.path(), ErrorCode::ChunkCorrupt);
 
     let dir = tempfile::tempdir().unwrap();
     workspace_with_tasks_and_a_note(dir.path());
-    let store = raw_store(dir.path());
-    let mut batch = WriteBatch::default();
-    batch.put(task_chunk_key(7), first);
-    store.write(batch).unwrap();
-    store.sync().unwrap();
-    drop(store);
+    put_raw(dir.path(), &task_chunk_key(7), first);
     assert_tasks_damaged_notes_fine(dir.path(), ErrorCode::ChunkUnexpected);
+}
+
+/// A closed workspace whose tasks are all folded into a snapshot, and a note.
+fn compacted_workspace(dir: &Path, tasks: usize, description: &str) {
+    let mut workspace = init(dir);
+    for index in 0..tasks {
+        add_task(&mut workspace, &format!("task {index}"), description);
+    }
+    add_note(&mut workspace, "unrelated note", "still readable");
+    workspace.compact().unwrap();
 }
 
 #[test]
 fn damage_to_a_snapshot_part_is_detected_after_compaction() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let mut workspace = init(dir.path());
-        for index in 0..50 {
-            add_task(&mut workspace, &format!("task {index}"), "text");
-        }
-        add_note(&mut workspace, "unrelated note", "still readable");
-        workspace.compact().unwrap();
-    }
+    compacted_workspace(dir.path(), 50, "text");
     let part_key =
         raw_store(dir.path()).keys_with_prefix(b"s/tasks\0").unwrap().into_iter().next().expect("a snapshot part");
     rewrite(dir.path(), &part_key, |bytes| {
@@ -178,14 +175,7 @@ fn damage_to_a_snapshot_part_is_detected_after_compaction() {
 #[test]
 fn a_truncated_snapshot_file_is_detected() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let mut workspace = init(dir.path());
-        for index in 0..200 {
-            add_task(&mut workspace, &format!("task {index}"), "a description long enough to make the snapshot big");
-        }
-        add_note(&mut workspace, "unrelated note", "still readable");
-        workspace.compact().unwrap();
-    }
+    compacted_workspace(dir.path(), 200, "a description long enough to make the snapshot big");
     // The snapshot is large enough to live in a file of its own: truncate that file.
     let values = dir.path().join("store").join("values");
     let files: Vec<_> = std::fs::read_dir(&values).unwrap().map(|e| e.unwrap().path()).collect();
@@ -295,17 +285,4 @@ fn an_envelope_from_a_newer_version_is_refused_and_nothing_is_kept() {
     assert_eq!(workspace.list(Collection::Tasks).unwrap().len(), 1);
     drop(workspace);
     assert_eq!(open(dir.path()).list(Collection::Tasks).unwrap().len(), 1);
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }

@@ -73,9 +73,7 @@ impl SledStore {
             // We flush at every durability barrier ourselves; a background flusher would only
             // add I/O that competes with it.
             .flush_every_ms(None);
-        let db = catch_unwind(AssertUnwindSafe(|| config.open()))
-            .map_err(|panic| StoreError::Corrupt { detail: panic_text(&panic) })?
-            .map_err(|error| map_error(error, path))?;
+        let db = open_db(&config, path)?;
         let log_file = File::open(path.join("db"))?;
         let value_dir = path.join(VALUE_DIR);
         std::fs::create_dir_all(&value_dir)?;
@@ -198,6 +196,27 @@ impl SledStore {
             let name = stored.strip_prefix(&[TAG_FILE])?;
             Some(self.value_dir.join(std::str::from_utf8(name).ok()?))
         }))
+    }
+}
+
+/// sled's background threads keep its file lock for a moment after a `Db` is dropped, so a
+/// store reopened at once in the same process can find it still taken. Callers hold the
+/// workspace's own lock, which keeps other processes out; so a taken sled lock is retried for
+/// up to [`LOCK_RETRY`] before it is reported.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn open_db(config: &sled::Config, path: &Path) -> Result<sled::Db, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        let opened = catch_unwind(AssertUnwindSafe(|| config.open()))
+            .map_err(|panic| StoreError::Corrupt { detail: panic_text(&panic) })?
+            .map_err(|error| map_error(error, path));
+        match opened {
+            Err(StoreError::Locked { .. }) if started.elapsed() < LOCK_RETRY => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
     }
 }
 
