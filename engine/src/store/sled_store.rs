@@ -3,10 +3,12 @@
 //! Three sled habits shape this file (measured, see `TOOLING.md` and `BENCHMARKS.md`):
 //! - `Db::flush` writes with `sync_file_range`, which neither syncs file metadata nor flushes the
 //!   disk's cache, and costs two device round trips when followed by the `fdatasync` it needs.
-//!   So the durability barrier is our own **write-ahead log** (`wal`): every batch is appended to
-//!   it, and [`sync`](ChunkStore::sync) is one `fdatasync` of that file. sled itself is flushed
-//!   (and then `fdatasync`ed through a descriptor of our own) only at checkpoints, after which
-//!   the log is emptied; on open, whatever the log holds is replayed into sled. Replaying is
+//!   So durability comes from our own **write-ahead log** (`wal`): [`write`](ChunkStore::write)
+//!   appends the batch to it and `fdatasync`s it *before* handing the batch to sled (whose
+//!   background `sync_file_range` would otherwise compete with that `fdatasync`), so a batch is
+//!   durable when `write` returns and [`sync`](ChunkStore::sync) only tidies up. sled itself is
+//!   flushed (and then `fdatasync`ed through a descriptor of our own) only at checkpoints, after
+//!   which the log is emptied; on open, whatever the log holds is replayed into sled. Replaying is
 //!   idempotent (puts and deletes in order), and a record cut short by a crash is recognised by
 //!   its checksum and dropped: it was never acknowledged. The log file is written full of zeros
 //!   at each checkpoint and then overwritten in place, so an append never changes the file's
@@ -57,8 +59,6 @@ pub struct SledStore {
 /// The write-ahead log: batches applied to sled but not yet flushed by it.
 struct Wal {
     file: File,
-    /// Encoded records written since the last `sync`, not yet in the file.
-    pending: Vec<u8>,
     /// Where the next record goes; everything after it is zeros.
     end: u64,
 }
@@ -80,7 +80,7 @@ impl SledStore {
         let wal_path = path.join(WAL_FILE);
         let wal_file =
             std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&wal_path)?;
-        let wal = Wal { file: wal_file, pending: Vec::new(), end: 0 };
+        let wal = Wal { file: wal_file, end: 0 };
         if created {
             // Make the new directory entries themselves durable.
             if let Some(parent) = path.parent() {
@@ -102,20 +102,26 @@ impl SledStore {
         Ok(store)
     }
 
-    /// Applies every complete record of the log to sled, then checkpoints.
+    /// Applies every complete record of the log to sled. The log then goes on from its end; only
+    /// a record torn by a crash, or a log that is not the preallocated size, calls for a
+    /// checkpoint first.
     fn replay_wal(&self, log: &[u8]) -> Result<(), StoreError> {
-        let mut rest = log;
+        let mut end = 0;
         let mut replayed = 0;
-        while !rest.is_empty() {
-            match wal_record::decode(rest) {
+        let mut torn = false;
+        while end < log.len() {
+            match wal_record::decode(&log[end..]) {
                 Ok((batch, used)) => {
                     self.guard(|| self.db.apply_batch(batch))?;
-                    rest = &rest[used..];
+                    end += used;
                     replayed += 1;
                 }
-                // The zeros after the last record, or a record cut short by a crash mid-append
-                // (never acknowledged, so dropped).
-                Err(wal_record::Damage::End | wal_record::Damage::Torn) => break,
+                Err(wal_record::Damage::End) => break,
+                // Cut short by a crash mid-append: never acknowledged, so dropped.
+                Err(wal_record::Damage::Torn) => {
+                    torn = true;
+                    break;
+                }
                 Err(wal_record::Damage::Corrupt) => {
                     return Err(StoreError::Corrupt {
                         detail: format!("write-ahead log record {replayed} is damaged and more follow it"),
@@ -123,19 +129,24 @@ impl SledStore {
                 }
             }
         }
-        tracing::debug!(replayed, "write-ahead log replayed");
-        if replayed == 0 && log.len() as u64 == WAL_CAPACITY_BYTES && log.iter().all(|&b| b == 0) {
-            return Ok(()); // a clean, preallocated, empty log
+        tracing::debug!(replayed, torn, "write-ahead log replayed");
+        let mut wal = self.lock_wal()?;
+        if torn || log.len() as u64 != WAL_CAPACITY_BYTES {
+            self.checkpoint(&mut wal)
+        } else {
+            wal.end = end as u64;
+            Ok(())
         }
-        self.checkpoint()
+    }
+
+    fn lock_wal(&self) -> Result<std::sync::MutexGuard<'_, Wal>, StoreError> {
+        self.wal.lock().map_err(|_| StoreError::Corrupt { detail: "write-ahead log lock poisoned".into() })
     }
 
     /// Makes sled's own files durable and empties the log.
-    fn checkpoint(&self) -> Result<(), StoreError> {
+    fn checkpoint(&self, wal: &mut Wal) -> Result<(), StoreError> {
         self.guard(|| self.db.flush())?;
         self.log_file.sync_data()?;
-        let mut wal =
-            self.wal.lock().map_err(|_| StoreError::Corrupt { detail: "write-ahead log lock poisoned".into() })?;
         wal.file.set_len(0)?;
         wal.file.set_len(WAL_CAPACITY_BYTES)?;
         // Real zeros, not a sparse file: later appends must not allocate blocks.
@@ -291,9 +302,23 @@ impl ChunkStore for SledStore {
             File::open(&self.value_dir)?.sync_all()?;
         }
         let record = wal_record::encode(&sled_batch_ops);
-        self.guard(|| self.db.apply_batch(sled_batch))?;
-        if let Ok(mut wal) = self.wal.lock() {
-            wal.pending.extend_from_slice(&record);
+        {
+            let mut wal = self.lock_wal()?;
+            if wal.end + record.len() as u64 > WAL_CAPACITY_BYTES {
+                // Everything logged so far is in sled's memory: making sled durable empties the log.
+                self.checkpoint(&mut wal)?;
+            }
+            if record.len() as u64 <= WAL_CAPACITY_BYTES {
+                let end = wal.end;
+                std::os::unix::fs::FileExt::write_all_at(&wal.file, &record, end)?;
+                wal.file.sync_data()?;
+                wal.end += record.len() as u64;
+                self.guard(|| self.db.apply_batch(sled_batch))?;
+            } else {
+                // Larger than the whole log: applied and made durable by sled directly.
+                self.guard(|| self.db.apply_batch(sled_batch))?;
+                self.checkpoint(&mut wal)?;
+            }
         }
         if let Ok(mut unreferenced) = self.unreferenced.lock() {
             unreferenced.extend(replaced);
@@ -301,30 +326,9 @@ impl ChunkStore for SledStore {
         Ok(())
     }
 
+    /// Batches are durable when `write` returns; what is left is removing the value files they
+    /// replaced.
     fn sync(&self) -> Result<(), StoreError> {
-        let poisoned = || StoreError::Corrupt { detail: "write-ahead log lock poisoned".into() };
-        let pending = {
-            let mut wal = self.wal.lock().map_err(|_| poisoned())?;
-            std::mem::take(&mut wal.pending)
-        };
-        if !pending.is_empty() {
-            let full = self.wal.lock().map_err(|_| poisoned())?.end + pending.len() as u64 > WAL_CAPACITY_BYTES;
-            if full {
-                // sled already holds every batch in memory: making it durable empties the log.
-                self.checkpoint()?;
-            }
-            let mut wal = self.wal.lock().map_err(|_| poisoned())?;
-            if wal.end + pending.len() as u64 <= WAL_CAPACITY_BYTES {
-                let end = wal.end;
-                std::os::unix::fs::FileExt::write_all_at(&wal.file, &pending, end)?;
-                wal.file.sync_data()?;
-                wal.end += pending.len() as u64;
-            } else {
-                // Larger than the whole log: the checkpoint above already made it durable.
-                drop(wal);
-                self.checkpoint()?;
-            }
-        }
         let unreferenced = match self.unreferenced.lock() {
             Ok(mut unreferenced) => std::mem::take(&mut *unreferenced),
             Err(_) => Vec::new(),
