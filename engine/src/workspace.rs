@@ -480,7 +480,7 @@ impl Workspace {
         let mut batch = WriteBatch::default();
         for (document, (before, hashes)) in &heads_before {
             let doc = &self.loaded(document)?.doc;
-            let mut changes = if hashes.len() <= 16 {
+            let changes = if hashes.len() <= 16 {
                 hashes.iter().filter_map(|hash| doc.get_change_by_hash(hash)).collect()
             } else {
                 doc.get_changes(before)
@@ -491,7 +491,9 @@ impl Workspace {
                     detail: "a committed change is not in the document".into(),
                 });
             }
-            let changes: Vec<Vec<u8>> = changes.iter_mut().map(|c| c.bytes().into_owned()).collect();
+            // Uncompressed: deflating every change costs more than it saves on a tail that the
+            // next compaction rewrites in Automerge's compressed document format anyway.
+            let changes: Vec<Vec<u8>> = changes.iter().map(|c| c.raw_bytes().to_vec()).collect();
             self.stage_changes(document, &changes, &mut batch)?;
         }
         self.store.write(batch)?;
@@ -850,7 +852,7 @@ impl Workspace {
             .doc
             .load_incremental(bytes)
             .map_err(|e| Error::DocumentCorrupt { document: document.to_owned(), detail: e.to_string() })?;
-        let mut new_changes = loaded.doc.get_changes(&before);
+        let new_changes = loaded.doc.get_changes(&before);
         for change in &new_changes {
             Envelope::decode(change.message().unwrap_or_default()).map_err(|source| Error::Envelope {
                 document: document.to_owned(),
@@ -860,7 +862,7 @@ impl Workspace {
         }
         let count = new_changes.len();
         if count > 0 {
-            let bytes: Vec<Vec<u8>> = new_changes.iter_mut().map(|c| c.bytes().into_owned()).collect();
+            let bytes: Vec<Vec<u8>> = new_changes.iter().map(|c| c.raw_bytes().to_vec()).collect();
             let mut batch = WriteBatch::default();
             self.stage_changes(document, &bytes, &mut batch)?;
             self.store.write(batch)?;
