@@ -115,7 +115,7 @@ pub enum TaskCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Mark a task done.
+    /// Mark a task done (ID: the id, or a unique prefix or suffix of it).
     Done { id: String },
     /// Change a task's fields.
     Edit {

@@ -59,7 +59,7 @@ pub enum Error {
     },
     #[error("no {collection} record {id}")]
     RecordNotFound { collection: Collection, id: String },
-    #[error("{matches} {collection} records start with {prefix:?}; give more of the id")]
+    #[error("{matches} {collection} records match {prefix:?}; give more of the id")]
     RecordAmbiguous { collection: Collection, prefix: String, matches: usize },
     #[error("invalid {collection} record: {detail}")]
     RecordInvalid { collection: Collection, detail: String },

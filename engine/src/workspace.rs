@@ -756,15 +756,22 @@ impl Workspace {
     }
 
     /// Resolves a full id or a unique prefix of one (case-insensitive) to a record id.
+    ///
+    /// A unique *suffix* of at least four characters works too: a ULID starts with its
+    /// timestamp, so records created close together share long prefixes but end differently.
     pub fn resolve_id(&mut self, collection: Collection, text: &str) -> Result<RecordId> {
-        let prefix = text.to_ascii_uppercase();
-        if prefix.is_empty() {
+        let part = text.to_ascii_uppercase();
+        if part.is_empty() {
             return Err(Error::InvalidInput { detail: "empty record id".into() });
         }
+        let matches_text = |id: &RecordId| {
+            let id = id.to_string();
+            id.starts_with(&part) || (part.len() >= 4 && id.ends_with(&part))
+        };
         let mut matches = Vec::new();
         for document in self.collection_documents(collection)? {
             let doc = &self.document(&document)?.doc;
-            matches.extend(records::record_ids(doc).into_iter().filter(|id| id.to_string().starts_with(&prefix)));
+            matches.extend(records::record_ids(doc).into_iter().filter(matches_text));
         }
         match matches.as_slice() {
             [id] => Ok(*id),
