@@ -452,9 +452,9 @@ impl Workspace {
     }
 
     fn apply_and_persist(&mut self, events: Vec<Prepared>) -> Result<Vec<Envelope>> {
-        // Each touched document's heads before the group and the hashes of its new changes. A
-        // few changes are looked up by hash; a large group is read back in one pass.
-        let mut heads_before: BTreeMap<String, (Vec<ChangeHash>, Vec<ChangeHash>)> = BTreeMap::new();
+        // Each touched document's heads before the group and how many changes it gets: the new
+        // changes are read back once per document, after the whole group.
+        let mut heads_before: BTreeMap<String, (Vec<ChangeHash>, usize)> = BTreeMap::new();
         let mut envelopes = Vec::with_capacity(events.len());
         for event in events {
             let loaded = self.document(&event.document)?;
@@ -466,26 +466,19 @@ impl Workspace {
                 .doc
                 .transact_with(|_| options, |tx| event.operation.apply(tx, &event.envelope))
                 .map_err(|failure| failure.error)?;
-            let hash = match success.hash {
-                Some(hash) => hash,
+            if success.hash.is_none() {
                 // An event that changed nothing (an edit to the same value) is still an event.
-                None => loaded.doc.empty_commit(CommitOptions::default().with_message(message).with_time(time)),
-            };
-            let (_, hashes) = heads_before.entry(event.document.clone()).or_insert_with(|| (before, Vec::new()));
-            hashes.push(hash);
+                loaded.doc.empty_commit(CommitOptions::default().with_message(message).with_time(time));
+            }
+            heads_before.entry(event.document.clone()).or_insert_with(|| (before, 0)).1 += 1;
             if event.requested {
                 envelopes.push(event.envelope);
             }
         }
         let mut batch = WriteBatch::default();
-        for (document, (before, hashes)) in &heads_before {
-            let doc = &self.loaded(document)?.doc;
-            let changes = if hashes.len() <= 16 {
-                hashes.iter().filter_map(|hash| doc.get_change_by_hash(hash)).collect()
-            } else {
-                doc.get_changes(before)
-            };
-            if changes.len() != hashes.len() {
+        for (document, (before, count)) in &heads_before {
+            let changes = self.loaded(document)?.doc.get_changes(before);
+            if changes.len() != *count {
                 return Err(Error::DocumentCorrupt {
                     document: document.clone(),
                     detail: "a committed change is not in the document".into(),
