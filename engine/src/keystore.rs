@@ -78,14 +78,6 @@ impl Header {
     fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
-
-    pub fn workspace_id_bytes(&self) -> [u8; 16] {
-        self.workspace_id.to_bytes()
-    }
-
-    pub fn needs_passphrase(&self) -> bool {
-        matches!(self.protection, Protection::Passphrase { .. })
-    }
 }
 
 /// What unlocking gives: this device's identity and the workspace key of every epoch it holds.

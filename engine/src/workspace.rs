@@ -458,7 +458,7 @@ impl Workspace {
         let mut envelopes = Vec::with_capacity(events.len());
         for event in events {
             let loaded = self.document(&event.document)?;
-            let before = loaded.doc.get_heads();
+            let (_, count) = heads_before.entry(event.document.clone()).or_insert_with(|| (loaded.doc.get_heads(), 0));
             let message = event.envelope.encode();
             let time = event.envelope.time.timestamp_millis();
             let options = CommitOptions::default().with_message(message.clone()).with_time(time);
@@ -470,7 +470,7 @@ impl Workspace {
                 // An event that changed nothing (an edit to the same value) is still an event.
                 loaded.doc.empty_commit(CommitOptions::default().with_message(message).with_time(time));
             }
-            heads_before.entry(event.document.clone()).or_insert_with(|| (before, 0)).1 += 1;
+            *count += 1;
             if event.requested {
                 envelopes.push(event.envelope);
             }

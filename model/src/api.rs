@@ -213,3 +213,22 @@ impl BillingTier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_carry_the_rate_limits_and_quotas_of_the_plan() {
+        const GB: u64 = 1_000_000_000;
+        for (tier, per_minute, quota) in [
+            (BillingTier::Free, 20, Some(0)),
+            (BillingTier::Pro, 60, Some(5 * GB)),
+            (BillingTier::Power, 120, Some(50 * GB)),
+            (BillingTier::Team, 200, None),
+        ] {
+            assert_eq!(tier.requests_per_minute(), per_minute, "{tier:?}");
+            assert_eq!(tier.storage_quota_bytes(), quota, "{tier:?}");
+        }
+    }
+}
