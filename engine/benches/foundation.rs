@@ -7,7 +7,8 @@
 //!
 //! Commit latency and group commit run for two record shapes (see [`Shape`]): Automerge text
 //! costs one operation per character, which dominates whenever a description is written.
-//! - `open`: opening the resulting workspace (unlock, then load every document);
+//! - `open`: opening the resulting workspace (unlock), listing every task (read view), then
+//!   loading the Automerge document;
 //! - `size`: bytes on disk per event after compaction vs the same events as JSON lines.
 //!
 //! Run: `cargo bench -p adiuva-engine --bench foundation [-- --events N --commits N]`.
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use adiuva_engine::{Effect, EventDraft, KeyProtection, Workspace, WorkspaceOptions};
 use adiuva_model::envelope::{ENVELOPE_VERSION, Subject};
+use adiuva_model::record::Task;
 use adiuva_model::{Actor, Collection, DeviceId, Envelope, EventId, EventKind, RecordId};
 use automerge::transaction::CommitOptions;
 use serde_json::{Map, Value, json};
@@ -111,12 +113,19 @@ fn new_workspace(dir: &Path, options: WorkspaceOptions) -> Workspace {
     Workspace::open_with(dir, || Some(Zeroizing::new(PASSPHRASE.into())), options).unwrap()
 }
 
-/// Durable single-event commits vs SQLite inserting the same rows.
+/// Durable single-event commits vs SQLite inserting the same rows. The two alternate, commit by
+/// commit, so both see the same moments of this noisy machine.
 fn commit_latency(settings: &Settings, shape: Shape, report: &mut Map<String, Value>) {
     let dir = tempfile::tempdir().unwrap();
     let mut workspace = new_workspace(&dir.path().join("ws"), WorkspaceOptions::default());
+    let sqlite = rusqlite::Connection::open(dir.path().join("baseline.sqlite")).unwrap();
+    sqlite.pragma_update(None, "journal_mode", "WAL").unwrap();
+    sqlite.pragma_update(None, "synchronous", "FULL").unwrap();
+    sqlite
+        .execute("CREATE TABLE events (id TEXT PRIMARY KEY, envelope TEXT NOT NULL, record TEXT NOT NULL)", [])
+        .unwrap();
     let mut ours = Vec::with_capacity(settings.commits);
-    let mut rows = Vec::with_capacity(settings.commits);
+    let mut theirs = Vec::with_capacity(settings.commits);
     for index in 0..settings.commits {
         let id = RecordId::new();
         let fields = task_fields(index, shape);
@@ -125,21 +134,11 @@ fn commit_latency(settings: &Settings, shape: Shape, report: &mut Map<String, Va
             .commit(draft(), Effect::CreateRecord { collection: Collection::Tasks, id, fields: fields.clone() })
             .unwrap();
         ours.push(started.elapsed());
-        rows.push((envelope.id.to_string(), envelope.encode(), Value::Object(fields).to_string()));
-    }
-    drop(workspace);
 
-    let sqlite = rusqlite::Connection::open(dir.path().join("baseline.sqlite")).unwrap();
-    sqlite.pragma_update(None, "journal_mode", "WAL").unwrap();
-    sqlite.pragma_update(None, "synchronous", "FULL").unwrap();
-    sqlite
-        .execute("CREATE TABLE events (id TEXT PRIMARY KEY, envelope TEXT NOT NULL, record TEXT NOT NULL)", [])
-        .unwrap();
-    let mut theirs = Vec::with_capacity(rows.len());
-    for (id, envelope, record) in &rows {
+        let (id, envelope, record) = (envelope.id.to_string(), envelope.encode(), Value::Object(fields).to_string());
         let started = Instant::now();
         sqlite
-            .execute("INSERT INTO events (id, envelope, record) VALUES (?1, ?2, ?3)", (id, envelope, record))
+            .execute("INSERT INTO events (id, envelope, record) VALUES (?1, ?2, ?3)", (&id, &envelope, &record))
             .unwrap();
         theirs.push(started.elapsed());
     }
@@ -161,10 +160,11 @@ fn commit_latency(settings: &Settings, shape: Shape, report: &mut Map<String, Va
 /// Group commit from 0 to N events vs raw Automerge transactions, window by window.
 fn group_commit(events: usize, windows: usize, shape: Shape, dir: &Path, report: &mut Map<String, Value>) {
     let mut workspace = new_workspace(dir, WorkspaceOptions::default());
-    let window = events / windows;
+    // A whole number of groups per window.
+    let window = (events / windows).div_ceil(GROUP) * GROUP;
     let mut ours = Vec::new();
     let mut started = Instant::now();
-    let mut done = 0;
+    let (mut done, mut mark) = (0, 0);
     while done < events {
         let batch: Vec<_> = (done..(done + GROUP).min(events))
             .map(|index| {
@@ -174,8 +174,9 @@ fn group_commit(events: usize, windows: usize, shape: Shape, dir: &Path, report:
             .collect();
         done += batch.len();
         workspace.commit_batch(batch).unwrap();
-        if done % window == 0 {
-            ours.push(window as f64 / started.elapsed().as_secs_f64());
+        if done - mark >= window || done == events {
+            ours.push((done - mark) as f64 / started.elapsed().as_secs_f64());
+            mark = done;
             started = Instant::now();
         }
     }
@@ -186,6 +187,7 @@ fn group_commit(events: usize, windows: usize, shape: Shape, dir: &Path, report:
     let device = DeviceId([7; 32]);
     let mut theirs = Vec::new();
     let mut started = Instant::now();
+    let mut mark = 0;
     for index in 0..events {
         let id = RecordId::new();
         let envelope = Envelope {
@@ -203,8 +205,9 @@ fn group_commit(events: usize, windows: usize, shape: Shape, dir: &Path, report:
         let options =
             CommitOptions::default().with_message(envelope.encode()).with_time(envelope.time.timestamp_millis());
         doc.transact_with(|_| options, |tx| effect.apply(tx)).unwrap();
-        if (index + 1) % window == 0 {
-            theirs.push(window as f64 / started.elapsed().as_secs_f64());
+        if index + 1 - mark >= window || index + 1 == events {
+            theirs.push((index + 1 - mark) as f64 / started.elapsed().as_secs_f64());
+            mark = index + 1;
             started = Instant::now();
         }
     }
@@ -214,7 +217,7 @@ fn group_commit(events: usize, windows: usize, shape: Shape, dir: &Path, report:
     );
     println!("  {:>10}  {:>12}  {:>12}", "up to", "adiuva", "automerge");
     for (index, (a, b)) in ours.iter().zip(&theirs).enumerate() {
-        println!("  {:>10}  {:>12.0}  {:>12.0}", (index + 1) * window, a, b);
+        println!("  {:>10}  {:>12.0}  {:>12.0}", ((index + 1) * window).min(events), a, b);
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
     let (first, last) = (ours[0], ours[ours.len() - 1]);
@@ -225,31 +228,37 @@ fn group_commit(events: usize, windows: usize, shape: Shape, dir: &Path, report:
     );
 }
 
-/// Opening the workspace of N events: unlock (Argon2id), then load every document.
+/// Opening the workspace of N events: unlock (Argon2id) and the root document, then the first
+/// read of the collection (through its read view), then loading the collection's Automerge
+/// document (what a write, the history or the status needs).
 fn open_and_size(settings: &Settings, dir: &Path, report: &mut Map<String, Value>) {
     {
         let mut workspace = Workspace::open(dir, || Some(Zeroizing::new(PASSPHRASE.into()))).unwrap();
         workspace.compact().unwrap();
     }
-    let mut opens = Vec::new();
-    let mut loads = Vec::new();
+    let (mut opens, mut lists, mut loads) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..5 {
         let started = Instant::now();
         let mut workspace = Workspace::open(dir, || Some(Zeroizing::new(PASSPHRASE.into()))).unwrap();
-        let opened = started.elapsed();
+        opens.push(started.elapsed());
+        let started = Instant::now();
+        let tasks: Vec<Task> = workspace.list_as(Collection::Tasks).unwrap();
+        assert_eq!(tasks.len(), settings.events);
+        lists.push(started.elapsed());
+        let started = Instant::now();
         let status = workspace.status().unwrap();
-        let total = started.elapsed();
+        loads.push(started.elapsed());
         assert!(status.documents.iter().any(|d| d.name == "tasks" && d.events == settings.events));
-        opens.push(opened);
-        loads.push(total - opened);
     }
-    opens.sort();
-    loads.sort();
-    let (unlock, load) = (percentile(&opens, 0.5), percentile(&loads, 0.5));
+    let [unlock, list, load] = [opens, lists, loads].map(|mut times| {
+        times.sort();
+        percentile(&times, 0.5)
+    });
     println!("open a workspace of {} events (median of 5)", settings.events);
-    println!("  unlock (Argon2id t=3 m=64MiB) + root: {:>7.1} ms", ms(unlock));
-    println!("  load and count every document:        {:>7.1} ms", ms(load));
-    println!("  total:                                {:>7.1} ms", ms(unlock + load));
+    println!("  unlock (Argon2id t=3 m=64MiB) + root:      {:>7.1} ms", ms(unlock));
+    println!("  list every task, as `task list` (view):    {:>7.1} ms", ms(list));
+    println!("  open to listed:                            {:>7.1} ms", ms(unlock + list));
+    println!("  then load the Automerge document (status): {:>7.1} ms", ms(load));
 
     let workspace_bytes = directory_size(dir);
     // Baseline: the same events (envelope + record) as JSON lines.
@@ -269,7 +278,10 @@ fn open_and_size(settings: &Settings, dir: &Path, report: &mut Map<String, Value
     println!("  adiuva     {per_event:>7.1} B/event  ({workspace_bytes} bytes, all files)");
     println!("  JSON lines {json_per_event:>7.1} B/event  ({jsonl_bytes} bytes)");
     println!("  ratio      {:>7.2}×", per_event / json_per_event);
-    report.insert("open".into(), json!({"events": settings.events, "unlock_ms": ms(unlock), "load_ms": ms(load)}));
+    report.insert(
+        "open".into(),
+        json!({"events": settings.events, "unlock_ms": ms(unlock), "list_ms": ms(list), "load_ms": ms(load)}),
+    );
     report.insert(
         "size".into(),
         json!({"events": events.len(), "bytes_per_event": per_event, "jsonl_bytes_per_event": json_per_event}),

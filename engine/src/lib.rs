@@ -41,6 +41,7 @@ pub mod keystore;
 pub mod manifest;
 pub mod records;
 pub mod store;
+pub mod view;
 pub mod workspace;
 
 pub use error::{Error, Result};

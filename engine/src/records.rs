@@ -8,12 +8,12 @@
 //! These functions are pure over an in-memory document: the workspace wraps them with envelopes,
 //! encryption and storage, and the convergence property tests drive them directly.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use adiuva_model::{Collection, RecordId};
 use automerge::hydrate;
 use automerge::transaction::Transactable;
-use automerge::{ChangeHash, ObjType, ReadDoc, ScalarValue, TextEncoding, Value as AmValue};
+use automerge::{ChangeHash, ObjType, Patch, PatchAction, Prop, ReadDoc, ScalarValue, TextEncoding, Value as AmValue};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -219,6 +219,22 @@ pub fn read_record(doc: &impl ReadDoc, id: RecordId, heads: Option<&[ChangeHash]
         fields.insert("id".into(), Value::String(key));
     }
     Some(value)
+}
+
+/// The records that `patches` (from applying changes) touched: the root key each patch is under.
+pub fn touched_records(patches: &[Patch]) -> BTreeSet<RecordId> {
+    patches
+        .iter()
+        .filter_map(|patch| match (patch.path.first(), &patch.action) {
+            (Some((_, Prop::Map(key))), _)
+            | (None, PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key })
+            | (
+                None,
+                PatchAction::Conflict { prop: Prop::Map(key) } | PatchAction::Increment { prop: Prop::Map(key), .. },
+            ) => key.parse().ok(),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Every record id in a collection document, in id (creation time) order.

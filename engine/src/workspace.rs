@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use adiuva_model::envelope::{ENVELOPE_VERSION, Subject};
 use adiuva_model::{Actor, Collection, DeviceId, Envelope, EventId, EventKind, RecordId};
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
+use automerge::{ActorId, Automerge, ChangeHash, PatchLog, ReadDoc};
 use chrono::Utc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -48,6 +48,7 @@ use crate::keystore::{self, Header, KeyProtection};
 use crate::manifest::{Manifest, SnapshotRef};
 use crate::records::{self, Effect, FieldConflict};
 use crate::store::{ChunkStore, SledStore, StoreError, WriteBatch};
+use crate::view::{self, Delta, RecordView};
 
 /// The root document's name.
 pub const ROOT_DOCUMENT: &str = "root";
@@ -174,6 +175,13 @@ struct LoadedDocument {
     manifest: Manifest,
 }
 
+/// A document's log as read from the store, checked, not yet loaded into Automerge.
+struct StoredLog {
+    manifest: Manifest,
+    snapshot: Option<Vec<u8>>,
+    tail: Vec<Vec<u8>>,
+}
+
 /// One event ready to apply.
 struct Prepared {
     document: String,
@@ -243,6 +251,8 @@ pub struct Workspace {
     current_epoch: u32,
     actor: ActorId,
     docs: BTreeMap<String, LoadedDocument>,
+    /// Read views of collection documents, kept current by every commit once read.
+    views: BTreeMap<String, RecordView>,
     options: WorkspaceOptions,
     /// Chunk counts per document at the last clean close or compaction.
     witness: BTreeMap<String, u64>,
@@ -328,6 +338,7 @@ impl Workspace {
             current_epoch,
             actor,
             docs: BTreeMap::new(),
+            views: BTreeMap::new(),
             options: WorkspaceOptions::default(),
             witness: BTreeMap::new(),
             _lock: lock,
@@ -436,6 +447,7 @@ impl Workspace {
             // Memory must not run ahead of the store: reload these from what is durable.
             for document in &touched {
                 self.docs.remove(document);
+                self.views.remove(document);
             }
         } else {
             for document in &touched {
@@ -455,8 +467,12 @@ impl Workspace {
         // Each touched document's heads before the group and how many changes it gets: the new
         // changes are read back once per document, after the whole group.
         let mut heads_before: BTreeMap<String, (Vec<ChangeHash>, usize)> = BTreeMap::new();
+        let mut touched: BTreeMap<String, BTreeSet<RecordId>> = BTreeMap::new();
         let mut envelopes = Vec::with_capacity(events.len());
         for event in events {
+            if let Operation::Record(effect) = &event.operation {
+                touched.entry(event.document.clone()).or_default().insert(effect.record());
+            }
             let loaded = self.document(&event.document)?;
             let (_, count) = heads_before.entry(event.document.clone()).or_insert_with(|| (loaded.doc.get_heads(), 0));
             let message = event.envelope.encode();
@@ -476,6 +492,7 @@ impl Workspace {
             }
         }
         let mut batch = WriteBatch::default();
+        let mut deltas = Vec::new();
         for (document, (before, count)) in &heads_before {
             let changes = self.loaded(document)?.doc.get_changes(before);
             if changes.len() != *count {
@@ -487,17 +504,50 @@ impl Workspace {
             // Uncompressed: deflating every change costs more than it saves on a tail that the
             // next compaction rewrites in Automerge's compressed document format anyway.
             let changes: Vec<Vec<u8>> = changes.iter().map(|c| c.raw_bytes().to_vec()).collect();
-            self.stage_changes(document, &changes, &mut batch)?;
+            let first_seq = self.stage_changes(document, &changes, &mut batch)?;
+            if let Some(records) = touched.get(document) {
+                deltas.push((document.clone(), self.stage_delta(document, first_seq, records, &mut batch)?));
+            }
         }
         self.store.write(batch)?;
         self.store.sync()?;
+        self.apply_deltas(deltas);
         Ok(envelopes)
     }
 
+    /// Stages the view delta of the chunks `document` got from `first_seq` on: the new state of
+    /// the `touched` records, in the same batch as the chunks.
+    fn stage_delta(
+        &self,
+        document: &str,
+        first_seq: u64,
+        touched: &BTreeSet<RecordId>,
+        batch: &mut WriteBatch,
+    ) -> Result<Delta> {
+        let loaded = self.loaded(document)?;
+        let delta = Delta::capture(&loaded.doc, first_seq, loaded.manifest.next_seq, touched);
+        let key = layout::delta(document, first_seq);
+        batch.put(key.clone(), self.seal_view(&key, &delta.encode())?);
+        Ok(delta)
+    }
+
+    /// Brings the cached views up to date once their deltas are durable.
+    fn apply_deltas(&mut self, deltas: Vec<(String, Delta)>) {
+        for (document, delta) in deltas {
+            if let Some(view) = self.views.get_mut(&document)
+                && !view.apply(&delta)
+            {
+                self.views.remove(&document);
+            }
+        }
+    }
+
     /// Seals `changes` (raw change bytes) into as few chunks as fit, appends them to the
-    /// document's tail and stages the new manifest, all into `batch`.
-    fn stage_changes(&mut self, document: &str, changes: &[Vec<u8>], batch: &mut WriteBatch) -> Result<()> {
+    /// document's tail and stages the new manifest, all into `batch`. Returns the first chunk's
+    /// sequence number.
+    fn stage_changes(&mut self, document: &str, changes: &[Vec<u8>], batch: &mut WriteBatch) -> Result<u64> {
         let mut manifest = self.loaded(document)?.manifest.clone();
+        let first_seq = manifest.next_seq;
         let mut payload = Vec::new();
         for (index, change) in changes.iter().enumerate() {
             payload.extend_from_slice(change);
@@ -515,7 +565,7 @@ impl Workspace {
         if let Some(loaded) = self.docs.get_mut(document) {
             loaded.manifest = manifest;
         }
-        Ok(())
+        Ok(first_seq)
     }
 
     fn stage_manifest(&self, document: &str, manifest: &Manifest, batch: &mut WriteBatch) -> Result<()> {
@@ -532,6 +582,14 @@ impl Workspace {
             .ok_or_else(|| Error::WorkspaceFormat { detail: "no key for the current epoch".into() })?;
         let place = ChunkPlace { workspace_id: &self.workspace_id, blob_id: key };
         Ok(chunk::seal_chunk(place, kind, self.current_epoch, storage_key, &self.identity, payload)?)
+    }
+
+    fn seal_view(&self, key: &[u8], payload: &[u8]) -> Result<Vec<u8>> {
+        let storage_key = self
+            .storage_keys
+            .get(&self.current_epoch)
+            .ok_or_else(|| Error::WorkspaceFormat { detail: "no key for the current epoch".into() })?;
+        Ok(view::seal(storage_key, self.current_epoch, &self.workspace_id, key, payload)?)
     }
 
     fn open_chunk(&self, document: &str, key: &[u8], bytes: &[u8], kind: BlobKind) -> Result<Vec<u8>> {
@@ -559,7 +617,10 @@ impl Workspace {
         })
     }
 
-    fn load_document(&self, document: &str) -> Result<LoadedDocument> {
+    /// Reads a document's log with every part checked: the manifest, the snapshot it names and
+    /// its tail chunks, each authentic, none missing, none stray, and not older than the witness.
+    /// `None` for a document never written.
+    fn read_log(&self, document: &str) -> Result<Option<StoredLog>> {
         let at = |source: StoreError| Error::DocumentStore { document: document.to_owned(), source };
         let manifest = match self.store.get(&layout::manifest(document)).map_err(at)? {
             Some(sealed) => {
@@ -578,30 +639,19 @@ impl Workspace {
                 if let Some(&expected) = self.witness.get(document).filter(|&&count| count > 0) {
                     return Err(Error::StoreRolledBack { document: document.to_owned(), found: 0, expected });
                 }
-                let mut doc = Automerge::new();
-                doc.set_actor(self.actor.clone());
-                return Ok(LoadedDocument { doc, manifest: Manifest::empty() });
+                return Ok(None);
             }
         };
-        let corrupt = |e: automerge::AutomergeError| Error::DocumentCorrupt {
-            document: document.to_owned(),
-            detail: e.to_string(),
-        };
-        let mut doc = match manifest.snapshot {
+        let snapshot = match manifest.snapshot {
             Some(snapshot) => {
                 let key = layout::snapshot(document, snapshot.generation);
                 let sealed = self.store.get(&key).map_err(at)?.ok_or_else(|| Error::SnapshotMissing {
                     document: document.to_owned(),
                     generation: snapshot.generation,
                 })?;
-                let bytes = self.open_chunk(document, &key, &sealed, BlobKind::Snapshot)?;
-                // The bytes are authenticated and were saved by a device of this workspace from
-                // a document it had checked; re-hashing every change here would only cost time.
-                // (The audit tool verifies hashes.)
-                let options = automerge::LoadOptions::new().verification_mode(automerge::VerificationMode::DontCheck);
-                Automerge::load_with_options(&bytes, options).map_err(corrupt)?
+                Some(self.open_chunk(document, &key, &sealed, BlobKind::Snapshot)?)
             }
-            None => Automerge::new(),
+            None => None,
         };
         let witnessed = self.witness.get(document).copied().unwrap_or(0);
         if manifest.next_seq < witnessed {
@@ -611,7 +661,7 @@ impl Workspace {
                 expected: witnessed,
             });
         }
-        let mut expected = manifest.tail_start;
+        let mut tail = Vec::new();
         for (key, sealed) in self.store.scan_prefix(&layout::change_prefix(document)).map_err(at)? {
             let seq = layout::change_seq(document, &key).ok_or_else(|| Error::ChunkUnexpected {
                 document: document.to_owned(),
@@ -623,6 +673,7 @@ impl Workspace {
             if seq >= manifest.next_seq {
                 return Err(Error::ChunkUnexpected { document: document.to_owned(), blob: layout::describe(&key) });
             }
+            let expected = manifest.tail_start + tail.len() as u64;
             if seq != expected {
                 return Err(Error::ChunkMissing {
                     document: document.to_owned(),
@@ -630,16 +681,41 @@ impl Workspace {
                     expected_end: manifest.next_seq,
                 });
             }
-            let payload = self.open_chunk(document, &key, &sealed, BlobKind::Changes)?;
-            doc.load_incremental(&payload).map_err(corrupt)?;
-            expected += 1;
+            tail.push(self.open_chunk(document, &key, &sealed, BlobKind::Changes)?);
         }
-        if expected != manifest.next_seq {
+        let end = manifest.tail_start + tail.len() as u64;
+        if end != manifest.next_seq {
             return Err(Error::ChunkMissing {
                 document: document.to_owned(),
-                seq: expected,
+                seq: end,
                 expected_end: manifest.next_seq,
             });
+        }
+        Ok(Some(StoredLog { manifest, snapshot, tail }))
+    }
+
+    fn load_document(&self, document: &str) -> Result<LoadedDocument> {
+        let Some(log) = self.read_log(document)? else {
+            let mut doc = Automerge::new();
+            doc.set_actor(self.actor.clone());
+            return Ok(LoadedDocument { doc, manifest: Manifest::empty() });
+        };
+        let corrupt = |e: automerge::AutomergeError| Error::DocumentCorrupt {
+            document: document.to_owned(),
+            detail: e.to_string(),
+        };
+        let mut doc = match &log.snapshot {
+            // The bytes are authenticated and were saved by a device of this workspace from a
+            // document it had checked; re-hashing every change here would only cost time. (The
+            // audit tool verifies hashes.)
+            Some(bytes) => {
+                let options = automerge::LoadOptions::new().verification_mode(automerge::VerificationMode::DontCheck);
+                Automerge::load_with_options(bytes, options).map_err(corrupt)?
+            }
+            None => Automerge::new(),
+        };
+        for payload in &log.tail {
+            doc.load_incremental(payload).map_err(corrupt)?;
         }
         let missing = doc.get_missing_deps(&[]);
         if !missing.is_empty() {
@@ -649,7 +725,84 @@ impl Workspace {
             });
         }
         doc.set_actor(self.actor.clone());
-        Ok(LoadedDocument { doc, manifest })
+        Ok(LoadedDocument { doc, manifest: log.manifest })
+    }
+
+    /// A collection document's read view: cached, else from the store once its log checks out,
+    /// else rebuilt from the document (and stored for next time).
+    fn view(&mut self, document: &str) -> Result<&RecordView> {
+        if !self.views.contains_key(document) {
+            let view = self.load_view(document)?;
+            self.views.insert(document.to_owned(), view);
+        }
+        self.views.get(document).ok_or_else(|| Error::DocumentCorrupt {
+            document: document.to_owned(),
+            detail: "view vanished while loading".into(),
+        })
+    }
+
+    fn load_view(&mut self, document: &str) -> Result<RecordView> {
+        let next_seq = match self.docs.get(document) {
+            Some(loaded) => loaded.manifest.next_seq,
+            None => match self.read_log(document)? {
+                Some(log) => log.manifest.next_seq,
+                None => return Ok(RecordView::default()),
+            },
+        };
+        if let Some(view) = self.stored_view(document, next_seq)? {
+            return Ok(view);
+        }
+        let loaded = self.document(document)?;
+        let view = RecordView::materialize(&loaded.doc, loaded.manifest.next_seq);
+        debug!(document, records = view.len(), "read view rebuilt");
+        let mut batch = WriteBatch::default();
+        self.stage_view(document, &view, &mut batch)?;
+        // The view is a cache: failing to store it costs the next open a rebuild, nothing else.
+        if let Err(error) = self.store.write(batch).and_then(|()| self.store.sync()) {
+            warn!(document, %error, "could not store the rebuilt read view");
+        }
+        Ok(view)
+    }
+
+    /// The stored view if it is current: a base continued by deltas, without a gap, up to
+    /// `next_seq`. Anything else (none yet, damaged, behind) is `None`, to be rebuilt.
+    fn stored_view(&self, document: &str, next_seq: u64) -> Result<Option<RecordView>> {
+        let at = |source: StoreError| Error::DocumentStore { document: document.to_owned(), source };
+        let open =
+            |key: &[u8], sealed: &[u8]| view::open(sealed, &self.workspace_id, key, |e| self.storage_keys.get(&e));
+        let base_key = layout::view(document);
+        let Some(sealed) = self.store.get(&base_key).map_err(at)? else {
+            return Ok(None);
+        };
+        let Some(mut view) = open(&base_key, &sealed).and_then(|bytes| RecordView::decode(&bytes).ok()) else {
+            warn!(document, "the stored read view does not open; rebuilding it");
+            return Ok(None);
+        };
+        for (key, sealed) in self.store.scan_prefix(&layout::delta_prefix(document)).map_err(at)? {
+            let Some(delta) = open(&key, &sealed).and_then(|bytes| Delta::decode(&bytes).ok()) else {
+                warn!(document, blob = %layout::describe(&key), "a read view delta does not open; rebuilding the view");
+                return Ok(None);
+            };
+            if delta.next_seq <= view.through_seq() {
+                continue; // folded into the base; left over from an interrupted compaction
+            }
+            if !view.apply(&delta) {
+                return Ok(None);
+            }
+        }
+        Ok((view.through_seq() == next_seq).then_some(view))
+    }
+
+    /// Stages `view` as the document's base and removes every delta it includes.
+    fn stage_view(&self, document: &str, view: &RecordView, batch: &mut WriteBatch) -> Result<()> {
+        let key = layout::view(document);
+        batch.put(key.clone(), self.seal_view(&key, &view.encode())?);
+        for key in self.store.keys_with_prefix(&layout::delta_prefix(document))? {
+            if layout::delta_seq(document, &key).is_none_or(|seq| seq < view.through_seq()) {
+                batch.delete(key);
+            }
+        }
+        Ok(())
     }
 
     /// Folds every loaded document's tail into a fresh snapshot.
@@ -677,6 +830,13 @@ impl Workspace {
         let mut batch = WriteBatch::default();
         batch.put(key, sealed);
         self.stage_manifest(document, &manifest, &mut batch)?;
+        if document != ROOT_DOCUMENT {
+            // The view's deltas fold into a new base at the same pace as the tail into the snapshot.
+            self.view(document)?;
+            if let Some(view) = self.views.get(document) {
+                self.stage_view(document, view, &mut batch)?;
+            }
+        }
         self.store.write(batch)?;
         self.store.sync()?;
         if let Some(loaded) = self.docs.get_mut(document) {
@@ -727,7 +887,7 @@ impl Workspace {
         if collection.is_sharded() && !self.document_names()?.contains(&document) {
             return Ok(None);
         }
-        Ok(records::read_record(&self.document(&document)?.doc, id, None))
+        Ok(self.view(&document)?.get(id))
     }
 
     pub fn get_as<T: DeserializeOwned>(&mut self, collection: Collection, id: RecordId) -> Result<Option<T>> {
@@ -736,16 +896,21 @@ impl Workspace {
 
     /// Every record of a collection, oldest first.
     pub fn list(&mut self, collection: Collection) -> Result<Vec<Value>> {
-        let mut out = Vec::new();
-        for document in self.collection_documents(collection)? {
-            let doc = &self.document(&document)?.doc;
-            out.extend(records::record_ids(doc).into_iter().filter_map(|id| records::read_record(doc, id, None)));
-        }
-        Ok(out)
+        self.list_as(collection)
     }
 
+    /// Every record of a collection, oldest first, deserialized straight from the read view.
     pub fn list_as<T: DeserializeOwned>(&mut self, collection: Collection) -> Result<Vec<T>> {
-        self.list(collection)?.into_iter().map(|value| decode_record(collection, value)).collect()
+        let mut out = Vec::new();
+        for document in self.collection_documents(collection)? {
+            for record in self.view(&document)?.records_as() {
+                out.push(
+                    record
+                        .map_err(|(id, e)| Error::RecordInvalid { collection, detail: format!("record {id}: {e}") })?,
+                );
+            }
+        }
+        Ok(out)
     }
 
     /// Resolves a full id or a unique prefix of one (case-insensitive) to a record id.
@@ -763,8 +928,7 @@ impl Workspace {
         };
         let mut matches = Vec::new();
         for document in self.collection_documents(collection)? {
-            let doc = &self.document(&document)?.doc;
-            matches.extend(records::record_ids(doc).into_iter().filter(matches_text));
+            matches.extend(self.view(&document)?.ids().filter(matches_text));
         }
         match matches.as_slice() {
             [id] => Ok(*id),
@@ -834,6 +998,7 @@ impl Workspace {
         let result = self.import_and_persist(document, bytes);
         if result.is_err() {
             self.docs.remove(document);
+            self.views.remove(document);
         }
         result
     }
@@ -848,10 +1013,14 @@ impl Workspace {
         }
         let loaded = self.document(document)?;
         let before = loaded.doc.get_heads();
+        // Logging patches while applying costs what the new changes touch; a diff afterwards
+        // would walk the whole document.
+        let mut patch_log = PatchLog::active();
         loaded
             .doc
-            .load_incremental(bytes)
+            .load_incremental_log_patches(bytes, &mut patch_log)
             .map_err(|e| Error::DocumentCorrupt { document: document.to_owned(), detail: e.to_string() })?;
+        let touched = records::touched_records(&loaded.doc.make_patches(&mut patch_log));
         let new_changes = loaded.doc.get_changes(&before);
         for change in &new_changes {
             Envelope::decode(change.message().unwrap_or_default()).map_err(|source| Error::Envelope {
@@ -864,9 +1033,14 @@ impl Workspace {
         if count > 0 {
             let bytes: Vec<Vec<u8>> = new_changes.iter().map(|c| c.raw_bytes().to_vec()).collect();
             let mut batch = WriteBatch::default();
-            self.stage_changes(document, &bytes, &mut batch)?;
+            let first_seq = self.stage_changes(document, &bytes, &mut batch)?;
+            let delta = match document {
+                ROOT_DOCUMENT => None,
+                _ => Some((document.to_owned(), self.stage_delta(document, first_seq, &touched, &mut batch)?)),
+            };
             self.store.write(batch)?;
             self.store.sync()?;
+            self.apply_deltas(delta.into_iter().collect());
         }
         Ok(count)
     }
@@ -962,12 +1136,27 @@ mod layout {
     }
 
     pub fn change(document: &str, seq: u64) -> Vec<u8> {
-        [change_prefix(document).as_slice(), &seq.to_be_bytes()].concat()
+        numbered(&change_prefix(document), seq)
     }
 
     pub fn change_seq(document: &str, key: &[u8]) -> Option<u64> {
-        let rest = key.strip_prefix(change_prefix(document).as_slice())?;
-        Some(u64::from_be_bytes(rest.try_into().ok()?))
+        number_after(&change_prefix(document), key)
+    }
+
+    pub fn view(document: &str) -> Vec<u8> {
+        [b"v/", document.as_bytes()].concat()
+    }
+
+    pub fn delta_prefix(document: &str) -> Vec<u8> {
+        [b"d/", document.as_bytes(), b"\0"].concat()
+    }
+
+    pub fn delta(document: &str, seq: u64) -> Vec<u8> {
+        numbered(&delta_prefix(document), seq)
+    }
+
+    pub fn delta_seq(document: &str, key: &[u8]) -> Option<u64> {
+        number_after(&delta_prefix(document), key)
     }
 
     pub fn snapshot_prefix(document: &str) -> Vec<u8> {
@@ -975,33 +1164,37 @@ mod layout {
     }
 
     pub fn snapshot(document: &str, generation: u64) -> Vec<u8> {
-        [snapshot_prefix(document).as_slice(), &generation.to_be_bytes()].concat()
+        numbered(&snapshot_prefix(document), generation)
+    }
+
+    fn numbered(prefix: &[u8], number: u64) -> Vec<u8> {
+        [prefix, &number.to_be_bytes()].concat()
+    }
+
+    fn number_after(prefix: &[u8], key: &[u8]) -> Option<u64> {
+        Some(u64::from_be_bytes(key.strip_prefix(prefix)?.try_into().ok()?))
     }
 
     /// A readable name for a store key, for errors: `tasks#12`, `tasks snapshot 3`.
     pub fn describe(key: &[u8]) -> String {
-        let split = |rest: &[u8]| -> (String, Vec<u8>) {
-            match rest.iter().position(|&b| b == 0) {
-                Some(at) => (String::from_utf8_lossy(&rest[..at]).into_owned(), rest[at + 1..].to_vec()),
-                None => (String::from_utf8_lossy(rest).into_owned(), Vec::new()),
+        // `DOC\0NUMBER` as `DOC{separator}NUMBER`.
+        let numbered = |rest: &[u8], separator: &str| -> String {
+            let (document, number) = match rest.iter().position(|&b| b == 0) {
+                Some(at) => (&rest[..at], &rest[at + 1..]),
+                None => (rest, &[][..]),
+            };
+            let document = String::from_utf8_lossy(document);
+            match <[u8; 8]>::try_from(number) {
+                Ok(number) => format!("{document}{separator}{}", u64::from_be_bytes(number)),
+                Err(_) => format!("{document}{separator}?"),
             }
         };
         match key {
-            [b'c', b'/', rest @ ..] => {
-                let (document, seq) = split(rest);
-                match <[u8; 8]>::try_from(seq.as_slice()) {
-                    Ok(seq) => format!("{document}#{}", u64::from_be_bytes(seq)),
-                    Err(_) => format!("{document}#?"),
-                }
-            }
-            [b's', b'/', rest @ ..] => {
-                let (document, generation) = split(rest);
-                match <[u8; 8]>::try_from(generation.as_slice()) {
-                    Ok(generation) => format!("{document} snapshot {}", u64::from_be_bytes(generation)),
-                    Err(_) => format!("{document} snapshot ?"),
-                }
-            }
+            [b'c', b'/', rest @ ..] => numbered(rest, "#"),
+            [b's', b'/', rest @ ..] => numbered(rest, " snapshot "),
+            [b'd', b'/', rest @ ..] => numbered(rest, " read view delta "),
             [b'm', b'/', rest @ ..] => format!("{} manifest", String::from_utf8_lossy(rest)),
+            [b'v', b'/', rest @ ..] => format!("{} read view", String::from_utf8_lossy(rest)),
             other => String::from_utf8_lossy(other).into_owned(),
         }
     }

@@ -177,14 +177,47 @@ fn a_truncated_snapshot_file_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     compacted_workspace(dir.path(), 200, "a description long enough to make the snapshot big");
     // The snapshot is large enough to live in a file of its own: truncate that file.
-    let values = dir.path().join("store").join("values");
-    let files: Vec<_> = std::fs::read_dir(&values).unwrap().map(|e| e.unwrap().path()).collect();
-    let largest = files.iter().max_by_key(|f| std::fs::metadata(f).unwrap().len()).expect("a value file");
-    let length = std::fs::metadata(largest).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(largest).unwrap().set_len(length / 2).unwrap();
+    let snapshot = value_file_starting_with(dir.path(), SNAPSHOT_FRAME).expect("a snapshot file");
+    let length = std::fs::metadata(&snapshot).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&snapshot).unwrap().set_len(length / 2).unwrap();
     assert_tasks_damaged_notes_fine(dir.path(), ErrorCode::ChunkCorrupt);
-    std::fs::remove_file(largest).unwrap();
+    std::fs::remove_file(&snapshot).unwrap();
     assert_tasks_damaged_notes_fine(dir.path(), ErrorCode::StoreCorrupt);
+}
+
+/// The start of a sealed snapshot: magic, format 1, kind 2.
+const SNAPSHOT_FRAME: &[u8] = b"ADVC\x01\x02";
+
+/// A value file of the store (values over 4 KiB live in files) that starts with `prefix`.
+fn value_file_starting_with(dir: &Path, prefix: &[u8]) -> Option<std::path::PathBuf> {
+    let values = dir.join("store").join("values");
+    std::fs::read_dir(values)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|file| std::fs::read(file).unwrap().starts_with(prefix))
+}
+
+#[test]
+fn a_damaged_or_lost_read_view_is_rebuilt_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    compacted_workspace(dir.path(), 200, "a description long enough to put the read view in a file");
+    let expected = open(dir.path()).list(Collection::Tasks).unwrap();
+    assert_eq!(expected.len(), 200);
+    // The view is the other large value: neither a chunk nor a snapshot.
+    let view = std::fs::read_dir(dir.path().join("store").join("values"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|file| !std::fs::read(file).unwrap().starts_with(b"ADVC"))
+        .expect("a read view file");
+    let mut bytes = std::fs::read(&view).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&view, bytes).unwrap();
+    assert_eq!(open(dir.path()).list(Collection::Tasks).unwrap(), expected);
+    // Rebuilt and stored again: the next open reads the view, and so does one without it.
+    assert_eq!(open(dir.path()).list(Collection::Tasks).unwrap(), expected);
+    delete(dir.path(), b"v/tasks");
+    assert_eq!(open(dir.path()).list(Collection::Tasks).unwrap(), expected);
 }
 
 #[test]

@@ -1,0 +1,250 @@
+//! The read view: a collection document's current records, materialized beside its log.
+//!
+//! Loading a document into Automerge replays its whole history: about 2 s for 100k tasks. Reads
+//! only need the current records, so every collection document keeps them materialized, sealed
+//! in the same store:
+//!
+//! ```text
+//! v/DOC          base: every record as of chunk sequence `through_seq`
+//! d/DOC\0SEQ     delta: the new state of the records the chunks [first_seq, next_seq) touched
+//! ```
+//!
+//! A commit stages its delta in the same atomic batch as its chunks and manifest, so base and
+//! deltas always agree with the log. The view is current when the deltas continue the base
+//! without a gap up to the manifest's `next_seq`; otherwise (a workspace older than the view, a
+//! view that failed authentication) the workspace rebuilds it from the Automerge document.
+//!
+//! The view is a cache of the log, never its source: it is local (never synced), so it is sealed
+//! under the local-storage key with its own associated-data domain but carries no device
+//! signature, which would cost a commit 27 µs for data no other device ever reads.
+//!
+//! Records are kept as their JSON text, sorted by id: 100k tasks take about 20 MB that way,
+//! several times less than as parsed values, and typed reads deserialize straight from it. The
+//! stored base is deflated (JSON of similar records shrinks about fivefold).
+
+use std::collections::BTreeSet;
+use std::io::Read;
+
+use adiuva_model::RecordId;
+use automerge::ReadDoc;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::crypto::{self, RandomUnavailable, SecretKey};
+use crate::records;
+
+const DOMAIN: &[u8] = b"adiuva read view v1\0";
+
+/// A document's records as of chunk sequence `through_seq` (exclusive).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RecordView {
+    through_seq: u64,
+    /// Sorted by id, each id once. New ids are mostly the largest, so inserts mostly append.
+    records: Vec<(RecordId, Box<RawValue>)>,
+}
+
+/// What the chunks `[first_seq, next_seq)` did to the records: each touched record's new state,
+/// `None` once deleted.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Delta {
+    pub first_seq: u64,
+    pub next_seq: u64,
+    records: Vec<(RecordId, Option<Box<RawValue>>)>,
+}
+
+impl RecordView {
+    /// Every record of `doc`, which holds the chunks before `through_seq`.
+    pub fn materialize(doc: &impl ReadDoc, through_seq: u64) -> Self {
+        let records = records::record_ids(doc)
+            .into_iter()
+            .filter_map(|id| Some((id, raw(&records::read_record(doc, id, None)?)?)))
+            .collect();
+        Self { through_seq, records }
+    }
+
+    pub fn through_seq(&self) -> u64 {
+        self.through_seq
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    pub fn get(&self, id: RecordId) -> Option<Value> {
+        let at = self.position(id).ok()?;
+        serde_json::from_str(self.records[at].1.get()).ok()
+    }
+
+    /// The record ids, in id (creation time) order.
+    pub fn ids(&self) -> impl Iterator<Item = RecordId> + '_ {
+        self.records.iter().map(|(id, _)| *id)
+    }
+
+    /// The records deserialized straight from their JSON text, in id (creation time) order. A
+    /// record that does not fit `T` is an error naming it.
+    pub fn records_as<T: DeserializeOwned>(
+        &self,
+    ) -> impl Iterator<Item = Result<T, (RecordId, serde_json::Error)>> + '_ {
+        self.records.iter().map(|(id, text)| serde_json::from_str(text.get()).map_err(|e| (*id, e)))
+    }
+
+    fn position(&self, id: RecordId) -> Result<usize, usize> {
+        self.records.binary_search_by_key(&id, |(key, _)| *key)
+    }
+
+    /// Applies the delta that continues this view; `false` (and nothing applied) if it does not.
+    pub fn apply(&mut self, delta: &Delta) -> bool {
+        if delta.first_seq != self.through_seq || delta.next_seq < delta.first_seq {
+            return false;
+        }
+        for (id, state) in &delta.records {
+            match (self.position(*id), state) {
+                (Ok(at), Some(text)) => self.records[at].1 = text.clone(),
+                (Err(at), Some(text)) => self.records.insert(at, (*id, text.clone())),
+                (Ok(at), None) => {
+                    self.records.remove(at);
+                }
+                (Err(_), None) => {}
+            }
+        }
+        self.through_seq = delta.next_seq;
+        true
+    }
+
+    /// The view as a stored base: deflated JSON.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut encoder, self);
+        encoder.finish().unwrap_or_default()
+    }
+
+    /// Decodes a base. Pure; never panics. Ids out of order or repeated are refused, so the
+    /// binary searches above can rely on them.
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        let mut json = Vec::with_capacity(bytes.len().saturating_mul(5));
+        flate2::read::DeflateDecoder::new(bytes).read_to_end(&mut json).map_err(serde_json::Error::io)?;
+        let view: Self = serde_json::from_slice(&json)?;
+        if !view.records.windows(2).all(|pair| pair[0].0 < pair[1].0) {
+            return Err(serde::de::Error::custom("record ids out of order"));
+        }
+        Ok(view)
+    }
+}
+
+impl Delta {
+    /// The state in `doc` of the records `touched` by the chunks `[first_seq, next_seq)`.
+    pub fn capture(doc: &impl ReadDoc, first_seq: u64, next_seq: u64, touched: &BTreeSet<RecordId>) -> Self {
+        let records =
+            touched.iter().map(|&id| (id, records::read_record(doc, id, None).as_ref().and_then(raw))).collect();
+        Self { first_seq, next_seq, records }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decodes a delta. Pure; never panics.
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+fn raw(value: &Value) -> Option<Box<RawValue>> {
+    serde_json::value::to_raw_value(value).ok()
+}
+
+/// Seals a view blob: `epoch u32 LE | nonce | ciphertext | tag`, bound to the workspace, the
+/// epoch and the blob's store key.
+pub fn seal(
+    key: &SecretKey,
+    epoch: u32,
+    workspace_id: &[u8; 16],
+    blob_id: &[u8],
+    payload: &[u8],
+) -> Result<Vec<u8>, RandomUnavailable> {
+    let mut out = epoch.to_le_bytes().to_vec();
+    out.extend(crypto::seal(key, &associated_data(epoch, workspace_id, blob_id), payload)?);
+    Ok(out)
+}
+
+/// Opens a view blob; `None` if it is not authentic for this place or its epoch's key is gone.
+pub fn open<'k>(
+    bytes: &[u8],
+    workspace_id: &[u8; 16],
+    blob_id: &[u8],
+    key_for_epoch: impl Fn(u32) -> Option<&'k SecretKey>,
+) -> Option<Vec<u8>> {
+    let (epoch, sealed) = bytes.split_first_chunk::<4>()?;
+    let epoch = u32::from_le_bytes(*epoch);
+    crypto::open(key_for_epoch(epoch)?, &associated_data(epoch, workspace_id, blob_id), sealed).ok()
+}
+
+fn associated_data(epoch: u32, workspace_id: &[u8; 16], blob_id: &[u8]) -> Vec<u8> {
+    [DOMAIN, workspace_id, &epoch.to_le_bytes(), blob_id].concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::transaction::Transactable;
+
+    fn doc_with(ids: &[RecordId]) -> automerge::Automerge {
+        let mut doc = automerge::Automerge::new();
+        let mut tx = doc.transaction();
+        for (index, id) in ids.iter().enumerate() {
+            let record = tx.put_object(automerge::ROOT, id.to_string(), automerge::ObjType::Map).unwrap();
+            tx.put(&record, "title", format!("task {index}")).unwrap();
+        }
+        tx.commit();
+        doc
+    }
+
+    #[test]
+    fn a_base_and_its_deltas_round_trip_and_a_gap_is_refused() {
+        let ids: Vec<RecordId> = (0..3).map(|_| RecordId::new()).collect();
+        let doc = doc_with(&ids);
+        let view = RecordView::materialize(&doc, 4);
+        let mut decoded = RecordView::decode(&view.encode()).unwrap();
+        assert_eq!(decoded.len(), 3);
+        assert_eq!(decoded.get(ids[1]).unwrap()["title"], "task 1");
+
+        let mut doc = doc;
+        let mut tx = doc.transaction();
+        let first = tx.get(automerge::ROOT, ids[0].to_string()).unwrap().unwrap().1;
+        tx.put(&first, "title", "renamed").unwrap();
+        tx.delete(automerge::ROOT, ids[2].to_string()).unwrap();
+        tx.commit();
+        let delta = Delta::capture(&doc, 4, 6, &[ids[0], ids[2]].into_iter().collect());
+        let delta = Delta::decode(&delta.encode()).unwrap();
+        assert!(decoded.apply(&delta));
+        assert_eq!(decoded.through_seq(), 6);
+        assert!(!decoded.apply(&delta), "the same delta again does not continue the view");
+        assert_eq!(decoded.get(ids[0]).unwrap()["title"], "renamed");
+        assert!(decoded.get(ids[2]).is_none());
+        let mut expected: Vec<String> = ids[..2].iter().map(ToString::to_string).collect();
+        expected.sort();
+        let listed: Vec<Value> = decoded.records_as::<Value>().map(|record| record.unwrap()["id"].clone()).collect();
+        assert_eq!(listed, expected);
+    }
+
+    #[test]
+    fn a_sealed_view_opens_only_in_its_place() {
+        let key = SecretKey::random().unwrap();
+        let sealed = seal(&key, 1, &[1; 16], b"v/tasks", b"payload").unwrap();
+        let keys = |epoch: u32| (epoch == 1).then_some(&key);
+        assert_eq!(open(&sealed, &[1; 16], b"v/tasks", keys).unwrap(), b"payload");
+        assert!(open(&sealed, &[1; 16], b"v/notes", keys).is_none());
+        assert!(open(&sealed, &[2; 16], b"v/tasks", keys).is_none());
+        assert!(open(&sealed[..3], &[1; 16], b"v/tasks", keys).is_none());
+        let mut flipped = sealed.clone();
+        flipped[0] ^= 1;
+        assert!(open(&flipped, &[1; 16], b"v/tasks", keys).is_none());
+    }
+}

@@ -1,0 +1,155 @@
+//! The read view never disagrees with the log: after any mix of local edits, imports from
+//! another device, failed commits and compactions, the records read through the view (cached,
+//! or stored and reopened) equal the records rebuilt from the Automerge document.
+
+// Tests fail loudly: unwrapping is how they assert.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+
+use adiuva_engine::store::{ChunkStore, SledStore, WriteBatch};
+use adiuva_engine::{Effect, Workspace, WorkspaceOptions};
+use adiuva_model::{Collection, RecordId};
+use common::*;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+#[derive(Clone, Debug)]
+enum Step {
+    Create {
+        device: usize,
+        record: usize,
+        title: String,
+    },
+    SetTitle {
+        device: usize,
+        record: usize,
+        title: String,
+    },
+    SetDescription {
+        device: usize,
+        record: usize,
+        text: String,
+    },
+    Delete {
+        device: usize,
+        record: usize,
+    },
+    /// Every change of one device imported by the other.
+    Sync {
+        from: usize,
+    },
+    Compact {
+        device: usize,
+    },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let (device, record) = (0..2usize, 0..4usize);
+    prop_oneof![
+        (device.clone(), record.clone(), "[a-z]{1,6}").prop_map(|(device, record, title)| Step::Create {
+            device,
+            record,
+            title
+        }),
+        (device.clone(), record.clone(), "[a-z]{1,6}").prop_map(|(device, record, title)| Step::SetTitle {
+            device,
+            record,
+            title
+        }),
+        (device.clone(), record.clone(), "[a-z ]{0,12}")
+            .prop_map(|(device, record, text)| { Step::SetDescription { device, record, text } }),
+        (device.clone(), record).prop_map(|(device, record)| Step::Delete { device, record }),
+        device.clone().prop_map(|from| Step::Sync { from }),
+        device.prop_map(|device| Step::Compact { device }),
+    ]
+}
+
+fn record_pool() -> Vec<RecordId> {
+    (0..4u8).map(|i| RecordId(ulid::Ulid::from_parts(1_764_400_000_000, u128::from(i)))).collect()
+}
+
+/// Compacting every few chunks makes the view fold into new bases often.
+fn open_small(dir: &Path) -> Workspace {
+    let options = WorkspaceOptions { compact_after_chunks: 3, ..WorkspaceOptions::default() };
+    Workspace::open_with(dir, passphrase, options).unwrap()
+}
+
+fn run(workspaces: &mut [Workspace; 2], ids: &[RecordId], step: &Step) {
+    let collection = Collection::Tasks;
+    let (device, effect) = match step {
+        Step::Create { device, record, title } => (
+            *device,
+            Effect::CreateRecord {
+                collection,
+                id: ids[*record],
+                fields: fields(json!({"title": title, "description": "", "status": "todo", "tags": ["x"]})),
+            },
+        ),
+        Step::SetTitle { device, record, title } => {
+            (*device, Effect::UpdateRecord { collection, id: ids[*record], fields: fields(json!({"title": title})) })
+        }
+        Step::SetDescription { device, record, text } => (
+            *device,
+            Effect::UpdateRecord { collection, id: ids[*record], fields: fields(json!({"description": text})) },
+        ),
+        Step::Delete { device, record } => (*device, Effect::DeleteRecord { collection, id: ids[*record] }),
+        Step::Sync { from } => {
+            let bundle = workspaces[*from].export_changes("tasks", &[]).unwrap();
+            workspaces[1 - from].import_changes("tasks", &bundle).unwrap();
+            return;
+        }
+        Step::Compact { device } => {
+            workspaces[*device].compact().unwrap();
+            return;
+        }
+    };
+    // Edits of records a device does not have fail, and must leave the view as it was.
+    let _ = workspaces[device].commit(draft("task.changed"), effect);
+}
+
+/// The records as the document itself gives them: the stored view removed, so it is rebuilt.
+fn rebuilt_from_the_log(dir: &Path) -> Vec<Value> {
+    {
+        let store = SledStore::open(&dir.join("store")).unwrap();
+        let mut batch = WriteBatch::default();
+        for prefix in [&b"v/"[..], b"d/"] {
+            for key in store.keys_with_prefix(prefix).unwrap() {
+                batch.delete(key);
+            }
+        }
+        store.write(batch).unwrap();
+        store.sync().unwrap();
+    }
+    open(dir).list(Collection::Tasks).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_view_always_equals_the_document(steps in proptest::collection::vec(step(), 1..24)) {
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        for dir in &dirs {
+            drop(init(dir.path()));
+        }
+        let ids = record_pool();
+        let mut workspaces = [open_small(dirs[0].path()), open_small(dirs[1].path())];
+        // Read before the steps so the cached views are the ones kept current by each commit.
+        for workspace in &mut workspaces {
+            workspace.list(Collection::Tasks).unwrap();
+        }
+        for step in &steps {
+            run(&mut workspaces, &ids, step);
+        }
+        let cached: Vec<Vec<Value>> = workspaces.iter_mut().map(|w| w.list(Collection::Tasks).unwrap()).collect();
+        drop(workspaces);
+        for (dir, cached) in dirs.iter().zip(cached) {
+            let stored = open(dir.path()).list(Collection::Tasks).unwrap();
+            prop_assert_eq!(&stored, &cached);
+            prop_assert_eq!(&rebuilt_from_the_log(dir.path()), &cached);
+        }
+    }
+}
