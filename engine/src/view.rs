@@ -22,7 +22,7 @@
 //! several times less than as parsed values, and typed reads deserialize straight from it. The
 //! stored base is deflated (JSON of similar records shrinks about fivefold).
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::io::Read;
 
 use adiuva_model::RecordId;
@@ -44,6 +44,10 @@ pub struct RecordView {
     /// Sorted by id, each id once. New ids are mostly the largest, so inserts mostly append.
     records: Vec<(RecordId, Box<RawValue>)>,
 }
+
+/// The records a group of events touched, each with its new state where the events alone
+/// determine it (see [`records::Effect::created_record`]), `None` where it must be read back.
+pub type Touched = BTreeMap<RecordId, Option<Value>>;
 
 /// What the chunks `[first_seq, next_seq)` did to the records: each touched record's new state,
 /// `None` once deleted.
@@ -139,10 +143,19 @@ impl RecordView {
 }
 
 impl Delta {
-    /// The state in `doc` of the records `touched` by the chunks `[first_seq, next_seq)`.
-    pub fn capture(doc: &impl ReadDoc, first_seq: u64, next_seq: u64, touched: &BTreeSet<RecordId>) -> Self {
-        let records =
-            touched.iter().map(|&id| (id, records::read_record(doc, id, None).as_ref().and_then(raw))).collect();
+    /// The state of the records `touched` by the chunks `[first_seq, next_seq)`: as given where
+    /// known, else read from `doc`.
+    pub fn capture(doc: &impl ReadDoc, first_seq: u64, next_seq: u64, touched: &Touched) -> Self {
+        let records = touched
+            .iter()
+            .map(|(&id, known)| {
+                let state = match known {
+                    Some(state) => raw(state),
+                    None => records::read_record(doc, id, None).as_ref().and_then(raw),
+                };
+                (id, state)
+            })
+            .collect();
         Self { first_seq, next_seq, records }
     }
 
@@ -221,7 +234,7 @@ mod tests {
         tx.put(&first, "title", "renamed").unwrap();
         tx.delete(automerge::ROOT, ids[2].to_string()).unwrap();
         tx.commit();
-        let delta = Delta::capture(&doc, 4, 6, &[ids[0], ids[2]].into_iter().collect());
+        let delta = Delta::capture(&doc, 4, 6, &[(ids[0], None), (ids[2], None)].into_iter().collect());
         let delta = Delta::decode(&delta.encode()).unwrap();
         assert!(decoded.apply(&delta));
         assert_eq!(decoded.through_seq(), 6);

@@ -48,7 +48,7 @@ use crate::keystore::{self, Header, KeyProtection};
 use crate::manifest::{Manifest, SnapshotRef};
 use crate::records::{self, Effect, FieldConflict};
 use crate::store::{ChunkStore, SledStore, StoreError, WriteBatch};
-use crate::view::{self, Delta, RecordView};
+use crate::view::{self, Delta, RecordView, Touched};
 
 /// The root document's name.
 pub const ROOT_DOCUMENT: &str = "root";
@@ -467,13 +467,17 @@ impl Workspace {
         // Each touched document's heads before the group and how many changes it gets: the new
         // changes are read back once per document, after the whole group.
         let mut heads_before: BTreeMap<String, (Vec<ChangeHash>, usize)> = BTreeMap::new();
-        let mut touched: BTreeMap<String, BTreeSet<RecordId>> = BTreeMap::new();
+        let mut touched: BTreeMap<String, Touched> = BTreeMap::new();
         let mut envelopes = Vec::with_capacity(events.len());
         for event in events {
-            if let Operation::Record(effect) = &event.operation {
-                touched.entry(event.document.clone()).or_default().insert(effect.record());
-            }
             let loaded = self.document(&event.document)?;
+            if let Operation::Record(effect) = &event.operation {
+                let records = touched.entry(event.document.clone()).or_default();
+                let created = effect.created_record(loaded.doc.text_encoding());
+                // A record touched twice in one group is read back after the group.
+                let state = if records.contains_key(&effect.record()) { None } else { created };
+                records.insert(effect.record(), state);
+            }
             let (_, count) = heads_before.entry(event.document.clone()).or_insert_with(|| (loaded.doc.get_heads(), 0));
             let message = event.envelope.encode();
             let time = event.envelope.time.timestamp_millis();
@@ -517,13 +521,7 @@ impl Workspace {
 
     /// Stages the view delta of the chunks `document` got from `first_seq` on: the new state of
     /// the `touched` records, in the same batch as the chunks.
-    fn stage_delta(
-        &self,
-        document: &str,
-        first_seq: u64,
-        touched: &BTreeSet<RecordId>,
-        batch: &mut WriteBatch,
-    ) -> Result<Delta> {
+    fn stage_delta(&self, document: &str, first_seq: u64, touched: &Touched, batch: &mut WriteBatch) -> Result<Delta> {
         let loaded = self.loaded(document)?;
         let delta = Delta::capture(&loaded.doc, first_seq, loaded.manifest.next_seq, touched);
         let key = layout::delta(document, first_seq);
