@@ -740,14 +740,23 @@ impl Workspace {
     }
 
     fn load_view(&mut self, document: &str) -> Result<RecordView> {
-        let next_seq = match self.docs.get(document) {
-            Some(loaded) => loaded.manifest.next_seq,
-            None => match self.read_log(document)? {
-                Some(log) => log.manifest.next_seq,
-                None => return Ok(RecordView::default()),
-            },
+        let (next_seq, stored) = match self.docs.get(document) {
+            Some(loaded) => (loaded.manifest.next_seq, self.stored_view(document)?),
+            None => {
+                // Checking the log and decoding the view are independent: one core each.
+                let (log, stored) = std::thread::scope(|scope| {
+                    let log = scope.spawn(|| self.read_log(document));
+                    let stored = self.stored_view(document);
+                    (log.join(), stored)
+                });
+                let log = log.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+                match log {
+                    Some(log) => (log.manifest.next_seq, stored?),
+                    None => return Ok(RecordView::default()),
+                }
+            }
         };
-        if let Some(view) = self.stored_view(document, next_seq)? {
+        if let Some(view) = stored.filter(|view| view.through_seq() == next_seq) {
             return Ok(view);
         }
         let loaded = self.document(document)?;
@@ -762,9 +771,9 @@ impl Workspace {
         Ok(view)
     }
 
-    /// The stored view if it is current: a base continued by deltas, without a gap, up to
-    /// `next_seq`. Anything else (none yet, damaged, behind) is `None`, to be rebuilt.
-    fn stored_view(&self, document: &str, next_seq: u64) -> Result<Option<RecordView>> {
+    /// The stored view: a base continued by its deltas without a gap. `None` if there is none
+    /// or it is damaged (to be rebuilt); whether it is current is the caller's to check.
+    fn stored_view(&self, document: &str) -> Result<Option<RecordView>> {
         let at = |source: StoreError| Error::DocumentStore { document: document.to_owned(), source };
         let open =
             |key: &[u8], sealed: &[u8]| view::open(sealed, &self.workspace_id, key, |e| self.storage_keys.get(&e));
@@ -788,7 +797,7 @@ impl Workspace {
                 return Ok(None);
             }
         }
-        Ok((view.through_seq() == next_seq).then_some(view))
+        Ok(Some(view))
     }
 
     /// Stages `view` as the document's base and removes every delta it includes.
@@ -898,15 +907,14 @@ impl Workspace {
     }
 
     /// Every record of a collection, oldest first, deserialized straight from the read view.
-    pub fn list_as<T: DeserializeOwned>(&mut self, collection: Collection) -> Result<Vec<T>> {
+    pub fn list_as<T: DeserializeOwned + Send>(&mut self, collection: Collection) -> Result<Vec<T>> {
         let mut out = Vec::new();
         for document in self.collection_documents(collection)? {
-            for record in self.view(&document)?.records_as() {
-                out.push(
-                    record
-                        .map_err(|(id, e)| Error::RecordInvalid { collection, detail: format!("record {id}: {e}") })?,
-                );
-            }
+            let records = self
+                .view(&document)?
+                .records_as()
+                .map_err(|(id, e)| Error::RecordInvalid { collection, detail: format!("record {id}: {e}") })?;
+            out.extend(records);
         }
         Ok(out)
     }

@@ -49,7 +49,7 @@ impl WriteBatch {
 /// - Values of any size (a compacted snapshot is megabytes) have the same guarantees.
 /// - A damaged store is an `Err` from opening it or from the read that hits the damage, never a
 ///   panic.
-pub trait ChunkStore: Send {
+pub trait ChunkStore: Send + Sync {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Every entry whose key starts with `prefix`, in key order.
