@@ -80,6 +80,14 @@ pub fn run(workspace: &mut Workspace, file: &Path, correlation: Ulid) -> anyhow:
         progress.inc(count);
     }
     progress.finish_and_clear();
+    // Fold what the import left in the documents' tails into their snapshots now, so the next
+    // command does not replay thousands of changes.
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} compacting").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    progress.enable_steady_tick(std::time::Duration::from_millis(120));
+    workspace.compact().context("the import is complete and durable; folding it into snapshots failed")?;
+    progress.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "imported {total} events from {} in {seconds:.2} s ({:.0} events/s)",
