@@ -15,8 +15,7 @@
 //! view that failed authentication) the workspace rebuilds it from the Automerge document.
 //!
 //! The view is a cache of the log, never its source: it is local (never synced), so it is sealed
-//! under the local-storage key with its own associated-data domain but carries no device
-//! signature, which would cost a commit 27 µs for data no other device ever reads.
+//! as a local blob ([`crate::chunk::seal_local`]), without a device signature.
 //!
 //! Records are kept as their JSON text, sorted by id: 100k tasks take about 25 MB that way,
 //! several times less than as parsed values, and typed reads deserialize straight from it. The
@@ -33,10 +32,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::crypto::{self, RandomUnavailable, SecretKey};
 use crate::records;
 
-const DOMAIN: &[u8] = b"adiuva read view v1\0";
 const BASE_MAGIC: &[u8; 4] = b"ADVW";
 const BASE_VERSION: u8 = 1;
 
@@ -250,36 +247,6 @@ fn raw(value: &Value) -> Option<Box<RawValue>> {
     serde_json::value::to_raw_value(value).ok()
 }
 
-/// Seals a view blob: `epoch u32 LE | nonce | ciphertext | tag`, bound to the workspace, the
-/// epoch and the blob's store key.
-pub fn seal(
-    key: &SecretKey,
-    epoch: u32,
-    workspace_id: &[u8; 16],
-    blob_id: &[u8],
-    payload: &[u8],
-) -> Result<Vec<u8>, RandomUnavailable> {
-    let mut out = epoch.to_le_bytes().to_vec();
-    out.extend(crypto::seal(key, &associated_data(epoch, workspace_id, blob_id), payload)?);
-    Ok(out)
-}
-
-/// Opens a view blob; `None` if it is not authentic for this place or its epoch's key is gone.
-pub fn open<'k>(
-    bytes: &[u8],
-    workspace_id: &[u8; 16],
-    blob_id: &[u8],
-    key_for_epoch: impl Fn(u32) -> Option<&'k SecretKey>,
-) -> Option<Vec<u8>> {
-    let (epoch, sealed) = bytes.split_first_chunk::<4>()?;
-    let epoch = u32::from_le_bytes(*epoch);
-    crypto::open(key_for_epoch(epoch)?, &associated_data(epoch, workspace_id, blob_id), sealed).ok()
-}
-
-fn associated_data(epoch: u32, workspace_id: &[u8; 16], blob_id: &[u8]) -> Vec<u8> {
-    [DOMAIN, workspace_id, &epoch.to_le_bytes(), blob_id].concat()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,19 +290,5 @@ mod tests {
         let listed: Vec<Value> =
             decoded.records_as::<Value>().unwrap().into_iter().map(|record| record["id"].clone()).collect();
         assert_eq!(listed, expected);
-    }
-
-    #[test]
-    fn a_sealed_view_opens_only_in_its_place() {
-        let key = SecretKey::random().unwrap();
-        let sealed = seal(&key, 1, &[1; 16], b"v/tasks", b"payload").unwrap();
-        let keys = |epoch: u32| (epoch == 1).then_some(&key);
-        assert_eq!(open(&sealed, &[1; 16], b"v/tasks", keys).unwrap(), b"payload");
-        assert!(open(&sealed, &[1; 16], b"v/notes", keys).is_none());
-        assert!(open(&sealed, &[2; 16], b"v/tasks", keys).is_none());
-        assert!(open(&sealed[..3], &[1; 16], b"v/tasks", keys).is_none());
-        let mut flipped = sealed.clone();
-        flipped[0] ^= 1;
-        assert!(open(&flipped, &[1; 16], b"v/tasks", keys).is_none());
     }
 }

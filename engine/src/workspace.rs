@@ -48,7 +48,7 @@ use crate::keystore::{self, Header, KeyProtection};
 use crate::manifest::{Manifest, SnapshotRef};
 use crate::records::{self, Effect, FieldConflict};
 use crate::store::{ChunkStore, SledStore, StoreError, WriteBatch};
-use crate::view::{self, Delta, RecordView, Touched};
+use crate::view::{Delta, RecordView, Touched};
 
 /// The root document's name.
 pub const ROOT_DOCUMENT: &str = "root";
@@ -533,7 +533,7 @@ impl Workspace {
         let loaded = self.loaded(document)?;
         let delta = Delta::capture(&loaded.doc, first_seq, loaded.manifest.next_seq, touched);
         let key = layout::delta(document, first_seq);
-        batch.put(key.clone(), self.seal_view(&key, &delta.encode())?);
+        batch.put(key.clone(), self.seal_local(&key, BlobKind::ReadViewDelta, &delta.encode())?);
         Ok(delta)
     }
 
@@ -576,26 +576,38 @@ impl Workspace {
 
     fn stage_manifest(&self, document: &str, manifest: &Manifest, batch: &mut WriteBatch) -> Result<()> {
         let key = layout::manifest(document);
-        let sealed = self.seal(&key, BlobKind::Manifest, &manifest.encode())?;
+        let sealed = self.seal_local(&key, BlobKind::Manifest, &manifest.encode())?;
         batch.put(key, sealed);
         Ok(())
     }
 
     fn seal(&self, key: &[u8], kind: BlobKind, payload: &[u8]) -> Result<Vec<u8>> {
-        let storage_key = self
-            .storage_keys
-            .get(&self.current_epoch)
-            .ok_or_else(|| Error::WorkspaceFormat { detail: "no key for the current epoch".into() })?;
         let place = ChunkPlace { workspace_id: &self.workspace_id, blob_id: key };
-        Ok(chunk::seal_chunk(place, kind, self.current_epoch, storage_key, &self.identity, payload)?)
+        Ok(chunk::seal_chunk(place, kind, self.current_epoch, self.current_storage_key()?, &self.identity, payload)?)
     }
 
-    fn seal_view(&self, key: &[u8], payload: &[u8]) -> Result<Vec<u8>> {
-        let storage_key = self
-            .storage_keys
+    fn seal_local(&self, key: &[u8], kind: BlobKind, payload: &[u8]) -> Result<Vec<u8>> {
+        let place = ChunkPlace { workspace_id: &self.workspace_id, blob_id: key };
+        Ok(chunk::seal_local(place, kind, self.current_epoch, self.current_storage_key()?, payload)?)
+    }
+
+    fn current_storage_key(&self) -> Result<&SecretKey> {
+        self.storage_keys
             .get(&self.current_epoch)
-            .ok_or_else(|| Error::WorkspaceFormat { detail: "no key for the current epoch".into() })?;
-        Ok(view::seal(storage_key, self.current_epoch, &self.workspace_id, key, payload)?)
+            .ok_or_else(|| Error::WorkspaceFormat { detail: "no key for the current epoch".into() })
+    }
+
+    /// Opens a local blob; a manifest may also be a signed chunk, as format 1 wrote them.
+    fn open_local(&self, document: &str, key: &[u8], bytes: &[u8], kind: BlobKind) -> Result<Vec<u8>> {
+        if kind == BlobKind::Manifest && chunk::is_chunk(bytes) {
+            return self.open_chunk(document, key, bytes, kind);
+        }
+        let place = ChunkPlace { workspace_id: &self.workspace_id, blob_id: key };
+        chunk::open_local(bytes, place, kind, |epoch| self.storage_keys.get(&epoch)).map_err(|source| Error::Chunk {
+            document: document.to_owned(),
+            blob: layout::describe(key),
+            source,
+        })
     }
 
     fn open_chunk(&self, document: &str, key: &[u8], bytes: &[u8], kind: BlobKind) -> Result<Vec<u8>> {
@@ -630,7 +642,7 @@ impl Workspace {
         let at = |source: StoreError| Error::DocumentStore { document: document.to_owned(), source };
         let manifest = match self.store.get(&layout::manifest(document)).map_err(at)? {
             Some(sealed) => {
-                let bytes = self.open_chunk(document, &layout::manifest(document), &sealed, BlobKind::Manifest)?;
+                let bytes = self.open_local(document, &layout::manifest(document), &sealed, BlobKind::Manifest)?;
                 Manifest::decode(&bytes)
                     .map_err(|detail| Error::DocumentCorrupt { document: document.to_owned(), detail })?
             }
@@ -783,20 +795,26 @@ impl Workspace {
     /// or it is damaged (to be rebuilt); whether it is current is the caller's to check.
     fn stored_view(&self, document: &str) -> Result<Option<RecordView>> {
         let at = |source: StoreError| Error::DocumentStore { document: document.to_owned(), source };
-        let open =
-            |key: &[u8], sealed: &[u8]| view::open(sealed, &self.workspace_id, key, |e| self.storage_keys.get(&e));
         let base_key = layout::view(document);
         let Some(sealed) = self.store.get(&base_key).map_err(at)? else {
             return Ok(None);
         };
-        let Some(mut view) = open(&base_key, &sealed).and_then(|bytes| RecordView::decode(&bytes).ok()) else {
-            warn!(document, "the stored read view does not open; rebuilding it");
-            return Ok(None);
+        let base = self.open_local(document, &base_key, &sealed, BlobKind::ReadView).map_err(|e| e.to_string());
+        let mut view = match base.and_then(|bytes| RecordView::decode(&bytes).map_err(|e| e.to_string())) {
+            Ok(view) => view,
+            Err(error) => {
+                warn!(document, %error, "the stored read view does not open; rebuilding it");
+                return Ok(None);
+            }
         };
         for (key, sealed) in self.store.scan_prefix(&layout::delta_prefix(document)).map_err(at)? {
-            let Some(delta) = open(&key, &sealed).and_then(|bytes| Delta::decode(&bytes).ok()) else {
-                warn!(document, blob = %layout::describe(&key), "a read view delta does not open; rebuilding the view");
-                return Ok(None);
+            let delta = self.open_local(document, &key, &sealed, BlobKind::ReadViewDelta).map_err(|e| e.to_string());
+            let delta = match delta.and_then(|bytes| Delta::decode(&bytes).map_err(|e| e.to_string())) {
+                Ok(delta) => delta,
+                Err(error) => {
+                    warn!(document, %error, "a read view delta does not open; rebuilding the view");
+                    return Ok(None);
+                }
             };
             if delta.next_seq <= view.through_seq() {
                 continue; // folded into the base; left over from an interrupted compaction
@@ -811,7 +829,7 @@ impl Workspace {
     /// Stages `view` as the document's base and removes every delta it includes.
     fn stage_view(&self, document: &str, view: &RecordView, batch: &mut WriteBatch) -> Result<()> {
         let key = layout::view(document);
-        batch.put(key.clone(), self.seal_view(&key, &view.encode())?);
+        batch.put(key.clone(), self.seal_local(&key, BlobKind::ReadView, &view.encode())?);
         for key in self.store.keys_with_prefix(&layout::delta_prefix(document))? {
             if layout::delta_seq(document, &key).is_none_or(|seq| seq < view.through_seq()) {
                 batch.delete(key);
