@@ -28,6 +28,10 @@ use automerge::transaction::CommitOptions;
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
+/// The allocator the app (`adiuva`) runs with, so the figures are the app's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PASSPHRASE: &str = "benchmark passphrase";
 const GROUP: usize = 1000;
 

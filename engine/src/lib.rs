@@ -25,11 +25,15 @@
 //!   activity): sync, load and compaction cost stay proportional to what a document holds.
 //! - **Records in maps keyed by ULID**, long text as Automerge text: list appends slow down
 //!   with length, and text merges character by character.
-//! - **One chunk format** ([`chunk`]) for everything stored: XChaCha20-Poly1305 with the
-//!   workspace, epoch, kind and place bound as associated data, and the authoring device's
-//!   Ed25519 signature inside the ciphertext.
+//! - **One frame** ([`chunk`]) for everything stored: XChaCha20-Poly1305 with the workspace,
+//!   epoch, kind and place bound as associated data. What other devices will read (changes,
+//!   snapshots) is a *chunk*, with the authoring device's Ed25519 signature inside the
+//!   ciphertext; what never leaves the device (manifests, read views) is a *local blob*,
+//!   sealed the same way but not signed.
 //! - **A manifest per document** ([`manifest`]) rewritten atomically with each chunk: the store
 //!   knows what it must hold, so loss and truncation are detected, not skipped.
+//! - **Read views** ([`view`]): each collection's records materialized beside its log, in the
+//!   same batch as every commit, so reads do not wait for Automerge to replay the history.
 //! - **A narrow storage trait** ([`store::ChunkStore`]) with an explicit durability barrier,
 //!   because sled's own `flush` is not durable and sled itself may one day be replaced.
 

@@ -406,14 +406,18 @@ impl Workspace {
     /// Group commit: every event is still its own change with its own envelope, but all of them
     /// become durable together, with one store batch and one durability barrier. All or none.
     pub fn commit_batch(&mut self, events: Vec<(EventDraft, Effect)>) -> Result<Vec<Envelope>> {
-        let known: BTreeSet<String> = self.document_names()?.into_iter().collect();
         let mut prepared = Vec::with_capacity(events.len());
-        let mut registered = BTreeSet::new();
+        // Each document this group touches, registered in the directory first if it is new.
+        let mut seen = BTreeSet::new();
         for (draft, effect) in events {
             let document = effect.document();
-            if !known.contains(&document) && registered.insert(document.clone()) {
-                let operation = Operation::RegisterDocument { name: document.clone(), collection: effect.collection() };
-                prepared.push(self.root_event("document.created", draft.correlation, operation, false));
+            if !seen.contains(&document) {
+                if !self.is_registered(&document)? {
+                    let operation =
+                        Operation::RegisterDocument { name: document.clone(), collection: effect.collection() };
+                    prepared.push(self.root_event("document.created", draft.correlation, operation, false));
+                }
+                seen.insert(document.clone());
             }
             let subject = Subject { document: document.clone(), record: effect.record() };
             let envelope = self.envelope(draft, Some(subject));
@@ -896,6 +900,15 @@ impl Workspace {
         Ok(())
     }
 
+    /// Whether the root directory lists `document`.
+    fn is_registered(&mut self, document: &str) -> Result<bool> {
+        let root = &self.document(ROOT_DOCUMENT)?.doc;
+        Ok(match root.get(automerge::ROOT, "documents") {
+            Ok(Some((_, directory))) => matches!(root.get(&directory, document), Ok(Some(_))),
+            _ => false,
+        })
+    }
+
     /// The documents the root directory lists, root first.
     pub fn document_names(&mut self) -> Result<Vec<String>> {
         let root = &self.document(ROOT_DOCUMENT)?.doc;
@@ -917,7 +930,7 @@ impl Workspace {
     /// A record's current fields, or `None`.
     pub fn get(&mut self, collection: Collection, id: RecordId) -> Result<Option<Value>> {
         let document = records::document_of(collection, id);
-        if collection.is_sharded() && !self.document_names()?.contains(&document) {
+        if collection.is_sharded() && !self.is_registered(&document)? {
             return Ok(None);
         }
         Ok(self.view(&document)?.get(id))
@@ -1036,7 +1049,7 @@ impl Workspace {
     }
 
     fn import_and_persist(&mut self, document: &str, bytes: &[u8]) -> Result<usize> {
-        if document != ROOT_DOCUMENT && !self.document_names()?.iter().any(|d| d == document) {
+        if document != ROOT_DOCUMENT && !self.is_registered(document)? {
             let collection = Collection::of_document(document)
                 .ok_or_else(|| Error::InvalidInput { detail: format!("unknown document {document:?}") })?;
             let operation = Operation::RegisterDocument { name: document.to_owned(), collection };
