@@ -7,7 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
-const MANIFEST_VERSION: u32 = 1;
+/// Version 2 added `events`. Version 1 manifests still read (without it).
+const MANIFEST_VERSION: u32 = 2;
+const OLDEST_READABLE_VERSION: u32 = 1;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -22,6 +24,10 @@ pub struct Manifest {
     /// The compacted snapshot the tail applies on top of, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotRef>,
+    /// How many events (changes) the document holds, so counting them needs no Automerge load.
+    /// `None` in a version 1 manifest until the document's next commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,7 +41,7 @@ pub struct SnapshotRef {
 
 impl Manifest {
     pub fn empty() -> Self {
-        Self { v: MANIFEST_VERSION, ..Self::default() }
+        Self { v: MANIFEST_VERSION, events: Some(0), ..Self::default() }
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -43,10 +49,12 @@ impl Manifest {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        if manifest.v != MANIFEST_VERSION {
-            return Err(format!("manifest version {} (this build reads {MANIFEST_VERSION})", manifest.v));
+        let mut manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if !(OLDEST_READABLE_VERSION..=MANIFEST_VERSION).contains(&manifest.v) {
+            return Err(format!("manifest version {} (this build reads up to {MANIFEST_VERSION})", manifest.v));
         }
+        // Rewritten as the current version, with whatever the older one lacked filled in.
+        manifest.v = MANIFEST_VERSION;
         if manifest.tail_start > manifest.next_seq {
             return Err("tail starts after its end".into());
         }
@@ -55,5 +63,20 @@ impl Manifest {
 
     pub fn tail_len(&self) -> u64 {
         self.next_seq - self.tail_start
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_1_reads_without_a_count_and_a_newer_version_is_refused() {
+        let v1 = br#"{"v":1,"tail_start":0,"next_seq":3,"tail_bytes":900}"#;
+        let manifest = Manifest::decode(v1).unwrap();
+        assert_eq!((manifest.next_seq, manifest.events), (3, None));
+        assert!(Manifest::decode(&manifest.encode()).is_ok());
+        let v3 = br#"{"v":3,"tail_start":0,"next_seq":3,"tail_bytes":900}"#;
+        assert!(Manifest::decode(v3).unwrap_err().contains("version 3"));
     }
 }

@@ -556,7 +556,13 @@ impl Workspace {
     /// document's tail and stages the new manifest, all into `batch`. Returns the first chunk's
     /// sequence number.
     fn stage_changes(&mut self, document: &str, changes: &[Vec<u8>], batch: &mut WriteBatch) -> Result<u64> {
-        let mut manifest = self.loaded(document)?.manifest.clone();
+        let loaded = self.loaded(document)?;
+        let mut manifest = loaded.manifest.clone();
+        manifest.events = Some(match manifest.events {
+            Some(events) => events + changes.len() as u64,
+            // A format-1 manifest did not count them: count once (the document holds the new ones).
+            None => loaded.doc.get_changes_meta(&[]).len() as u64,
+        });
         let first_seq = manifest.next_seq;
         let mut payload = Vec::new();
         for (index, change) in changes.iter().enumerate() {
@@ -644,25 +650,8 @@ impl Workspace {
     /// `None` for a document never written.
     fn read_log(&self, document: &str) -> Result<Option<StoredLog>> {
         let at = |source: StoreError| Error::DocumentStore { document: document.to_owned(), source };
-        let manifest = match self.store.get(&layout::manifest(document)).map_err(at)? {
-            Some(sealed) => {
-                let bytes = self.open_local(document, &layout::manifest(document), &sealed, BlobKind::Manifest)?;
-                Manifest::decode(&bytes)
-                    .map_err(|detail| Error::DocumentCorrupt { document: document.to_owned(), detail })?
-            }
-            None => {
-                if let Some(stray) = self.store.keys_with_prefix(&layout::change_prefix(document)).map_err(at)?.first()
-                {
-                    return Err(Error::ChunkUnexpected {
-                        document: document.to_owned(),
-                        blob: layout::describe(stray),
-                    });
-                }
-                if let Some(&expected) = self.witness.get(document).filter(|&&count| count > 0) {
-                    return Err(Error::StoreRolledBack { document: document.to_owned(), found: 0, expected });
-                }
-                return Ok(None);
-            }
+        let Some(manifest) = self.read_manifest(document)? else {
+            return Ok(None);
         };
         let snapshot = match manifest.snapshot {
             Some(snapshot) => {
@@ -714,6 +703,25 @@ impl Workspace {
             });
         }
         Ok(Some(StoredLog { manifest, snapshot, tail }))
+    }
+
+    /// A document's manifest as stored; `None` for a document never written (after checking
+    /// that nothing of it is stored, and that the witness does not say otherwise).
+    fn read_manifest(&self, document: &str) -> Result<Option<Manifest>> {
+        let at = |source: StoreError| Error::DocumentStore { document: document.to_owned(), source };
+        let Some(sealed) = self.store.get(&layout::manifest(document)).map_err(at)? else {
+            if let Some(stray) = self.store.keys_with_prefix(&layout::change_prefix(document)).map_err(at)?.first() {
+                return Err(Error::ChunkUnexpected { document: document.to_owned(), blob: layout::describe(stray) });
+            }
+            if let Some(&expected) = self.witness.get(document).filter(|&&count| count > 0) {
+                return Err(Error::StoreRolledBack { document: document.to_owned(), found: 0, expected });
+            }
+            return Ok(None);
+        };
+        let bytes = self.open_local(document, &layout::manifest(document), &sealed, BlobKind::Manifest)?;
+        let manifest = Manifest::decode(&bytes)
+            .map_err(|detail| Error::DocumentCorrupt { document: document.to_owned(), detail })?;
+        Ok(Some(manifest))
     }
 
     fn load_document(&self, document: &str) -> Result<LoadedDocument> {
@@ -1091,32 +1099,23 @@ impl Workspace {
     }
 
     /// Counts, sizes and the health of every document. A damaged document is reported in its
-    /// entry; the others are counted as usual.
+    /// entry; the others are counted as usual. Collections are counted through their read
+    /// views and events through the manifests, so no Automerge document needs to load; the log
+    /// of each document is still checked.
     pub fn status(&mut self) -> Result<WorkspaceStatus> {
         let mut documents = Vec::new();
         for name in self.document_names()? {
-            let is_collection = name != ROOT_DOCUMENT;
-            let status = match self.document(&name) {
-                Ok(loaded) => DocumentStatus {
-                    name,
-                    records: if is_collection { loaded.doc.keys(automerge::ROOT).count() } else { 0 },
-                    events: loaded.doc.get_changes_meta(&[]).len(),
-                    tail_chunks: loaded.manifest.tail_len(),
-                    snapshot_generation: loaded.manifest.snapshot.map(|s| s.generation),
-                    error: None,
-                },
-                Err(error) => {
-                    warn!(document = %name, %error, "document does not load");
-                    DocumentStatus {
-                        name,
-                        records: 0,
-                        events: 0,
-                        tail_chunks: 0,
-                        snapshot_generation: None,
-                        error: Some(format!("{}: {error}", error.code().as_str())),
-                    }
+            let status = self.document_status(&name).unwrap_or_else(|error| {
+                warn!(document = %name, %error, "document does not load");
+                DocumentStatus {
+                    name: name.clone(),
+                    records: 0,
+                    events: 0,
+                    tail_chunks: 0,
+                    snapshot_generation: None,
+                    error: Some(format!("{}: {error}", error.code().as_str())),
                 }
-            };
+            });
             documents.push(status);
         }
         Ok(WorkspaceStatus {
@@ -1126,6 +1125,26 @@ impl Workspace {
             key_epoch: self.current_epoch,
             documents,
             storage_bytes: self.store.size_on_disk()?,
+        })
+    }
+
+    fn document_status(&mut self, name: &str) -> Result<DocumentStatus> {
+        let records = if name == ROOT_DOCUMENT { 0 } else { self.view(name)?.len() };
+        let manifest = match self.docs.get(name) {
+            Some(loaded) => loaded.manifest.clone(),
+            None => self.read_manifest(name)?.unwrap_or_else(Manifest::empty),
+        };
+        let events = match manifest.events {
+            Some(events) => events as usize,
+            None => self.document(name)?.doc.get_changes_meta(&[]).len(),
+        };
+        Ok(DocumentStatus {
+            name: name.to_owned(),
+            records,
+            events,
+            tail_chunks: manifest.tail_len(),
+            snapshot_generation: manifest.snapshot.map(|s| s.generation),
+            error: None,
         })
     }
 }

@@ -43,5 +43,21 @@ fn a_workspace_written_by_format_v1_still_opens_and_reads_the_same() {
     let tasks_document = status.documents.iter().find(|d| d.name == "tasks").unwrap();
     assert_eq!(tasks_document.snapshot_generation, Some(1));
     assert_eq!(tasks_document.tail_chunks, 1);
+    // Format-1 manifests do not count events: counted from the document instead.
+    assert_eq!((tasks_document.records, tasks_document.events), (2, 3));
     assert!(status.documents.iter().all(|d| d.error.is_none()));
+
+    // A commit rewrites the manifest in the current format, with the count.
+    let id = adiuva_model::RecordId::new();
+    let mut fields = serde_json::Map::new();
+    fields.insert("title".into(), "After the upgrade".into());
+    let effect = adiuva_engine::Effect::CreateRecord { collection: Collection::Tasks, id, fields };
+    let draft =
+        adiuva_engine::EventDraft::new(adiuva_model::EventKind::from_static("task.created"), adiuva_model::Actor::User);
+    workspace.commit(draft, effect).unwrap();
+    drop(workspace);
+    let mut workspace = Workspace::open(dir.path(), || Some(Zeroizing::new(FIXTURE_PASSPHRASE.into()))).unwrap();
+    let status = workspace.status().unwrap();
+    let tasks_document = status.documents.iter().find(|d| d.name == "tasks").unwrap();
+    assert_eq!((tasks_document.records, tasks_document.events), (3, 4));
 }

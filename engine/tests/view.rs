@@ -1,6 +1,7 @@
 //! The read view never disagrees with the log: after any mix of local edits, imports from
 //! another device, failed commits and compactions, the records read through the view (cached,
-//! or stored and reopened) equal the records rebuilt from the Automerge document.
+//! or stored and reopened) equal the records rebuilt from the Automerge document, and the
+//! counts `status` gives without loading Automerge are the document's.
 
 // Tests fail loudly: unwrapping is how they assert.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -147,8 +148,16 @@ proptest! {
         let cached: Vec<Vec<Value>> = workspaces.iter_mut().map(|w| w.list(Collection::Tasks).unwrap()).collect();
         drop(workspaces);
         for (dir, cached) in dirs.iter().zip(cached) {
-            let stored = open(dir.path()).list(Collection::Tasks).unwrap();
+            let mut workspace = open(dir.path());
+            let stored = workspace.list(Collection::Tasks).unwrap();
             prop_assert_eq!(&stored, &cached);
+            // The counts `status` takes from views and manifests are the document's.
+            let status = workspace.status().unwrap();
+            let tasks = status.documents.iter().find(|d| d.name == "tasks").unwrap();
+            prop_assert_eq!(tasks.records, stored.len());
+            let events = workspace.events(&Default::default()).unwrap();
+            prop_assert_eq!(tasks.events, events.iter().filter(|e| e.document == "tasks").count());
+            drop(workspace);
             prop_assert_eq!(&rebuilt_from_the_log(dir.path()), &cached);
         }
     }
