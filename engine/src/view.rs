@@ -109,7 +109,7 @@ impl RecordView {
     /// record that does not fit `T` is an error naming it.
     ///
     /// Parsing is most of the cost of listing a large collection, and records parse
-    /// independently: from [`PARALLEL_PARSE_MIN`] records on, the work is split across the cores.
+    /// independently: from 8192 records on, the work is split across the cores.
     pub fn records_as<T: DeserializeOwned + Send>(&self) -> Result<Vec<T>, (RecordId, serde_json::Error)> {
         let parse = |records: &[(RecordId, Box<str>)]| -> Result<Vec<T>, (RecordId, serde_json::Error)> {
             records.iter().map(|(id, text)| serde_json::from_str(text).map_err(|e| (*id, e))).collect()

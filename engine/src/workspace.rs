@@ -70,9 +70,9 @@ pub struct WorkspaceOptions {
     /// Compact once this many change chunks sit on top of the snapshot (each costs a read and a
     /// signature check at open).
     pub compact_after_chunks: u64,
-    /// Compact once the tail holds this many bytes, or [`TAIL_TO_SNAPSHOT`] times the snapshot's
-    /// bytes if that is more: snapshots then grow geometrically and rewriting them costs O(1)
-    /// per event committed.
+    /// Compact once the tail holds this many bytes, or four times the snapshot's bytes if that
+    /// is more: snapshots then grow geometrically and rewriting them costs O(1) per event
+    /// committed.
     pub compact_after_bytes: u64,
 }
 
