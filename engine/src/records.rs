@@ -284,3 +284,31 @@ pub fn record_conflicts(doc: &impl ReadDoc, collection: Collection, id: RecordId
     }
     Ok(conflicts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::transaction::CommitOptions;
+    use serde_json::json;
+
+    /// A created record's view state is taken from its effect instead of being read back, so the
+    /// two must agree for every kind of JSON value a record can hold.
+    #[test]
+    fn a_created_record_reads_back_exactly_as_its_effect_says() {
+        let fields = json!({
+            "title": "Ünïcode title ✓", "description": "Text\nwith lines", "body": "note body",
+            "count": 3, "negative": -7, "large": u64::MAX, "ratio": 0.25, "whole_float": 1.0,
+            "negative_zero": -0.0, "flag": true, "nothing": null,
+            "tags": ["a", "b", null, 2], "nested": {"deep": {"list": [1.5, {"x": null}]}, "empty": {}},
+            "empty_list": [], "empty_text": ""
+        });
+        let Value::Object(fields) = fields else { unreachable!() };
+        for collection in [Collection::Tasks, Collection::Notes, Collection::Memory] {
+            let effect = Effect::CreateRecord { collection, id: RecordId::new(), fields: fields.clone() };
+            let mut doc = automerge::Automerge::new();
+            doc.transact_with(|_| CommitOptions::default(), |tx| effect.apply(tx)).unwrap();
+            let expected = effect.created_record(doc.text_encoding()).unwrap();
+            assert_eq!(read_record(&doc, effect.record(), None).unwrap(), expected, "{collection:?}");
+        }
+    }
+}
