@@ -9,7 +9,7 @@ mod sled_store;
 
 use std::path::PathBuf;
 
-pub use sled_store::SledStore;
+pub use sled_store::{SledStore, inspect_write_ahead_log};
 
 /// A key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);

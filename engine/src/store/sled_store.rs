@@ -106,35 +106,17 @@ impl SledStore {
     /// a record torn by a crash, or a log that is not the preallocated size, calls for a
     /// checkpoint first.
     fn replay_wal(&self, log: &[u8]) -> Result<(), StoreError> {
-        let mut end = 0;
-        let mut replayed = 0;
-        let mut torn = false;
-        while end < log.len() {
-            match wal_record::decode(&log[end..]) {
-                Ok((batch, used)) => {
-                    self.guard(|| self.db.apply_batch(batch))?;
-                    end += used;
-                    replayed += 1;
-                }
-                Err(wal_record::Damage::End) => break,
-                // Cut short by a crash mid-append: never acknowledged, so dropped.
-                Err(wal_record::Damage::Torn) => {
-                    torn = true;
-                    break;
-                }
-                Err(wal_record::Damage::Corrupt) => {
-                    return Err(StoreError::Corrupt {
-                        detail: format!("write-ahead log record {replayed} is damaged and more follow it"),
-                    });
-                }
-            }
+        let contents = parse_log(log)?;
+        let replayed = contents.batches.len();
+        for batch in contents.batches {
+            self.guard(|| self.db.apply_batch(batch))?;
         }
-        tracing::debug!(replayed, torn, "write-ahead log replayed");
+        tracing::debug!(replayed, torn = contents.torn, "write-ahead log replayed");
         let mut wal = self.lock_wal()?;
-        if torn || log.len() as u64 != WAL_CAPACITY_BYTES {
+        if contents.torn || log.len() as u64 != WAL_CAPACITY_BYTES {
             self.checkpoint(&mut wal)
         } else {
-            wal.end = end as u64;
+            wal.end = contents.end as u64;
             Ok(())
         }
     }
@@ -374,6 +356,47 @@ impl ChunkStore for SledStore {
         }
         Ok(total)
     }
+}
+
+/// What a write-ahead log holds: its complete records, where they end, and whether a record
+/// torn by a crash follows them.
+struct LogContents {
+    batches: Vec<sled::Batch>,
+    end: usize,
+    torn: bool,
+}
+
+/// Decodes a whole write-ahead log. Pure; never panics. A damaged record with others after it
+/// is an error: the log cannot be trusted past it, and dropping what follows would lose
+/// acknowledged batches.
+fn parse_log(log: &[u8]) -> Result<LogContents, StoreError> {
+    let mut contents = LogContents { batches: Vec::new(), end: 0, torn: false };
+    while contents.end < log.len() {
+        match wal_record::decode(&log[contents.end..]) {
+            Ok((batch, used)) => {
+                contents.batches.push(batch);
+                contents.end += used;
+            }
+            Err(wal_record::Damage::End) => break,
+            // Cut short by a crash mid-append: never acknowledged, so dropped.
+            Err(wal_record::Damage::Torn) => {
+                contents.torn = true;
+                break;
+            }
+            Err(wal_record::Damage::Corrupt) => {
+                return Err(StoreError::Corrupt {
+                    detail: format!("write-ahead log record {} is damaged and more follow it", contents.batches.len()),
+                });
+            }
+        }
+    }
+    Ok(contents)
+}
+
+/// Checks a write-ahead log file's bytes as opening the store would: how many complete records
+/// it holds and whether a torn one follows them. For the fuzz target and the audit tool.
+pub fn inspect_write_ahead_log(log: &[u8]) -> Result<(usize, bool), StoreError> {
+    parse_log(log).map(|contents| (contents.batches.len(), contents.torn))
 }
 
 /// The write-ahead log's record format:
