@@ -485,7 +485,7 @@ impl Workspace {
             let loaded = self.document(&event.document)?;
             if let Operation::Record(effect) = &event.operation {
                 let records = touched.entry(event.document.clone()).or_default();
-                let created = effect.created_record(loaded.doc.text_encoding());
+                let created = effect.created_record();
                 // A record touched twice in one group is read back after the group.
                 let state = if records.contains_key(&effect.record()) { None } else { created };
                 records.insert(effect.record(), state);
