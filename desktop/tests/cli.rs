@@ -161,6 +161,11 @@ fn import_commits_every_line_or_nothing() {
     assert!(out.contains("imported 2501 events"), "{out}");
     assert_eq!(json(ws, &["task", "list", "--json"]).as_array().unwrap().len(), 2500);
     assert_eq!(json(ws, &["note", "list", "--json"]).as_array().unwrap().len(), 1);
+    // The import folded its tail into snapshots, and `status` counts every event.
+    let status = json(ws, &["status", "--json"]);
+    let tasks = status["documents"].as_array().unwrap().iter().find(|d| d["name"] == "tasks").unwrap().clone();
+    assert_eq!((tasks["tail_chunks"].as_u64(), tasks["events"].as_u64()), (Some(0), Some(2500)), "{tasks}");
+    assert_eq!(tasks["records"], 2500);
     // Every imported task is its own event, with one correlation id for the whole import.
     let events = json(ws, &["log", "--json", "--kind", "task.created"]);
     let events = events.as_array().unwrap();
