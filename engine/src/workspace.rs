@@ -48,7 +48,7 @@ use crate::keystore::{self, Header, KeyProtection};
 use crate::manifest::{Manifest, SnapshotRef};
 use crate::records::{self, Effect, FieldConflict};
 use crate::store::{ChunkStore, SledStore, StoreError, WriteBatch};
-use crate::view::{Delta, RecordView, Touched};
+use crate::view::{self, Delta, RecordView, Touched};
 
 /// The root document's name.
 pub const ROOT_DOCUMENT: &str = "root";
@@ -811,22 +811,14 @@ impl Workspace {
         let Some(sealed) = self.store.get(&base_key).map_err(at)? else {
             return Ok(None);
         };
-        let base = self.open_local(document, &base_key, &sealed, BlobKind::ReadView).map_err(|e| e.to_string());
-        let mut view = match base.and_then(|bytes| RecordView::decode(&bytes).map_err(|e| e.to_string())) {
-            Ok(view) => view,
-            Err(error) => {
-                warn!(document, %error, "the stored read view does not open; rebuilding it");
-                return Ok(None);
-            }
+        let Some(mut view) = self.open_view_part(document, &base_key, &sealed, BlobKind::ReadView, RecordView::decode)
+        else {
+            return Ok(None);
         };
         for (key, sealed) in self.store.scan_prefix(&layout::delta_prefix(document)).map_err(at)? {
-            let delta = self.open_local(document, &key, &sealed, BlobKind::ReadViewDelta).map_err(|e| e.to_string());
-            let delta = match delta.and_then(|bytes| Delta::decode(&bytes).map_err(|e| e.to_string())) {
-                Ok(delta) => delta,
-                Err(error) => {
-                    warn!(document, %error, "a read view delta does not open; rebuilding the view");
-                    return Ok(None);
-                }
+            let Some(delta) = self.open_view_part(document, &key, &sealed, BlobKind::ReadViewDelta, Delta::decode)
+            else {
+                return Ok(None);
             };
             if delta.next_seq <= view.through_seq() {
                 continue; // folded into the base; left over from an interrupted compaction
@@ -836,6 +828,26 @@ impl Workspace {
             }
         }
         Ok(Some(view))
+    }
+
+    /// Opens and decodes one stored part of a read view; `None` (logged) if it does not, so the
+    /// view is rebuilt from the log.
+    fn open_view_part<T>(
+        &self,
+        document: &str,
+        key: &[u8],
+        sealed: &[u8],
+        kind: BlobKind,
+        decode: impl FnOnce(&[u8]) -> std::result::Result<T, view::ViewDecodeError>,
+    ) -> Option<T> {
+        let decoded = self.open_local(document, key, sealed, kind).map_err(|e| e.to_string());
+        match decoded.and_then(|bytes| decode(&bytes).map_err(|e| e.to_string())) {
+            Ok(part) => Some(part),
+            Err(error) => {
+                warn!(document, blob = %layout::describe(key), %error, "a read view part does not open; rebuilding the view");
+                None
+            }
+        }
     }
 
     /// Stages `view` as the document's base and removes every delta it includes.
