@@ -1,0 +1,278 @@
+//! The commit path: events applied to their documents in memory, their changes sealed into
+//! chunks with each touched document's manifest and read-view delta, all in **one atomic store
+//! batch**, then the durability barrier. Only then does a commit return.
+//!
+//! Every event is its own Automerge change (its envelope is the commit message), also in a
+//! group commit, which shares one batch and one barrier. If anything fails, the touched
+//! documents are dropped from memory and reload from the store on next use, so memory never runs
+//! ahead of what is durable.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use adiuva_model::envelope::{ENVELOPE_VERSION, Subject};
+use adiuva_model::{Actor, Collection, Envelope, EventId, EventKind};
+use automerge::ChangeHash;
+use automerge::transaction::{CommitOptions, Transactable};
+use chrono::Utc;
+use tracing::warn;
+use ulid::Ulid;
+
+use super::{ROOT_DOCUMENT, Workspace};
+use crate::error::{Error, Result};
+use crate::manifest::Manifest;
+use crate::records::Effect;
+use crate::store::WriteBatch;
+use crate::view::{Delta, Touched};
+
+/// The caller's part of an envelope; the engine adds id, device, time and subject.
+#[derive(Clone, Debug)]
+pub struct EventDraft {
+    pub kind: EventKind,
+    pub actor: Actor,
+    pub correlation: Option<Ulid>,
+    pub causation: Option<EventId>,
+}
+
+impl EventDraft {
+    pub fn new(kind: EventKind, actor: Actor) -> Self {
+        Self { kind, actor, correlation: None, causation: None }
+    }
+
+    pub fn correlated(mut self, correlation: Option<Ulid>) -> Self {
+        self.correlation = correlation;
+        self
+    }
+
+    pub fn caused_by(mut self, causation: Option<EventId>) -> Self {
+        self.causation = causation;
+        self
+    }
+}
+
+/// One event ready to apply.
+pub(super) struct Prepared {
+    document: String,
+    envelope: Envelope,
+    operation: Operation,
+    /// Whether the caller asked for this event (engine bookkeeping events are not returned).
+    requested: bool,
+}
+pub(super) enum Operation {
+    Record(Effect),
+    CreateWorkspace { device_name: String, box_key: String },
+    RegisterDocument { name: String, collection: Collection },
+}
+
+impl Operation {
+    fn apply(&self, tx: &mut impl Transactable, envelope: &Envelope) -> Result<()> {
+        let root_error = |e: automerge::AutomergeError| Error::DocumentCorrupt {
+            document: ROOT_DOCUMENT.into(),
+            detail: e.to_string(),
+        };
+        match self {
+            Operation::Record(effect) => effect.apply(tx),
+            Operation::CreateWorkspace { device_name, box_key } => {
+                let time = envelope.time.to_rfc3339();
+                let info = tx.put_object(automerge::ROOT, "workspace", automerge::ObjType::Map).map_err(root_error)?;
+                tx.put(&info, "created_at", time.as_str()).map_err(root_error)?;
+                let devices = tx.put_object(automerge::ROOT, "devices", automerge::ObjType::Map).map_err(root_error)?;
+                let device = tx
+                    .put_object(&devices, envelope.device.to_string(), automerge::ObjType::Map)
+                    .map_err(root_error)?;
+                tx.put(&device, "name", device_name.as_str()).map_err(root_error)?;
+                tx.put(&device, "box_key", box_key.as_str()).map_err(root_error)?;
+                tx.put(&device, "added_at", time.as_str()).map_err(root_error)?;
+                tx.put_object(automerge::ROOT, "settings", automerge::ObjType::Map).map_err(root_error)?;
+                let directory =
+                    tx.put_object(automerge::ROOT, "documents", automerge::ObjType::Map).map_err(root_error)?;
+                for collection in Collection::ALL.into_iter().filter(|c| !c.is_sharded()) {
+                    tx.put(&directory, collection.name(), collection.name()).map_err(root_error)?;
+                }
+                Ok(())
+            }
+            Operation::RegisterDocument { name, collection } => {
+                let directory = match tx.get(automerge::ROOT, "documents").map_err(root_error)? {
+                    Some((_, directory)) => directory,
+                    None => {
+                        return Err(Error::DocumentCorrupt {
+                            document: ROOT_DOCUMENT.into(),
+                            detail: "no document directory".into(),
+                        });
+                    }
+                };
+                tx.put(&directory, name.as_str(), collection.name()).map_err(root_error)?;
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Workspace {
+    /// Commits one event; returns its full envelope once the event is durable.
+    pub fn commit(&mut self, draft: EventDraft, effect: Effect) -> Result<Envelope> {
+        let mut envelopes = self.commit_batch(vec![(draft, effect)])?;
+        envelopes.pop().ok_or_else(|| Error::InvalidInput { detail: "empty commit".into() })
+    }
+
+    /// Group commit: every event is still its own change with its own envelope, but all of them
+    /// become durable together, with one store batch and one durability barrier. All or none.
+    pub fn commit_batch(&mut self, events: Vec<(EventDraft, Effect)>) -> Result<Vec<Envelope>> {
+        let mut prepared = Vec::with_capacity(events.len());
+        // Each document this group touches, registered in the directory first if it is new.
+        let mut seen = BTreeSet::new();
+        for (draft, effect) in events {
+            let document = effect.document();
+            if !seen.contains(&document) {
+                if !self.is_registered(&document)? {
+                    let operation =
+                        Operation::RegisterDocument { name: document.clone(), collection: effect.collection() };
+                    prepared.push(self.root_event("document.created", draft.correlation, operation, false));
+                }
+                seen.insert(document.clone());
+            }
+            let subject = Subject { document: document.clone(), record: effect.record() };
+            let envelope = self.envelope(draft, Some(subject));
+            prepared.push(Prepared { document, envelope, operation: Operation::Record(effect), requested: true });
+        }
+        self.commit_prepared(prepared)
+    }
+
+    /// An engine bookkeeping event on the root document.
+    pub(super) fn root_event(
+        &self,
+        kind: &'static str,
+        correlation: Option<Ulid>,
+        operation: Operation,
+        requested: bool,
+    ) -> Prepared {
+        let draft = EventDraft::new(EventKind::from_static(kind), Actor::System).correlated(correlation);
+        Prepared { document: ROOT_DOCUMENT.into(), envelope: self.envelope(draft, None), operation, requested }
+    }
+
+    fn envelope(&self, draft: EventDraft, subject: Option<Subject>) -> Envelope {
+        Envelope {
+            v: ENVELOPE_VERSION,
+            id: EventId::new(),
+            kind: draft.kind,
+            actor: draft.actor,
+            device: self.log.identity.device_id(),
+            time: Utc::now(),
+            correlation: draft.correlation,
+            causation: draft.causation,
+            subject,
+        }
+    }
+
+    pub(super) fn commit_prepared(&mut self, events: Vec<Prepared>) -> Result<Vec<Envelope>> {
+        let touched: BTreeSet<String> = events.iter().map(|e| e.document.clone()).collect();
+        let result = self.apply_and_persist(events);
+        if result.is_err() {
+            // Memory must not run ahead of the store: reload these from what is durable.
+            for document in &touched {
+                self.docs.remove(document);
+                self.views.remove(document);
+            }
+        } else {
+            for document in &touched {
+                if self.docs.get(document).is_some_and(|d| self.options.should_compact(&d.manifest)) {
+                    // The events are durable already; a compaction that fails is retried after the
+                    // next commit and must not make this one look failed.
+                    if let Err(error) = self.compact_document(document) {
+                        warn!(document, %error, "compaction failed; will retry");
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    fn apply_and_persist(&mut self, events: Vec<Prepared>) -> Result<Vec<Envelope>> {
+        // Each touched document's heads before the group and how many changes it gets: the new
+        // changes are read back once per document, after the whole group.
+        let mut heads_before: BTreeMap<String, (Vec<ChangeHash>, usize)> = BTreeMap::new();
+        let mut touched: BTreeMap<String, Touched> = BTreeMap::new();
+        let mut envelopes = Vec::with_capacity(events.len());
+        for event in events {
+            let loaded = self.document(&event.document)?;
+            if let Operation::Record(effect) = &event.operation {
+                let records = touched.entry(event.document.clone()).or_default();
+                let created = effect.created_record();
+                // A record touched twice in one group is read back after the group.
+                let state = if records.contains_key(&effect.record()) { None } else { created };
+                records.insert(effect.record(), state);
+            }
+            let (_, count) = heads_before.entry(event.document.clone()).or_insert_with(|| (loaded.doc.get_heads(), 0));
+            let message = event.envelope.encode();
+            let time = event.envelope.time.timestamp_millis();
+            let options = CommitOptions::default().with_message(message.clone()).with_time(time);
+            let success = loaded
+                .doc
+                .transact_with(|_| options, |tx| event.operation.apply(tx, &event.envelope))
+                .map_err(|failure| failure.error)?;
+            if success.hash.is_none() {
+                // An event that changed nothing (an edit to the same value) is still an event.
+                loaded.doc.empty_commit(CommitOptions::default().with_message(message).with_time(time));
+            }
+            *count += 1;
+            if event.requested {
+                envelopes.push(event.envelope);
+            }
+        }
+        let mut batch = WriteBatch::default();
+        let mut staged = Vec::with_capacity(heads_before.len());
+        for (document, (before, count)) in &heads_before {
+            let changes = self.loaded(document)?.doc.get_changes(before);
+            if changes.len() != *count {
+                return Err(Error::DocumentCorrupt {
+                    document: document.clone(),
+                    detail: "a committed change is not in the document".into(),
+                });
+            }
+            // Uncompressed: deflating every change costs more than it saves on a tail that the
+            // next compaction rewrites in Automerge's compressed document format anyway.
+            let changes: Vec<Vec<u8>> = changes.iter().map(|c| c.raw_bytes().to_vec()).collect();
+            staged.push(self.stage_document(document, &changes, touched.get(document), &mut batch)?);
+        }
+        self.log.write_durably(batch)?;
+        self.finish_staged(staged);
+        Ok(envelopes)
+    }
+
+    /// Stages `changes` of `document` (already applied in memory) into `batch`: its chunks, its
+    /// new manifest and, for a collection document, the read-view delta of the `touched` records.
+    /// Nothing in memory changes until the batch is durable ([`Self::finish_staged`]), so a
+    /// failure or a panic in between leaves memory describing only what is stored.
+    pub(super) fn stage_document(
+        &self,
+        document: &str,
+        changes: &[Vec<u8>],
+        touched: Option<&Touched>,
+        batch: &mut WriteBatch,
+    ) -> Result<Staged> {
+        let (manifest, first_seq) = self.log.stage_changes(document, self.loaded(document)?, changes, batch)?;
+        let delta = match touched {
+            Some(touched) => Some(self.stage_delta(document, first_seq, manifest.next_seq, touched, batch)?),
+            None => None,
+        };
+        Ok(Staged { document: document.to_owned(), manifest, delta })
+    }
+
+    /// Takes the manifests and read-view deltas of a durable batch into memory.
+    pub(super) fn finish_staged(&mut self, staged: Vec<Staged>) {
+        for Staged { document, manifest, delta } in staged {
+            if let Some(loaded) = self.docs.get_mut(&document) {
+                loaded.manifest = manifest;
+            }
+            if let Some(delta) = delta {
+                self.apply_delta(&document, &delta);
+            }
+        }
+    }
+}
+
+/// What a batch changes of one document, to take into memory once the batch is durable.
+pub(super) struct Staged {
+    document: String,
+    manifest: Manifest,
+    delta: Option<Delta>,
+}

@@ -1,0 +1,72 @@
+//! Compaction: a document's tail folded into a fresh snapshot.
+//!
+//! The new snapshot and the manifest that points at it (and the read view's new base) are
+//! written and made durable together first; only then are the chunks, the older snapshot and
+//! the deltas they replace deleted. A crash in between leaves leftovers the manifest does not
+//! count: they are ignored on load and removed by the next compaction.
+
+use tracing::debug;
+
+use super::{ROOT_DOCUMENT, Workspace, layout};
+use crate::chunk::BlobKind;
+use crate::error::Result;
+use crate::manifest::SnapshotRef;
+use crate::store::WriteBatch;
+
+impl Workspace {
+    /// Folds every loaded document's tail into a fresh snapshot.
+    pub fn compact(&mut self) -> Result<()> {
+        for document in self.document_names()? {
+            if self.document(&document)?.manifest.tail_len() > 0 {
+                self.compact_document(&document)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn compact_document(&mut self, document: &str) -> Result<()> {
+        let loaded = self.document(document)?;
+        let bytes = loaded.doc.save();
+        let old = loaded.manifest.clone();
+        let generation = old.snapshot.map_or(1, |s| s.generation + 1);
+        // Step 1: the new snapshot and the manifest that points at it, durable together.
+        let key = layout::snapshot(document, generation);
+        let sealed = self.log.seal(&key, BlobKind::Snapshot, &bytes)?;
+        let mut manifest = old.clone();
+        manifest.tail_start = old.next_seq;
+        manifest.tail_bytes = 0;
+        manifest.snapshot = Some(SnapshotRef { generation, bytes: sealed.len() as u64 });
+        let mut batch = WriteBatch::default();
+        batch.put(key, sealed);
+        self.log.stage_manifest(document, &manifest, &mut batch)?;
+        if document != ROOT_DOCUMENT {
+            // The view's deltas fold into a new base at the same pace as the tail into the snapshot.
+            self.view(document)?;
+            if let Some(view) = self.views.get(document) {
+                self.stage_view(document, view, &mut batch)?;
+            }
+        }
+        self.log.write_durably(batch)?;
+        if let Some(loaded) = self.docs.get_mut(document) {
+            loaded.manifest = manifest;
+        }
+        // Step 2: only now delete what the snapshot replaces (and leftovers of earlier runs).
+        let mut cleanup = WriteBatch::default();
+        for key in self.log.store.keys_with_prefix(&layout::change_prefix(document))? {
+            if layout::change_seq(document, &key).is_some_and(|seq| seq < old.next_seq) {
+                cleanup.delete(key);
+            }
+        }
+        for key in self.log.store.keys_with_prefix(&layout::snapshot_prefix(document))? {
+            if key != layout::snapshot(document, generation) {
+                cleanup.delete(key);
+            }
+        }
+        if !cleanup.is_empty() {
+            self.log.write_durably(cleanup)?;
+        }
+        self.write_witness()?;
+        debug!(document, generation, bytes = bytes.len(), "compacted");
+        Ok(())
+    }
+}

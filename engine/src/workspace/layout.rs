@@ -1,0 +1,82 @@
+//! The store key layout: where each part of a document's log, and of its read view, lives.
+//!
+//! Document names may contain `/`, so a NUL ends the name in numbered keys and `activity` can
+//! never be a prefix of `activity/2026-11`'s keys. Numbers are big-endian, so a prefix scan
+//! returns chunks in sequence order.
+
+/// The cleartext header (format, workspace id, how the keyring is protected).
+pub const HEADER: &[u8] = b"h";
+/// The sealed local keyring.
+pub const KEYRING: &[u8] = b"k";
+
+pub fn manifest(document: &str) -> Vec<u8> {
+    [b"m/", document.as_bytes()].concat()
+}
+
+pub fn change_prefix(document: &str) -> Vec<u8> {
+    [b"c/", document.as_bytes(), b"\0"].concat()
+}
+
+pub fn change(document: &str, seq: u64) -> Vec<u8> {
+    numbered(&change_prefix(document), seq)
+}
+
+pub fn change_seq(document: &str, key: &[u8]) -> Option<u64> {
+    number_after(&change_prefix(document), key)
+}
+
+pub fn view(document: &str) -> Vec<u8> {
+    [b"v/", document.as_bytes()].concat()
+}
+
+pub fn delta_prefix(document: &str) -> Vec<u8> {
+    [b"d/", document.as_bytes(), b"\0"].concat()
+}
+
+pub fn delta(document: &str, seq: u64) -> Vec<u8> {
+    numbered(&delta_prefix(document), seq)
+}
+
+pub fn delta_seq(document: &str, key: &[u8]) -> Option<u64> {
+    number_after(&delta_prefix(document), key)
+}
+
+pub fn snapshot_prefix(document: &str) -> Vec<u8> {
+    [b"s/", document.as_bytes(), b"\0"].concat()
+}
+
+pub fn snapshot(document: &str, generation: u64) -> Vec<u8> {
+    numbered(&snapshot_prefix(document), generation)
+}
+
+fn numbered(prefix: &[u8], number: u64) -> Vec<u8> {
+    [prefix, &number.to_be_bytes()].concat()
+}
+
+fn number_after(prefix: &[u8], key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.strip_prefix(prefix)?.try_into().ok()?))
+}
+
+/// A readable name for a store key, for errors: `tasks#12`, `tasks snapshot 3`.
+pub fn describe(key: &[u8]) -> String {
+    // `DOC\0NUMBER` as `DOC{separator}NUMBER`.
+    let numbered = |rest: &[u8], separator: &str| -> String {
+        let (document, number) = match rest.iter().position(|&b| b == 0) {
+            Some(at) => (&rest[..at], &rest[at + 1..]),
+            None => (rest, &[][..]),
+        };
+        let document = String::from_utf8_lossy(document);
+        match <[u8; 8]>::try_from(number) {
+            Ok(number) => format!("{document}{separator}{}", u64::from_be_bytes(number)),
+            Err(_) => format!("{document}{separator}?"),
+        }
+    };
+    match key {
+        [b'c', b'/', rest @ ..] => numbered(rest, "#"),
+        [b's', b'/', rest @ ..] => numbered(rest, " snapshot "),
+        [b'd', b'/', rest @ ..] => numbered(rest, " read view delta "),
+        [b'm', b'/', rest @ ..] => format!("{} manifest", String::from_utf8_lossy(rest)),
+        [b'v', b'/', rest @ ..] => format!("{} read view", String::from_utf8_lossy(rest)),
+        other => String::from_utf8_lossy(other).into_owned(),
+    }
+}

@@ -1,0 +1,293 @@
+//! A document's log in the store: its manifest, snapshot and tail chunks, sealed and checked,
+//! plus the witness that catches a store rolled back as a whole.
+//!
+//! This is the part that sync, the daemon and the audit tool need without the rest of the
+//! workspace: reading a document's log with every part authenticated and accounted for,
+//! staging new chunks and manifests into a batch, and sealing or opening any stored blob.
+//!
+//! A store that is *consistently* older than it should be (its log file truncated at a record
+//! boundary, or an old copy put back) passes every per-chunk check, because sled recovers such a
+//! file as if a crash had cut it short. The **witness** file beside the store catches that: at
+//! every clean close and compaction it records, sealed, how many chunks each document had, and a
+//! document that later loads with fewer is refused.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::PathBuf;
+
+use automerge::{ActorId, Automerge, ReadDoc};
+
+use super::layout;
+use crate::chunk::{self, BlobKind, ChunkPlace};
+use crate::crypto::SecretKey;
+use crate::error::{Error, Result};
+use crate::identity::DeviceIdentity;
+use crate::manifest::Manifest;
+use crate::store::{ChunkStore, StoreError, WriteBatch};
+
+/// Largest payload of one chunk. Keeps sled values far below the size at which it writes them
+/// to unsynced side files, and bounds what one damaged chunk can take with it.
+const MAX_CHUNK_PAYLOAD: usize = 64 * 1024;
+
+/// The witness file's name, and its blob id in the chunk format.
+const WITNESS_FILE: &str = "witness";
+
+/// A document in memory, with the manifest of what of it is durable.
+pub(super) struct LoadedDocument {
+    pub doc: Automerge,
+    pub manifest: Manifest,
+}
+
+/// A document's log as read from the store, checked, not yet loaded into Automerge.
+pub(super) struct StoredLog {
+    pub manifest: Manifest,
+    pub snapshot: Option<Vec<u8>>,
+    pub tail: Vec<Vec<u8>>,
+}
+
+/// The store, and what it takes to seal, open and check what it holds.
+pub(super) struct DocumentLog {
+    pub store: Box<dyn ChunkStore>,
+    /// The workspace directory (the witness lives there, beside the store).
+    pub dir: PathBuf,
+    pub workspace_id: [u8; 16],
+    pub identity: DeviceIdentity,
+    /// Local-storage keys by epoch.
+    pub storage_keys: BTreeMap<u32, SecretKey>,
+    pub current_epoch: u32,
+    /// Chunk counts per document at the last clean close or compaction.
+    pub witness: BTreeMap<String, u64>,
+}
+
+impl DocumentLog {
+    pub fn seal(&self, key: &[u8], kind: BlobKind, payload: &[u8]) -> Result<Vec<u8>> {
+        let place = ChunkPlace { workspace_id: &self.workspace_id, blob_id: key };
+        Ok(chunk::seal_chunk(place, kind, self.current_epoch, self.current_storage_key()?, &self.identity, payload)?)
+    }
+
+    pub fn seal_local(&self, key: &[u8], kind: BlobKind, payload: &[u8]) -> Result<Vec<u8>> {
+        let place = ChunkPlace { workspace_id: &self.workspace_id, blob_id: key };
+        Ok(chunk::seal_local(place, kind, self.current_epoch, self.current_storage_key()?, payload)?)
+    }
+
+    fn current_storage_key(&self) -> Result<&SecretKey> {
+        self.storage_keys
+            .get(&self.current_epoch)
+            .ok_or_else(|| Error::WorkspaceFormat { detail: "no key for the current epoch".into() })
+    }
+
+    /// Opens a local blob; a manifest may also be a signed chunk, as format 1 wrote them.
+    pub fn open_local(&self, document: &str, key: &[u8], bytes: &[u8], kind: BlobKind) -> Result<Vec<u8>> {
+        if kind == BlobKind::Manifest && chunk::is_chunk(bytes) {
+            return self.open_chunk(document, key, bytes, kind);
+        }
+        let place = ChunkPlace { workspace_id: &self.workspace_id, blob_id: key };
+        chunk::open_local(bytes, place, kind, |epoch| self.storage_keys.get(&epoch)).map_err(|source| Error::Chunk {
+            document: document.to_owned(),
+            blob: layout::describe(key),
+            source,
+        })
+    }
+
+    pub fn open_chunk(&self, document: &str, key: &[u8], bytes: &[u8], kind: BlobKind) -> Result<Vec<u8>> {
+        let place = ChunkPlace { workspace_id: &self.workspace_id, blob_id: key };
+        chunk::open_chunk(bytes, place, kind, |epoch| self.storage_keys.get(&epoch))
+            .map(|chunk| chunk.payload)
+            .map_err(|source| Error::Chunk { document: document.to_owned(), blob: layout::describe(key), source })
+    }
+
+    /// Reads a document's log with every part checked: the manifest, the snapshot it names and
+    /// its tail chunks, each authentic, none missing, none stray, and not older than the witness.
+    /// `None` for a document never written.
+    pub fn read_log(&self, document: &str) -> Result<Option<StoredLog>> {
+        let at = |source: StoreError| Error::DocumentStore { document: document.to_owned(), source };
+        let Some(manifest) = self.read_manifest(document)? else {
+            return Ok(None);
+        };
+        let snapshot = match manifest.snapshot {
+            Some(snapshot) => {
+                let key = layout::snapshot(document, snapshot.generation);
+                let sealed = self.store.get(&key).map_err(at)?.ok_or_else(|| Error::SnapshotMissing {
+                    document: document.to_owned(),
+                    generation: snapshot.generation,
+                })?;
+                Some(self.open_chunk(document, &key, &sealed, BlobKind::Snapshot)?)
+            }
+            None => None,
+        };
+        let witnessed = self.witness.get(document).copied().unwrap_or(0);
+        if manifest.next_seq < witnessed {
+            return Err(Error::StoreRolledBack {
+                document: document.to_owned(),
+                found: manifest.next_seq,
+                expected: witnessed,
+            });
+        }
+        let mut tail = Vec::new();
+        for (key, sealed) in self.store.scan_prefix(&layout::change_prefix(document)).map_err(at)? {
+            let seq = layout::change_seq(document, &key).ok_or_else(|| Error::ChunkUnexpected {
+                document: document.to_owned(),
+                blob: layout::describe(&key),
+            })?;
+            if seq < manifest.tail_start {
+                continue; // folded into the snapshot; left over from an interrupted compaction
+            }
+            if seq >= manifest.next_seq {
+                return Err(Error::ChunkUnexpected { document: document.to_owned(), blob: layout::describe(&key) });
+            }
+            let expected = manifest.tail_start + tail.len() as u64;
+            if seq != expected {
+                return Err(Error::ChunkMissing {
+                    document: document.to_owned(),
+                    seq: expected,
+                    expected_end: manifest.next_seq,
+                });
+            }
+            tail.push(self.open_chunk(document, &key, &sealed, BlobKind::Changes)?);
+        }
+        let end = manifest.tail_start + tail.len() as u64;
+        if end != manifest.next_seq {
+            return Err(Error::ChunkMissing {
+                document: document.to_owned(),
+                seq: end,
+                expected_end: manifest.next_seq,
+            });
+        }
+        Ok(Some(StoredLog { manifest, snapshot, tail }))
+    }
+
+    /// A document's manifest as stored; `None` for a document never written (after checking
+    /// that nothing of it is stored, and that the witness does not say otherwise).
+    pub fn read_manifest(&self, document: &str) -> Result<Option<Manifest>> {
+        let at = |source: StoreError| Error::DocumentStore { document: document.to_owned(), source };
+        let Some(sealed) = self.store.get(&layout::manifest(document)).map_err(at)? else {
+            if let Some(stray) = self.store.keys_with_prefix(&layout::change_prefix(document)).map_err(at)?.first() {
+                return Err(Error::ChunkUnexpected { document: document.to_owned(), blob: layout::describe(stray) });
+            }
+            if let Some(&expected) = self.witness.get(document).filter(|&&count| count > 0) {
+                return Err(Error::StoreRolledBack { document: document.to_owned(), found: 0, expected });
+            }
+            return Ok(None);
+        };
+        let bytes = self.open_local(document, &layout::manifest(document), &sealed, BlobKind::Manifest)?;
+        let manifest = Manifest::decode(&bytes)
+            .map_err(|detail| Error::DocumentCorrupt { document: document.to_owned(), detail })?;
+        Ok(Some(manifest))
+    }
+
+    /// Loads a document from its checked log (empty if it has never been written); new changes
+    /// made in it are `actor`'s.
+    pub fn load_document(&self, document: &str, actor: &ActorId) -> Result<LoadedDocument> {
+        let Some(log) = self.read_log(document)? else {
+            let mut doc = Automerge::new();
+            doc.set_actor(actor.clone());
+            return Ok(LoadedDocument { doc, manifest: Manifest::empty() });
+        };
+        let corrupt = |e: automerge::AutomergeError| Error::DocumentCorrupt {
+            document: document.to_owned(),
+            detail: e.to_string(),
+        };
+        let mut doc = match &log.snapshot {
+            // The bytes are authenticated and were saved by a device of this workspace from a
+            // document it had checked; re-hashing every change here would only cost time. (The
+            // audit tool verifies hashes.)
+            Some(bytes) => {
+                let options = automerge::LoadOptions::new().verification_mode(automerge::VerificationMode::DontCheck);
+                Automerge::load_with_options(bytes, options).map_err(corrupt)?
+            }
+            None => Automerge::new(),
+        };
+        for payload in &log.tail {
+            doc.load_incremental(payload).map_err(corrupt)?;
+        }
+        let missing = doc.get_missing_deps(&[]);
+        if !missing.is_empty() {
+            return Err(Error::DocumentCorrupt {
+                document: document.to_owned(),
+                detail: format!("{} changes depend on history that is not stored", missing.len()),
+            });
+        }
+        doc.set_actor(actor.clone());
+        Ok(LoadedDocument { doc, manifest: log.manifest })
+    }
+
+    /// Seals `changes` (raw change bytes) into as few chunks as fit, appends them to the
+    /// document's tail and stages the new manifest, all into `batch`. Returns the new manifest
+    /// (for the caller to keep once the batch is durable) and the first chunk's sequence number.
+    pub fn stage_changes(
+        &self,
+        document: &str,
+        loaded: &LoadedDocument,
+        changes: &[Vec<u8>],
+        batch: &mut WriteBatch,
+    ) -> Result<(Manifest, u64)> {
+        let mut manifest = loaded.manifest.clone();
+        manifest.events = Some(match manifest.events {
+            Some(events) => events + changes.len() as u64,
+            // A format-1 manifest did not count them: count once (the document holds the new ones).
+            None => loaded.doc.get_changes_meta(&[]).len() as u64,
+        });
+        let first_seq = manifest.next_seq;
+        let mut payload = Vec::new();
+        for (index, change) in changes.iter().enumerate() {
+            payload.extend_from_slice(change);
+            let next_fits = changes.get(index + 1).is_some_and(|next| payload.len() + next.len() <= MAX_CHUNK_PAYLOAD);
+            if !next_fits {
+                let key = layout::change(document, manifest.next_seq);
+                let sealed = self.seal(&key, BlobKind::Changes, &payload)?;
+                manifest.tail_bytes += sealed.len() as u64;
+                batch.put(key, sealed);
+                manifest.next_seq += 1;
+                payload.clear();
+            }
+        }
+        self.stage_manifest(document, &manifest, batch)?;
+        Ok((manifest, first_seq))
+    }
+
+    pub fn stage_manifest(&self, document: &str, manifest: &Manifest, batch: &mut WriteBatch) -> Result<()> {
+        let key = layout::manifest(document);
+        let sealed = self.seal_local(&key, BlobKind::Manifest, &manifest.encode())?;
+        batch.put(key, sealed);
+        Ok(())
+    }
+
+    /// Writes `batch` and waits until it is durable.
+    pub fn write_durably(&self, batch: WriteBatch) -> Result<()> {
+        self.store.write(batch)?;
+        self.store.sync()?;
+        Ok(())
+    }
+
+    pub fn read_witness(&mut self) -> Result<()> {
+        let path = self.dir.join(WITNESS_FILE);
+        let sealed = match std::fs::read(&path) {
+            Ok(sealed) => sealed,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(StoreError::from(e).into()),
+        };
+        let bytes = self.open_chunk(WITNESS_FILE, WITNESS_FILE.as_bytes(), &sealed, BlobKind::Manifest)?;
+        self.witness = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Store(StoreError::Corrupt { detail: format!("witness: {e}") }))?;
+        Ok(())
+    }
+
+    /// Records the chunk counts of `manifests` (all durable) in the witness file, atomically.
+    pub fn write_witness<'a>(&mut self, manifests: impl IntoIterator<Item = (&'a String, &'a Manifest)>) -> Result<()> {
+        for (name, manifest) in manifests {
+            let count = self.witness.entry(name.clone()).or_default();
+            *count = (*count).max(manifest.next_seq);
+        }
+        let bytes = serde_json::to_vec(&self.witness).unwrap_or_default();
+        let sealed = self.seal(WITNESS_FILE.as_bytes(), BlobKind::Manifest, &bytes)?;
+        let temporary = self.dir.join(format!("{WITNESS_FILE}.tmp"));
+        let write = || -> std::io::Result<()> {
+            let mut file = File::create(&temporary)?;
+            std::io::Write::write_all(&mut file, &sealed)?;
+            file.sync_all()?;
+            std::fs::rename(&temporary, self.dir.join(WITNESS_FILE))?;
+            File::open(&self.dir)?.sync_all()
+        };
+        write().map_err(|e| StoreError::from(e).into())
+    }
+}

@@ -1,0 +1,146 @@
+//! Read views: each collection document's current records, materialized and sealed beside its
+//! log, so reads do not wait for Automerge to replay the history.
+//!
+//! Each commit group stages, in the same batch as its chunks, a delta holding the new state of
+//! every record it touched; compaction folds the deltas into a new base. A stored view is used
+//! only if its base and deltas reach exactly the manifest's `next_seq`; otherwise it is rebuilt
+//! from the document. The view is a cache of the log, never its source.
+
+use tracing::{debug, warn};
+
+use super::{Workspace, layout};
+use crate::chunk::BlobKind;
+use crate::error::{Error, Result};
+use crate::store::{StoreError, WriteBatch};
+use crate::view::{self, Delta, RecordView, Touched};
+
+impl Workspace {
+    /// Stages the view delta of the chunks `document` got from `first_seq` to `next_seq`: the
+    /// new state of the `touched` records, in the same batch as the chunks.
+    pub(super) fn stage_delta(
+        &self,
+        document: &str,
+        first_seq: u64,
+        next_seq: u64,
+        touched: &Touched,
+        batch: &mut WriteBatch,
+    ) -> Result<Delta> {
+        let delta = Delta::capture(&self.loaded(document)?.doc, first_seq, next_seq, touched);
+        let key = layout::delta(document, first_seq);
+        batch.put(key.clone(), self.log.seal_local(&key, BlobKind::ReadViewDelta, &delta.encode())?);
+        Ok(delta)
+    }
+
+    /// Brings a cached view up to date once its delta is durable.
+    pub(super) fn apply_delta(&mut self, document: &str, delta: &Delta) {
+        if let Some(view) = self.views.get_mut(document)
+            && !view.apply(delta)
+        {
+            self.views.remove(document);
+        }
+    }
+
+    /// A collection document's read view: cached, else from the store once its log checks out,
+    /// else rebuilt from the document (and stored for next time).
+    pub(super) fn view(&mut self, document: &str) -> Result<&RecordView> {
+        if !self.views.contains_key(document) {
+            let view = self.load_view(document)?;
+            self.views.insert(document.to_owned(), view);
+        }
+        self.views.get(document).ok_or_else(|| Error::DocumentCorrupt {
+            document: document.to_owned(),
+            detail: "view vanished while loading".into(),
+        })
+    }
+
+    fn load_view(&mut self, document: &str) -> Result<RecordView> {
+        let (next_seq, stored) = match self.docs.get(document) {
+            Some(loaded) => (loaded.manifest.next_seq, self.stored_view(document)?),
+            None => {
+                // Checking the log and decoding the view are independent: one core each.
+                let (log, stored) = std::thread::scope(|scope| {
+                    let log = scope.spawn(|| self.log.read_log(document));
+                    let stored = self.stored_view(document);
+                    (log.join(), stored)
+                });
+                let log = log.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+                match log {
+                    Some(log) => (log.manifest.next_seq, stored?),
+                    None => return Ok(RecordView::default()),
+                }
+            }
+        };
+        if let Some(view) = stored.filter(|view| view.through_seq() == next_seq) {
+            return Ok(view);
+        }
+        let loaded = self.document(document)?;
+        let view = RecordView::materialize(&loaded.doc, loaded.manifest.next_seq);
+        debug!(document, records = view.len(), "read view rebuilt");
+        let mut batch = WriteBatch::default();
+        self.stage_view(document, &view, &mut batch)?;
+        // The view is a cache: failing to store it costs the next open a rebuild, nothing else.
+        if let Err(error) = self.log.write_durably(batch) {
+            warn!(document, %error, "could not store the rebuilt read view");
+        }
+        Ok(view)
+    }
+
+    /// The stored view: a base continued by its deltas without a gap. `None` if there is none
+    /// or it is damaged (to be rebuilt); whether it is current is the caller's to check.
+    fn stored_view(&self, document: &str) -> Result<Option<RecordView>> {
+        let at = |source: StoreError| Error::DocumentStore { document: document.to_owned(), source };
+        let base_key = layout::view(document);
+        let Some(sealed) = self.log.store.get(&base_key).map_err(at)? else {
+            return Ok(None);
+        };
+        let Some(mut view) = self.open_view_part(document, &base_key, &sealed, BlobKind::ReadView, RecordView::decode)
+        else {
+            return Ok(None);
+        };
+        for (key, sealed) in self.log.store.scan_prefix(&layout::delta_prefix(document)).map_err(at)? {
+            let Some(delta) = self.open_view_part(document, &key, &sealed, BlobKind::ReadViewDelta, Delta::decode)
+            else {
+                return Ok(None);
+            };
+            if delta.next_seq <= view.through_seq() {
+                continue; // folded into the base; left over from an interrupted compaction
+            }
+            if !view.apply(&delta) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(view))
+    }
+
+    /// Opens and decodes one stored part of a read view; `None` (logged) if it does not, so the
+    /// view is rebuilt from the log.
+    fn open_view_part<T>(
+        &self,
+        document: &str,
+        key: &[u8],
+        sealed: &[u8],
+        kind: BlobKind,
+        decode: impl FnOnce(&[u8]) -> std::result::Result<T, view::ViewDecodeError>,
+    ) -> Option<T> {
+        let decoded = self.log.open_local(document, key, sealed, kind).map_err(|e| e.to_string());
+        match decoded.and_then(|bytes| decode(&bytes).map_err(|e| e.to_string())) {
+            Ok(part) => Some(part),
+            Err(error) => {
+                warn!(document, blob = %layout::describe(key), %error, "a read view part does not open; rebuilding the view");
+                None
+            }
+        }
+    }
+
+    /// Stages `view` as the document's base and removes every delta it includes.
+    pub(super) fn stage_view(&self, document: &str, view: &RecordView, batch: &mut WriteBatch) -> Result<()> {
+        let key = layout::view(document);
+        batch.put(key.clone(), self.log.seal_local(&key, BlobKind::ReadView, &view.encode())?);
+        for key in self.log.store.keys_with_prefix(&layout::delta_prefix(document))? {
+            if layout::delta_seq(document, &key).is_none_or(|seq| seq < view.through_seq()) {
+                batch.delete(key);
+            }
+        }
+        Ok(())
+    }
+}
