@@ -1,7 +1,11 @@
-//! Old formats stay readable: `fixtures/workspace-v1` was written by the first release of the
-//! storage format (header format 1, chunk format 1, manifest v1, envelope v1) with
+//! Old formats stay readable. Each fixture was written by the build of its time with
 //! `adiuva init`, `task add`, `task done`, `note add`, `compact` and one more `task add`, so it
-//! holds a snapshot and a tail. Every later build must open it and read the same things.
+//! holds a snapshot and a tail; every later build must open it and read the same things:
+//! - `fixtures/workspace-v1`: the first release of the storage format (header format 1, chunk
+//!   format 1, manifest v1, envelope v1);
+//! - `fixtures/workspace-2026-12`: the format of December 2026 (manifest v2, unsigned local
+//!   blobs, read view bases and deltas; still header format 1, keyring format 1, chunk format
+//!   1), protected by a passphrase that is not in Unicode normal form NFKC.
 
 // Tests fail loudly: unwrapping is how they assert.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -10,6 +14,8 @@ mod common;
 
 use std::path::Path;
 
+use tempfile::TempDir;
+
 use adiuva_engine::{EventFilter, Workspace};
 use adiuva_model::Collection;
 use common::copy_dir;
@@ -17,12 +23,48 @@ use zeroize::Zeroizing;
 
 const FIXTURE_PASSPHRASE: &str = "fixture passphrase v1";
 
+/// A copy of a fixture: opening writes (checkpoint, witness), never to the fixture itself.
+fn copy_fixture(name: &str) -> TempDir {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture, dir.path());
+    dir
+}
+
+fn open(dir: &Path, passphrase: &str) -> Workspace {
+    Workspace::open(dir, || Some(Zeroizing::new(passphrase.into()))).unwrap()
+}
+
+/// Commits one more task, as any later command would.
+fn add_task(workspace: &mut Workspace, title: &str) {
+    let mut fields = serde_json::Map::new();
+    fields.insert("title".into(), title.into());
+    let effect = adiuva_engine::Effect::CreateRecord {
+        collection: Collection::Tasks,
+        id: adiuva_model::RecordId::new(),
+        fields,
+    };
+    let draft =
+        adiuva_engine::EventDraft::new(adiuva_model::EventKind::from_static("task.created"), adiuva_model::Actor::User);
+    workspace.commit(draft, effect).unwrap();
+}
+
+fn event_kinds(workspace: &mut Workspace) -> Vec<String> {
+    workspace.events(&EventFilter::default()).unwrap().iter().map(|e| e.envelope.kind.to_string()).collect()
+}
+
+/// The (records, events, snapshot generation, tail chunks) of the tasks document.
+fn tasks_status(workspace: &mut Workspace) -> (usize, usize, Option<u64>, u64) {
+    let status = workspace.status().unwrap();
+    assert!(status.documents.iter().all(|d| d.error.is_none()));
+    let tasks = status.documents.iter().find(|d| d.name == "tasks").unwrap();
+    (tasks.records, tasks.events, tasks.snapshot_generation, tasks.tail_chunks)
+}
+
 #[test]
 fn a_workspace_written_by_format_v1_still_opens_and_reads_the_same() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/workspace-v1");
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixture, dir.path()); // opening writes (checkpoint, witness): never the fixture itself
-    let mut workspace = Workspace::open(dir.path(), || Some(Zeroizing::new(FIXTURE_PASSPHRASE.into()))).unwrap();
+    let dir = copy_fixture("workspace-v1");
+    let mut workspace = open(dir.path(), FIXTURE_PASSPHRASE);
 
     let tasks = workspace.list(Collection::Tasks).unwrap();
     assert_eq!(tasks.len(), 2);
@@ -36,28 +78,50 @@ fn a_workspace_written_by_format_v1_still_opens_and_reads_the_same() {
     let notes = workspace.list(Collection::Notes).unwrap();
     assert_eq!(notes[0]["body"], "Body of the fixture note");
 
-    let kinds: Vec<String> =
-        workspace.events(&EventFilter::default()).unwrap().iter().map(|e| e.envelope.kind.to_string()).collect();
-    assert_eq!(kinds, ["workspace.created", "task.created", "task.completed", "note.created", "task.created"]);
-    let status = workspace.status().unwrap();
-    let tasks_document = status.documents.iter().find(|d| d.name == "tasks").unwrap();
-    assert_eq!(tasks_document.snapshot_generation, Some(1));
-    assert_eq!(tasks_document.tail_chunks, 1);
+    assert_eq!(
+        event_kinds(&mut workspace),
+        ["workspace.created", "task.created", "task.completed", "note.created", "task.created"]
+    );
     // Format-1 manifests do not count events: counted from the document instead.
-    assert_eq!((tasks_document.records, tasks_document.events), (2, 3));
-    assert!(status.documents.iter().all(|d| d.error.is_none()));
+    assert_eq!(tasks_status(&mut workspace), (2, 3, Some(1), 1));
 
     // A commit rewrites the manifest in the current format, with the count.
-    let id = adiuva_model::RecordId::new();
-    let mut fields = serde_json::Map::new();
-    fields.insert("title".into(), "After the upgrade".into());
-    let effect = adiuva_engine::Effect::CreateRecord { collection: Collection::Tasks, id, fields };
-    let draft =
-        adiuva_engine::EventDraft::new(adiuva_model::EventKind::from_static("task.created"), adiuva_model::Actor::User);
-    workspace.commit(draft, effect).unwrap();
+    add_task(&mut workspace, "After the upgrade");
     drop(workspace);
-    let mut workspace = Workspace::open(dir.path(), || Some(Zeroizing::new(FIXTURE_PASSPHRASE.into()))).unwrap();
-    let status = workspace.status().unwrap();
-    let tasks_document = status.documents.iter().find(|d| d.name == "tasks").unwrap();
-    assert_eq!((tasks_document.records, tasks_document.events), (3, 4));
+    let mut workspace = open(dir.path(), FIXTURE_PASSPHRASE);
+    assert_eq!(tasks_status(&mut workspace).0, 3);
+    assert_eq!(tasks_status(&mut workspace).1, 4);
+}
+
+/// The passphrase the 2026-12 fixture was created with: "ﬁ" (U+FB01) is "fi" in NFKC.
+const FIXTURE_2026_12_PASSPHRASE: &str = "fixture passphrase \u{FB01}ve \u{C5}";
+
+#[test]
+fn a_workspace_written_by_the_2026_12_format_still_opens_and_reads_the_same() {
+    let dir = copy_fixture("workspace-2026-12");
+    let mut workspace = open(dir.path(), FIXTURE_2026_12_PASSPHRASE);
+
+    let tasks = workspace.list(Collection::Tasks).unwrap();
+    assert_eq!(tasks.len(), 2);
+    assert_eq!(tasks[0]["id"], "01M8VESQ6ERJK1MWWTM33T5T2B");
+    assert_eq!(tasks[0]["title"], "Fixture task");
+    assert_eq!(tasks[0]["description"], "Written by the 2026-12 format");
+    assert_eq!(tasks[0]["status"], "done");
+    assert_eq!(tasks[0]["priority"], "high");
+    assert_eq!(tasks[0]["due"], "2026-12-24");
+    assert_eq!(tasks[0]["tags"], serde_json::json!(["home"]));
+    assert_eq!(tasks[1]["title"], "Tail task after compaction");
+    let notes = workspace.list(Collection::Notes).unwrap();
+    assert_eq!(notes[0]["title"], "Fixture note");
+    assert_eq!(notes[0]["body"], "Body of the fixture note");
+    assert_eq!(
+        event_kinds(&mut workspace),
+        ["workspace.created", "task.created", "task.completed", "note.created", "task.created"]
+    );
+    assert_eq!(tasks_status(&mut workspace), (2, 3, Some(1), 1));
+
+    add_task(&mut workspace, "After the upgrade");
+    drop(workspace);
+    let mut workspace = open(dir.path(), FIXTURE_2026_12_PASSPHRASE);
+    assert_eq!(tasks_status(&mut workspace), (3, 4, Some(1), 2));
 }
