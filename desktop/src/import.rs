@@ -4,12 +4,16 @@
 //! with its number) imports nothing rather than half a file. Events are then committed in groups
 //! of [`GROUP_SIZE`]: each is still its own event with its own envelope, but a group shares one
 //! durability barrier. A crash mid-import keeps every group that had completed.
+//!
+//! Idempotent: a record's id is derived from the file's content and the record's line
+//! ([`line_id`]), and records already in the workspace are skipped. Running the same file again,
+//! after an interruption or not, adds only what is missing.
 
 use std::io::BufRead;
 use std::path::Path;
 use std::time::Instant;
 
-use adiuva_engine::{Effect, EventDraft, Workspace, fields_of};
+use adiuva_engine::{Effect, EventDraft, Workspace, fields_of, json_error};
 use adiuva_model::record::{Note, Priority, Task, TaskStatus};
 use adiuva_model::{Actor, Collection, EventKind, RecordId};
 use anyhow::Context;
@@ -56,7 +60,14 @@ struct NoteLine {
 }
 
 pub fn run(workspace: &mut Workspace, file: &Path, correlation: Ulid) -> anyhow::Result<()> {
-    let events = parse(file)?;
+    let mut events = parse(file)?;
+    let in_file = events.len();
+    let mut present = Vec::with_capacity(events.len());
+    for (_, effect) in &events {
+        present.push(workspace.get(effect.collection(), effect.record())?.is_some());
+    }
+    let mut present = present.into_iter();
+    events.retain(|_| present.next() == Some(false));
     let total = events.len();
     let progress = ProgressBar::new(total as u64).with_style(
         ProgressStyle::with_template("{spinner} importing [{bar:40}] {pos}/{len} events, {per_sec}, eta {eta}")
@@ -90,39 +101,57 @@ pub fn run(workspace: &mut Workspace, file: &Path, correlation: Ulid) -> anyhow:
     progress.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "imported {total} events from {} in {seconds:.2} s ({:.0} events/s)",
+        "imported {total} events from {} in {seconds:.2} s ({:.0} events/s){}",
         file.display(),
-        total as f64 / seconds.max(f64::EPSILON)
+        total as f64 / seconds.max(f64::EPSILON),
+        match in_file - total {
+            0 => String::new(),
+            skipped => format!("; {skipped} were already imported"),
+        }
     );
     Ok(())
 }
 
 /// Reads and checks every line; any error names its line and nothing is imported.
 fn parse(file: &Path) -> anyhow::Result<Vec<(EventKind, Effect)>> {
-    let reader =
-        std::io::BufReader::new(std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?);
+    let content = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let file_hash = blake3::hash(&content);
     let mut events = Vec::new();
-    for (index, line) in reader.lines().enumerate() {
+    for (index, line) in content.as_slice().lines().enumerate() {
         let number = index + 1;
         let line = line.with_context(|| format!("{}:{number}: not readable text", file.display()))?;
         if line.trim().is_empty() {
             continue;
         }
-        let parsed: Line =
-            serde_json::from_str(&line).with_context(|| format!("{}:{number}: not an import line", file.display()))?;
-        let event = to_event(parsed).with_context(|| format!("{}:{number}", file.display()))?;
+        // Without serde's own message: it quotes the line's values.
+        let parsed: Line = serde_json::from_str(&line)
+            .map_err(|e| anyhow::anyhow!("{}:{number}: not an import line: it {}", file.display(), json_error(&e)))?;
+        let id = line_id(file_hash.as_bytes(), number);
+        let event = to_event(parsed, id).with_context(|| format!("{}:{number}", file.display()))?;
         events.push(event);
     }
     Ok(events)
 }
 
-fn to_event(line: Line) -> anyhow::Result<(EventKind, Effect)> {
+/// The id of the record on line `number` of a file whose content hashes to `file_hash`: the same
+/// line of the same file always gets the same id, and the ids of two different files never meet.
+/// Its time part is fixed (the Unix epoch), since no time of the file's survives a copy.
+fn line_id(file_hash: &[u8; 32], number: usize) -> RecordId {
+    let mut hasher = blake3::Hasher::new_derive_key("adiuva import record id v1");
+    hasher.update(file_hash);
+    hasher.update(&(number as u64).to_le_bytes());
+    let mut random = [0u8; 16];
+    random[6..].copy_from_slice(&hasher.finalize().as_bytes()[..10]);
+    RecordId(Ulid::from_parts(0, u128::from_be_bytes(random)))
+}
+
+fn to_event(line: Line, id: RecordId) -> anyhow::Result<(EventKind, Effect)> {
     let now = Utc::now();
     Ok(match line {
         Line::Task(task) => {
             let collection = Collection::Tasks;
             let task = Task {
-                id: RecordId::new(),
+                id,
                 title: crate::cli::non_empty_title(task.title)?,
                 description: task.description,
                 status: task.status,
@@ -138,7 +167,7 @@ fn to_event(line: Line) -> anyhow::Result<(EventKind, Effect)> {
         Line::Note(note) => {
             let collection = Collection::Notes;
             let note = Note {
-                id: RecordId::new(),
+                id,
                 title: crate::cli::non_empty_title(note.title)?,
                 body: note.body,
                 tags: note.tags,

@@ -11,16 +11,20 @@ use serde_json::Value;
 
 const PASSPHRASE: &str = "a passphrase for the cli tests";
 
-fn adiuva(workspace: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_adiuva"))
+fn command(workspace: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_adiuva"));
+    command
         .arg("--workspace")
         .arg(workspace)
         .args(args)
         .env("ADIUVA_PASSPHRASE", PASSPHRASE)
         .env_remove("ADIUVA_HOME")
-        .env_remove("DBUS_SESSION_BUS_ADDRESS") // no OS keyring: the passphrase path, as on CI
-        .output()
-        .unwrap()
+        .env_remove("DBUS_SESSION_BUS_ADDRESS"); // no OS keyring: the passphrase path, as on CI
+    command
+}
+
+fn adiuva(workspace: &Path, args: &[&str]) -> Output {
+    command(workspace, args).output().unwrap()
 }
 
 fn ok(workspace: &Path, args: &[&str]) -> String {
@@ -180,6 +184,77 @@ fn import_commits_every_line_or_nothing() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("bad.jsonl:2"), "the error names the line: {stderr}");
     assert_eq!(json(ws, &["task", "list", "--json"]).as_array().unwrap().len(), 2500, "nothing imported");
+}
+
+/// A file of `tasks` task lines and one note line.
+fn import_file(dir: &Path, tasks: usize) -> std::path::PathBuf {
+    let file = dir.join("import.jsonl");
+    let mut lines: Vec<String> =
+        (0..tasks).map(|i| format!(r#"{{"type":"task","title":"Imported {i}","tags":["bulk"]}}"#)).collect();
+    lines.push(r#"{"type":"note","title":"Imported note","body":"text"}"#.into());
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    file
+}
+
+fn task_titles(workspace: &Path) -> Vec<String> {
+    let tasks = json(workspace, &["task", "list", "--json"]);
+    let mut titles: Vec<String> =
+        tasks.as_array().unwrap().iter().map(|t| t["title"].as_str().unwrap().to_owned()).collect();
+    titles.sort();
+    titles
+}
+
+#[test]
+fn importing_the_same_file_again_adds_nothing() {
+    let dir = new_workspace();
+    let ws = dir.path();
+    ok(ws, &["task", "add", "By hand"]);
+    let file = import_file(ws, 10);
+    ok(ws, &["import", file.to_str().unwrap()]);
+    let once = task_titles(ws);
+    assert_eq!(once.len(), 11);
+    let out = ok(ws, &["import", file.to_str().unwrap()]);
+    assert!(out.contains("imported 0 events") && out.contains("11 were already imported"), "{out}");
+    assert_eq!(task_titles(ws), once);
+    assert_eq!(json(ws, &["note", "list", "--json"]).as_array().unwrap().len(), 1);
+    assert_eq!(json(ws, &["log", "--json", "--kind", "task.created"]).as_array().unwrap().len(), 11);
+    // Another file with the same lines is another import.
+    let other = ws.join("other.jsonl");
+    std::fs::write(&other, std::fs::read_to_string(&file).unwrap() + "\n").unwrap();
+    ok(ws, &["import", other.to_str().unwrap()]);
+    assert_eq!(task_titles(ws).len(), 21);
+}
+
+/// An import killed (SIGKILL) at moments spread over its run, then run again to the end: every
+/// line is there exactly once.
+#[test]
+fn an_interrupted_import_run_again_imports_every_line_once() {
+    const TASKS: usize = 3000;
+    let mut interrupted_midway = 0;
+    for delay_ms in [150, 400, 700, 1000, 1500, 2500] {
+        let dir = new_workspace();
+        let ws = dir.path();
+        let file = import_file(ws, TASKS);
+        let mut child = command(ws, &["import", file.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let kept = task_titles(ws).len();
+        if kept > 0 && kept < TASKS {
+            interrupted_midway += 1;
+        }
+        ok(ws, &["import", file.to_str().unwrap()]);
+        let titles = task_titles(ws);
+        let mut expected: Vec<String> = (0..TASKS).map(|i| format!("Imported {i}")).collect();
+        expected.sort();
+        assert_eq!(titles, expected, "killed after {delay_ms} ms with {kept} tasks kept");
+        assert_eq!(json(ws, &["note", "list", "--json"]).as_array().unwrap().len(), 1);
+    }
+    eprintln!("{interrupted_midway} kills left a partial import");
 }
 
 #[test]
