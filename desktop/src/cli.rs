@@ -74,6 +74,9 @@ pub enum Command {
     Import { file: PathBuf },
     /// Fold every document's recent changes into a compacted snapshot.
     Compact,
+    /// After the witness file (which guards the store against rollback) was lost: trust the
+    /// store as it is and record a new witness.
+    ResetWitness,
     /// Write the JSON Schema of every contract type into a directory.
     Schema {
         #[arg(long, value_name = "DIR")]
@@ -248,10 +251,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Command::Schema { out } = &args.command {
         return write_schemas(out);
     }
+    if let Command::ResetWitness = &args.command {
+        Workspace::open_resetting_witness(&dir, unlock::passphrase)?;
+        println!("recorded a new witness: the store is trusted as it is");
+        return Ok(());
+    }
     let workspace = Workspace::open(&dir, unlock::passphrase)?;
     let mut session = Session { workspace, correlation };
     match args.command {
-        Command::Init { .. } | Command::Schema { .. } => Ok(()),
+        Command::Init { .. } | Command::Schema { .. } | Command::ResetWitness => Ok(()),
         Command::Task(command) => task(&mut session, command),
         Command::Note(command) => note(&mut session, command),
         Command::Log { json, kind, actor, task, limit } => {

@@ -139,7 +139,8 @@ fn commit_latency(settings: &Settings, shape: Shape, report: &mut Map<String, Va
             .unwrap();
         ours.push(started.elapsed());
 
-        let (id, envelope, record) = (envelope.id.to_string(), envelope.encode(), Value::Object(fields).to_string());
+        let (id, envelope, record) =
+            (envelope.id.to_string(), envelope.encode().unwrap(), Value::Object(fields).to_string());
         let started = Instant::now();
         sqlite
             .execute("INSERT INTO events (id, envelope, record) VALUES (?1, ?2, ?3)", (&id, &envelope, &record))
@@ -206,8 +207,9 @@ fn group_commit(events: usize, windows: usize, shape: Shape, dir: &Path, report:
             subject: Some(Subject { document: "tasks".into(), record: id }),
         };
         let effect = Effect::CreateRecord { collection: Collection::Tasks, id, fields: task_fields(index, shape) };
-        let options =
-            CommitOptions::default().with_message(envelope.encode()).with_time(envelope.time.timestamp_millis());
+        let options = CommitOptions::default()
+            .with_message(envelope.encode().unwrap())
+            .with_time(envelope.time.timestamp_millis());
         doc.transact_with(|_| options, |tx| effect.apply(tx)).unwrap();
         if index + 1 - mark >= window || index + 1 == events {
             theirs.push((index + 1 - mark) as f64 / started.elapsed().as_secs_f64());

@@ -26,7 +26,7 @@
 
 use adiuva_model::DeviceId;
 
-use crate::crypto::{self, RandomUnavailable, SecretKey};
+use crate::crypto::{self, SealError, SecretKey};
 use crate::identity::{self, DeviceIdentity, SIGNATURE_LEN};
 
 const MAGIC: &[u8; 4] = b"ADVC";
@@ -166,7 +166,7 @@ pub fn seal_chunk(
     key: &SecretKey,
     signer: &DeviceIdentity,
     payload: &[u8],
-) -> Result<Vec<u8>, RandomUnavailable> {
+) -> Result<Vec<u8>, SealError> {
     let mut header = header(MAGIC, kind, epoch);
     let signature = signer.sign(&signed_message(place, kind, epoch, payload));
     let mut plaintext = Vec::with_capacity(32 + SIGNATURE_LEN + payload.len());
@@ -188,7 +188,7 @@ pub fn seal_local(
     epoch: u32,
     key: &SecretKey,
     payload: &[u8],
-) -> Result<Vec<u8>, RandomUnavailable> {
+) -> Result<Vec<u8>, SealError> {
     let mut header = header(LOCAL_MAGIC, kind, epoch);
     let mut aad = Vec::new();
     place.bind(&header, &mut aad);

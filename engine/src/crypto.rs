@@ -29,6 +29,16 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N], RandomUnavailable> {
 #[error("the operating system's random source is unavailable")]
 pub struct RandomUnavailable;
 
+/// Sealing failed: no randomness for the nonce, or a message beyond the cipher's length limit
+/// (256 GiB; no caller produces one, but an empty blob must never be stored in its place).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+pub enum SealError {
+    #[error(transparent)]
+    Random(#[from] RandomUnavailable),
+    #[error("the message is too long to encrypt")]
+    TooLong,
+}
+
 /// A secret 32-byte key, wiped from memory when dropped.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct SecretKey(pub(crate) [u8; 32]);
@@ -88,12 +98,11 @@ impl KeyPurpose {
 }
 
 /// Encrypts `plaintext` under `key` with a fresh random nonce; returns `nonce || ciphertext || tag`.
-pub fn seal(key: &SecretKey, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, RandomUnavailable> {
+pub fn seal(key: &SecretKey, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
     let nonce: [u8; NONCE_LEN] = random_bytes()?;
     let cipher = XChaCha20Poly1305::new(&key.0.into());
-    // Encryption only fails for messages beyond the cipher's length limit (256 GiB), which no
-    // caller produces: chunks are bounded far below it.
-    let ciphertext = cipher.encrypt(&XNonce::from(nonce), Payload { msg: plaintext, aad }).unwrap_or_default();
+    let ciphertext =
+        cipher.encrypt(&XNonce::from(nonce), Payload { msg: plaintext, aad }).map_err(|_| SealError::TooLong)?;
     let mut out = Vec::with_capacity(NONCE_LEN + ciphertext.len());
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&ciphertext);

@@ -7,7 +7,7 @@ use adiuva_model::envelope::EnvelopeError;
 use adiuva_model::{Collection, ErrorCode};
 
 use crate::chunk::ChunkError;
-use crate::crypto::RandomUnavailable;
+use crate::crypto::{RandomUnavailable, SealError};
 use crate::store::StoreError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -48,6 +48,12 @@ pub enum Error {
         "document {document} has {found} chunks but had {expected} when the workspace was last closed: a store file was truncated or replaced by an older copy"
     )]
     StoreRolledBack { document: String, found: u64, expected: u64 },
+    #[error(
+        "the witness file {path} is missing, so this workspace cannot be checked for a rolled-back store; put it back from a backup, or run `adiuva reset-witness` to trust the store as it is"
+    )]
+    WitnessMissing { path: PathBuf },
+    #[error("{name:?} is not a valid document name")]
+    DocumentNameInvalid { name: String },
     #[error("document {document} does not load: {detail}")]
     DocumentCorrupt { document: String, detail: String },
     #[error("event {change} in document {document}: {source}")]
@@ -75,6 +81,28 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Random(#[from] RandomUnavailable),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    /// Serializing something to store failed; nothing was written in its place.
+    #[error("could not encode the {what}")]
+    Encode { what: &'static str },
+}
+
+/// What a JSON error says, without the value it may quote: serde's messages include the
+/// offending value (`invalid type: string "…"`), which may be a record's text, and error
+/// messages and logs never carry record values.
+pub fn json_error(error: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match error.classify() {
+        Category::Io => "could not be read",
+        Category::Syntax => "is not valid JSON",
+        Category::Data => "has a field of the wrong type or value",
+        Category::Eof => "is cut short",
+    };
+    match error.line() {
+        0 => what.to_owned(),
+        line => format!("{what} (line {line}, column {})", error.column()),
+    }
 }
 
 impl Error {
@@ -101,7 +129,9 @@ impl Error {
             Error::ChunkMissing { .. } | Error::SnapshotMissing { .. } => ErrorCode::ChunkMissing,
             Error::ChunkUnexpected { .. } => ErrorCode::ChunkUnexpected,
             Error::StoreRolledBack { .. } => ErrorCode::StoreRolledBack,
+            Error::WitnessMissing { .. } => ErrorCode::WitnessMissing,
             Error::DocumentCorrupt { .. } => ErrorCode::DocumentCorrupt,
+            Error::DocumentNameInvalid { .. } => ErrorCode::DocumentNameInvalid,
             Error::Envelope { source, .. } => match source {
                 EnvelopeError::UnsupportedVersion { .. } => ErrorCode::EnvelopeVersion,
                 _ => ErrorCode::EnvelopeMalformed,
@@ -115,7 +145,8 @@ impl Error {
                 StoreError::Corrupt { .. } => ErrorCode::StoreCorrupt,
                 StoreError::Io { .. } => ErrorCode::StoreIo,
             },
-            Error::Random(_) => ErrorCode::StoreIo,
+            Error::Random(_) | Error::Seal(SealError::Random(_)) => ErrorCode::StoreIo,
+            Error::Seal(SealError::TooLong) | Error::Encode { .. } => ErrorCode::EncodeFailed,
         }
     }
 }

@@ -75,8 +75,8 @@ impl Header {
         Ok(header)
     }
 
-    fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+    fn encode(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(self).map_err(|_| Error::Encode { what: "workspace header" })
     }
 }
 
@@ -125,7 +125,7 @@ pub fn create(workspace_id: ulid::Ulid, protection: KeyProtection) -> Result<Cre
             (Protection::OsKeyring { service: KEYRING_SERVICE.into(), account }, kek)
         }
     };
-    let header = Header { format: HEADER_FORMAT, workspace_id, device_id, protection }.encode();
+    let header = Header { format: HEADER_FORMAT, workspace_id, device_id, protection }.encode()?;
     let unlocked = Unlocked { identity, keys };
     let sealed_keyring = crypto::seal(&kek, &keyring_aad(&header), &encode_keyring(&unlocked))?;
     Ok(Created { header, sealed_keyring, unlocked })

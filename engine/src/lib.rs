@@ -48,7 +48,7 @@ pub mod store;
 pub mod view;
 pub mod workspace;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, json_error};
 pub use keystore::KeyProtection;
 pub use records::{Effect, FieldConflict};
 pub use workspace::{

@@ -44,8 +44,8 @@ impl Manifest {
         Self { v: MANIFEST_VERSION, events: Some(0), ..Self::default() }
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+    pub fn encode(&self) -> crate::Result<Vec<u8>> {
+        serde_json::to_vec(self).map_err(|_| crate::Error::Encode { what: "manifest" })
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
@@ -75,7 +75,7 @@ mod tests {
         let v1 = br#"{"v":1,"tail_start":0,"next_seq":3,"tail_bytes":900}"#;
         let manifest = Manifest::decode(v1).unwrap();
         assert_eq!((manifest.next_seq, manifest.events), (3, None));
-        assert!(Manifest::decode(&manifest.encode()).is_ok());
+        assert!(Manifest::decode(&manifest.encode().unwrap()).is_ok());
         let v3 = br#"{"v":3,"tail_start":0,"next_seq":3,"tail_bytes":900}"#;
         assert!(Manifest::decode(v3).unwrap_err().contains("version 3"));
     }

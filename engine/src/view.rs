@@ -56,7 +56,7 @@ pub enum ViewDecodeError {
     Malformed(&'static str),
     #[error("read view does not inflate: {0}")]
     Inflate(#[from] std::io::Error),
-    #[error("read view delta: {0}")]
+    #[error("read view delta {}", crate::error::json_error(.0))]
     Json(#[from] serde_json::Error),
 }
 
@@ -161,7 +161,7 @@ impl RecordView {
     /// The view as a stored base, deflated:
     /// `"ADVW" | version 1 | through_seq u64 | count u32 | count × (id u128 | length u32 | JSON)`,
     /// integers little-endian but ids big-endian (their sort order). No JSON to parse at load.
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> crate::Result<Vec<u8>> {
         let mut plain = Vec::with_capacity(17 + self.records.iter().map(|(_, text)| 20 + text.len()).sum::<usize>());
         plain.extend_from_slice(BASE_MAGIC);
         plain.push(BASE_VERSION);
@@ -173,9 +173,9 @@ impl RecordView {
             plain.extend_from_slice(text.as_bytes());
         }
         let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
-        // Writing into a Vec cannot fail.
-        let _ = encoder.write_all(&plain);
-        encoder.finish().unwrap_or_default()
+        let encode_error = |_| crate::Error::Encode { what: "read view" };
+        encoder.write_all(&plain).map_err(encode_error)?;
+        encoder.finish().map_err(encode_error)
     }
 
     /// Decodes a base. Pure; never panics. Ids out of order or repeated are refused, so the
@@ -233,8 +233,8 @@ impl Delta {
         Self { first_seq, next_seq, records }
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+    pub fn encode(&self) -> crate::Result<Vec<u8>> {
+        serde_json::to_vec(self).map_err(|_| crate::Error::Encode { what: "read view delta" })
     }
 
     /// Decodes a delta. Pure; never panics.
@@ -268,7 +268,7 @@ mod tests {
         let ids: Vec<RecordId> = (0..3).map(|_| RecordId::new()).collect();
         let doc = doc_with(&ids);
         let view = RecordView::materialize(&doc, 4);
-        let mut decoded = RecordView::decode(&view.encode()).unwrap();
+        let mut decoded = RecordView::decode(&view.encode().unwrap()).unwrap();
         assert_eq!(decoded.len(), 3);
         assert_eq!(decoded.get(ids[1]).unwrap()["title"], "task 1");
 
@@ -279,7 +279,7 @@ mod tests {
         tx.delete(automerge::ROOT, ids[2].to_string()).unwrap();
         tx.commit();
         let delta = Delta::capture(&doc, 4, 6, &[(ids[0], None), (ids[2], None)].into_iter().collect());
-        let delta = Delta::decode(&delta.encode()).unwrap();
+        let delta = Delta::decode(&delta.encode().unwrap()).unwrap();
         assert!(decoded.apply(&delta));
         assert_eq!(decoded.through_seq(), 6);
         assert!(!decoded.apply(&delta), "the same delta again does not continue the view");

@@ -1,7 +1,9 @@
 //! Crash safety: a child process commits events (single commits and group commits, with
 //! frequent compaction) and reports each one whose commit returned; the parent kills it with
 //! SIGKILL at a random moment, reopens the workspace and checks that every reported event is
-//! there. Repeated [`ROUNDS`] times over the same, growing workspace.
+//! there. Repeated [`ROUNDS`] times over the same, growing workspace. Another child runs `init`
+//! and is killed at moments spread over it: the directory then holds a complete workspace or
+//! none, and `init` runs again.
 //!
 //! The child is this test binary itself, re-run with [`CHILD_ENV`] set: the real engine, in a
 //! real separate process, killed for real.
@@ -57,7 +59,56 @@ fn crash_child() {
         workspace.commit_batch(events).unwrap();
         let report: String = ids.iter().map(|id| format!("ack {id}\n")).collect();
         acks.write_all(report.as_bytes()).unwrap();
+        if round % 10 == 9 {
+            // Besides the compactions commits trigger: every document at once.
+            workspace.compact().unwrap();
+        }
     }
+}
+
+const INIT_CHILD_ENV: &str = "ADIUVA_CRASH_CHILD_INIT";
+
+/// The child: create a workspace.
+#[test]
+fn crash_init_child() {
+    if let Ok(dir) = std::env::var(INIT_CHILD_ENV) {
+        drop(init(dir.as_ref()));
+    }
+}
+
+#[test]
+fn sigkill_during_init_leaves_a_complete_workspace_or_none() {
+    let mut rng = Rng(SEED);
+    let (mut complete, mut none) = (0, 0);
+    for round in 0..12 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "crash_init_child", "--nocapture", "--test-threads=1"])
+            .env(INIT_CHILD_ENV, dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Spread over the child's start, its key derivation and its first batch.
+        let delay = Duration::from_micros(rng.next() % 1_500_000);
+        std::thread::sleep(delay);
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let mut workspace = match Workspace::open(dir.path(), passphrase) {
+            Ok(workspace) => {
+                complete += 1;
+                workspace
+            }
+            Err(adiuva_engine::Error::WorkspaceNotFound { .. }) => {
+                none += 1;
+                init(dir.path())
+            }
+            Err(e) => panic!("round {round}: killed after {delay:?}: neither a workspace nor none: {e}"),
+        };
+        add_task(&mut workspace, "after the kill", "");
+        eprintln!("round {round}: killed after {delay:?}");
+    }
+    eprintln!("{complete} complete workspaces, {none} none");
 }
 
 #[test]

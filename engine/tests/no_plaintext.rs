@@ -1,6 +1,7 @@
 //! Nothing written into a task or note appears in clear anywhere under the workspace
 //! directory: not in change chunks, not in manifests, not in snapshots, not in the witness,
-//! before or after compaction, nor after edits, deletion, or a group commit.
+//! before or after compaction, nor after edits, deletion, or a group commit. And every value the
+//! store holds is a sealed frame, so data that is only compressed cannot pass for encrypted.
 
 // Tests fail loudly: unwrapping is how they assert.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -8,6 +9,7 @@
 mod common;
 
 use adiuva_engine::Effect;
+use adiuva_engine::store::{ChunkStore, SledStore};
 use adiuva_model::Collection;
 use common::*;
 use serde_json::json;
@@ -29,6 +31,33 @@ fn assert_no_marker_on_disk(dir: &std::path::Path, stage: &str) {
             // Automerge compresses large columns; look for a marker's distinctive middle too.
             assert!(!contains(bytes, &marker.as_bytes()[7..]), "{stage}: part of {marker:?} in {}", path.display());
         }
+    }
+}
+
+/// Frame starts: a signed chunk or a local blob, format 1.
+const FRAMES: [&[u8]; 2] = [b"ADVC\x01", b"ADVL\x01"];
+
+fn assert_every_value_sealed(dir: &std::path::Path) {
+    let store = SledStore::open(&dir.join("store")).unwrap();
+    let entries = store.scan_prefix(b"").unwrap();
+    assert!(entries.len() > 10, "{} entries", entries.len());
+    for (key, value) in entries {
+        // The header is cleartext by design (and the keyring's associated data); the keyring
+        // is sealed under the key-encryption key in its own format.
+        if key == b"h" || key == b"k" {
+            continue;
+        }
+        assert!(FRAMES.iter().any(|frame| value.starts_with(frame)), "{:?} holds an unsealed value", key);
+        if value.starts_with(FRAMES[0]) {
+            adiuva_engine::chunk::parse_frame(&value).unwrap();
+        }
+    }
+    let values = dir.join("store").join("values");
+    let files: Vec<_> = std::fs::read_dir(values).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(!files.is_empty(), "the test must cover value files");
+    for file in files {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(FRAMES.iter().any(|frame| bytes.starts_with(frame)), "{} is not a sealed frame", file.display());
     }
 }
 
@@ -59,6 +88,7 @@ fn task_and_note_text_never_reaches_the_disk_in_clear() {
     workspace.commit(draft("task.deleted"), Effect::DeleteRecord { collection: Collection::Tasks, id: task }).unwrap();
     drop(workspace);
     assert_no_marker_on_disk(dir.path(), "after close");
+    assert_every_value_sealed(dir.path());
 
     // And the text is really there, for whoever holds the key.
     let mut workspace = open(dir.path());

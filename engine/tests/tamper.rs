@@ -9,7 +9,7 @@ mod common;
 
 use std::path::Path;
 
-use adiuva_engine::store::{ChunkStore, SledStore, WriteBatch};
+use adiuva_engine::store::{ChunkStore, SledStore, WriteBatch, inspect_write_ahead_log};
 use adiuva_engine::{Error, Workspace};
 use adiuva_model::{Collection, ErrorCode};
 use common::*;
@@ -27,8 +27,12 @@ fn raw_store(dir: &Path) -> SledStore {
     SledStore::open(&dir.join("store")).unwrap()
 }
 
+fn raw_value(dir: &Path, key: &[u8]) -> Vec<u8> {
+    raw_store(dir).get(key).unwrap().expect("key present")
+}
+
 fn rewrite(dir: &Path, key: &[u8], change: impl FnOnce(&mut Vec<u8>)) {
-    let mut value = raw_store(dir).get(key).unwrap().expect("key present");
+    let mut value = raw_value(dir, key);
     change(&mut value);
     put_raw(dir, key, value);
 }
@@ -269,18 +273,59 @@ fn an_altered_header_never_unlocks() {
     assert_eq!(error.code(), ErrorCode::WorkspaceFormat, "{error}");
 }
 
+/// The store directory of `template` taken at this moment, as a later rollback would put it
+/// back.
+fn store_copy(template: &Path) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(&template.join("store"), copy.path());
+    copy
+}
+
+fn put_store_back(dir: &Path, copy: &Path) {
+    std::fs::remove_dir_all(dir.join("store")).unwrap();
+    copy_dir(copy, &dir.join("store"));
+}
+
+/// One more task and one more note, committed and closed.
+fn add_a_task_and_a_note(dir: &Path) {
+    let mut workspace = open(dir);
+    add_task(&mut workspace, "third", "three");
+    add_note(&mut workspace, "second note", "");
+}
+
+#[test]
+fn a_store_rolled_back_as_a_whole_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    workspace_with_tasks_and_a_note(dir.path());
+    let older = store_copy(dir.path());
+    add_a_task_and_a_note(dir.path());
+    // Every per-chunk check passes on the older store: only the witness can tell.
+    put_store_back(dir.path(), older.path());
+    let mut workspace = open(dir.path());
+    for collection in [Collection::Tasks, Collection::Notes] {
+        let error = workspace.list(collection).unwrap_err();
+        assert!(matches!(error, Error::StoreRolledBack { found, expected, .. } if found < expected), "{error}");
+    }
+}
+
+/// A store log cut short, with the write-ahead log gone too (as when the whole store directory is
+/// an older or damaged copy), so that nothing repairs it.
 #[test]
 fn truncated_store_files_are_a_typed_error_never_a_silently_older_workspace() {
     let template = tempfile::tempdir().unwrap();
     workspace_with_tasks_and_a_note(template.path());
+    add_a_task_and_a_note(template.path());
     let log = template.path().join("store").join("db");
     let length = std::fs::metadata(&log).unwrap().len();
-    for keep in [0, 1, 64, length / 4, length / 2, length - 100, length - 1] {
+    let mut rolled_back = 0;
+    // sled's records sit in the first few KiB of its segment; the rest is preallocated.
+    for keep in (0..24).map(|i| i * 2048).chain([length / 2, length - 1]) {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(template.path(), dir.path());
-        let file = std::fs::OpenOptions::new().write(true).open(dir.path().join("store").join("db")).unwrap();
-        file.set_len(keep).unwrap();
-        drop(file);
+        for (file, keep) in [("db", keep), ("wal", 0)] {
+            let file = std::fs::OpenOptions::new().write(true).open(dir.path().join("store").join(file)).unwrap();
+            file.set_len(keep).unwrap();
+        }
         let outcome = std::panic::catch_unwind(|| match Workspace::open(dir.path(), passphrase) {
             Err(error) => Err(error.code()),
             Ok(mut workspace) => Ok((
@@ -297,11 +342,13 @@ fn truncated_store_files_are_a_typed_error_never_a_silently_older_workspace() {
         match outcome {
             Err(code) => assert!(damage.contains(&code), "keep {keep}: {code:?}"),
             Ok((tasks, notes)) => {
-                assert!(matches!(tasks, Ok(2)) || tasks.is_err_and(|c| damage.contains(&c)), "keep {keep}: {tasks:?}");
-                assert!(matches!(notes, Ok(1)) || notes.is_err_and(|c| damage.contains(&c)), "keep {keep}: {notes:?}");
+                assert!(matches!(tasks, Ok(3)) || tasks.is_err_and(|c| damage.contains(&c)), "keep {keep}: {tasks:?}");
+                assert!(matches!(notes, Ok(2)) || notes.is_err_and(|c| damage.contains(&c)), "keep {keep}: {notes:?}");
+                rolled_back += usize::from(tasks == Err(ErrorCode::StoreRolledBack));
             }
         }
     }
+    assert!(rolled_back > 0, "some truncation must leave an older store, caught by the witness");
 }
 
 #[test]
@@ -318,4 +365,195 @@ fn an_envelope_from_a_newer_version_is_refused_and_nothing_is_kept() {
     assert_eq!(workspace.list(Collection::Tasks).unwrap().len(), 1);
     drop(workspace);
     assert_eq!(open(dir.path()).list(Collection::Tasks).unwrap().len(), 1);
+}
+
+#[test]
+fn a_deleted_witness_is_refused_not_a_silently_disabled_rollback_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let older = tempfile::tempdir().unwrap();
+    let mut workspace = init(dir.path());
+    add_task(&mut workspace, "first", "");
+    drop(workspace);
+    copy_dir(dir.path(), older.path());
+    let mut workspace = open(dir.path());
+    add_task(&mut workspace, "second", "");
+    drop(workspace);
+    // An older copy of the store put back, and the witness that would catch it deleted.
+    std::fs::remove_dir_all(dir.path().join("store")).unwrap();
+    copy_dir(&older.path().join("store"), &dir.path().join("store"));
+    std::fs::remove_file(dir.path().join("witness")).unwrap();
+    let error = Workspace::open(dir.path(), passphrase).err().expect("open must refuse");
+    assert_eq!(error.code(), ErrorCode::WitnessMissing, "{error}");
+    assert!(error.to_string().contains("reset-witness"), "the error gives the way out: {error}");
+    // The way out is explicit: trust the store as it is, and guard it from then on.
+    let mut workspace = Workspace::open_resetting_witness(dir.path(), passphrase).unwrap();
+    assert_eq!(workspace.list(Collection::Tasks).unwrap().len(), 1);
+    drop(workspace);
+    assert_eq!(open(dir.path()).list(Collection::Tasks).unwrap().len(), 1);
+    std::fs::remove_file(dir.path().join("witness")).unwrap();
+    assert_eq!(Workspace::open(dir.path(), passphrase).err().unwrap().code(), ErrorCode::WitnessMissing);
+}
+
+/// A closed workspace's store, as a template to damage copies of.
+fn template_copy(template: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(template, dir.path());
+    dir
+}
+
+#[test]
+fn damage_to_the_write_ahead_log_is_a_typed_error() {
+    let template = tempfile::tempdir().unwrap();
+    workspace_with_tasks_and_a_note(template.path());
+    let wal = |dir: &Path| dir.join("store").join("wal");
+    let (records, torn) = inspect_write_ahead_log(&std::fs::read(wal(template.path())).unwrap()).unwrap();
+    assert!(records >= 2 && !torn, "the log must hold records to damage: {records}");
+    // A damaged record with others after it was acknowledged and cannot be skipped.
+    for position in [0, 5, 12, 40] {
+        let dir = template_copy(template.path());
+        let mut bytes = std::fs::read(wal(dir.path())).unwrap();
+        bytes[position] ^= 0x10;
+        std::fs::write(wal(dir.path()), bytes).unwrap();
+        let error = Workspace::open(dir.path(), passphrase).err().expect("open must fail");
+        assert_eq!(error.code(), ErrorCode::StoreCorrupt, "byte {position}: {error}");
+    }
+}
+
+#[test]
+fn damage_to_the_witness_is_a_typed_error() {
+    let template = tempfile::tempdir().unwrap();
+    workspace_with_tasks_and_a_note(template.path());
+    let witness = |dir: &Path| dir.join("witness");
+    let damaged = |change: &dyn Fn(&mut Vec<u8>), expected: ErrorCode| {
+        let dir = template_copy(template.path());
+        let mut bytes = std::fs::read(witness(dir.path())).unwrap();
+        change(&mut bytes);
+        std::fs::write(witness(dir.path()), bytes).unwrap();
+        let error = Workspace::open(dir.path(), passphrase).err().expect("open must fail");
+        assert_eq!(error.code(), expected, "{error}");
+        assert!(error.to_string().contains("witness"), "{error}");
+    };
+    damaged(&|bytes| bytes[40] ^= 1, ErrorCode::ChunkCorrupt);
+    damaged(&|bytes| bytes.truncate(8), ErrorCode::ChunkMalformed);
+    // Another workspace's witness does not pass for this one's.
+    let other = tempfile::tempdir().unwrap();
+    workspace_with_tasks_and_a_note(other.path());
+    let foreign = std::fs::read(witness(other.path())).unwrap();
+    damaged(&|bytes| bytes.clone_from(&foreign), ErrorCode::ChunkCorrupt);
+}
+
+#[test]
+fn damage_to_the_keyring_or_the_header_never_unlocks() {
+    let template = tempfile::tempdir().unwrap();
+    workspace_with_tasks_and_a_note(template.path());
+    // The keyring is authenticated encryption under the passphrase's key: a damaged one cannot
+    // be told from a wrong passphrase, and unlocks nothing.
+    let dir = template_copy(template.path());
+    rewrite(dir.path(), b"k", |bytes| bytes[30] ^= 1);
+    assert_eq!(Workspace::open(dir.path(), passphrase).err().unwrap().code(), ErrorCode::WrongPassphrase);
+    rewrite(dir.path(), b"k", |bytes| bytes.truncate(3));
+    let error = Workspace::open(dir.path(), passphrase).err().unwrap();
+    assert!(matches!(error.code(), ErrorCode::WrongPassphrase | ErrorCode::WorkspaceFormat), "{error}");
+    for key in [&b"k"[..], b"h"] {
+        let dir = template_copy(template.path());
+        delete(dir.path(), key);
+        assert_eq!(Workspace::open(dir.path(), passphrase).err().unwrap().code(), ErrorCode::WorkspaceFormat);
+    }
+}
+
+#[test]
+fn a_manifest_from_another_document_or_an_older_one_is_refused() {
+    let template = tempfile::tempdir().unwrap();
+    workspace_with_tasks_and_a_note(template.path());
+    let dir = template_copy(template.path());
+    put_raw(dir.path(), b"m/tasks", raw_value(dir.path(), b"m/notes"));
+    assert_tasks_damaged_notes_fine(dir.path(), ErrorCode::ChunkCorrupt);
+    // An older manifest of the same document: the witness knows the document had more chunks.
+    let dir = tempfile::tempdir().unwrap();
+    let mut workspace = init(dir.path());
+    add_task(&mut workspace, "first", "one");
+    drop(workspace);
+    let older = raw_value(dir.path(), b"m/tasks");
+    let mut workspace = open(dir.path());
+    add_task(&mut workspace, "second", "two");
+    add_note(&mut workspace, "unrelated note", "still readable");
+    drop(workspace);
+    put_raw(dir.path(), b"m/tasks", older);
+    assert_tasks_damaged_notes_fine(dir.path(), ErrorCode::StoreRolledBack);
+}
+
+#[test]
+fn damaged_moved_or_lost_read_view_deltas_cost_a_rebuild_never_wrong_records() {
+    let template = tempfile::tempdir().unwrap();
+    workspace_with_tasks_and_a_note(template.path());
+    let deltas = raw_store(template.path()).keys_with_prefix(b"d/tasks\0").unwrap();
+    assert_eq!(deltas.len(), 2, "one delta per commit");
+    let notes_delta = raw_store(template.path()).keys_with_prefix(b"d/notes\0").unwrap().remove(0);
+    // (Reading stores a rebuilt base: read a copy.)
+    let expected = open(template_copy(template.path()).path()).list(Collection::Tasks).unwrap();
+    let damages: [&dyn Fn(&Path); 4] = [
+        &|dir| rewrite(dir, &deltas[1], |bytes| bytes[30] ^= 1),
+        &|dir| delete(dir, &deltas[0]),
+        &|dir| put_raw(dir, &deltas[1], raw_value(dir, &deltas[0])),
+        &|dir| put_raw(dir, &deltas[1], raw_value(dir, &notes_delta)),
+    ];
+    for (index, damage) in damages.iter().enumerate() {
+        let dir = template_copy(template.path());
+        damage(dir.path());
+        assert_eq!(open(dir.path()).list(Collection::Tasks).unwrap(), expected, "damage {index}");
+        assert_eq!(open(dir.path()).list(Collection::Notes).unwrap().len(), 1, "damage {index}");
+    }
+}
+
+#[test]
+fn value_files_flipped_or_swapped_between_keys_are_refused() {
+    let template = tempfile::tempdir().unwrap();
+    let mut workspace = init(template.path());
+    for index in 0..200 {
+        add_task(&mut workspace, &format!("task {index}"), "a description long enough to make the snapshot big");
+    }
+    let group: Vec<_> = (0..200)
+        .map(|index| {
+            let id = adiuva_model::RecordId::new();
+            let fields = fields(serde_json::json!({"title": format!("note {index}"), "body": format!("body {index}"),
+                                                   "tags": [], "created_at": "2026-11-29T10:00:00Z"}));
+            (draft("note.created"), adiuva_engine::Effect::CreateRecord { collection: Collection::Notes, id, fields })
+        })
+        .collect();
+    workspace.commit_batch(group).unwrap();
+    workspace.compact().unwrap();
+    drop(workspace);
+    let snapshots: Vec<_> = std::fs::read_dir(template.path().join("store").join("values"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|file| std::fs::read(file).unwrap().starts_with(SNAPSHOT_FRAME))
+        .collect();
+    assert_eq!(snapshots.len(), 2, "a tasks and a notes snapshot, each in a value file");
+    let names: Vec<_> = snapshots.iter().map(|file| file.file_name().unwrap().to_owned()).collect();
+    let values = |dir: &Path| dir.join("store").join("values");
+    let both_refused = |dir: &Path, expected: ErrorCode| {
+        let mut workspace = open(dir);
+        for collection in [Collection::Tasks, Collection::Notes] {
+            let error = workspace.list(collection).unwrap_err();
+            assert_eq!(error.code(), expected, "{error}");
+        }
+    };
+    // Each key's pointer now leads to the other key's file.
+    let dir = template_copy(template.path());
+    let (first, second) = (values(dir.path()).join(&names[0]), values(dir.path()).join(&names[1]));
+    let swap = values(dir.path()).join("swap");
+    std::fs::rename(&first, &swap).unwrap();
+    std::fs::rename(&second, &first).unwrap();
+    std::fs::rename(&swap, &second).unwrap();
+    both_refused(dir.path(), ErrorCode::ChunkCorrupt);
+    // A flipped byte in each.
+    let dir = template_copy(template.path());
+    for name in &names {
+        let file = values(dir.path()).join(name);
+        let mut bytes = std::fs::read(&file).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 8;
+        std::fs::write(&file, bytes).unwrap();
+    }
+    both_refused(dir.path(), ErrorCode::ChunkCorrupt);
 }

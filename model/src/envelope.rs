@@ -327,9 +327,8 @@ pub struct Envelope {
 
 impl Envelope {
     /// The JSON text stored as the change's commit message.
-    pub fn encode(&self) -> String {
-        // Serializing these plain types to a String cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
+    pub fn encode(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(self)
     }
 
     /// Reads a commit message. A newer version than [`ENVELOPE_VERSION`] is refused with
@@ -398,12 +397,12 @@ mod tests {
     #[test]
     fn envelope_round_trips_through_its_message() {
         let envelope = sample();
-        assert_eq!(Envelope::decode(&envelope.encode()).unwrap(), envelope);
+        assert_eq!(Envelope::decode(&envelope.encode().unwrap()).unwrap(), envelope);
     }
 
     #[test]
     fn newer_envelope_version_is_refused_not_guessed() {
-        let message = sample().encode().replacen("\"v\":1", "\"v\":2", 1);
+        let message = sample().encode().unwrap().replacen("\"v\":1", "\"v\":2", 1);
         assert_eq!(Envelope::decode(&message), Err(EnvelopeError::UnsupportedVersion { found: 2, supported: 1 }));
     }
 

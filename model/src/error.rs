@@ -50,6 +50,9 @@ error_codes! {
     StoreIo => "store.io", "The local store could not be read or written.";
     StoreCorrupt => "store.corrupt", "The local store's own files are damaged.";
     StoreRolledBack => "store.rolled_back", "The store holds less than it held at its last clean close: a file was truncated or replaced by an older copy.";
+    DocumentNameInvalid => "document.name_invalid", "A document name is not one this workspace can hold (bad characters or too long).";
+    EncodeFailed => "internal.encode_failed", "Something could not be serialized to be stored; nothing was written in its place.";
+    WitnessMissing => "store.witness_missing", "The witness file that guards the store against rollback is missing.";
 }
 
 #[cfg(test)]

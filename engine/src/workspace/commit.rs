@@ -134,7 +134,7 @@ impl Workspace {
             let envelope = self.envelope(draft, Some(subject));
             prepared.push(Prepared { document, envelope, operation: Operation::Record(effect), requested: true });
         }
-        self.commit_prepared(prepared)
+        self.commit_prepared(prepared, WriteBatch::default())
     }
 
     /// An engine bookkeeping event on the root document.
@@ -163,9 +163,11 @@ impl Workspace {
         }
     }
 
-    pub(super) fn commit_prepared(&mut self, events: Vec<Prepared>) -> Result<Vec<Envelope>> {
+    /// Applies `events` and writes their changes durably, together with whatever `batch`
+    /// already holds.
+    pub(super) fn commit_prepared(&mut self, events: Vec<Prepared>, batch: WriteBatch) -> Result<Vec<Envelope>> {
         let touched: BTreeSet<String> = events.iter().map(|e| e.document.clone()).collect();
-        let result = self.apply_and_persist(events);
+        let result = self.apply_and_persist(events, batch);
         if result.is_err() {
             // Memory must not run ahead of the store: reload these from what is durable.
             for document in &touched {
@@ -186,7 +188,7 @@ impl Workspace {
         result
     }
 
-    fn apply_and_persist(&mut self, events: Vec<Prepared>) -> Result<Vec<Envelope>> {
+    fn apply_and_persist(&mut self, events: Vec<Prepared>, mut batch: WriteBatch) -> Result<Vec<Envelope>> {
         // Each touched document's heads before the group and how many changes it gets: the new
         // changes are read back once per document, after the whole group.
         let mut heads_before: BTreeMap<String, (Vec<ChangeHash>, usize)> = BTreeMap::new();
@@ -202,7 +204,7 @@ impl Workspace {
                 records.insert(effect.record(), state);
             }
             let (_, count) = heads_before.entry(event.document.clone()).or_insert_with(|| (loaded.doc.get_heads(), 0));
-            let message = event.envelope.encode();
+            let message = event.envelope.encode().map_err(|_| Error::Encode { what: "event envelope" })?;
             let time = event.envelope.time.timestamp_millis();
             let options = CommitOptions::default().with_message(message.clone()).with_time(time);
             let success = loaded
@@ -218,7 +220,6 @@ impl Workspace {
                 envelopes.push(event.envelope);
             }
         }
-        let mut batch = WriteBatch::default();
         let mut staged = Vec::with_capacity(heads_before.len());
         for (document, (before, count)) in &heads_before {
             let changes = self.loaded(document)?.doc.get_changes(before);

@@ -1,13 +1,30 @@
 //! The store key layout: where each part of a document's log, and of its read view, lives.
 //!
-//! Document names may contain `/`, so a NUL ends the name in numbered keys and `activity` can
+//! Document names may contain `/` but never a NUL ([`check_document_name`]), so a NUL ends the
+//! name in numbered keys and `activity` can
 //! never be a prefix of `activity/2026-11`'s keys. Numbers are big-endian, so a prefix scan
 //! returns chunks in sequence order.
+
+use crate::error::{Error, Result};
 
 /// The cleartext header (format, workspace id, how the keyring is protected).
 pub const HEADER: &[u8] = b"h";
 /// The sealed local keyring.
 pub const KEYRING: &[u8] = b"k";
+/// Present (sealed) once the workspace has a witness file: its absence is then refused.
+pub const WITNESS_MARK: &[u8] = b"w";
+
+/// Longest document name accepted.
+const MAX_DOCUMENT_NAME: usize = 128;
+
+/// Checks that `name` may name a document: short, and only `[a-z0-9/_-]` and capitals (ids),
+/// so no NUL can end it early and make its keys collide with another document's.
+pub fn check_document_name(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= MAX_DOCUMENT_NAME
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-'));
+    if valid { Ok(()) } else { Err(Error::DocumentNameInvalid { name: name.to_owned() }) }
+}
 
 pub fn manifest(document: &str) -> Vec<u8> {
     [b"m/", document.as_bytes()].concat()

@@ -9,11 +9,14 @@
 //! boundary, or an old copy put back) passes every per-chunk check, because sled recovers such a
 //! file as if a crash had cut it short. The **witness** file beside the store catches that: at
 //! every clean close and compaction it records, sealed, how many chunks each document had, and a
-//! document that later loads with fewer is refused.
+//! document that later loads with fewer is refused. Once a witness file exists the store records
+//! that it does (`w`), so deleting the file is refused at open rather than silently switching
+//! the check off; `Workspace::open_resetting_witness` is the explicit way to trust a store
+//! whose witness is lost.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use automerge::{ActorId, Automerge, ReadDoc};
 
@@ -57,6 +60,8 @@ pub(super) struct DocumentLog {
     pub current_epoch: u32,
     /// Chunk counts per document at the last clean close or compaction.
     pub witness: BTreeMap<String, u64>,
+    /// Whether the store records that it has a witness file (then a missing file is refused).
+    pub witness_marked: bool,
 }
 
 impl DocumentLog {
@@ -247,7 +252,7 @@ impl DocumentLog {
 
     pub fn stage_manifest(&self, document: &str, manifest: &Manifest, batch: &mut WriteBatch) -> Result<()> {
         let key = layout::manifest(document);
-        let sealed = self.seal_local(&key, BlobKind::Manifest, &manifest.encode())?;
+        let sealed = self.seal_local(&key, BlobKind::Manifest, &manifest.encode()?)?;
         batch.put(key, sealed);
         Ok(())
     }
@@ -259,10 +264,22 @@ impl DocumentLog {
         Ok(())
     }
 
+    /// Reads the witness. A store that records having had one refuses to open without it:
+    /// deleting the file must not switch the rollback check off.
     pub fn read_witness(&mut self) -> Result<()> {
+        self.witness_marked = match self.store.get(layout::WITNESS_MARK)? {
+            Some(sealed) => {
+                self.open_local(WITNESS_FILE, layout::WITNESS_MARK, &sealed, BlobKind::Manifest)?;
+                true
+            }
+            None => false,
+        };
         let path = self.dir.join(WITNESS_FILE);
         let sealed = match std::fs::read(&path) {
             Ok(sealed) => sealed,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.witness_marked => {
+                return Err(Error::WitnessMissing { path });
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(StoreError::from(e).into()),
         };
@@ -272,13 +289,18 @@ impl DocumentLog {
         Ok(())
     }
 
-    /// Records the chunk counts of `manifests` (all durable) in the witness file, atomically.
+    /// Records the chunk counts of `manifests` (all durable) in the witness file, atomically,
+    /// and then, once, in the store that it has a witness. Nothing is written while every count
+    /// is zero (an `init` that failed): there is nothing to protect yet.
     pub fn write_witness<'a>(&mut self, manifests: impl IntoIterator<Item = (&'a String, &'a Manifest)>) -> Result<()> {
         for (name, manifest) in manifests {
             let count = self.witness.entry(name.clone()).or_default();
             *count = (*count).max(manifest.next_seq);
         }
-        let bytes = serde_json::to_vec(&self.witness).unwrap_or_default();
+        if self.witness.values().all(|&count| count == 0) {
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec(&self.witness).map_err(|_| Error::Encode { what: "witness" })?;
         let sealed = self.seal(WITNESS_FILE.as_bytes(), BlobKind::Manifest, &bytes)?;
         let temporary = self.dir.join(format!("{WITNESS_FILE}.tmp"));
         let write = || -> std::io::Result<()> {
@@ -288,6 +310,23 @@ impl DocumentLog {
             std::fs::rename(&temporary, self.dir.join(WITNESS_FILE))?;
             File::open(&self.dir)?.sync_all()
         };
-        write().map_err(|e| StoreError::from(e).into())
+        write().map_err(StoreError::from)?;
+        if !self.witness_marked {
+            // Only after the file is durable: a store must never claim a witness that is not there.
+            let mut batch = WriteBatch::default();
+            batch.put(layout::WITNESS_MARK, self.seal_local(layout::WITNESS_MARK, BlobKind::Manifest, b"witness")?);
+            self.write_durably(batch)?;
+            self.witness_marked = true;
+        }
+        Ok(())
+    }
+}
+
+/// Removes a witness file that no workspace owns (left by an `init` cut short: the store it
+/// guarded holds nothing).
+pub(super) fn remove_stale_witness(dir: &Path) -> Result<()> {
+    match std::fs::remove_file(dir.join(WITNESS_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::from(e).into()),
+        _ => Ok(()),
     }
 }

@@ -24,6 +24,8 @@ mod compaction;
 mod layout;
 mod log;
 mod query;
+#[cfg(test)]
+mod store_failures;
 mod sync;
 mod views;
 
@@ -43,7 +45,7 @@ pub use commit::EventDraft;
 pub use query::{DocumentStatus, EventFilter, LoggedEvent, WorkspaceStatus};
 
 use crate::crypto::{KeyPurpose, SecretKey};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, json_error};
 use crate::keystore::{self, Header, KeyProtection};
 use crate::manifest::Manifest;
 use crate::store::{ChunkStore, SledStore, StoreError, WriteBatch};
@@ -53,6 +55,14 @@ use log::{DocumentLog, LoadedDocument};
 
 /// The root document's name.
 pub const ROOT_DOCUMENT: &str = "root";
+
+/// Whether `open` checks the store against the witness, or trusts the store and records a new
+/// witness of it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Witness {
+    Check,
+    Reset,
+}
 
 /// When to compact a document. Compaction folds the tail into a new snapshot: it bounds the
 /// time to open the document and the bytes the key-value store holds.
@@ -102,26 +112,40 @@ pub struct Workspace {
 
 impl Workspace {
     /// Creates a new workspace in `dir` (created if missing; it must not hold one already).
+    ///
+    /// Atomic: the header, the keyring and the root document's first event are one store batch,
+    /// so a crash leaves either a complete workspace or an empty store, which is no workspace
+    /// (`open` says so) and which `init` takes over when run again.
     pub fn init(dir: &Path, protection: KeyProtection, device_name: &str) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(StoreError::from)?;
         let lock = lock_dir(dir)?;
-        if store_dir(dir).exists() {
+        let store = SledStore::open(&store_dir(dir))?;
+        Self::init_in(dir, lock, Box::new(store), protection, device_name)
+    }
+
+    /// [`Self::init`] over a given store (tests inject failures through it).
+    fn init_in(
+        dir: &Path,
+        lock: File,
+        store: Box<dyn ChunkStore>,
+        protection: KeyProtection,
+        device_name: &str,
+    ) -> Result<Self> {
+        if !is_empty(store.as_ref())? {
             return Err(Error::WorkspaceExists { path: dir.to_owned() });
         }
+        log::remove_stale_witness(dir)?;
         let workspace_id = Ulid::new();
-        // Keys first: an OS keyring that cannot be reached fails here, before anything is written.
+        // Keys before anything is written: an OS keyring that cannot be reached fails here.
         let created = keystore::create(workspace_id, protection)?;
-        let store = SledStore::open(&store_dir(dir))?;
         let mut batch = WriteBatch::default();
         batch.put(layout::HEADER, created.header);
         batch.put(layout::KEYRING, created.sealed_keyring);
-        store.write(batch)?;
-        store.sync()?;
-        let mut workspace = Self::assemble(dir, Box::new(store), lock, workspace_id, created.unlocked);
+        let mut workspace = Self::assemble(dir, store, lock, workspace_id, created.unlocked);
         let box_key = adiuva_model::hex::encode(&workspace.log.identity.box_public_key());
         let operation = Operation::CreateWorkspace { device_name: device_name.to_owned(), box_key };
         let created = workspace.root_event("workspace.created", None, operation, true);
-        workspace.commit_prepared(vec![created])?;
+        workspace.commit_prepared(vec![created], batch)?;
         info!(workspace = %workspace_id, device = %workspace.device_id().short(), "workspace created");
         Ok(workspace)
     }
@@ -137,23 +161,65 @@ impl Workspace {
         passphrase: impl FnOnce() -> Option<Zeroizing<String>>,
         options: WorkspaceOptions,
     ) -> Result<Self> {
+        Self::open_dir(dir, passphrase, options, Witness::Check)
+    }
+
+    /// Opens a workspace whose witness file is lost ([`Error::WitnessMissing`]), trusting its
+    /// store as it is: a store rolled back before this call is taken as the truth from now on.
+    /// Records a new witness of every document.
+    pub fn open_resetting_witness(dir: &Path, passphrase: impl FnOnce() -> Option<Zeroizing<String>>) -> Result<Self> {
+        Self::open_dir(dir, passphrase, WorkspaceOptions::default(), Witness::Reset)
+    }
+
+    fn open_dir(
+        dir: &Path,
+        passphrase: impl FnOnce() -> Option<Zeroizing<String>>,
+        options: WorkspaceOptions,
+        witness: Witness,
+    ) -> Result<Self> {
         if !store_dir(dir).is_dir() {
             return Err(Error::WorkspaceNotFound { path: dir.to_owned() });
         }
         let lock = lock_dir(dir)?;
         let store = SledStore::open(&store_dir(dir))?;
+        Self::open_in(dir, lock, Box::new(store), passphrase, options, witness)
+    }
+
+    /// [`Self::open_with`] over a given store (tests inject failures through it).
+    fn open_in(
+        dir: &Path,
+        lock: File,
+        store: Box<dyn ChunkStore>,
+        passphrase: impl FnOnce() -> Option<Zeroizing<String>>,
+        options: WorkspaceOptions,
+        witness: Witness,
+    ) -> Result<Self> {
+        if is_empty(store.as_ref())? {
+            // What an `init` cut short leaves behind.
+            return Err(Error::WorkspaceNotFound { path: dir.to_owned() });
+        }
         let header_bytes =
             store.get(layout::HEADER)?.ok_or_else(|| Error::WorkspaceFormat { detail: "no header".into() })?;
         let sealed_keyring =
             store.get(layout::KEYRING)?.ok_or_else(|| Error::WorkspaceFormat { detail: "no local keyring".into() })?;
         let header = Header::decode(&header_bytes)?;
         let unlocked = keystore::unlock(&header_bytes, &sealed_keyring, passphrase)?;
-        let mut workspace = Self::assemble(dir, Box::new(store), lock, header.workspace_id, unlocked);
+        let mut workspace = Self::assemble(dir, store, lock, header.workspace_id, unlocked);
         workspace.options = options;
-        workspace.log.read_witness()?;
+        if witness == Witness::Check {
+            workspace.log.read_witness()?;
+        }
         // The root document is needed for everything else; load it now so a damaged one is
         // reported at open.
         workspace.document(ROOT_DOCUMENT)?;
+        if witness == Witness::Reset {
+            let mut manifests = Vec::new();
+            for name in workspace.document_names()? {
+                manifests.extend(workspace.log.read_manifest(&name)?.map(|manifest| (name, manifest)));
+            }
+            workspace.log.write_witness(manifests.iter().map(|(name, manifest)| (name, manifest)))?;
+            warn!(workspace = %header.workspace_id, "witness reset: the store is trusted as it is");
+        }
         debug!(workspace = %header.workspace_id, "workspace opened");
         Ok(workspace)
     }
@@ -177,6 +243,7 @@ impl Workspace {
             storage_keys,
             current_epoch,
             witness: BTreeMap::new(),
+            witness_marked: false,
         };
         Self {
             path: dir.to_owned(),
@@ -210,6 +277,7 @@ impl Workspace {
     /// The document, loaded from the store on first use (empty if it has never been written).
     fn document(&mut self, document: &str) -> Result<&mut LoadedDocument> {
         if !self.docs.contains_key(document) {
+            layout::check_document_name(document)?;
             let loaded = self.log.load_document(document, &self.actor)?;
             self.docs.insert(document.to_owned(), loaded);
         }
@@ -228,6 +296,11 @@ impl Workspace {
 impl Drop for Workspace {
     /// A clean close records the witness, so a store later found holding less is refused.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // Memory may be halfway through a change: record nothing rather than a guess.
+            warn!("not recording the witness: closing while a panic unwinds");
+            return;
+        }
         if let Err(error) = self.write_witness() {
             warn!(%error, "could not record the witness at close");
         }
@@ -242,12 +315,17 @@ pub fn fields_of<T: Serialize>(collection: Collection, record: &T) -> Result<Map
             Ok(fields)
         }
         Ok(_) => Err(Error::RecordInvalid { collection, detail: "a record must be an object".into() }),
-        Err(e) => Err(Error::RecordInvalid { collection, detail: e.to_string() }),
+        Err(e) => Err(Error::RecordInvalid { collection, detail: format!("the record {}", json_error(&e)) }),
     }
 }
 
 fn store_dir(dir: &Path) -> PathBuf {
     dir.join("store")
+}
+
+/// Whether the store holds nothing at all.
+fn is_empty(store: &dyn ChunkStore) -> Result<bool> {
+    Ok(store.keys_with_prefix(b"")?.is_empty())
 }
 
 fn lock_dir(dir: &Path) -> Result<File> {

@@ -10,7 +10,7 @@ use tracing::warn;
 use ulid::Ulid;
 
 use super::{ROOT_DOCUMENT, Workspace};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, json_error};
 use crate::manifest::Manifest;
 use crate::records::{self, FieldConflict};
 use automerge::ReadDoc;
@@ -121,10 +121,10 @@ impl Workspace {
     pub fn list_as<T: DeserializeOwned + Send>(&mut self, collection: Collection) -> Result<Vec<T>> {
         let mut out = Vec::new();
         for document in self.collection_documents(collection)? {
-            let records = self
-                .view(&document)?
-                .records_as()
-                .map_err(|(id, e)| Error::RecordInvalid { collection, detail: format!("record {id}: {e}") })?;
+            let records = self.view(&document)?.records_as().map_err(|(id, e)| Error::RecordInvalid {
+                collection,
+                detail: format!("record {id} {}", json_error(&e)),
+            })?;
             out.extend(records);
         }
         Ok(out)
@@ -248,5 +248,6 @@ impl Workspace {
 }
 
 fn decode_record<T: DeserializeOwned>(collection: Collection, value: Value) -> Result<T> {
-    serde_json::from_value(value).map_err(|e| Error::RecordInvalid { collection, detail: e.to_string() })
+    serde_json::from_value(value)
+        .map_err(|e| Error::RecordInvalid { collection, detail: format!("the record {}", json_error(&e)) })
 }

@@ -5,7 +5,7 @@ use adiuva_model::{Collection, Envelope};
 use automerge::{ChangeHash, PatchLog};
 
 use super::commit::Operation;
-use super::{ROOT_DOCUMENT, Workspace};
+use super::{ROOT_DOCUMENT, Workspace, layout};
 use crate::error::{Error, Result};
 use crate::records;
 use crate::store::WriteBatch;
@@ -36,12 +36,14 @@ impl Workspace {
     }
 
     fn import_and_persist(&mut self, document: &str, bytes: &[u8]) -> Result<usize> {
+        // Before the name can reach the root document's directory.
+        layout::check_document_name(document)?;
         if document != ROOT_DOCUMENT && !self.is_registered(document)? {
             let collection = Collection::of_document(document)
                 .ok_or_else(|| Error::InvalidInput { detail: format!("unknown document {document:?}") })?;
             let operation = Operation::RegisterDocument { name: document.to_owned(), collection };
             let registered = self.root_event("document.created", None, operation, false);
-            self.commit_prepared(vec![registered])?;
+            self.commit_prepared(vec![registered], WriteBatch::default())?;
         }
         let loaded = self.document(document)?;
         let before = loaded.doc.get_heads();

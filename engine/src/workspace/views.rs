@@ -27,7 +27,7 @@ impl Workspace {
     ) -> Result<Delta> {
         let delta = Delta::capture(&self.loaded(document)?.doc, first_seq, next_seq, touched);
         let key = layout::delta(document, first_seq);
-        batch.put(key.clone(), self.log.seal_local(&key, BlobKind::ReadViewDelta, &delta.encode())?);
+        batch.put(key.clone(), self.log.seal_local(&key, BlobKind::ReadViewDelta, &delta.encode()?)?);
         Ok(delta)
     }
 
@@ -135,7 +135,7 @@ impl Workspace {
     /// Stages `view` as the document's base and removes every delta it includes.
     pub(super) fn stage_view(&self, document: &str, view: &RecordView, batch: &mut WriteBatch) -> Result<()> {
         let key = layout::view(document);
-        batch.put(key.clone(), self.log.seal_local(&key, BlobKind::ReadView, &view.encode())?);
+        batch.put(key.clone(), self.log.seal_local(&key, BlobKind::ReadView, &view.encode()?)?);
         for key in self.log.store.keys_with_prefix(&layout::delta_prefix(document))? {
             if layout::delta_seq(document, &key).is_none_or(|seq| seq < view.through_seq()) {
                 batch.delete(key);
