@@ -131,7 +131,7 @@ impl Workspace {
         protection: KeyProtection,
         device_name: &str,
     ) -> Result<Self> {
-        if !is_empty(store.as_ref())? {
+        if store.get(layout::HEADER)?.is_some() || !is_empty(store.as_ref())? {
             return Err(Error::WorkspaceExists { path: dir.to_owned() });
         }
         log::remove_stale_witness(dir)?;
@@ -194,12 +194,14 @@ impl Workspace {
         options: WorkspaceOptions,
         witness: Witness,
     ) -> Result<Self> {
-        if is_empty(store.as_ref())? {
-            // What an `init` cut short leaves behind.
-            return Err(Error::WorkspaceNotFound { path: dir.to_owned() });
-        }
-        let header_bytes =
-            store.get(layout::HEADER)?.ok_or_else(|| Error::WorkspaceFormat { detail: "no header".into() })?;
+        let Some(header_bytes) = store.get(layout::HEADER)? else {
+            return Err(if is_empty(store.as_ref())? {
+                // What an `init` cut short leaves behind.
+                Error::WorkspaceNotFound { path: dir.to_owned() }
+            } else {
+                Error::WorkspaceFormat { detail: "no header".into() }
+            });
+        };
         let sealed_keyring =
             store.get(layout::KEYRING)?.ok_or_else(|| Error::WorkspaceFormat { detail: "no local keyring".into() })?;
         let header = Header::decode(&header_bytes)?;
@@ -323,7 +325,7 @@ fn store_dir(dir: &Path) -> PathBuf {
     dir.join("store")
 }
 
-/// Whether the store holds nothing at all.
+/// Whether the store holds nothing at all (reads every key: only for a store without a header).
 fn is_empty(store: &dyn ChunkStore) -> Result<bool> {
     Ok(store.keys_with_prefix(b"")?.is_empty())
 }
