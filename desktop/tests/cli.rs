@@ -258,6 +258,21 @@ fn an_interrupted_import_run_again_imports_every_line_once() {
 }
 
 #[test]
+fn a_lost_witness_is_refused_until_reset_witness() {
+    let dir = new_workspace();
+    let ws = dir.path();
+    ok(ws, &["task", "add", "Kept"]);
+    std::fs::remove_file(ws.join("witness")).unwrap();
+    let output = adiuva(ws, &["task", "list"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("error[store.witness_missing]"), "{stderr}");
+    assert!(stderr.contains("adiuva reset-witness"), "the error says the way out: {stderr}");
+    ok(ws, &["reset-witness"]);
+    assert!(ws.join("witness").exists());
+    assert_eq!(json(ws, &["task", "list", "--json"]).as_array().unwrap().len(), 1);
+}
+
+#[test]
 fn errors_are_typed_and_clear() {
     let dir = new_workspace();
     let ws = dir.path();

@@ -440,6 +440,11 @@ fn damage_to_the_witness_is_a_typed_error() {
     workspace_with_tasks_and_a_note(other.path());
     let foreign = std::fs::read(witness(other.path())).unwrap();
     damaged(&|bytes| bytes.clone_from(&foreign), ErrorCode::ChunkCorrupt);
+    // The store's mark that a witness exists is sealed like everything else.
+    let dir = template_copy(template.path());
+    rewrite(dir.path(), b"w", |bytes| bytes[20] ^= 1);
+    let error = Workspace::open(dir.path(), passphrase).err().expect("open must fail");
+    assert_eq!(error.code(), ErrorCode::ChunkCorrupt, "{error}");
 }
 
 #[test]

@@ -185,3 +185,36 @@ fn a_panic_unwinding_through_close_records_no_witness() {
     let mut reopened = Workspace::open(dir.path(), passphrase).unwrap();
     assert_eq!(task_ids(&mut reopened).len(), 1);
 }
+
+/// A compaction stopped at each of its store writes in turn (the process then gone): the
+/// workspace reopens with every event, and compacts on the next try.
+#[test]
+fn compaction_cut_short_at_any_store_write_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut workspace = Workspace::init(dir.path(), protection(), "device").unwrap();
+    workspace.commit_batch((0..5).map(|i| task(&format!("group {i}"))).collect()).unwrap();
+    for i in 0..5 {
+        workspace.commit_batch(vec![task(&format!("single {i}"))]).unwrap();
+    }
+    let expected = task_ids(&mut workspace);
+    drop(workspace);
+    for allowed in 0.. {
+        let budget = Arc::new(AtomicU64::new(allowed));
+        let (lock, store) = failing(dir.path(), &budget);
+        let mut workspace =
+            Workspace::open_in(dir.path(), lock, store, passphrase, WorkspaceOptions::default(), Witness::Check)
+                .unwrap();
+        let compacted = workspace.compact().is_ok();
+        // Nothing more reaches the store (the witness file at close records only durable counts).
+        budget.store(0, Ordering::SeqCst);
+        drop(workspace);
+        let mut reopened = Workspace::open(dir.path(), passphrase)
+            .unwrap_or_else(|e| panic!("after {allowed} writes of a compaction: {e}"));
+        assert_eq!(task_ids(&mut reopened), expected, "after {allowed} writes of a compaction");
+        assert_eq!(created_ids(&mut reopened), expected, "after {allowed} writes of a compaction");
+        if compacted {
+            assert!(allowed > 0);
+            break;
+        }
+    }
+}
