@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 
 use adiuva_engine::store::{ChunkStore, SledStore, WriteBatch, inspect_write_ahead_log};
-use adiuva_engine::{Error, Workspace};
+use adiuva_engine::{Error, KeyProtection, Workspace};
 use adiuva_model::{Collection, ErrorCode};
 use common::*;
 use zeroize::Zeroizing;
@@ -365,6 +365,21 @@ fn an_envelope_from_a_newer_version_is_refused_and_nothing_is_kept() {
     assert_eq!(workspace.list(Collection::Tasks).unwrap().len(), 1);
     drop(workspace);
     assert_eq!(open(dir.path()).list(Collection::Tasks).unwrap().len(), 1);
+}
+
+#[test]
+fn an_emptied_store_is_not_taken_for_no_workspace() {
+    let dir = tempfile::tempdir().unwrap();
+    workspace_with_tasks_and_a_note(dir.path());
+    std::fs::remove_dir_all(dir.path().join("store")).unwrap();
+    drop(raw_store(dir.path())); // an empty store, as an `init` cut short would leave
+    let error = Workspace::open(dir.path(), passphrase).err().expect("open must fail");
+    assert_eq!(error.code(), ErrorCode::WorkspaceFormat, "{error}");
+    assert!(error.to_string().contains("witness"), "{error}");
+    let error = Workspace::init(dir.path(), KeyProtection::Passphrase(Zeroizing::new(PASSPHRASE.into())), "d")
+        .err()
+        .expect("init must not replace the lost workspace's witness");
+    assert_eq!(error.code(), ErrorCode::WorkspaceExists, "{error}");
 }
 
 #[test]

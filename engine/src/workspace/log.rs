@@ -322,11 +322,8 @@ impl DocumentLog {
     }
 }
 
-/// Removes a witness file that no workspace owns (left by an `init` cut short: the store it
-/// guarded holds nothing).
-pub(super) fn remove_stale_witness(dir: &Path) -> Result<()> {
-    match std::fs::remove_file(dir.join(WITNESS_FILE)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::from(e).into()),
-        _ => Ok(()),
-    }
+/// Whether `dir` has a witness file. Only a complete workspace ever writes one (an `init` cut
+/// short has nothing to record), so beside an empty store it means the store was lost.
+pub(super) fn has_witness(dir: &Path) -> bool {
+    dir.join(WITNESS_FILE).exists()
 }

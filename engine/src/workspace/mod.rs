@@ -131,10 +131,9 @@ impl Workspace {
         protection: KeyProtection,
         device_name: &str,
     ) -> Result<Self> {
-        if store.get(layout::HEADER)?.is_some() || !is_empty(store.as_ref())? {
+        if store.get(layout::HEADER)?.is_some() || !is_empty(store.as_ref())? || log::has_witness(dir) {
             return Err(Error::WorkspaceExists { path: dir.to_owned() });
         }
-        log::remove_stale_witness(dir)?;
         let workspace_id = Ulid::new();
         // Keys before anything is written: an OS keyring that cannot be reached fails here.
         let created = keystore::create(workspace_id, protection)?;
@@ -195,11 +194,15 @@ impl Workspace {
         witness: Witness,
     ) -> Result<Self> {
         let Some(header_bytes) = store.get(layout::HEADER)? else {
-            return Err(if is_empty(store.as_ref())? {
+            return Err(match is_empty(store.as_ref())? {
                 // What an `init` cut short leaves behind.
-                Error::WorkspaceNotFound { path: dir.to_owned() }
-            } else {
-                Error::WorkspaceFormat { detail: "no header".into() }
+                true if !log::has_witness(dir) => Error::WorkspaceNotFound { path: dir.to_owned() },
+                true => Error::WorkspaceFormat {
+                    detail:
+                        "the store is empty, but its witness shows it held a workspace: restore the store from a backup"
+                            .into(),
+                },
+                false => Error::WorkspaceFormat { detail: "no header".into() },
             });
         };
         let sealed_keyring =
