@@ -144,6 +144,8 @@ impl Error {
                 StoreError::Locked { .. } => ErrorCode::WorkspaceLocked,
                 StoreError::Corrupt { .. } => ErrorCode::StoreCorrupt,
                 StoreError::Io { .. } => ErrorCode::StoreIo,
+                StoreError::DiskFull { .. } => ErrorCode::StoreDiskFull,
+                StoreError::Stopped { .. } => ErrorCode::StoreFailed,
             },
             Error::Random(_) | Error::Seal(SealError::Random(_)) => ErrorCode::StoreIo,
             Error::Seal(SealError::TooLong) | Error::Encode { .. } => ErrorCode::EncodeFailed,

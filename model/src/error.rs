@@ -53,6 +53,8 @@ error_codes! {
     DocumentNameInvalid => "document.name_invalid", "A document name is not one this workspace can hold (bad characters or too long).";
     EncodeFailed => "internal.encode_failed", "Something could not be serialized to be stored; nothing was written in its place.";
     WitnessMissing => "store.witness_missing", "The witness file that guards the store against rollback is missing.";
+    StoreDiskFull => "store.disk_full", "The disk holding the workspace is full; nothing stored is damaged, and work resumes once space is freed.";
+    StoreFailed => "store.failed", "A write to the store failed, so it takes no further writes until it is opened again (which recovers every acknowledged write).";
 }
 
 #[cfg(test)]

@@ -5,10 +5,17 @@
 //! interface is deliberately narrow so that another embedded store could replace `sled`: the
 //! contract suite in `engine/tests/store_contract.rs` is what any backend must pass.
 
+pub(crate) mod disk;
+#[cfg(test)]
+mod sim;
 mod sled_store;
+mod sled_tree;
+mod values;
+mod wal;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+pub(crate) use disk::{RealDisk, replace_file};
 pub use sled_store::{SledStore, inspect_write_ahead_log};
 
 /// A key and its value.
@@ -80,4 +87,22 @@ pub enum StoreError {
         #[from]
         source: std::io::Error,
     },
+    #[error("the disk holding the store at {path} is full: free some space and run the command again")]
+    DiskFull { path: PathBuf },
+    /// Fail-stop: after a failed write, sync or checkpoint the store's state in memory may be
+    /// ahead of (or behind) its files, so it takes no further writes; reopening replays the
+    /// write-ahead log and recovers every acknowledged batch.
+    #[error("the store at {path} stopped after a failed write ({cause}); open it again to continue")]
+    Stopped { path: PathBuf, cause: String },
+}
+
+impl StoreError {
+    /// An I/O error on the store at `path`: a full disk says so, naming it.
+    pub(crate) fn io(error: std::io::Error, path: &Path) -> Self {
+        if error.kind() == std::io::ErrorKind::StorageFull {
+            StoreError::DiskFull { path: path.to_owned() }
+        } else {
+            StoreError::Io { source: error }
+        }
+    }
 }

@@ -15,7 +15,6 @@
 //! whose witness is lost.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use automerge::{ActorId, Automerge, ReadDoc};
@@ -26,7 +25,8 @@ use crate::crypto::SecretKey;
 use crate::error::{Error, Result};
 use crate::identity::DeviceIdentity;
 use crate::manifest::Manifest;
-use crate::store::{ChunkStore, StoreError, WriteBatch};
+use crate::store::disk::Disk;
+use crate::store::{ChunkStore, RealDisk, StoreError, WriteBatch, replace_file};
 
 /// Largest payload of one chunk. Keeps sled values far below the size at which it writes them
 /// to unsynced side files, and bounds what one damaged chunk can take with it.
@@ -275,7 +275,7 @@ impl DocumentLog {
             None => false,
         };
         let path = self.dir.join(WITNESS_FILE);
-        let sealed = match std::fs::read(&path) {
+        let sealed = match RealDisk.read(&path) {
             Ok(sealed) => sealed,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.witness_marked => {
                 return Err(Error::WitnessMissing { path });
@@ -302,15 +302,7 @@ impl DocumentLog {
         }
         let bytes = serde_json::to_vec(&self.witness).map_err(|_| Error::Encode { what: "witness" })?;
         let sealed = self.seal(WITNESS_FILE.as_bytes(), BlobKind::Manifest, &bytes)?;
-        let temporary = self.dir.join(format!("{WITNESS_FILE}.tmp"));
-        let write = || -> std::io::Result<()> {
-            let mut file = File::create(&temporary)?;
-            std::io::Write::write_all(&mut file, &sealed)?;
-            file.sync_all()?;
-            std::fs::rename(&temporary, self.dir.join(WITNESS_FILE))?;
-            File::open(&self.dir)?.sync_all()
-        };
-        write().map_err(StoreError::from)?;
+        replace_file(&RealDisk, &self.dir, WITNESS_FILE, &sealed).map_err(|e| StoreError::io(e, &self.dir))?;
         if !self.witness_marked {
             // Only after the file is durable: a store must never claim a witness that is not there.
             let mut batch = WriteBatch::default();
