@@ -361,7 +361,7 @@ mod tests {
                 let mut log = behind.clone();
                 log[..cut].copy_from_slice(&whole[..cut]);
                 let contents = parse(&log).unwrap();
-                assert_eq!(contents.records, [first.clone()], "cut at {cut}");
+                assert_eq!(contents.records, std::slice::from_ref(&first), "cut at {cut}");
                 assert_eq!(contents.end, start as u64);
             }
         }
