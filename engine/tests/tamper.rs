@@ -423,14 +423,18 @@ fn damage_to_the_write_ahead_log_is_a_typed_error() {
     let wal = |dir: &Path| dir.join("store").join("wal");
     let (records, torn) = inspect_write_ahead_log(&std::fs::read(wal(template.path())).unwrap()).unwrap();
     assert!(records >= 2 && !torn, "the log must hold records to damage: {records}");
-    // A damaged record with others after it was acknowledged and cannot be skipped.
-    for position in [0, 5, 12, 40] {
+    // A damaged record with others after it was acknowledged and cannot be skipped; a damaged
+    // header (both slots: one of them is the current generation's) is not an empty log.
+    // Records start at 1024, after the two 512-byte header slots.
+    for positions in [&[8, 520][..], &[1024], &[1029], &[1036], &[1064]] {
         let dir = template_copy(template.path());
         let mut bytes = std::fs::read(wal(dir.path())).unwrap();
-        bytes[position] ^= 0x10;
+        for &position in positions {
+            bytes[position] ^= 0x10;
+        }
         std::fs::write(wal(dir.path()), bytes).unwrap();
         let error = Workspace::open(dir.path(), passphrase).err().expect("open must fail");
-        assert_eq!(error.code(), ErrorCode::StoreCorrupt, "byte {position}: {error}");
+        assert_eq!(error.code(), ErrorCode::StoreCorrupt, "bytes {positions:?}: {error}");
     }
 }
 

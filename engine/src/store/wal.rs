@@ -102,7 +102,25 @@ pub(super) struct Contents {
 /// Decodes a whole log file. Pure; never panics.
 pub(super) fn parse(log: &[u8]) -> Result<Contents, StoreError> {
     let generation = SLOTS.iter().filter_map(|&slot| read_slot(log.get(slot..slot + SLOT_BYTES)?)).max();
-    let start = if generation.is_some() { RECORDS_START as usize } else { 0 };
+    let damaged = |detail: &str| Err(StoreError::Corrupt { detail: format!("write-ahead log: {detail}") });
+    let start = match generation {
+        Some(generation) => {
+            // Records of the next generation exist only once its header was durable.
+            if matches!(decode(&log[RECORDS_START as usize..], Some(generation + 1)), Decoded::Record(..)) {
+                return damaged("its header is damaged");
+            }
+            RECORDS_START as usize
+        }
+        // A header with one part damaged (its magic, or its generation or checksum).
+        None if SLOTS
+            .iter()
+            .filter_map(|&slot| log.get(slot..slot + SLOT_BYTES))
+            .any(|slot| &slot[..8] == MAGIC || slot_checksum(&slot[8..16]) == slot[16..24]) =>
+        {
+            return damaged("its header is damaged");
+        }
+        None => 0,
+    };
     let mut contents = Contents { generation, records: Vec::new(), end: start as u64, torn: false };
     let mut position = start;
     while position < log.len() {
@@ -112,19 +130,20 @@ pub(super) fn parse(log: &[u8]) -> Result<Contents, StoreError> {
                 position += used;
             }
             Decoded::End => break,
-            Decoded::Damaged { next } => {
+            Decoded::Damaged { length } => {
                 // Torn (or left by a failed append) unless a valid record follows it: then it
-                // was acknowledged once, and what follows cannot be trusted either.
-                let followed = next
-                    .and_then(|next| log.get(position + next..))
-                    .is_some_and(|rest| matches!(decode(rest, generation), Decoded::Record(..)));
+                // was acknowledged once, and what follows cannot be trusted either. The next
+                // record is looked for where the length field says, or would say with any one
+                // of its bits flipped.
+                let lengths = length
+                    .into_iter()
+                    .flat_map(|length| std::iter::once(length).chain((0..32).map(move |bit| length ^ (1 << bit))));
+                let followed = lengths.filter_map(|length| RECORD_HEADER.checked_add(length as usize)).any(|next| {
+                    log.get(position + next..)
+                        .is_some_and(|rest| matches!(decode(rest, generation), Decoded::Record(..)))
+                });
                 if followed {
-                    return Err(StoreError::Corrupt {
-                        detail: format!(
-                            "write-ahead log record {} is damaged and more follow it",
-                            contents.records.len()
-                        ),
-                    });
+                    return damaged(&format!("record {} is damaged and more follow it", contents.records.len()));
                 }
                 contents.torn = true;
                 break;
@@ -164,33 +183,32 @@ enum Decoded {
     Record(Record, usize),
     /// Zeros: nothing was ever written here.
     End,
-    /// Not a record of this generation; `next` is where the following record would start if
-    /// the length field is to be believed.
+    /// Not a record of this generation; `length` is its length field, if it has one.
     Damaged {
-        next: Option<usize>,
+        length: Option<u32>,
     },
 }
 
 fn decode(log: &[u8], generation: Option<u64>) -> Decoded {
     let Some(header) = log.get(..RECORD_HEADER) else {
-        return if log.iter().all(|&b| b == 0) { Decoded::End } else { Decoded::Damaged { next: None } };
+        return if log.iter().all(|&b| b == 0) { Decoded::End } else { Decoded::Damaged { length: None } };
     };
     if header.iter().all(|&b| b == 0) {
         return Decoded::End;
     }
-    let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let next = RECORD_HEADER.checked_add(length);
-    let Some(body) = next.and_then(|next| log.get(RECORD_HEADER..next)) else {
-        return Decoded::Damaged { next: None };
+    let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let damaged = Decoded::Damaged { length: Some(length) };
+    let Some(body) = RECORD_HEADER.checked_add(length as usize).and_then(|end| log.get(RECORD_HEADER..end)) else {
+        return damaged;
     };
     if record_checksum(generation, body) != header[4..12] {
-        return Decoded::Damaged { next };
+        return damaged;
     }
     match decode_body(body) {
-        Some(record) => Decoded::Record(record, RECORD_HEADER + length),
+        Some(record) => Decoded::Record(record, RECORD_HEADER + body.len()),
         // The checksum matched, so these bytes were written as they are: a record of a format
         // this build does not know, or damage the checksum missed. Either way not replayable.
-        None => Decoded::Damaged { next },
+        None => damaged,
     }
 }
 
@@ -381,10 +399,18 @@ mod tests {
         assert_eq!(contents.records, [put(b"c", b"3")]);
     }
 
+    /// Any one bit flipped in a record that others follow, or in the current header, is
+    /// corruption, never a silently shorter log.
     #[test]
-    fn a_damaged_record_followed_by_a_valid_one_is_corrupt() {
-        let mut log = log_of(2, &[put(b"a", b"1"), put(b"b", b"2")]);
-        log[RECORDS_START as usize + 14] ^= 1;
-        assert!(matches!(parse(&log), Err(StoreError::Corrupt { .. })));
+    fn a_damaged_record_or_header_is_corrupt() {
+        let log = log_of(2, &[put(b"a", b"1"), put(b"b", b"2")]);
+        let first = RECORDS_START as usize..(RECORDS_START + put(b"a", b"1").len()) as usize;
+        for byte in first.chain(SLOTS[0]..SLOTS[0] + SLOT_BYTES) {
+            for bit in 0..8 {
+                let mut damaged = log.clone();
+                damaged[byte] ^= 1 << bit;
+                assert!(matches!(parse(&damaged), Err(StoreError::Corrupt { .. })), "byte {byte} bit {bit}");
+            }
+        }
     }
 }
