@@ -5,7 +5,11 @@
 //!   format 1, manifest v1, envelope v1);
 //! - `fixtures/workspace-2026-12`: the format of December 2026 (manifest v2, unsigned local
 //!   blobs, read view bases and deltas; still header format 1, keyring format 1, chunk format
-//!   1), protected by a passphrase that is not in Unicode normal form NFKC.
+//!   1), protected by a passphrase that is not in Unicode normal form NFKC;
+//! - `fixtures/workspace-2026-12-notes`: the same format, written by the last build to keep
+//!   every note in the one `notes` document, with `adiuva init`, `task add`, `note add --file`
+//!   and `note add`, `compact`, one more `note add` and `task done`, so its `notes` document
+//!   holds a snapshot and a tail. It must also upgrade (notes into documents of their own).
 
 // Tests fail loudly: unwrapping is how they assert.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -124,4 +128,49 @@ fn a_workspace_written_by_the_2026_12_format_still_opens_and_reads_the_same() {
     drop(workspace);
     let mut workspace = open(dir.path(), FIXTURE_2026_12_PASSPHRASE);
     assert_eq!(tasks_status(&mut workspace), (3, 4, Some(1), 2));
+}
+
+const NOTES_FIXTURE_PASSPHRASE: &str = "fixture passphrase v2";
+
+/// The notes `fixtures/workspace-2026-12-notes` holds, oldest first: id, title, body, tags.
+const FIXTURE_NOTES: [(&str, &str, &str, &[&str]); 3] = [
+    (
+        "01M8VF48Q2PNMVPG0M8YSEHPF3",
+        "Fixture note from a file",
+        "# Meeting notes\n\nFirst line of a longer body.\nÜnïcode ✓ and a second paragraph.\n",
+        &["work", "draft"],
+    ),
+    ("01M8VF48XQQYYJHAZ6FT6V9T45", "Short fixture note", "Body of the short note", &[]),
+    ("01M8VF49XNJ5RPA4ACS2YGTKRY", "Tail note after compaction", "In the tail", &[]),
+];
+
+fn assert_v2_content(workspace: &mut Workspace) {
+    let notes = workspace.list(Collection::Notes).unwrap();
+    assert_eq!(notes.len(), FIXTURE_NOTES.len());
+    for (note, (id, title, body, tags)) in notes.iter().zip(FIXTURE_NOTES) {
+        assert_eq!((note["id"].as_str(), note["title"].as_str(), note["body"].as_str()), (Some(id), Some(title), Some(body)));
+        assert_eq!(note["tags"], serde_json::json!(tags));
+    }
+    let tasks = workspace.list(Collection::Tasks).unwrap();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0]["id"], "01M8VF487V1WTTPX3AFA02W901");
+    assert_eq!(tasks[0]["description"], "Written before notes moved out");
+    assert_eq!(tasks[0]["status"], "done");
+    let user_events: Vec<String> = workspace
+        .events(&EventFilter { actor: Some("user".into()), ..EventFilter::default() })
+        .unwrap()
+        .iter()
+        .map(|e| e.envelope.kind.to_string())
+        .collect();
+    assert_eq!(user_events, ["task.created", "note.created", "note.created", "note.created", "task.completed"]);
+}
+
+#[test]
+fn a_workspace_written_before_notes_had_documents_of_their_own_still_reads_the_same() {
+    let dir = copy_fixture("workspace-2026-12-notes");
+    let mut workspace = open(dir.path(), NOTES_FIXTURE_PASSPHRASE);
+    assert_v2_content(&mut workspace);
+    let status = workspace.status().unwrap();
+    let notes = status.documents.iter().find(|d| d.name == "notes").unwrap();
+    assert_eq!((notes.records, notes.events, notes.tail_chunks, notes.snapshot_generation), (3, 3, 1, Some(1)));
 }
