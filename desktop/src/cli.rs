@@ -77,6 +77,9 @@ pub enum Command {
     /// After the witness file (which guards the store against rollback) was lost: trust the
     /// store as it is and record a new witness.
     ResetWitness,
+    /// Bring a workspace written by an older version to this version's layout (each note in a
+    /// document of its own). Running it again does nothing.
+    Upgrade,
     /// Write the JSON Schema of every contract type into a directory.
     Schema {
         #[arg(long, value_name = "DIR")]
@@ -275,6 +278,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Compact => {
             session.workspace.compact()?;
             println!("compacted");
+            Ok(())
+        }
+        Command::Upgrade => {
+            let upgrade = session.workspace.upgrade()?;
+            println!("upgraded: {} records moved into documents of their own", upgrade.records_moved);
             Ok(())
         }
     }

@@ -49,6 +49,8 @@ pub enum BlobKind {
     ReadView = 4,
     /// The records one commit group touched, continuing a read view (local only).
     ReadViewDelta = 5,
+    /// A document's events (change hash and envelope), a base or a part (local only).
+    EventIndex = 6,
 }
 
 impl BlobKind {
@@ -59,6 +61,7 @@ impl BlobKind {
             3 => Some(BlobKind::Manifest),
             4 => Some(BlobKind::ReadView),
             5 => Some(BlobKind::ReadViewDelta),
+            6 => Some(BlobKind::EventIndex),
             _ => None,
         }
     }

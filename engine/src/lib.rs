@@ -40,6 +40,7 @@
 pub mod chunk;
 pub mod crypto;
 pub mod error;
+pub mod event_index;
 pub mod identity;
 pub mod keystore;
 pub mod manifest;
@@ -52,6 +53,6 @@ pub use error::{Error, Result, json_error};
 pub use keystore::KeyProtection;
 pub use records::{Effect, FieldConflict};
 pub use workspace::{
-    DocumentStatus, EventDraft, EventFilter, LoggedEvent, ROOT_DOCUMENT, Workspace, WorkspaceOptions, WorkspaceStatus,
-    fields_of,
+    DocumentStatus, EventDraft, EventFilter, LoggedEvent, ROOT_DOCUMENT, Upgrade, Workspace, WorkspaceOptions,
+    WorkspaceStatus, fields_of,
 };

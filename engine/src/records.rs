@@ -98,8 +98,13 @@ impl Effect {
     }
 }
 
-/// The document name holding `id` in `collection`.
+/// The document name holding `id` in `collection`: the record's own (`notes/ID`), the month's
+/// for a sharded collection, else the collection's. (A record written before its collection
+/// had a document per record may still sit in the collection's; the workspace checks.)
 pub fn document_of(collection: Collection, id: RecordId) -> String {
+    if collection.has_record_documents() {
+        return format!("{}/{id}", collection.name());
+    }
     let created: chrono::DateTime<chrono::Utc> = id.0.datetime().into();
     collection.document_name(created)
 }

@@ -37,6 +37,9 @@ use crate::records;
 const BASE_MAGIC: &[u8; 4] = b"ADVW";
 const BASE_VERSION: u8 = 1;
 
+/// A delta of more records than this is merged into the view in one pass (see `merge`).
+const MERGE_FROM: usize = 8;
+
 /// Below this many records one core parses them sooner than several threads would start.
 const PARALLEL_PARSE_MIN: usize = 8192;
 
@@ -95,6 +98,10 @@ impl RecordView {
         self.records.is_empty()
     }
 
+    pub fn contains(&self, id: RecordId) -> bool {
+        self.position(id).is_ok()
+    }
+
     pub fn get(&self, id: RecordId) -> Option<Value> {
         let at = self.position(id).ok()?;
         serde_json::from_str(&self.records[at].1).ok()
@@ -144,18 +151,49 @@ impl RecordView {
         if delta.first_seq != self.through_seq || delta.next_seq < delta.first_seq {
             return false;
         }
-        for (id, state) in &delta.records {
-            match (self.position(*id), state) {
-                (Ok(at), Some(text)) => self.records[at].1 = text.get().into(),
-                (Err(at), Some(text)) => self.records.insert(at, (*id, text.get().into())),
-                (Ok(at), None) => {
-                    self.records.remove(at);
-                }
-                (Err(_), None) => {}
+        if delta.records.len() <= MERGE_FROM {
+            for (id, state) in &delta.records {
+                self.put(*id, state.as_deref());
             }
+        } else {
+            self.merge(&delta.records);
         }
         self.through_seq = delta.next_seq;
         true
+    }
+
+    fn put(&mut self, id: RecordId, state: Option<&RawValue>) {
+        match (self.position(id), state) {
+            (Ok(at), Some(text)) => self.records[at].1 = text.get().into(),
+            (Err(at), Some(text)) => self.records.insert(at, (id, text.get().into())),
+            (Ok(at), None) => {
+                self.records.remove(at);
+            }
+            (Err(_), None) => {}
+        }
+    }
+
+    /// Applies many record states in one pass over the records, O(records + states): placing
+    /// each on its own shifts every record after it, quadratic when imported ids interleave
+    /// with the ones already here. Same result as [`Self::put`] one by one.
+    fn merge(&mut self, states: &[(RecordId, Option<Box<RawValue>>)]) {
+        let mut sorted: Vec<&(RecordId, Option<Box<RawValue>>)> = states.iter().collect();
+        // Stable: of a record given twice, the last state wins, as one by one.
+        sorted.sort_by_key(|(id, _)| *id);
+        let mut old = std::mem::take(&mut self.records).into_iter().peekable();
+        let mut merged = Vec::with_capacity(old.len() + sorted.len());
+        for same in sorted.chunk_by(|a, b| a.0 == b.0) {
+            let Some((id, state)) = same.last().copied() else { continue };
+            while let Some(record) = old.next_if(|(old_id, _)| old_id < id) {
+                merged.push(record);
+            }
+            old.next_if(|(old_id, _)| old_id == id);
+            if let Some(text) = state {
+                merged.push((*id, text.get().into()));
+            }
+        }
+        merged.extend(old);
+        self.records = merged;
     }
 
     /// The view as a stored base, deflated:
@@ -261,6 +299,34 @@ mod tests {
         }
         tx.commit();
         doc
+    }
+
+    /// Merging a large delta gives what placing its records one by one gives, whatever the
+    /// order, interleaving, repeats and deletions.
+    #[test]
+    fn a_merged_delta_equals_its_records_placed_one_by_one() {
+        let id = |n: u128| RecordId(ulid::Ulid(n * 7));
+        let text = |n: u128| serde_json::value::to_raw_value(&format!("state {n}")).ok();
+        let existing: Vec<(RecordId, Box<str>)> = (0..40).map(|n| (id(n * 3), format!("\"old {n}\"").into())).collect();
+        // Interleaving new ids, replacements, deletions (also of missing ids), a repeated id.
+        let mut states: Vec<(RecordId, Option<Box<RawValue>>)> = Vec::new();
+        for n in (0..130u128).rev() {
+            states.push((id(n), if n % 5 == 0 { None } else { text(n) }));
+        }
+        states.push((id(9), text(1000)));
+        states.push((id(12), None));
+        let delta = Delta { first_seq: 0, next_seq: 1, records: states };
+        let mut merged = RecordView { through_seq: 0, records: existing.clone() };
+        assert!(delta.records.len() > MERGE_FROM);
+        assert!(merged.apply(&delta));
+        let mut one_by_one = RecordView { through_seq: 0, records: existing };
+        for (id, state) in &delta.records {
+            one_by_one.put(*id, state.as_deref());
+        }
+        assert_eq!(merged.records, one_by_one.records);
+        assert!(merged.records.windows(2).all(|pair| pair[0].0 < pair[1].0));
+        assert_eq!(merged.get(id(9)).unwrap(), "state 1000");
+        assert!(merged.get(id(12)).is_none());
     }
 
     #[test]

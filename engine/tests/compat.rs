@@ -174,3 +174,64 @@ fn a_workspace_written_before_notes_had_documents_of_their_own_still_reads_the_s
     let notes = status.documents.iter().find(|d| d.name == "notes").unwrap();
     assert_eq!((notes.records, notes.events, notes.tail_chunks, notes.snapshot_generation), (3, 3, 1, Some(1)));
 }
+
+/// Before the upgrade a note of the shared `notes` document still takes edits; `adiuva
+/// upgrade` moves every note into a document of its own with nothing lost (content, events,
+/// history) and, run again, does nothing. The next build reopens the result the same.
+#[test]
+fn a_workspace_written_before_notes_had_documents_of_their_own_upgrades_with_nothing_lost() {
+    let dir = copy_fixture("workspace-2026-12-notes");
+    let mut workspace = open(dir.path(), NOTES_FIXTURE_PASSPHRASE);
+    let edited: adiuva_model::RecordId = FIXTURE_NOTES[1].0.parse().unwrap();
+    let mut fields = serde_json::Map::new();
+    fields.insert("tags".into(), serde_json::json!(["edited"]));
+    let effect = adiuva_engine::Effect::UpdateRecord { collection: Collection::Notes, id: edited, fields };
+    let draft =
+        adiuva_engine::EventDraft::new(adiuva_model::EventKind::from_static("note.updated"), adiuva_model::Actor::User);
+    let updated = workspace.commit(draft, effect).unwrap();
+    assert_eq!(updated.subject.unwrap().document, "notes", "a note not moved yet is edited where it is");
+    let before: Vec<_> = workspace.events(&EventFilter::default()).unwrap();
+    let notes_before = workspace.list(Collection::Notes).unwrap();
+    assert_eq!(notes_before[1]["tags"], serde_json::json!(["edited"]));
+
+    assert_eq!(workspace.upgrade().unwrap().records_moved, 3);
+    assert_eq!(workspace.upgrade().unwrap().records_moved, 0, "an upgraded workspace has nothing to move");
+    drop(workspace);
+
+    let mut workspace = open(dir.path(), NOTES_FIXTURE_PASSPHRASE);
+    assert_eq!(workspace.list(Collection::Notes).unwrap(), notes_before);
+    let names = workspace.document_names().unwrap();
+    for (id, ..) in FIXTURE_NOTES {
+        assert!(names.contains(&format!("notes/{id}")), "{names:?}");
+    }
+    // Every earlier event is still in the log; the move added its own, by the system.
+    let after = workspace.events(&EventFilter::default()).unwrap();
+    assert!(before.iter().all(|event| after.contains(event)));
+    let added: Vec<String> =
+        after.iter().filter(|e| !before.contains(e)).map(|e| e.envelope.kind.to_string()).collect();
+    assert_eq!(added.iter().filter(|kind| *kind == "note.moved_out").count(), 3);
+    assert_eq!(added.iter().filter(|kind| *kind == "note.moved_in").count(), 3);
+    assert_eq!(added.iter().filter(|kind| *kind == "document.created").count(), 3);
+    // A moved note's history keeps its events from before the move.
+    let history: Vec<String> =
+        workspace.history(Collection::Notes, edited).unwrap().iter().map(|e| e.envelope.kind.to_string()).collect();
+    assert_eq!(history, ["note.created", "note.updated", "note.moved_out", "note.moved_in"]);
+    let status = workspace.status().unwrap();
+    let shared = status.documents.iter().find(|d| d.name == "notes").unwrap();
+    assert_eq!(shared.records, 0, "the shared document keeps the history, not the notes");
+    let own = status.documents.iter().find(|d| d.name == "notes/*").unwrap();
+    assert_eq!((own.records, own.events), (3, 3));
+    assert_v2_content_after_upgrade(&mut workspace);
+}
+
+/// What `assert_v2_content` checks, but for the one note edited before the upgrade.
+fn assert_v2_content_after_upgrade(workspace: &mut Workspace) {
+    let notes = workspace.list(Collection::Notes).unwrap();
+    for (note, (id, title, body, _)) in notes.iter().zip(FIXTURE_NOTES) {
+        assert_eq!(
+            (note["id"].as_str(), note["title"].as_str(), note["body"].as_str()),
+            (Some(id), Some(title), Some(body))
+        );
+    }
+    assert_eq!(workspace.list(Collection::Tasks).unwrap()[0]["status"], "done");
+}

@@ -1,6 +1,7 @@
-//! The read view never disagrees with the log: after any mix of local edits, imports from
-//! another device, failed commits and compactions, the records read through the view (cached,
-//! or stored and reopened) equal the records rebuilt from the Automerge document, and the
+//! The read view and the event index never disagree with the log: after any mix of local edits,
+//! imports from another device, failed commits and compactions, the records read through the
+//! view (cached, or stored and reopened) equal the records rebuilt from the Automerge document,
+//! the events read through the index equal the events rebuilt from the documents, and the
 //! counts `status` gives without loading Automerge are the document's.
 
 // Tests fail loudly: unwrapping is how they assert.
@@ -11,7 +12,7 @@ mod common;
 use std::path::Path;
 
 use adiuva_engine::store::{ChunkStore, SledStore, WriteBatch};
-use adiuva_engine::{Effect, Workspace, WorkspaceOptions};
+use adiuva_engine::{Effect, LoggedEvent, Workspace, WorkspaceOptions};
 use adiuva_model::{Collection, RecordId};
 use common::*;
 use proptest::prelude::*;
@@ -111,12 +112,13 @@ fn run(workspaces: &mut [Workspace; 2], ids: &[RecordId], step: &Step) {
     let _ = workspaces[device].commit(draft("task.changed"), effect);
 }
 
-/// The records as the document itself gives them: the stored view removed, so it is rebuilt.
-fn rebuilt_from_the_log(dir: &Path) -> Vec<Value> {
+/// The records and events as the documents themselves give them: the stored views and event
+/// indexes removed, so they are rebuilt.
+fn rebuilt_from_the_log(dir: &Path) -> (Vec<Value>, Vec<LoggedEvent>) {
     {
         let store = SledStore::open(&dir.join("store")).unwrap();
         let mut batch = WriteBatch::default();
-        for prefix in [&b"v/"[..], b"d/"] {
+        for prefix in [&b"v/"[..], b"d/", b"e/", b"x/"] {
             for key in store.keys_with_prefix(prefix).unwrap() {
                 batch.delete(key);
             }
@@ -124,7 +126,8 @@ fn rebuilt_from_the_log(dir: &Path) -> Vec<Value> {
         store.write(batch).unwrap();
         store.sync().unwrap();
     }
-    open(dir).list(Collection::Tasks).unwrap()
+    let mut workspace = open(dir);
+    (workspace.list(Collection::Tasks).unwrap(), workspace.events(&Default::default()).unwrap())
 }
 
 proptest! {
@@ -146,8 +149,9 @@ proptest! {
             run(&mut workspaces, &ids, step);
         }
         let cached: Vec<Vec<Value>> = workspaces.iter_mut().map(|w| w.list(Collection::Tasks).unwrap()).collect();
+        let indexed: Vec<Vec<LoggedEvent>> = workspaces.iter_mut().map(|w| w.events(&Default::default()).unwrap()).collect();
         drop(workspaces);
-        for (dir, cached) in dirs.iter().zip(cached) {
+        for ((dir, cached), indexed) in dirs.iter().zip(cached).zip(indexed) {
             let mut workspace = open(dir.path());
             let stored = workspace.list(Collection::Tasks).unwrap();
             prop_assert_eq!(&stored, &cached);
@@ -157,8 +161,11 @@ proptest! {
             prop_assert_eq!(tasks.records, stored.len());
             let events = workspace.events(&Default::default()).unwrap();
             prop_assert_eq!(tasks.events, events.iter().filter(|e| e.document == "tasks").count());
+            prop_assert_eq!(&events, &indexed);
             drop(workspace);
-            prop_assert_eq!(&rebuilt_from_the_log(dir.path()), &cached);
+            let (records, events) = rebuilt_from_the_log(dir.path());
+            prop_assert_eq!(&records, &cached);
+            prop_assert_eq!(&events, &indexed);
         }
     }
 }

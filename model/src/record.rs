@@ -69,11 +69,28 @@ impl Collection {
         if self.is_sharded() { format!("{}/{}", self.name(), time.format("%Y-%m")) } else { self.name().to_owned() }
     }
 
-    /// The collection a document name belongs to (`activity/2026-11` → `Activity`).
+    /// Whether each record has an Automerge document of its own (`notes/ID`): records that
+    /// hold long text, so that a write loads only the record it touches. The collection's
+    /// read views keep what lists need. Workspaces written before kept these records in the
+    /// collection's own document (`notes`), which stays readable until they move out.
+    pub fn has_record_documents(self) -> bool {
+        self == Collection::Notes
+    }
+
+    /// The collection a document name belongs to (`activity/2026-11` → `Activity`,
+    /// `notes/01KB…` → `Notes`, and the older `notes` too).
     pub fn of_document(document: &str) -> Option<Collection> {
-        let base = document.split_once('/').map_or(document, |(base, _)| base);
+        let (base, rest) = match document.split_once('/') {
+            Some((base, rest)) => (base, Some(rest)),
+            None => (document, None),
+        };
         let collection: Collection = base.parse().ok()?;
-        (collection.is_sharded() == document.contains('/')).then_some(collection)
+        let fits = match rest {
+            None => !collection.is_sharded(),
+            Some(rest) if collection.has_record_documents() => rest.parse::<RecordId>().is_ok(),
+            Some(_) => collection.is_sharded(),
+        };
+        fits.then_some(collection)
     }
 
     /// Fields kept as Automerge text (merged character by character).
@@ -208,5 +225,8 @@ mod tests {
         assert_eq!(Collection::of_document("tasks/2026-11"), None);
         assert_eq!(Collection::of_document("activity"), None);
         assert_eq!(Collection::of_document("root"), None);
+        assert_eq!(Collection::of_document("notes/01KB7Z8X3F8T1W0G6Q3W1YH4ZV"), Some(Collection::Notes));
+        assert_eq!(Collection::of_document("notes"), Some(Collection::Notes), "written before notes moved out");
+        assert_eq!(Collection::of_document("notes/2026-11"), None);
     }
 }

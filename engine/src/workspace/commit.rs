@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use adiuva_model::envelope::{ENVELOPE_VERSION, Subject};
 use adiuva_model::{Actor, Collection, Envelope, EventId, EventKind};
-use automerge::ChangeHash;
 use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{Change, ChangeHash};
 use chrono::Utc;
 use tracing::warn;
 use ulid::Ulid;
@@ -63,6 +63,12 @@ pub(super) enum Operation {
     RegisterDocument { name: String, collection: Collection },
 }
 
+impl Prepared {
+    pub(super) fn id(&self) -> EventId {
+        self.envelope.id
+    }
+}
+
 impl Operation {
     fn apply(&self, tx: &mut impl Transactable, envelope: &Envelope) -> Result<()> {
         let root_error = |e: automerge::AutomergeError| Error::DocumentCorrupt {
@@ -85,7 +91,9 @@ impl Operation {
                 tx.put_object(automerge::ROOT, "settings", automerge::ObjType::Map).map_err(root_error)?;
                 let directory =
                     tx.put_object(automerge::ROOT, "documents", automerge::ObjType::Map).map_err(root_error)?;
-                for collection in Collection::ALL.into_iter().filter(|c| !c.is_sharded()) {
+                // Documents made later (a month's, a record's) are registered when first written.
+                let whole = |c: &Collection| !c.is_sharded() && !c.has_record_documents();
+                for collection in Collection::ALL.into_iter().filter(whole) {
                     tx.put(&directory, collection.name(), collection.name()).map_err(root_error)?;
                 }
                 Ok(())
@@ -121,7 +129,10 @@ impl Workspace {
         // Each document this group touches, registered in the directory first if it is new.
         let mut seen = BTreeSet::new();
         for (draft, effect) in events {
-            let document = effect.document();
+            let document = match effect {
+                Effect::CreateRecord { .. } => effect.document(),
+                _ => self.locate(effect.collection(), effect.record())?,
+            };
             if !seen.contains(&document) {
                 if !self.is_registered(&document)? {
                     let operation =
@@ -130,11 +141,22 @@ impl Workspace {
                 }
                 seen.insert(document.clone());
             }
-            let subject = Subject { document: document.clone(), record: effect.record() };
-            let envelope = self.envelope(draft, Some(subject));
-            prepared.push(Prepared { document, envelope, operation: Operation::Record(effect), requested: true });
+            prepared.push(self.record_event(document, draft, effect, true));
         }
         self.commit_prepared(prepared, WriteBatch::default())
+    }
+
+    /// An event applying `effect` in `document` (where the record is, or where it moves to).
+    pub(super) fn record_event(
+        &self,
+        document: String,
+        draft: EventDraft,
+        effect: Effect,
+        requested: bool,
+    ) -> Prepared {
+        let subject = Subject { document: document.clone(), record: effect.record() };
+        let envelope = self.envelope(draft, Some(subject));
+        Prepared { document, envelope, operation: Operation::Record(effect), requested }
     }
 
     /// An engine bookkeeping event on the root document.
@@ -229,9 +251,6 @@ impl Workspace {
                     detail: "a committed change is not in the document".into(),
                 });
             }
-            // Uncompressed: deflating every change costs more than it saves on a tail that the
-            // next compaction rewrites in Automerge's compressed document format anyway.
-            let changes: Vec<Vec<u8>> = changes.iter().map(|c| c.raw_bytes().to_vec()).collect();
             staged.push(self.stage_document(document, &changes, touched.get(document), &mut batch)?);
         }
         self.log.write_durably(batch)?;
@@ -240,17 +259,22 @@ impl Workspace {
     }
 
     /// Stages `changes` of `document` (already applied in memory) into `batch`: its chunks, its
-    /// new manifest and, for a collection document, the read-view delta of the `touched` records.
+    /// new manifest, their event index part and, for a collection document, the read-view delta
+    /// of the `touched` records.
     /// Nothing in memory changes until the batch is durable ([`Self::finish_staged`]), so a
     /// failure or a panic in between leaves memory describing only what is stored.
     pub(super) fn stage_document(
         &self,
         document: &str,
-        changes: &[Vec<u8>],
+        changes: &[Change],
         touched: Option<&Touched>,
         batch: &mut WriteBatch,
     ) -> Result<Staged> {
-        let (manifest, first_seq) = self.log.stage_changes(document, self.loaded(document)?, changes, batch)?;
+        // Uncompressed: deflating every change costs more than it saves on a tail that the
+        // next compaction rewrites in Automerge's compressed document format anyway.
+        let bytes: Vec<&[u8]> = changes.iter().map(Change::raw_bytes).collect();
+        let (manifest, first_seq) = self.log.stage_changes(document, self.loaded(document)?, &bytes, batch)?;
+        self.stage_index_part(document, first_seq, manifest.next_seq, changes, batch)?;
         let delta = match touched {
             Some(touched) => Some(self.stage_delta(document, first_seq, manifest.next_seq, touched, batch)?),
             None => None,

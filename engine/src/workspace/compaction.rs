@@ -1,4 +1,5 @@
-//! Compaction: a document's tail folded into a fresh snapshot.
+//! Compaction: a document's tail folded into a fresh snapshot. A collection document whose
+//! records now have documents of their own first moves them out (see `upgrade`).
 //!
 //! The new snapshot and the manifest that points at it (and the read view's new base) are
 //! written and made durable together first; only then are the chunks, the older snapshot and
@@ -14,10 +15,16 @@ use crate::manifest::SnapshotRef;
 use crate::store::WriteBatch;
 
 impl Workspace {
-    /// Folds every loaded document's tail into a fresh snapshot.
+    /// Folds every document's tail into a fresh snapshot (documents without a tail are not
+    /// loaded), and moves records out of a collection document that should no longer hold any.
     pub fn compact(&mut self) -> Result<()> {
         for document in self.document_names()? {
-            if self.document(&document)?.manifest.tail_len() > 0 {
+            self.move_records_out_of(&document)?;
+            let tail = match self.docs.get(&document) {
+                Some(loaded) => loaded.manifest.tail_len(),
+                None => self.log.read_manifest(&document)?.map_or(0, |manifest| manifest.tail_len()),
+            };
+            if tail > 0 {
                 self.compact_document(&document)?;
             }
         }
@@ -25,6 +32,7 @@ impl Workspace {
     }
 
     pub(super) fn compact_document(&mut self, document: &str) -> Result<()> {
+        self.move_records_out_of(document)?;
         let loaded = self.document(document)?;
         let bytes = loaded.doc.save();
         let old = loaded.manifest.clone();
@@ -36,9 +44,12 @@ impl Workspace {
         manifest.tail_start = old.next_seq;
         manifest.tail_bytes = 0;
         manifest.snapshot = Some(SnapshotRef { generation, bytes: sealed.len() as u64 });
+        let index = self.event_index(document)?;
         let mut batch = WriteBatch::default();
         batch.put(key, sealed);
         self.log.stage_manifest(document, &manifest, &mut batch)?;
+        // The event index's parts fold into a new base, like the view's deltas.
+        self.stage_index_base(document, &index, &mut batch)?;
         if document != ROOT_DOCUMENT {
             // The view's deltas fold into a new base at the same pace as the tail into the snapshot.
             self.view(document)?;

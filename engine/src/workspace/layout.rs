@@ -1,4 +1,5 @@
-//! The store key layout: where each part of a document's log, and of its read view, lives.
+//! The store key layout: where each part of a document's log, its read view and its event
+//! index lives.
 //!
 //! Document names may contain `/` but never a NUL ([`check_document_name`]), so a NUL ends the
 //! name in numbered keys and `activity` can
@@ -58,6 +59,22 @@ pub fn delta_seq(document: &str, key: &[u8]) -> Option<u64> {
     number_after(&delta_prefix(document), key)
 }
 
+pub fn index(document: &str) -> Vec<u8> {
+    [b"e/", document.as_bytes()].concat()
+}
+
+pub fn index_part_prefix(document: &str) -> Vec<u8> {
+    [b"x/", document.as_bytes(), b"\0"].concat()
+}
+
+pub fn index_part(document: &str, seq: u64) -> Vec<u8> {
+    numbered(&index_part_prefix(document), seq)
+}
+
+pub fn index_part_seq(document: &str, key: &[u8]) -> Option<u64> {
+    number_after(&index_part_prefix(document), key)
+}
+
 pub fn snapshot_prefix(document: &str) -> Vec<u8> {
     [b"s/", document.as_bytes(), b"\0"].concat()
 }
@@ -92,8 +109,10 @@ pub fn describe(key: &[u8]) -> String {
         [b'c', b'/', rest @ ..] => numbered(rest, "#"),
         [b's', b'/', rest @ ..] => numbered(rest, " snapshot "),
         [b'd', b'/', rest @ ..] => numbered(rest, " read view delta "),
+        [b'x', b'/', rest @ ..] => numbered(rest, " event index part "),
         [b'm', b'/', rest @ ..] => format!("{} manifest", String::from_utf8_lossy(rest)),
         [b'v', b'/', rest @ ..] => format!("{} read view", String::from_utf8_lossy(rest)),
+        [b'e', b'/', rest @ ..] => format!("{} event index", String::from_utf8_lossy(rest)),
         other => String::from_utf8_lossy(other).into_owned(),
     }
 }

@@ -223,7 +223,7 @@ impl DocumentLog {
         &self,
         document: &str,
         loaded: &LoadedDocument,
-        changes: &[Vec<u8>],
+        changes: &[&[u8]],
         batch: &mut WriteBatch,
     ) -> Result<(Manifest, u64)> {
         let mut manifest = loaded.manifest.clone();

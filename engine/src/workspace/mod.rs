@@ -1,7 +1,8 @@
 //! The workspace: Automerge documents kept durably and encrypted in a [`ChunkStore`].
 //!
 //! A workspace is a root document (workspace info, devices, settings, the directory of
-//! documents) plus one document per collection, or per collection and month for sharded ones.
+//! documents) plus one document per collection, per collection and month for sharded ones, or
+//! per record for collections of long texts (notes).
 //! Every event is one Automerge change whose commit message is its
 //! [`Envelope`](adiuva_model::Envelope).
 //!
@@ -12,21 +13,25 @@
 //!   and the audit tool need without the rest;
 //! - `commit`: the write path (one atomic batch, then the barrier);
 //! - `views`: read views, so reads need not load Automerge;
+//! - `index`: event indexes, so `log` and `history` need not load Automerge either;
 //! - `compaction`: folding a tail into a snapshot;
 //! - `query`: reads and status;
-//! - `sync`: heads, export and import of changes.
+//! - `sync`: heads, export and import of changes;
+//! - `upgrade`: bringing a workspace written by an older build to this build's layout.
 //!
 //! Documents load lazily and independently: damage to one is reported, with its document and
 //! chunk, by the operations that need it, and the others stay readable.
 
 mod commit;
 mod compaction;
+mod index;
 mod layout;
 mod log;
 mod query;
 #[cfg(test)]
 mod store_failures;
 mod sync;
+mod upgrade;
 mod views;
 
 use std::collections::BTreeMap;
@@ -43,6 +48,7 @@ use zeroize::Zeroizing;
 
 pub use commit::EventDraft;
 pub use query::{DocumentStatus, EventFilter, LoggedEvent, WorkspaceStatus};
+pub use upgrade::Upgrade;
 
 use crate::crypto::{KeyPurpose, SecretKey};
 use crate::error::{Error, Result, json_error};
@@ -290,6 +296,23 @@ impl Workspace {
             document: document.to_owned(),
             detail: "vanished while loading".into(),
         })
+    }
+
+    /// Reads something kept beside a document's log (its read view, its event index) while the
+    /// log is checked: returns the document's `next_seq` (`None` if never written) and what
+    /// `read` gave. A loaded document's log was checked as it loaded; otherwise the check and
+    /// the read are independent and run side by side, one core each.
+    fn checked_with<T>(&self, document: &str, read: impl FnOnce() -> T) -> Result<(Option<u64>, T)> {
+        if let Some(loaded) = self.docs.get(document) {
+            return Ok((Some(loaded.manifest.next_seq), read()));
+        }
+        let (log, stored) = std::thread::scope(|scope| {
+            let log = scope.spawn(|| self.log.read_log(document));
+            let stored = read();
+            (log.join(), stored)
+        });
+        let log = log.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        Ok((log.map(|log| log.manifest.next_seq), stored))
     }
 
     /// Records every loaded document's (durable) chunk count in the witness.

@@ -1,5 +1,6 @@
-//! Reads: records through the read views, events and histories through the documents, and the
-//! workspace's status. Nothing here writes to the log (a rebuilt read view is stored as a cache).
+//! Reads: records through the read views, events and histories through the event indexes,
+//! conflicts through the documents, and the workspace's status. Nothing here writes to the log
+//! (a rebuilt read view or event index is stored as a cache).
 
 use adiuva_model::{Collection, DeviceId, Envelope, RecordId};
 use serde::Serialize;
@@ -60,6 +61,7 @@ pub struct WorkspaceStatus {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct DocumentStatus {
+    /// The document, or `notes/*` for the sum of a collection's documents of one record each.
     pub name: String,
     pub records: usize,
     pub events: usize,
@@ -99,10 +101,24 @@ impl Workspace {
             .collect())
     }
 
+    /// The document that holds a record: [`records::document_of`], except for a record written
+    /// before its collection had a document per record and not moved out yet, which is still
+    /// in the collection's document.
+    pub(super) fn locate(&mut self, collection: Collection, id: RecordId) -> Result<String> {
+        let document = records::document_of(collection, id);
+        if collection.has_record_documents() && !self.is_registered(&document)? {
+            let shared = collection.name();
+            if self.is_registered(shared)? && self.view(shared)?.contains(id) {
+                return Ok(shared.to_owned());
+            }
+        }
+        Ok(document)
+    }
+
     /// A record's current fields, or `None`.
     pub fn get(&mut self, collection: Collection, id: RecordId) -> Result<Option<Value>> {
-        let document = records::document_of(collection, id);
-        if collection.is_sharded() && !self.is_registered(&document)? {
+        let document = self.locate(collection, id)?;
+        if document != collection.name() && !self.is_registered(&document)? {
             return Ok(None);
         }
         Ok(self.view(&document)?.get(id))
@@ -156,7 +172,7 @@ impl Workspace {
 
     /// The conflicts Automerge keeps for a record (fields set concurrently on two devices).
     pub fn conflicts(&mut self, collection: Collection, id: RecordId) -> Result<Vec<FieldConflict>> {
-        let document = records::document_of(collection, id);
+        let document = self.locate(collection, id)?;
         records::record_conflicts(&self.document(&document)?.doc, collection, id)
     }
 
@@ -172,24 +188,32 @@ impl Workspace {
 
     /// A record's events (its history), oldest first.
     pub fn history(&mut self, collection: Collection, id: RecordId) -> Result<Vec<LoggedEvent>> {
-        let document = records::document_of(collection, id);
-        let mut events: Vec<LoggedEvent> = self
-            .document_events(&document)?
-            .into_iter()
-            .filter(|e| e.envelope.subject.as_ref().is_some_and(|s| s.record == id))
-            .collect();
+        let mut documents = vec![self.locate(collection, id)?];
+        // A record moved into a document of its own left its earlier events in the collection's.
+        if documents[0] != collection.name() && self.is_registered(collection.name())? {
+            documents.push(collection.name().to_owned());
+        }
+        let mut events = Vec::new();
+        for document in documents {
+            let about = |e: &LoggedEvent| e.envelope.subject.as_ref().is_some_and(|s| s.record == id);
+            events.extend(self.document_events(&document)?.into_iter().filter(about));
+        }
         events.sort_by_key(|e| (e.envelope.time, e.envelope.id));
         Ok(events)
     }
 
+    /// A document's events, from its event index (never loading the document unless the
+    /// index must be rebuilt).
     fn document_events(&mut self, document: &str) -> Result<Vec<LoggedEvent>> {
-        let doc = &self.document(document)?.doc;
-        doc.get_changes_meta(&[])
+        self.event_index(document)?
+            .events
             .into_iter()
-            .map(|meta| {
-                let change = meta.hash.to_string();
-                let envelope = Envelope::decode(meta.message.as_deref().unwrap_or_default()).map_err(|source| {
-                    Error::Envelope { document: document.to_owned(), change: change.clone(), source }
+            .map(|event| {
+                let change = event.change.to_string();
+                let envelope = Envelope::decode(&event.envelope).map_err(|source| Error::Envelope {
+                    document: document.to_owned(),
+                    change: change.clone(),
+                    source,
                 })?;
                 Ok(LoggedEvent { document: document.to_owned(), change, envelope })
             })
@@ -201,7 +225,7 @@ impl Workspace {
     /// views and events through the manifests, so no Automerge document needs to load; the log
     /// of each document is still checked.
     pub fn status(&mut self) -> Result<WorkspaceStatus> {
-        let mut documents = Vec::new();
+        let mut documents: Vec<DocumentStatus> = Vec::new();
         for name in self.document_names()? {
             let status = self.document_status(&name).unwrap_or_else(|error| {
                 warn!(document = %name, %error, "document does not load");
@@ -214,7 +238,21 @@ impl Workspace {
                     error: Some(format!("{}: {error}", error.code().as_str())),
                 }
             });
-            documents.push(status);
+            // Documents of one record each are summed up per collection (`notes/*`), unless damaged.
+            let group = Collection::of_document(&name)
+                .filter(|c| c.has_record_documents() && name != c.name() && status.error.is_none())
+                .map(|c| format!("{c}/*"));
+            match group {
+                Some(group) => match documents.iter_mut().find(|d| d.name == group) {
+                    Some(sum) => {
+                        sum.records += status.records;
+                        sum.events += status.events;
+                        sum.tail_chunks += status.tail_chunks;
+                    }
+                    None => documents.push(DocumentStatus { name: group, snapshot_generation: None, ..status }),
+                },
+                None => documents.push(status),
+            }
         }
         Ok(WorkspaceStatus {
             workspace_id: self.workspace_id(),

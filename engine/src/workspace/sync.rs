@@ -65,10 +65,9 @@ impl Workspace {
         }
         let count = new_changes.len();
         if count > 0 {
-            let bytes: Vec<Vec<u8>> = new_changes.iter().map(|c| c.raw_bytes().to_vec()).collect();
             let mut batch = WriteBatch::default();
             let touched = (document != ROOT_DOCUMENT).then_some(&touched);
-            let staged = self.stage_document(document, &bytes, touched, &mut batch)?;
+            let staged = self.stage_document(document, &new_changes, touched, &mut batch)?;
             self.log.write_durably(batch)?;
             self.finish_staged(vec![staged]);
         }

@@ -54,23 +54,11 @@ impl Workspace {
     }
 
     fn load_view(&mut self, document: &str) -> Result<RecordView> {
-        let (next_seq, stored) = match self.docs.get(document) {
-            Some(loaded) => (loaded.manifest.next_seq, self.stored_view(document)?),
-            None => {
-                // Checking the log and decoding the view are independent: one core each.
-                let (log, stored) = std::thread::scope(|scope| {
-                    let log = scope.spawn(|| self.log.read_log(document));
-                    let stored = self.stored_view(document);
-                    (log.join(), stored)
-                });
-                let log = log.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
-                match log {
-                    Some(log) => (log.manifest.next_seq, stored?),
-                    None => return Ok(RecordView::default()),
-                }
-            }
+        let (next_seq, stored) = self.checked_with(document, || self.stored_view(document))?;
+        let Some(next_seq) = next_seq else {
+            return Ok(RecordView::default());
         };
-        if let Some(view) = stored.filter(|view| view.through_seq() == next_seq) {
+        if let Some(view) = stored?.filter(|view| view.through_seq() == next_seq) {
             return Ok(view);
         }
         let loaded = self.document(document)?;
@@ -90,12 +78,15 @@ impl Workspace {
     fn stored_view(&self, document: &str) -> Result<Option<RecordView>> {
         let at = |source: StoreError| Error::DocumentStore { document: document.to_owned(), source };
         let base_key = layout::view(document);
-        let Some(sealed) = self.log.store.get(&base_key).map_err(at)? else {
-            return Ok(None);
-        };
-        let Some(mut view) = self.open_view_part(document, &base_key, &sealed, BlobKind::ReadView, RecordView::decode)
-        else {
-            return Ok(None);
+        let mut view = match self.log.store.get(&base_key).map_err(at)? {
+            // Until its first compaction a document's view is its deltas alone, from chunk 0.
+            None => RecordView::default(),
+            Some(sealed) => {
+                match self.open_view_part(document, &base_key, &sealed, BlobKind::ReadView, RecordView::decode) {
+                    Some(view) => view,
+                    None => return Ok(None),
+                }
+            }
         };
         for (key, sealed) in self.log.store.scan_prefix(&layout::delta_prefix(document)).map_err(at)? {
             let Some(delta) = self.open_view_part(document, &key, &sealed, BlobKind::ReadViewDelta, Delta::decode)

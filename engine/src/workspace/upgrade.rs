@@ -1,0 +1,109 @@
+//! Upgrading a workspace written by an older build to what this build writes.
+//!
+//! Notes were kept in the collection's one document (`notes`) before each got a document of
+//! its own (`notes/ID`, see [`Collection::has_record_documents`]). Such a workspace keeps
+//! opening and reading as it is; its records move out at `adiuva upgrade` or at the next
+//! compaction of that document. Moving a record is two events committed together, with the
+//! new document's registration: `note.moved_out` deletes it from the collection's document
+//! (whose history keeps every earlier event of it) and `note.moved_in`, caused by the first,
+//! creates it, as it then was, in its own document.
+
+use adiuva_model::{Actor, Collection, EventKind, RecordId};
+use serde::Serialize;
+use serde_json::Value;
+use tracing::info;
+
+use super::Workspace;
+use super::commit::{EventDraft, Operation};
+use crate::error::{Error, Result};
+use crate::records::{self, Effect};
+
+/// Records moved per group commit: bounds the batch (long texts) while sharing barriers.
+const MOVE_GROUP: usize = 64;
+
+/// What an upgrade did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Upgrade {
+    /// Records moved into documents of their own.
+    pub records_moved: usize,
+}
+
+impl Workspace {
+    /// Brings the workspace to this build's layout: every record of a collection with a
+    /// document per record moves out of the collection's document, which is then compacted.
+    /// Running it again does nothing.
+    pub fn upgrade(&mut self) -> Result<Upgrade> {
+        let mut upgrade = Upgrade::default();
+        for collection in Collection::ALL.into_iter().filter(|c| c.has_record_documents()) {
+            let moved = self.move_records_out(collection)?;
+            if moved > 0 {
+                self.compact_document(collection.name())?;
+            }
+            upgrade.records_moved += moved;
+        }
+        Ok(upgrade)
+    }
+
+    /// Moves out the records `document` holds if it is the collection document of a
+    /// collection whose records now have documents of their own.
+    pub(super) fn move_records_out_of(&mut self, document: &str) -> Result<()> {
+        match Collection::of_document(document) {
+            Some(collection) if collection.has_record_documents() && collection.name() == document => {
+                self.move_records_out(collection).map(drop)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Moves the records still in `collection`'s own document into documents of their own.
+    /// Returns how many moved.
+    pub(super) fn move_records_out(&mut self, collection: Collection) -> Result<usize> {
+        let shared = collection.name();
+        if !self.is_registered(shared)? || self.view(shared)?.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<RecordId> = self.view(shared)?.ids().collect();
+        let kind = |action: &str| {
+            EventKind::new(format!("{}.{action}", collection.singular()))
+                .map_err(|e| Error::InvalidInput { detail: e.to_string() })
+        };
+        let (moved_out, moved_in) = (kind("moved_out")?, kind("moved_in")?);
+        let mut moved = 0;
+        for group in ids.chunks(MOVE_GROUP) {
+            let mut events = Vec::new();
+            for &id in group {
+                // Gone already if a compaction during an earlier group moved it.
+                let Some(Value::Object(fields)) = records::read_record(&self.document(shared)?.doc, id, None) else {
+                    continue;
+                };
+                let document = records::document_of(collection, id);
+                let out = self.record_event(
+                    shared.to_owned(),
+                    EventDraft::new(moved_out.clone(), Actor::System),
+                    Effect::DeleteRecord { collection, id },
+                    false,
+                );
+                let cause = out.id();
+                events.push(out);
+                // A record another device moved already is in its own document: that one stands.
+                if !self.is_registered(&document)? {
+                    let operation = Operation::RegisterDocument { name: document.clone(), collection };
+                    events.push(self.root_event("document.created", None, operation, false));
+                    let draft = EventDraft::new(moved_in.clone(), Actor::System).caused_by(Some(cause));
+                    events.push(self.record_event(
+                        document,
+                        draft,
+                        Effect::CreateRecord { collection, id, fields },
+                        false,
+                    ));
+                }
+                moved += 1;
+            }
+            if !events.is_empty() {
+                self.commit_prepared(events)?;
+            }
+        }
+        info!(collection = %collection, moved, "records moved into documents of their own");
+        Ok(moved)
+    }
+}
