@@ -148,7 +148,10 @@ fn assert_v2_content(workspace: &mut Workspace) {
     let notes = workspace.list(Collection::Notes).unwrap();
     assert_eq!(notes.len(), FIXTURE_NOTES.len());
     for (note, (id, title, body, tags)) in notes.iter().zip(FIXTURE_NOTES) {
-        assert_eq!((note["id"].as_str(), note["title"].as_str(), note["body"].as_str()), (Some(id), Some(title), Some(body)));
+        assert_eq!(
+            (note["id"].as_str(), note["title"].as_str(), note["body"].as_str()),
+            (Some(id), Some(title), Some(body))
+        );
         assert_eq!(note["tags"], serde_json::json!(tags));
     }
     let tasks = workspace.list(Collection::Tasks).unwrap();

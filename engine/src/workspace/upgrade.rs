@@ -17,6 +17,7 @@ use super::Workspace;
 use super::commit::{EventDraft, Operation};
 use crate::error::{Error, Result};
 use crate::records::{self, Effect};
+use crate::store::WriteBatch;
 
 /// Records moved per group commit: bounds the batch (long texts) while sharing barriers.
 const MOVE_GROUP: usize = 64;
@@ -100,7 +101,7 @@ impl Workspace {
                 moved += 1;
             }
             if !events.is_empty() {
-                self.commit_prepared(events)?;
+                self.commit_prepared(events, WriteBatch::default())?;
             }
         }
         info!(collection = %collection, moved, "records moved into documents of their own");
