@@ -9,9 +9,17 @@
 //! costs one operation per character, which dominates whenever a description is written.
 //! - `open`: opening the resulting workspace (unlock), the first read of a task (read view),
 //!   listing every task, `status`, then loading the Automerge document;
-//! - `size`: bytes on disk per event after compaction vs the same events as JSON lines.
+//! - `size`: bytes on disk per event after compaction vs the same events as JSON lines;
+//! - `log`: `log --json` of every event (through the event index) vs serializing the same
+//!   events from memory;
+//! - `notes`: `note add` in a freshly opened workspace holding 0, N/10 and N notes of 30 KB
+//!   (each note is a document of its own, so it should not matter), and `log --json` there;
+//! - `large note`: committing a 1 MB Markdown note vs raw Automerge `splice_text` of the same
+//!   text plus reading its change back;
+//! - `interleaved import`: 10k records whose ids interleave with 10k present, per window.
 //!
-//! Run: `cargo bench -p adiuva-engine --bench foundation [-- --events N --commits N]`.
+//! Run: `cargo bench -p adiuva-engine --bench foundation [-- --events N --commits N --notes N]`;
+//! `-- --only documents` runs only the last four.
 //! Prints a table and, with `--json FILE`, writes the figures as JSON for side-by-side runs.
 
 // A benchmark that hits an error must stop loudly rather than report partial figures.
@@ -24,7 +32,7 @@ use adiuva_engine::{Effect, EventDraft, KeyProtection, Workspace, WorkspaceOptio
 use adiuva_model::envelope::{ENVELOPE_VERSION, Subject};
 use adiuva_model::record::Task;
 use adiuva_model::{Actor, Collection, DeviceId, Envelope, EventId, EventKind, RecordId};
-use automerge::transaction::CommitOptions;
+use automerge::transaction::{CommitOptions, Transactable};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
@@ -39,17 +47,23 @@ struct Settings {
     events: usize,
     commits: usize,
     windows: usize,
+    /// Other notes of 30 KB in the largest `note add` workspace.
+    notes: usize,
+    only_documents: bool,
     json_out: Option<String>,
 }
 
 fn settings() -> Settings {
-    let mut settings = Settings { events: 100_000, commits: 2_000, windows: 10, json_out: None };
+    let mut settings =
+        Settings { events: 100_000, commits: 2_000, windows: 10, notes: 1_000, only_documents: false, json_out: None };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_default();
         match arg.as_str() {
             "--events" => settings.events = value().parse().unwrap_or(settings.events),
             "--commits" => settings.commits = value().parse().unwrap_or(settings.commits),
+            "--notes" => settings.notes = value().parse().unwrap_or(settings.notes),
+            "--only" => settings.only_documents = value() == "documents",
             "--json" => settings.json_out = Some(value()),
             _ => {} // cargo bench passes --bench
         }
@@ -313,6 +327,187 @@ fn open_and_size(settings: &Settings, dir: &Path, report: &mut Map<String, Value
     );
 }
 
+fn open_workspace(dir: &Path) -> Workspace {
+    Workspace::open(dir, || Some(Zeroizing::new(PASSPHRASE.into()))).unwrap()
+}
+
+/// `adiuva log --json` in a freshly opened workspace: every event through the event index,
+/// printed as JSON, beside serializing the same events from memory.
+fn log_json(name: &str, dir: &Path, report: &mut Map<String, Value>) {
+    let (mut ours, mut theirs, mut count) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..3 {
+        let mut workspace = open_workspace(dir);
+        let started = Instant::now();
+        let events = workspace.events(&Default::default()).unwrap();
+        serde_json::to_writer_pretty(std::io::sink(), &events).unwrap();
+        ours.push(started.elapsed());
+        let started = Instant::now();
+        serde_json::to_writer_pretty(std::io::sink(), &events).unwrap();
+        theirs.push(started.elapsed());
+        count = events.len();
+    }
+    ours.sort();
+    theirs.sort();
+    let (ours, theirs) = (percentile(&ours, 0.5), percentile(&theirs, 0.5));
+    println!("`log --json` of {count} events ({name}; median of 3, after open)");
+    println!("  adiuva (event index + JSON)   {:>8.1} ms", ms(ours));
+    println!("  the same JSON from memory     {:>8.1} ms", ms(theirs));
+    report.insert(format!("log {name}"), json!({"events": count, "ms": ms(ours), "json_only_ms": ms(theirs)}));
+}
+
+/// About 30 KB of Markdown, different for each `seed`.
+fn markdown(seed: usize, bytes: usize) -> String {
+    let mut text = format!("# Note {seed}\n\n");
+    let mut line = 0;
+    while text.len() < bytes {
+        line += 1;
+        text.push_str(&format!(
+            "- item {line} of note {seed}: the figures for week {}, checked by {} and sent on.\n",
+            (seed * 31 + line) % 52,
+            ["Ana", "Bo", "Chen", "Dara"][line % 4]
+        ));
+        if line % 12 == 0 {
+            text.push_str("\n## Section\n\nA paragraph of plain prose between the lists, as notes have.\n\n");
+        }
+    }
+    text
+}
+
+fn note_effect(title: String, body: String) -> Effect {
+    let fields = json!({"title": title, "body": body, "tags": ["bench"], "created_at": "2026-12-02T10:00:00Z"});
+    let Value::Object(fields) = fields else { unreachable!() };
+    Effect::CreateRecord { collection: Collection::Notes, id: RecordId::new(), fields }
+}
+
+fn note_draft() -> EventDraft {
+    EventDraft::new(EventKind::from_static("note.created"), Actor::User)
+}
+
+/// `note add` (a 2 KB note) in a freshly opened workspace holding 0, N/10 and N other notes of
+/// 30 KB: p50 of the commit alone (unlock is timed by `open`). Baseline: the empty workspace.
+fn note_add(settings: &Settings, root: &Path, report: &mut Map<String, Value>) {
+    println!("`note add` after open, with other notes of 30 KB (p50 of 15)");
+    let mut baseline = None;
+    for others in [0, settings.notes / 10, settings.notes] {
+        let dir = root.join(format!("notes-{others}"));
+        let mut workspace = new_workspace(&dir, WorkspaceOptions::default());
+        let mut index = 0;
+        while index < others {
+            let group: Vec<_> = (index..(index + 100).min(others))
+                .map(|seed| (note_draft(), note_effect(format!("Note {seed}"), markdown(seed, 30_000))))
+                .collect();
+            index += group.len();
+            workspace.commit_batch(group).unwrap();
+        }
+        workspace.compact().unwrap();
+        drop(workspace);
+        let mut times = Vec::new();
+        for sample in 0..15 {
+            let mut workspace = open_workspace(&dir);
+            let effect = note_effect(format!("Added {sample}"), markdown(sample, 2_000));
+            let started = Instant::now();
+            workspace.commit(note_draft(), effect).unwrap();
+            times.push(started.elapsed());
+        }
+        times.sort();
+        let p50 = percentile(&times, 0.5);
+        let base = *baseline.get_or_insert(p50);
+        println!(
+            "  {others:>6} other notes   p50 {:>8.2} ms   {:>5.2}× the empty workspace",
+            ms(p50),
+            ms(p50) / ms(base)
+        );
+        report.insert(format!("note add {others}"), json!({"other_notes": others, "p50_ms": ms(p50)}));
+        if others == settings.notes {
+            log_json(&format!("{others} notes of 30 KB"), &dir, report);
+        }
+    }
+}
+
+/// A 1 MB Markdown note committed vs raw Automerge: `splice_text` of the same text in a new
+/// document, committed, and its change read back. Alternating, median of 3.
+fn large_note(report: &mut Map<String, Value>) {
+    let text = markdown(7, 1_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let mut workspace = new_workspace(&dir.path().join("ws"), WorkspaceOptions::default());
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for sample in 0..3 {
+        let effect = note_effect(format!("Large {sample}"), text.clone());
+        let started = Instant::now();
+        workspace.commit(note_draft(), effect).unwrap();
+        ours.push(started.elapsed());
+
+        let started = Instant::now();
+        let mut doc = automerge::Automerge::new();
+        let mut tx = doc.transaction();
+        let body = tx.put_object(automerge::ROOT, "body", automerge::ObjType::Text).unwrap();
+        tx.splice_text(&body, 0, 0, &text).unwrap();
+        tx.commit();
+        let changes = doc.get_changes(&[]);
+        assert_eq!(changes.len(), 1);
+        std::hint::black_box(changes[0].raw_bytes().len());
+        theirs.push(started.elapsed());
+    }
+    ours.sort();
+    theirs.sort();
+    let (ours, theirs) = (percentile(&ours, 0.5), percentile(&theirs, 0.5));
+    println!("a 1 MB Markdown note (median of 3)");
+    println!("  adiuva `note add` (durable)              {:>8.1} ms", ms(ours));
+    println!("  automerge splice_text + change read back {:>8.1} ms", ms(theirs));
+    println!("  ratio                                    {:>8.2}×", ms(ours) / ms(theirs));
+    report.insert("large note".into(), json!({"bytes": text.len(), "ms": ms(ours), "automerge_ms": ms(theirs)}));
+}
+
+/// 10k task records whose ids interleave with the 10k already present (as an idempotent import
+/// of ids derived from content makes them), in groups of 1000: time per record per group,
+/// which stays flat when applying a group to the read view is linear.
+fn interleaved_import(report: &mut Map<String, Value>) {
+    const RECORDS: usize = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut workspace = new_workspace(&dir.path().join("ws"), WorkspaceOptions::default());
+    let base = 1_764_600_000_000u64;
+    // Present: ids at even steps of one millisecond; imported: the odd ones, in a shuffled order.
+    let id = |n: usize| RecordId(ulid::Ulid::from_parts(base + n as u64, 1));
+    for start in (0..RECORDS).step_by(GROUP) {
+        let group: Vec<_> = (start..start + GROUP)
+            .map(|n| {
+                let effect = Effect::CreateRecord {
+                    collection: Collection::Tasks,
+                    id: id(2 * n),
+                    fields: task_fields(n, Shape::Task),
+                };
+                (draft(), effect)
+            })
+            .collect();
+        workspace.commit_batch(group).unwrap();
+    }
+    workspace.list(Collection::Tasks).unwrap(); // the view in memory, kept current by each group
+    let mut order: Vec<usize> = (0..RECORDS).collect();
+    order.sort_by_key(|n| (n * 7919) % RECORDS);
+    let mut per_record = Vec::new();
+    for group in order.chunks(GROUP) {
+        let events: Vec<_> = group
+            .iter()
+            .map(|&n| {
+                let effect = Effect::CreateRecord {
+                    collection: Collection::Tasks,
+                    id: id(2 * n + 1),
+                    fields: task_fields(n, Shape::Task),
+                };
+                (draft(), effect)
+            })
+            .collect();
+        let started = Instant::now();
+        workspace.commit_batch(events).unwrap();
+        per_record.push(started.elapsed().as_secs_f64() * 1e6 / group.len() as f64);
+    }
+    assert_eq!(workspace.list(Collection::Tasks).unwrap().len(), 2 * RECORDS);
+    println!("{RECORDS} records interleaving with {RECORDS} present, µs per record per group of {GROUP}");
+    println!("  {}", per_record.iter().map(|t| format!("{t:.0}")).collect::<Vec<_>>().join("  "));
+    println!("  last/first group {:.2}", per_record[per_record.len() - 1] / per_record[0]);
+    report.insert("interleaved import".into(), json!({"records": RECORDS, "us_per_record": per_record}));
+}
+
 fn directory_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .unwrap()
@@ -328,15 +523,21 @@ fn main() {
     let mut report = Map::new();
     report
         .insert("machine".into(), json!({"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)}));
-    for shape in [Shape::Task, Shape::TaskWithDescription] {
-        commit_latency(&settings, shape, &mut report);
-    }
     let dir = tempfile::tempdir().unwrap();
-    let workspace_dir = dir.path().join("ws");
-    group_commit(settings.events, settings.windows, Shape::Task, &workspace_dir, &mut report);
-    open_and_size(&settings, &workspace_dir, &mut report);
-    let text_dir = dir.path().join("ws-text");
-    group_commit(settings.events / 5, settings.windows, Shape::TaskWithDescription, &text_dir, &mut report);
+    if !settings.only_documents {
+        for shape in [Shape::Task, Shape::TaskWithDescription] {
+            commit_latency(&settings, shape, &mut report);
+        }
+        let workspace_dir = dir.path().join("ws");
+        group_commit(settings.events, settings.windows, Shape::Task, &workspace_dir, &mut report);
+        open_and_size(&settings, &workspace_dir, &mut report);
+        log_json("tasks", &workspace_dir, &mut report);
+        let text_dir = dir.path().join("ws-text");
+        group_commit(settings.events / 5, settings.windows, Shape::TaskWithDescription, &text_dir, &mut report);
+    }
+    note_add(&settings, dir.path(), &mut report);
+    large_note(&mut report);
+    interleaved_import(&mut report);
     if let Some(path) = &settings.json_out {
         std::fs::write(path, serde_json::to_string_pretty(&Value::Object(report)).unwrap()).unwrap();
     }
