@@ -71,13 +71,16 @@ impl Workspace {
         let base_key = layout::index(document);
         let mut index = match self.log.store.get(&base_key).map_err(at)? {
             None => EventIndex::default(),
-            Some(sealed) => match self.open_index_part(document, &base_key, &sealed) {
-                Some(index) => index,
-                None => return Ok(None),
-            },
+            Some(sealed) => {
+                match self.open_cached_part(document, &base_key, &sealed, BlobKind::EventIndex, EventIndex::decode) {
+                    Some(index) => index,
+                    None => return Ok(None),
+                }
+            }
         };
         for (key, sealed) in self.log.store.scan_prefix(&layout::index_part_prefix(document)).map_err(at)? {
-            let Some(part) = self.open_index_part(document, &key, &sealed) else {
+            let Some(part) = self.open_cached_part(document, &key, &sealed, BlobKind::EventIndex, EventIndex::decode)
+            else {
                 return Ok(None);
             };
             if part.next_seq <= index.next_seq {
@@ -88,17 +91,6 @@ impl Workspace {
             }
         }
         Ok(Some(index))
-    }
-
-    fn open_index_part(&self, document: &str, key: &[u8], sealed: &[u8]) -> Option<EventIndex> {
-        let decoded = self.log.open_local(document, key, sealed, BlobKind::EventIndex).map_err(|e| e.to_string());
-        match decoded.and_then(|bytes| EventIndex::decode(&bytes).map_err(|e| e.to_string())) {
-            Ok(part) => Some(part),
-            Err(error) => {
-                warn!(document, blob = %layout::describe(key), %error, "an event index part does not open; rebuilding the index");
-                None
-            }
-        }
     }
 
     /// Stages `index` as the document's base and removes every part it includes.

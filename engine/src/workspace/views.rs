@@ -12,7 +12,7 @@ use super::{Workspace, layout};
 use crate::chunk::BlobKind;
 use crate::error::{Error, Result};
 use crate::store::{StoreError, WriteBatch};
-use crate::view::{self, Delta, RecordView, Touched};
+use crate::view::{Delta, RecordView, Touched};
 
 impl Workspace {
     /// Stages the view delta of the chunks `document` got from `first_seq` to `next_seq`: the
@@ -82,14 +82,14 @@ impl Workspace {
             // Until its first compaction a document's view is its deltas alone, from chunk 0.
             None => RecordView::default(),
             Some(sealed) => {
-                match self.open_view_part(document, &base_key, &sealed, BlobKind::ReadView, RecordView::decode) {
+                match self.open_cached_part(document, &base_key, &sealed, BlobKind::ReadView, RecordView::decode) {
                     Some(view) => view,
                     None => return Ok(None),
                 }
             }
         };
         for (key, sealed) in self.log.store.scan_prefix(&layout::delta_prefix(document)).map_err(at)? {
-            let Some(delta) = self.open_view_part(document, &key, &sealed, BlobKind::ReadViewDelta, Delta::decode)
+            let Some(delta) = self.open_cached_part(document, &key, &sealed, BlobKind::ReadViewDelta, Delta::decode)
             else {
                 return Ok(None);
             };
@@ -104,20 +104,21 @@ impl Workspace {
     }
 
     /// Opens and decodes one stored part of a read view; `None` (logged) if it does not, so the
-    /// view is rebuilt from the log.
-    fn open_view_part<T>(
+    /// Opens and decodes one stored part of a read view or an event index; `None` (logged) if
+    /// it does not, so the cache is rebuilt from the log.
+    pub(super) fn open_cached_part<T, E: std::fmt::Display>(
         &self,
         document: &str,
         key: &[u8],
         sealed: &[u8],
         kind: BlobKind,
-        decode: impl FnOnce(&[u8]) -> std::result::Result<T, view::ViewDecodeError>,
+        decode: impl FnOnce(&[u8]) -> std::result::Result<T, E>,
     ) -> Option<T> {
         let decoded = self.log.open_local(document, key, sealed, kind).map_err(|e| e.to_string());
         match decoded.and_then(|bytes| decode(&bytes).map_err(|e| e.to_string())) {
             Ok(part) => Some(part),
             Err(error) => {
-                warn!(document, blob = %layout::describe(key), %error, "a read view part does not open; rebuilding the view");
+                warn!(document, blob = %layout::describe(key), %error, "a cached part does not open; rebuilding it from the log");
                 None
             }
         }
