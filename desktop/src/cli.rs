@@ -78,7 +78,7 @@ pub enum Command {
     /// store as it is and record a new witness.
     ResetWitness,
     /// Bring a workspace written by an older version to this version's layout (each note in a
-    /// document of its own). Running it again does nothing.
+    /// document of its own) and keys (this device's own storage key). Running it again does nothing.
     Upgrade,
     /// Write the JSON Schema of every contract type into a directory.
     Schema {
@@ -282,7 +282,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         Command::Upgrade => {
             let upgrade = session.workspace.upgrade()?;
-            println!("upgraded: {} records moved into documents of their own", upgrade.records_moved);
+            if upgrade == adiuva_engine::Upgrade::default() {
+                println!("the workspace is current");
+            } else {
+                println!(
+                    "upgraded: {} records moved into documents of their own, {} stored parts moved to this device's own storage key",
+                    upgrade.records_moved, upgrade.resealed
+                );
+            }
             Ok(())
         }
     }

@@ -57,6 +57,6 @@ pub fn new_passphrase() -> anyhow::Result<KeyProtection> {
     let first = Zeroizing::new(rpassword::prompt_password("New workspace passphrase: ")?);
     let second = Zeroizing::new(rpassword::prompt_password("Repeat it: ")?);
     anyhow::ensure!(first == second, "the passphrases differ");
-    anyhow::ensure!(first.chars().count() >= 8, "use a passphrase of at least 8 characters");
+    // Its length is checked by the engine, wherever the passphrase came from.
     Ok(KeyProtection::Passphrase(first))
 }

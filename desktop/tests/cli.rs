@@ -27,6 +27,10 @@ fn adiuva(workspace: &Path, args: &[&str]) -> Output {
     command(workspace, args).output().unwrap()
 }
 
+fn adiuva_with(workspace: &Path, passphrase: &str, args: &[&str]) -> Output {
+    command(workspace, args).env("ADIUVA_PASSPHRASE", passphrase).output().unwrap()
+}
+
 fn ok(workspace: &Path, args: &[&str]) -> String {
     let output = adiuva(workspace, args);
     assert!(output.status.success(), "adiuva {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
@@ -311,4 +315,46 @@ fn schema_export_writes_every_contract_type() {
         serde_json::from_str(&std::fs::read_to_string(out.join("Envelope.schema.json")).unwrap()).unwrap();
     assert!(envelope["properties"]["actor"].is_object());
     assert!(out.join("Task.schema.json").exists() && out.join("BillingTier.schema.json").exists());
+}
+
+#[test]
+fn init_refuses_a_short_passphrase_from_the_environment_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = adiuva_with(dir.path(), "seven c", &["init"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("error[key.passphrase_too_short]"), "{stderr}");
+    // Nothing half-made is left behind: a good passphrase then creates the workspace.
+    let output = adiuva_with(dir.path(), "eight ch", &["init"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn upgrade_moves_an_older_workspace_and_then_finds_it_current() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/tests/fixtures/workspace-2026-12");
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture, dir.path());
+    // Its passphrase is not in NFKC ("ﬁ" is "fi"): as typed, and normalized, both open it.
+    let passphrase = "fixture passphrase \u{FB01}ve \u{C5}";
+    let upgrade = adiuva_with(dir.path(), passphrase, &["upgrade"]);
+    let stdout = String::from_utf8_lossy(&upgrade.stdout);
+    assert!(upgrade.status.success() && stdout.starts_with("upgraded: "), "{stdout}");
+    let again = adiuva_with(dir.path(), "fixture passphrase five \u{C5}", &["upgrade"]);
+    assert_eq!(String::from_utf8_lossy(&again.stdout), "the workspace is current\n");
+    let list = adiuva_with(dir.path(), passphrase, &["task", "list", "--all", "--json"]);
+    let tasks: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(tasks[0]["title"], "Fixture task");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
 }

@@ -52,8 +52,19 @@ impl SecretKey {
         Self(bytes)
     }
 
+    /// A key read straight from a slice (no copy left behind); `None` unless it is 32 bytes.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        let mut key = Self([0; 32]);
+        key.0.copy_from_slice(bytes.get(..32).filter(|_| bytes.len() == 32)?);
+        Some(key)
+    }
+
     pub(crate) fn as_bytes(&self) -> &[u8; 32] {
         &self.0
+    }
+
+    pub(crate) fn as_mut_bytes(&mut self) -> &mut [u8; 32] {
+        &mut self.0
     }
 
     /// A key for one purpose, derived from this one.
@@ -79,7 +90,8 @@ pub struct WorkspaceKey {
 /// blob sealed under it unreadable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyPurpose {
-    /// Chunks, snapshots and manifests in the local store.
+    /// Chunks, snapshots and manifests in the local store, as format 1 sealed them (today each
+    /// device has a storage key of its own, see [`crate::keystore`]).
     LocalStorage,
     /// Bundles of changes pushed to the relay or a peer.
     Bundles,

@@ -27,6 +27,10 @@ pub enum Error {
     WrongPassphrase,
     #[error("this workspace is protected by a passphrase; set ADIUVA_PASSPHRASE or enter it")]
     PassphraseRequired,
+    #[error("use a passphrase of at least {min} characters")]
+    PassphraseTooShort { min: usize },
+    #[error("the workspace header asks for key derivation parameters outside the accepted range ({detail})")]
+    KeyDerivationCost { detail: String },
     #[error("no OS keyring is available: {detail}")]
     KeyringUnavailable { detail: String },
     #[error("the OS keyring has no key for this workspace: {detail}")]
@@ -115,6 +119,8 @@ impl Error {
             Error::WorkspaceFormat { .. } => ErrorCode::WorkspaceFormat,
             Error::WrongPassphrase => ErrorCode::WrongPassphrase,
             Error::PassphraseRequired => ErrorCode::PassphraseRequired,
+            Error::PassphraseTooShort { .. } => ErrorCode::PassphraseTooShort,
+            Error::KeyDerivationCost { .. } => ErrorCode::KeyDerivationCost,
             Error::KeyringUnavailable { .. } => ErrorCode::KeyringUnavailable,
             Error::KeyringEntryMissing { .. } => ErrorCode::KeyringEntryMissing,
             Error::Chunk { source, .. } => match source {
@@ -122,7 +128,7 @@ impl Error {
                 | ChunkError::UnsupportedFormat(_)
                 | ChunkError::UnknownKind(_)
                 | ChunkError::WrongKind { .. } => ErrorCode::ChunkMalformed,
-                ChunkError::UnknownEpoch(_) => ErrorCode::UnknownEpoch,
+                ChunkError::UnknownKey(_) => ErrorCode::UnknownEpoch,
                 ChunkError::Unauthentic => ErrorCode::ChunkCorrupt,
                 ChunkError::BadSignature => ErrorCode::ChunkBadSignature,
             },

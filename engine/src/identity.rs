@@ -5,7 +5,8 @@
 //! (see [`crate::keystore`]).
 
 use adiuva_model::DeviceId;
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use zeroize::Zeroizing;
 
 use crate::crypto::{RandomUnavailable, random_bytes};
 
@@ -18,19 +19,26 @@ pub struct DeviceIdentity {
 
 impl DeviceIdentity {
     pub fn generate() -> Result<Self, RandomUnavailable> {
-        Ok(Self::from_secret_bytes(random_bytes()?, random_bytes()?))
+        Ok(Self::from_secret_bytes(Zeroizing::new(random_bytes()?), Zeroizing::new(random_bytes()?)))
     }
 
-    pub(crate) fn from_secret_bytes(signing: [u8; 32], box_secret: [u8; 32]) -> Self {
-        Self { signing: SigningKey::from_bytes(&signing), box_secret: crypto_box::SecretKey::from(box_secret) }
+    fn from_secret_bytes(signing: Zeroizing<[u8; 32]>, box_secret: Zeroizing<[u8; 32]>) -> Self {
+        Self { signing: SigningKey::from_bytes(&signing), box_secret: crypto_box::SecretKey::from_bytes(*box_secret) }
     }
 
-    pub(crate) fn signing_secret(&self) -> [u8; 32] {
-        self.signing.to_bytes()
+    /// The identity whose secret halves are these 32-byte slices; `None` if they are not.
+    pub(crate) fn from_secret_slices(signing: &[u8], box_secret: &[u8]) -> Option<Self> {
+        let signing = SigningKey::try_from(signing).ok()?;
+        let box_secret = crypto_box::SecretKey::from_slice(box_secret).ok()?;
+        Some(Self { signing, box_secret })
     }
 
-    pub(crate) fn box_secret(&self) -> [u8; 32] {
-        self.box_secret.to_bytes()
+    pub(crate) fn signing_secret(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.signing.to_bytes())
+    }
+
+    pub(crate) fn box_secret(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.box_secret.to_bytes())
     }
 
     pub fn device_id(&self) -> DeviceId {
@@ -47,12 +55,14 @@ impl DeviceIdentity {
     }
 }
 
-/// Checks that `signature` over `message` was made by `device`.
+/// Checks that `signature` over `message` was made by `device`, strictly: a weak (small-order)
+/// key or a non-canonical signature is refused, since with those one signature can verify for
+/// several messages or keys.
 pub fn verify(device: &DeviceId, message: &[u8], signature: &[u8; SIGNATURE_LEN]) -> bool {
     let Ok(key) = VerifyingKey::from_bytes(&device.0) else {
         return false;
     };
-    key.verify(message, &Signature::from_bytes(signature)).is_ok()
+    key.verify_strict(message, &Signature::from_bytes(signature)).is_ok()
 }
 
 #[cfg(test)]
@@ -67,8 +77,21 @@ mod tests {
         assert!(verify(&device.device_id(), b"event", &signature));
         assert!(!verify(&device.device_id(), b"evenT", &signature));
         assert!(!verify(&other.device_id(), b"event", &signature));
-        let restored = DeviceIdentity::from_secret_bytes(device.signing_secret(), device.box_secret());
+        let restored = DeviceIdentity::from_secret_slices(&*device.signing_secret(), &*device.box_secret()).unwrap();
         assert_eq!(restored.device_id(), device.device_id());
         assert_eq!(restored.box_public_key(), device.box_public_key());
+    }
+
+    #[test]
+    fn a_small_order_key_and_its_trivial_signature_are_refused() {
+        // The identity point as the key and (R = identity, s = 0) as the signature: the lax
+        // check accepts it for every message.
+        let mut identity_point = [0u8; 32];
+        identity_point[0] = 1;
+        let weak = DeviceId(identity_point);
+        let mut signature = [0u8; SIGNATURE_LEN];
+        signature[..32].copy_from_slice(&identity_point);
+        assert!(!verify(&weak, b"any message", &signature));
+        assert!(!verify(&weak, b"another message", &signature));
     }
 }

@@ -25,8 +25,8 @@
 //!   activity): sync, load and compaction cost stay proportional to what a document holds.
 //! - **Records in maps keyed by ULID**, long text as Automerge text: list appends slow down
 //!   with length, and text merges character by character.
-//! - **One frame** ([`chunk`]) for everything stored: XChaCha20-Poly1305 with the workspace,
-//!   epoch, kind and place bound as associated data. What other devices will read (changes,
+//! - **One frame** ([`chunk`]) for everything stored: XChaCha20-Poly1305 under the device's own
+//!   storage key, with the workspace, kind and place bound as associated data. What other devices will read (changes,
 //!   snapshots) is a *chunk*, with the authoring device's Ed25519 signature inside the
 //!   ciphertext; what never leaves the device (manifests, read views) is a *local blob*,
 //!   sealed the same way but not signed.

@@ -18,22 +18,12 @@ mod common;
 
 use std::path::Path;
 
-use tempfile::TempDir;
-
 use adiuva_engine::{EventFilter, Workspace};
 use adiuva_model::Collection;
-use common::copy_dir;
+use common::{FIXTURE_2026_12_PASSPHRASE, copy_fixture};
 use zeroize::Zeroizing;
 
 const FIXTURE_PASSPHRASE: &str = "fixture passphrase v1";
-
-/// A copy of a fixture: opening writes (checkpoint, witness), never to the fixture itself.
-fn copy_fixture(name: &str) -> TempDir {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&fixture, dir.path());
-    dir
-}
 
 fn open(dir: &Path, passphrase: &str) -> Workspace {
     Workspace::open(dir, || Some(Zeroizing::new(passphrase.into()))).unwrap()
@@ -96,9 +86,6 @@ fn a_workspace_written_by_format_v1_still_opens_and_reads_the_same() {
     assert_eq!(tasks_status(&mut workspace).0, 3);
     assert_eq!(tasks_status(&mut workspace).1, 4);
 }
-
-/// The passphrase the 2026-12 fixture was created with: "ﬁ" (U+FB01) is "fi" in NFKC.
-const FIXTURE_2026_12_PASSPHRASE: &str = "fixture passphrase \u{FB01}ve \u{C5}";
 
 #[test]
 fn a_workspace_written_by_the_2026_12_format_still_opens_and_reads_the_same() {

@@ -34,8 +34,8 @@ fn assert_no_marker_on_disk(dir: &std::path::Path, stage: &str) {
     }
 }
 
-/// Frame starts: a signed chunk or a local blob, format 1.
-const FRAMES: [&[u8]; 2] = [b"ADVC\x01", b"ADVL\x01"];
+/// Frame starts: a signed chunk or a local blob, format 2 (sealed under the device's storage key).
+const FRAMES: [&[u8]; 2] = [b"ADVC\x02", b"ADVL\x02"];
 
 fn assert_every_value_sealed(dir: &std::path::Path) {
     let store = SledStore::open(&dir.join("store")).unwrap();

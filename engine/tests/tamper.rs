@@ -189,8 +189,8 @@ fn a_truncated_snapshot_file_is_detected() {
     assert_tasks_damaged_notes_fine(dir.path(), ErrorCode::StoreCorrupt);
 }
 
-/// The start of a sealed snapshot: magic, format 1, kind 2.
-const SNAPSHOT_FRAME: &[u8] = b"ADVC\x01\x02";
+/// The start of a sealed snapshot: magic, format 2, kind 2.
+const SNAPSHOT_FRAME: &[u8] = b"ADVC\x02\x02";
 
 /// A value file of the store (values over 4 KiB live in files) that starts with `prefix`.
 fn value_file_starting_with(dir: &Path, prefix: &[u8]) -> Option<std::path::PathBuf> {

@@ -34,7 +34,7 @@ error_codes! {
     PassphraseRequired => "key.passphrase_required", "The workspace key is passphrase-protected and none was given.";
     KeyringUnavailable => "key.keyring_unavailable", "No OS keyring is reachable.";
     KeyringEntryMissing => "key.keyring_entry_missing", "The OS keyring has no key for this workspace.";
-    UnknownEpoch => "key.unknown_epoch", "Data is sealed with a key epoch this device does not hold.";
+    UnknownEpoch => "key.unknown_epoch", "Data is sealed with a key (a key epoch, or a storage key) this device does not hold.";
     ChunkMalformed => "chunk.malformed", "A stored chunk is not in the chunk format (truncated or foreign bytes).";
     ChunkCorrupt => "chunk.corrupt", "A stored chunk failed authentication: it was altered or damaged.";
     ChunkBadSignature => "chunk.bad_signature", "A chunk's device signature does not verify.";
@@ -55,6 +55,8 @@ error_codes! {
     WitnessMissing => "store.witness_missing", "The witness file that guards the store against rollback is missing.";
     StoreDiskFull => "store.disk_full", "The disk holding the workspace is full; nothing stored is damaged, and work resumes once space is freed.";
     StoreFailed => "store.failed", "A write to the store failed, so it takes no further writes until it is opened again (which recovers every acknowledged write).";
+    PassphraseTooShort => "key.passphrase_too_short", "A new workspace's passphrase is shorter than the minimum.";
+    KeyDerivationCost => "key.derivation_cost", "The workspace header asks for key derivation parameters outside the accepted range (a tampered header).";
 }
 
 #[cfg(test)]

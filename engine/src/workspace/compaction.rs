@@ -16,7 +16,8 @@ use crate::store::WriteBatch;
 
 impl Workspace {
     /// Folds every document's tail into a fresh snapshot (documents without a tail are not
-    /// loaded), and moves records out of a collection document that should no longer hold any.
+    /// loaded), moves records out of a collection document that should no longer hold any, and
+    /// finishes moving an older workspace to the device's storage key (see `upgrade`).
     pub fn compact(&mut self) -> Result<()> {
         for document in self.document_names()? {
             self.move_records_out_of(&document)?;
@@ -28,6 +29,7 @@ impl Workspace {
                 self.compact_document(&document)?;
             }
         }
+        self.move_to_device_key()?;
         Ok(())
     }
 

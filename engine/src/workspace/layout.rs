@@ -83,6 +83,17 @@ pub fn snapshot(document: &str, generation: u64) -> Vec<u8> {
     numbered(&snapshot_prefix(document), generation)
 }
 
+/// The document a store key belongs to (for errors), or the key itself if it is no document's.
+pub fn document(key: &[u8]) -> String {
+    match key {
+        [b'c' | b's' | b'd' | b'x' | b'm' | b'v' | b'e', b'/', rest @ ..] => {
+            let name = rest.split(|&b| b == 0).next().unwrap_or_default();
+            String::from_utf8_lossy(name).into_owned()
+        }
+        other => String::from_utf8_lossy(other).into_owned(),
+    }
+}
+
 fn numbered(prefix: &[u8], number: u64) -> Vec<u8> {
     [prefix, &number.to_be_bytes()].concat()
 }

@@ -20,10 +20,11 @@ use std::path::{Path, PathBuf};
 use automerge::{ActorId, Automerge, ReadDoc};
 
 use super::layout;
-use crate::chunk::{self, BlobKind, ChunkPlace};
+use crate::chunk::{self, BlobKind, ChunkPlace, SealingKey};
 use crate::crypto::SecretKey;
 use crate::error::{Error, Result};
 use crate::identity::DeviceIdentity;
+use crate::keystore::Keyring;
 use crate::manifest::Manifest;
 use crate::store::disk::Disk;
 use crate::store::{ChunkStore, RealDisk, StoreError, WriteBatch, replace_file};
@@ -55,9 +56,11 @@ pub(super) struct DocumentLog {
     pub dir: PathBuf,
     pub workspace_id: [u8; 16],
     pub identity: DeviceIdentity,
-    /// Local-storage keys by epoch.
-    pub storage_keys: BTreeMap<u32, SecretKey>,
-    pub current_epoch: u32,
+    /// The device's storage key (everything is sealed under it) and the workspace keys.
+    pub keyring: Keyring,
+    /// The storage keys derived from the workspace key, by epoch, while the store may still
+    /// hold blobs format 1 sealed under them; empty once it has moved.
+    pub derived_keys: BTreeMap<u32, SecretKey>,
     /// Chunk counts per document at the last clean close or compaction.
     pub witness: BTreeMap<String, u64>,
     /// Whether the store records that it has a witness file (then a missing file is refused).
@@ -67,18 +70,41 @@ pub(super) struct DocumentLog {
 impl DocumentLog {
     pub fn seal(&self, key: &[u8], kind: BlobKind, payload: &[u8]) -> Result<Vec<u8>> {
         let place = ChunkPlace { workspace_id: &self.workspace_id, blob_id: key };
-        Ok(chunk::seal_chunk(place, kind, self.current_epoch, self.current_storage_key()?, &self.identity, payload)?)
+        Ok(chunk::seal_chunk(place, kind, self.keyring.storage_key(), &self.identity, payload)?)
     }
 
     pub fn seal_local(&self, key: &[u8], kind: BlobKind, payload: &[u8]) -> Result<Vec<u8>> {
         let place = ChunkPlace { workspace_id: &self.workspace_id, blob_id: key };
-        Ok(chunk::seal_local(place, kind, self.current_epoch, self.current_storage_key()?, payload)?)
+        Ok(chunk::seal_local(place, kind, self.keyring.storage_key(), payload)?)
     }
 
-    fn current_storage_key(&self) -> Result<&SecretKey> {
-        self.storage_keys
-            .get(&self.current_epoch)
-            .ok_or_else(|| Error::WorkspaceFormat { detail: "no key for the current epoch".into() })
+    /// The key a stored frame names, if this device still accepts it.
+    fn key_for(&self, sealing: SealingKey) -> Option<&SecretKey> {
+        match sealing {
+            SealingKey::Device(chunk::DEVICE_KEY) => Some(self.keyring.storage_key()),
+            SealingKey::Device(_) => None,
+            SealingKey::WorkspaceEpoch(epoch) => self.derived_keys.get(&epoch),
+        }
+    }
+
+    /// `bytes` (stored at `key`) sealed again under the device's storage key if format 1 sealed
+    /// them under a derived key; `None` if they need no move (current, or not a sealed frame).
+    /// Every chunk in a device's store was signed by that device, so it signs the moved one.
+    pub fn reseal(&self, key: &[u8], bytes: &[u8]) -> Result<Option<Vec<u8>>> {
+        let Ok(frame) = chunk::parse_frame(bytes) else {
+            return Ok(None);
+        };
+        if !matches!(frame.key, SealingKey::WorkspaceEpoch(_)) {
+            return Ok(None);
+        }
+        let document = layout::document(key);
+        Ok(Some(if frame.signed {
+            let payload = self.open_chunk(&document, key, bytes, frame.kind)?;
+            self.seal(key, frame.kind, &payload)?
+        } else {
+            let payload = self.open_local(&document, key, bytes, frame.kind)?;
+            self.seal_local(key, frame.kind, &payload)?
+        }))
     }
 
     /// Opens a local blob; a manifest may also be a signed chunk, as format 1 wrote them.
@@ -87,7 +113,7 @@ impl DocumentLog {
             return self.open_chunk(document, key, bytes, kind);
         }
         let place = ChunkPlace { workspace_id: &self.workspace_id, blob_id: key };
-        chunk::open_local(bytes, place, kind, |epoch| self.storage_keys.get(&epoch)).map_err(|source| Error::Chunk {
+        chunk::open_local(bytes, place, kind, |sealing| self.key_for(sealing)).map_err(|source| Error::Chunk {
             document: document.to_owned(),
             blob: layout::describe(key),
             source,
@@ -96,7 +122,7 @@ impl DocumentLog {
 
     pub fn open_chunk(&self, document: &str, key: &[u8], bytes: &[u8], kind: BlobKind) -> Result<Vec<u8>> {
         let place = ChunkPlace { workspace_id: &self.workspace_id, blob_id: key };
-        chunk::open_chunk(bytes, place, kind, |epoch| self.storage_keys.get(&epoch))
+        chunk::open_chunk(bytes, place, kind, |sealing| self.key_for(sealing))
             .map(|chunk| chunk.payload)
             .map_err(|source| Error::Chunk { document: document.to_owned(), blob: layout::describe(key), source })
     }
@@ -255,6 +281,14 @@ impl DocumentLog {
         let sealed = self.seal_local(&key, BlobKind::Manifest, &manifest.encode()?)?;
         batch.put(key, sealed);
         Ok(())
+    }
+
+    /// Stores the header and the sealed keyring as the keyring now is, durably.
+    pub fn store_keyring(&self) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.put(layout::HEADER, self.keyring.header());
+        batch.put(layout::KEYRING, self.keyring.seal(&self.identity)?);
+        self.write_durably(batch)
     }
 
     /// Writes `batch` and waits until it is durable.

@@ -17,7 +17,7 @@
 //! - `compaction`: folding a tail into a snapshot;
 //! - `query`: reads and status;
 //! - `sync`: heads, export and import of changes;
-//! - `upgrade`: bringing a workspace written by an older build to this build's layout.
+//! - `upgrade`: bringing a workspace written by an older build to this build's layout and keys.
 //!
 //! Documents load lazily and independently: damage to one is reported, with its document and
 //! chunk, by the operations that need it, and the others stay readable.
@@ -50,7 +50,6 @@ pub use commit::EventDraft;
 pub use query::{DocumentStatus, EventFilter, LoggedEvent, WorkspaceStatus};
 pub use upgrade::Upgrade;
 
-use crate::crypto::{KeyPurpose, SecretKey};
 use crate::error::{Error, Result, json_error};
 use crate::keystore::{self, Header, KeyProtection};
 use crate::manifest::Manifest;
@@ -144,9 +143,9 @@ impl Workspace {
         // Keys before anything is written: an OS keyring that cannot be reached fails here.
         let created = keystore::create(workspace_id, protection)?;
         let mut batch = WriteBatch::default();
-        batch.put(layout::HEADER, created.header);
-        batch.put(layout::KEYRING, created.sealed_keyring);
-        let mut workspace = Self::assemble(dir, store, lock, workspace_id, created.unlocked);
+        batch.put(layout::HEADER, created.keyring.header());
+        batch.put(layout::KEYRING, created.keyring.seal(&created.identity)?);
+        let mut workspace = Self::assemble(dir, store, lock, workspace_id, created);
         let box_key = adiuva_model::hex::encode(&workspace.log.identity.box_public_key());
         let operation = Operation::CreateWorkspace { device_name: device_name.to_owned(), box_key };
         let created = workspace.root_event("workspace.created", None, operation, true);
@@ -215,7 +214,12 @@ impl Workspace {
             store.get(layout::KEYRING)?.ok_or_else(|| Error::WorkspaceFormat { detail: "no local keyring".into() })?;
         let header = Header::decode(&header_bytes)?;
         let unlocked = keystore::unlock(&header_bytes, &sealed_keyring, passphrase)?;
+        let outdated = unlocked.outdated;
         let mut workspace = Self::assemble(dir, store, lock, header.workspace_id, unlocked);
+        if outdated {
+            // Before anything is sealed under the device's storage key it got just now.
+            workspace.log.store_keyring()?;
+        }
         workspace.options = options;
         if witness == Witness::Check {
             workspace.log.read_witness()?;
@@ -242,17 +246,14 @@ impl Workspace {
         workspace_id: Ulid,
         unlocked: keystore::Unlocked,
     ) -> Self {
-        let storage_keys: BTreeMap<u32, SecretKey> =
-            unlocked.keys.iter().map(|key| (key.epoch, key.key.derive(KeyPurpose::LocalStorage))).collect();
-        let current_epoch = unlocked.keys.last().map_or(1, |key| key.epoch);
         let actor = ActorId::from(&unlocked.identity.device_id().0[..16]);
         let log = DocumentLog {
             store,
             dir: dir.to_owned(),
             workspace_id: workspace_id.to_bytes(),
+            derived_keys: unlocked.keyring.derived_storage_keys(),
             identity: unlocked.identity,
-            storage_keys,
-            current_epoch,
+            keyring: unlocked.keyring,
             witness: BTreeMap::new(),
             witness_marked: false,
         };

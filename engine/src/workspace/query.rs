@@ -258,7 +258,7 @@ impl Workspace {
             workspace_id: self.workspace_id(),
             device_id: self.device_id(),
             path: self.path.clone(),
-            key_epoch: self.log.current_epoch,
+            key_epoch: self.log.keyring.workspace_key().map_or(0, |key| key.epoch),
             documents,
             storage_bytes: self.log.store.size_on_disk()?,
         })

@@ -7,14 +7,22 @@
 //! new document's registration: `note.moved_out` deletes it from the collection's document
 //! (whose history keeps every earlier event of it) and `note.moved_in`, caused by the first,
 //! creates it, as it then was, in its own document.
+//!
+//! Format 1 sealed the store under keys derived from the shared workspace key, which every
+//! device of the workspace holds, a removed one included. Since keyring format 2 each device
+//! seals its store under a storage key of its own: an older workspace gets one at its first
+//! open and writes everything new under it at once. What was sealed before moves at `upgrade`
+//! or at a full compaction: every blob still under a derived key is opened and sealed again
+//! under the device's key, then the keyring stops accepting the derived keys. A crash part-way
+//! leaves a workspace that opens (both keys are still accepted); the next run finishes.
 
 use adiuva_model::{Actor, Collection, EventKind, RecordId};
 use serde::Serialize;
 use serde_json::Value;
 use tracing::info;
 
-use super::Workspace;
 use super::commit::{EventDraft, Operation};
+use super::{Workspace, layout};
 use crate::error::{Error, Result};
 use crate::records::{self, Effect};
 use crate::store::WriteBatch;
@@ -22,16 +30,22 @@ use crate::store::WriteBatch;
 /// Records moved per group commit: bounds the batch (long texts) while sharing barriers.
 const MOVE_GROUP: usize = 64;
 
+/// How many bytes of re-sealed blobs one batch carries.
+const RESEAL_BATCH_BYTES: usize = 256 * 1024;
+
 /// What an upgrade did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Upgrade {
     /// Records moved into documents of their own.
     pub records_moved: usize,
+    /// Stored blobs moved from a key derived from the workspace key to the device's own.
+    pub resealed: usize,
 }
 
 impl Workspace {
-    /// Brings the workspace to this build's layout: every record of a collection with a
-    /// document per record moves out of the collection's document, which is then compacted.
+    /// Brings the workspace to this build's layout and keys: every record of a collection with
+    /// a document per record moves out of the collection's document, which is then compacted,
+    /// and every blob still sealed under a derived key moves to the device's storage key.
     /// Running it again does nothing.
     pub fn upgrade(&mut self) -> Result<Upgrade> {
         let mut upgrade = Upgrade::default();
@@ -42,7 +56,45 @@ impl Workspace {
             }
             upgrade.records_moved += moved;
         }
+        upgrade.resealed = self.move_to_device_key()?;
         Ok(upgrade)
+    }
+
+    /// Re-seals every blob still under a derived key, then records that there are none.
+    pub(super) fn move_to_device_key(&mut self) -> Result<usize> {
+        if self.log.derived_keys.is_empty() {
+            return Ok(0);
+        }
+        let mut resealed = 0;
+        let mut batch = WriteBatch::default();
+        let mut batch_bytes = 0;
+        for key in self.log.store.keys_with_prefix(b"")? {
+            if key == layout::HEADER || key == layout::KEYRING {
+                continue;
+            }
+            let Some(bytes) = self.log.store.get(&key)? else {
+                continue;
+            };
+            if let Some(moved) = self.log.reseal(&key, &bytes)? {
+                batch_bytes += moved.len();
+                batch.put(key, moved);
+                resealed += 1;
+            }
+            if batch_bytes >= RESEAL_BATCH_BYTES {
+                self.log.write_durably(std::mem::take(&mut batch))?;
+                batch_bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            self.log.write_durably(batch)?;
+        }
+        // The witness is sealed under the current key whenever it is written.
+        self.write_witness()?;
+        self.log.keyring.storage_moved();
+        self.log.store_keyring()?;
+        self.log.derived_keys.clear();
+        info!(resealed, "the store moved to this device's own storage key");
+        Ok(resealed)
     }
 
     /// Moves out the records `document` holds if it is the collection document of a

@@ -82,6 +82,17 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Copies a directory tree (a workspace) to `to`.
+/// The passphrase of `fixtures/workspace-2026-12`: "ﬁ" (U+FB01) is "fi" in NFKC.
+pub const FIXTURE_2026_12_PASSPHRASE: &str = "fixture passphrase \u{FB01}ve \u{C5}";
+
+/// A copy of a fixture: opening writes (checkpoint, witness), never to the fixture itself.
+pub fn copy_fixture(name: &str) -> tempfile::TempDir {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture, dir.path());
+    dir
+}
+
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
