@@ -277,6 +277,42 @@ fn a_lost_witness_is_refused_until_reset_witness() {
     assert_eq!(json(ws, &["task", "list", "--json"]).as_array().unwrap().len(), 1);
 }
 
+/// Copies a directory tree (a workspace fixture).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// A workspace written before notes had documents of their own: `adiuva upgrade` moves its notes
+/// out, and `note list` and the users' events read the same before and after.
+#[test]
+fn upgrade_moves_notes_into_their_own_documents_and_lists_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path();
+    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/tests/fixtures/workspace-2026-12-notes"), ws);
+    let run = |args: &[&str]| {
+        let output = command(ws, args).env("ADIUVA_PASSPHRASE", "fixture passphrase v2").output().unwrap();
+        assert!(output.status.success(), "adiuva {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let notes = run(&["note", "list", "--json"]);
+    let user_log = run(&["log", "--json", "--actor", "user"]);
+    assert!(run(&["upgrade"]).contains("3 records moved"));
+    assert!(run(&["upgrade"]).contains("0 records moved"));
+    assert_eq!(run(&["note", "list", "--json"]), notes);
+    assert_eq!(run(&["log", "--json", "--actor", "user"]), user_log);
+    let status: Value = serde_json::from_str(&run(&["status", "--json"])).unwrap();
+    let own = status["documents"].as_array().unwrap().iter().find(|d| d["name"] == "notes/*").unwrap().clone();
+    assert_eq!(own["records"], 3, "{own}");
+}
+
 #[test]
 fn errors_are_typed_and_clear() {
     let dir = new_workspace();
