@@ -20,6 +20,9 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Everything this process creates is owner-only, sled's own store files included (the
+    // engine sets the mode of the files it creates itself, but not of sled's).
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let args = cli::Args::parse();
     init_tracing(args.verbose);
     match cli::run(args) {

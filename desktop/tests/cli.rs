@@ -381,3 +381,31 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn a_workspace_is_owner_only_and_a_shared_one_opens_with_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = new_workspace();
+    let ws = dir.path();
+    ok(ws, &["task", "add", "Private"]);
+    let mut stack = vec![ws.to_owned()];
+    let mut seen = 0;
+    while let Some(path) = stack.pop() {
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        // Every file and directory, sled's own included: none is open to group or others.
+        assert_eq!(mode & 0o077, 0, "{} has mode {mode:o}", path.display());
+        if path.is_dir() {
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|entry| entry.unwrap().path()));
+        }
+        seen += 1;
+    }
+    assert!(seen >= 6, "{seen} entries");
+
+    let output = adiuva(ws, &["task", "list"]);
+    assert!(output.status.success() && output.stderr.is_empty(), "{}", String::from_utf8_lossy(&output.stderr));
+    std::fs::set_permissions(ws, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let output = adiuva(ws, &["task", "list"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("other users of this machine can access the workspace"), "{stderr}");
+}

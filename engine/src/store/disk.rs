@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// The file system operations the store's own files need.
@@ -34,12 +34,17 @@ pub(crate) trait DiskFile: Send + Sync {
     fn sync_data(&self) -> io::Result<()>;
 }
 
-/// The real file system.
+/// The real file system. Everything is created owner-only (files 0600, directories 0700):
+/// what it holds is sealed, but its sizes and timing are nobody else's business.
 pub(crate) struct RealDisk;
+
+/// The mode of the files and directories a workspace creates.
+pub(crate) const PRIVATE_FILE: u32 = 0o600;
+pub(crate) const PRIVATE_DIR: u32 = 0o700;
 
 impl Disk for RealDisk {
     fn open(&self, path: &Path) -> io::Result<Box<dyn DiskFile>> {
-        let file = File::options().create(true).truncate(false).read(true).write(true).open(path)?;
+        let file = File::options().create(true).truncate(false).read(true).write(true).mode(PRIVATE_FILE).open(path)?;
         Ok(Box::new(file))
     }
 
@@ -48,7 +53,7 @@ impl Disk for RealDisk {
     }
 
     fn write_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let mut file = File::create(path)?;
+        let mut file = File::options().create(true).truncate(true).write(true).mode(PRIVATE_FILE).open(path)?;
         io::Write::write_all(&mut file, bytes)?;
         file.sync_data()
     }
@@ -66,7 +71,7 @@ impl Disk for RealDisk {
     }
 
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(dir)
+        std::fs::DirBuilder::new().recursive(true).mode(PRIVATE_DIR).create(dir)
     }
 }
 

@@ -14,6 +14,7 @@
 //!   make room when an open hits a full disk, so reads keep working.
 
 use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
@@ -168,7 +169,8 @@ fn set_aside_reserve(path: &Path) {
     }
     let temporary = path.join(format!("{RESERVE_FILE}.tmp"));
     let written = (|| {
-        let mut file = File::create(&temporary)?;
+        let mut file =
+            File::options().create(true).truncate(true).write(true).mode(super::disk::PRIVATE_FILE).open(&temporary)?;
         std::io::Write::write_all(&mut file, &vec![0; RESERVE_BYTES as usize])?;
         file.sync_all()?;
         std::fs::rename(&temporary, &reserve)

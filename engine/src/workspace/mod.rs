@@ -36,6 +36,7 @@ mod views;
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use adiuva_model::{Collection, DeviceId};
@@ -53,6 +54,7 @@ pub use upgrade::Upgrade;
 use crate::error::{Error, Result, json_error};
 use crate::keystore::{self, Header, KeyProtection};
 use crate::manifest::Manifest;
+use crate::store::disk::{Disk, PRIVATE_DIR, PRIVATE_FILE, RealDisk};
 use crate::store::{ChunkStore, SledStore, StoreError, WriteBatch};
 use crate::view::RecordView;
 use commit::Operation;
@@ -122,7 +124,17 @@ impl Workspace {
     /// so a crash leaves either a complete workspace or an empty store, which is no workspace
     /// (`open` says so) and which `init` takes over when run again.
     pub fn init(dir: &Path, protection: KeyProtection, device_name: &str) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(StoreError::from)?;
+        // Owner-only before sled creates its files in the store directory: their mode follows
+        // the process's umask, so these directories are what keeps them private.
+        for dir in [dir, &store_dir(dir)] {
+            RealDisk.create_dir_all(dir).map_err(StoreError::from)?;
+        }
+        // An empty directory given to `init` becomes the workspace: owner-only too. One that
+        // holds other things is left as it is (with a warning if it is shared).
+        if std::fs::read_dir(dir).map_err(StoreError::from)?.count() == 1 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(PRIVATE_DIR)).map_err(StoreError::from)?;
+        }
+        warn_if_shared(dir);
         let lock = lock_dir(dir)?;
         let store = SledStore::open(&store_dir(dir))?;
         Self::init_in(dir, lock, Box::new(store), protection, device_name)
@@ -184,6 +196,7 @@ impl Workspace {
         if !store_dir(dir).is_dir() {
             return Err(Error::WorkspaceNotFound { path: dir.to_owned() });
         }
+        warn_if_shared(dir);
         let lock = lock_dir(dir)?;
         let store = SledStore::open(&store_dir(dir))?;
         Self::open_in(dir, lock, Box::new(store), passphrase, options, witness)
@@ -357,9 +370,29 @@ fn is_empty(store: &dyn ChunkStore) -> Result<bool> {
     Ok(store.keys_with_prefix(b"")?.is_empty())
 }
 
+/// Warns when other users of this machine can enter the workspace directory or its store (a
+/// workspace copied or created by an older version with a looser mode): what they hold is
+/// sealed, but not their sizes, names and times. Files inside an owner-only directory are out
+/// of reach whatever their own mode, so the two directories are what is checked.
+fn warn_if_shared(dir: &Path) {
+    for path in [dir.to_owned(), store_dir(dir)] {
+        if let Ok(metadata) = std::fs::metadata(&path)
+            && metadata.permissions().mode() & 0o077 != 0
+        {
+            let mode = format!("{:o}", metadata.permissions().mode() & 0o777);
+            warn!(path = %path.display(), mode, "other users of this machine can access the workspace; restrict it with `chmod 700`");
+        }
+    }
+}
+
 fn lock_dir(dir: &Path) -> Result<File> {
-    let file =
-        File::options().create(true).truncate(false).write(true).open(dir.join("lock")).map_err(StoreError::from)?;
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(PRIVATE_FILE)
+        .open(dir.join("lock"))
+        .map_err(StoreError::from)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::WorkspaceLocked { path: dir.to_owned() }),
