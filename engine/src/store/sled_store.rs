@@ -274,3 +274,31 @@ impl ChunkStore for SledStore {
 pub fn inspect_write_ahead_log(log: &[u8]) -> Result<(usize, bool), StoreError> {
     wal::parse(log).map(|contents| (contents.records.len(), contents.torn))
 }
+
+#[cfg(test)]
+mod tests {
+    // Tests fail loudly: unwrapping is how they assert.
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A value-file pointer altered to name a path outside the store reads nothing there and,
+    /// when the entry is replaced, removes nothing there: it is a typed error.
+    #[test]
+    fn a_tampered_value_file_name_reaches_nothing_outside_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, b"not the store's").unwrap();
+        let store = SledStore::open(&dir.path().join("store")).unwrap();
+        let mut pointer = vec![1];
+        pointer.extend_from_slice(b"../../outside");
+        store.tree.apply(&Op::Put(b"k".to_vec(), pointer)).unwrap();
+        assert!(matches!(store.get(b"k"), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(store.scan_prefix(b""), Err(StoreError::Corrupt { .. })));
+        let mut batch = WriteBatch::default();
+        batch.delete(b"k".to_vec());
+        assert!(matches!(store.write(batch), Err(StoreError::Corrupt { .. })));
+        store.sync().unwrap();
+        assert_eq!(std::fs::read(&outside).unwrap(), b"not the store's");
+    }
+}
