@@ -173,10 +173,6 @@ impl World {
     /// torn inside a sector too; unsynced directory entries are kept or not; sled keeps what it
     /// flushed and a prefix of what followed.
     pub fn crash(&mut self) {
-        for inode in self.inodes.values_mut() {
-            land_some(&mut self.rng, &mut inode.durable, std::mem::take(&mut inode.pending));
-            inode.data = inode.durable.clone();
-        }
         let paths: Vec<PathBuf> = self.names.keys().chain(self.durable_names.keys()).cloned().collect();
         for path in paths {
             if self.names.get(&path) != self.durable_names.get(&path) && self.rng.one_in(2) {
@@ -187,6 +183,13 @@ impl World {
             }
         }
         self.names = self.durable_names.clone();
+        // Files no name reaches are gone for good.
+        let reachable: std::collections::HashSet<u64> = self.names.values().copied().collect();
+        self.inodes.retain(|id, _| reachable.contains(id));
+        for inode in self.inodes.values_mut() {
+            land_some(&mut self.rng, &mut inode.durable, std::mem::take(&mut inode.pending));
+            inode.data = inode.durable.clone();
+        }
         let state = self.sled_prefix();
         self.tree = TreeModel { current: state.clone(), durable: state, ..TreeModel::default() };
         self.power_left = None;
