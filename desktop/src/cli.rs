@@ -1,20 +1,30 @@
-//! The command line: argument parsing and one function per command, each a thin layer over the
-//! engine's workspace API.
+//! The command line: argument parsing and one function per command, each a thin layer over a
+//! [`Service`]: the workspace's daemon when one runs, else the workspace opened here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use adiuva_engine::{Effect, EventDraft, EventFilter, Workspace, fields_of};
-use adiuva_model::record::{Note, Priority, Task, TaskStatus};
-use adiuva_model::{Actor, Collection, EventKind, RecordId};
+use std::time::{Duration, Instant};
+
+use adiuva_engine::Workspace;
+use adiuva_model::record::{Priority, TaskStatus};
 use anyhow::Context;
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
-use serde_json::{Map, Value};
+use indicatif::{ProgressBar, ProgressStyle};
 use tracing::info_span;
 use ulid::Ulid;
 
+use crate::daemon::client::Remote;
+use crate::daemon::control::DaemonCommand;
+use crate::daemon::{self, DaemonFile};
+use crate::import::ImportProgress;
 use crate::output;
+use crate::service::{Local, LogQuery, NewNote, NewTask, Service, TaskPatch, TaskQuery};
 use crate::unlock::{self, KeyStore};
+
+/// How long a command waits for a daemon that is starting or stopping (it holds the workspace
+/// but does not answer yet) before reporting the workspace as locked.
+const WAIT_FOR_DAEMON: Duration = Duration::from_secs(5);
 
 #[derive(Parser, Debug)]
 #[command(name = "adiuva", version, about = "Adiuva: a local-first, private personal assistant")]
@@ -85,6 +95,10 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// The daemon: keeps the workspace open and serves it on 127.0.0.1; commands go through it
+    /// while it runs.
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -225,63 +239,18 @@ fn workspace_dir(args: &Args) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// One invocation's context: its workspace and the correlation id of everything it does.
-struct Session {
-    workspace: Workspace,
-    correlation: Ulid,
-}
-
-impl Session {
-    fn draft(&self, kind: &str) -> anyhow::Result<EventDraft> {
-        Ok(EventDraft::new(EventKind::new(kind)?, Actor::User).correlated(Some(self.correlation)))
-    }
-
-    fn commit(&mut self, kind: &str, effect: Effect) -> anyhow::Result<()> {
-        let draft = self.draft(kind)?;
-        self.workspace.commit(draft, effect)?;
-        Ok(())
-    }
-}
-
 pub fn run(args: Args) -> anyhow::Result<()> {
     let dir = workspace_dir(&args)?;
     let correlation = Ulid::new();
     let span = info_span!("command", %correlation);
     let _entered = span.enter();
-    if let Command::Init { device_name, key_store } = &args.command {
-        return init(&dir, device_name, *key_store);
-    }
-    if let Command::Schema { out } = &args.command {
-        return write_schemas(out);
-    }
-    if let Command::ResetWitness = &args.command {
-        Workspace::open_resetting_witness(&dir, unlock::passphrase)?;
-        println!("recorded a new witness: the store is trusted as it is");
-        return Ok(());
-    }
-    let workspace = Workspace::open(&dir, unlock::passphrase)?;
-    let mut session = Session { workspace, correlation };
     match args.command {
-        Command::Init { .. } | Command::Schema { .. } | Command::ResetWitness => Ok(()),
-        Command::Task(command) => task(&mut session, command),
-        Command::Note(command) => note(&mut session, command),
-        Command::Log { json, kind, actor, task, limit } => {
-            let record = task.map(|id| session.workspace.resolve_id(Collection::Tasks, &id)).transpose()?;
-            let mut events = session.workspace.events(&EventFilter { kind, actor, record })?;
-            if let Some(limit) = limit {
-                events.drain(..events.len().saturating_sub(limit));
-            }
-            output::events(&events, json)
-        }
-        Command::Status { json } => output::status(&session.workspace.status()?, json),
-        Command::Import { file } => crate::import::run(&mut session.workspace, &file, correlation),
-        Command::Compact => {
-            session.workspace.compact()?;
-            println!("compacted");
-            Ok(())
-        }
+        Command::Init { device_name, key_store } => init(&dir, &device_name, key_store),
+        Command::Schema { out } => write_schemas(&out),
+        Command::Daemon(command) => daemon::control::run(&dir, command, args.verbose),
+        // Rewrites the store under the workspace: only without a daemon.
         Command::Upgrade => {
-            let upgrade = session.workspace.upgrade()?;
+            let upgrade = Workspace::open(&dir, unlock::passphrase)?.upgrade()?;
             if upgrade == adiuva_engine::Upgrade::default() {
                 println!("the workspace is current");
             } else {
@@ -292,10 +261,59 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::ResetWitness => {
+            Workspace::open_resetting_witness(&dir, unlock::passphrase)?;
+            println!("recorded a new witness: the store is trusted as it is");
+            Ok(())
+        }
+        command => {
+            let deadline = Instant::now() + WAIT_FOR_DAEMON;
+            loop {
+                // Through the workspace's daemon when one runs, else on the workspace itself.
+                if let Some(mut remote) = Remote::find(&dir, correlation) {
+                    return execute(&mut remote, command);
+                }
+                match Workspace::open(&dir, unlock::passphrase) {
+                    Ok(mut workspace) => {
+                        // This process holds the lock: an address file left here is stale.
+                        DaemonFile::remove_stale(&dir);
+                        return execute(&mut Local { workspace: &mut workspace, correlation }, command);
+                    }
+                    // A daemon starting or stopping holds the lock without answering yet.
+                    Err(adiuva_engine::Error::WorkspaceLocked { .. }) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(40));
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
     }
 }
 
-fn init(dir: &std::path::Path, device_name: &str, key_store: KeyStore) -> anyhow::Result<()> {
+/// Runs one workspace command through `service` and prints its outcome.
+fn execute(service: &mut dyn Service, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Init { .. }
+        | Command::Schema { .. }
+        | Command::Daemon(_)
+        | Command::ResetWitness
+        | Command::Upgrade => Ok(()),
+        Command::Task(command) => task(service, command),
+        Command::Note(command) => note(service, command),
+        Command::Log { json, kind, actor, task, limit } => {
+            output::events(&service.log(LogQuery { kind, actor, task, limit })?, json)
+        }
+        Command::Status { json } => output::status(&service.status()?, json),
+        Command::Import { file } => import(service, &file),
+        Command::Compact => {
+            service.compact()?;
+            println!("compacted");
+            Ok(())
+        }
+    }
+}
+
+fn init(dir: &Path, device_name: &str, key_store: KeyStore) -> anyhow::Result<()> {
     let protection = unlock::chosen_protection(key_store)?;
     let workspace = match Workspace::init(dir, protection, device_name) {
         Err(adiuva_engine::Error::KeyringUnavailable { detail }) if key_store == KeyStore::Auto => {
@@ -309,7 +327,7 @@ fn init(dir: &std::path::Path, device_name: &str, key_store: KeyStore) -> anyhow
     Ok(())
 }
 
-fn write_schemas(out: &std::path::Path) -> anyhow::Result<()> {
+fn write_schemas(out: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
     for (name, schema) in adiuva_model::schema::all() {
         let path = out.join(format!("{name}.schema.json"));
@@ -320,98 +338,37 @@ fn write_schemas(out: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn task(session: &mut Session, command: TaskCommand) -> anyhow::Result<()> {
-    let collection = Collection::Tasks;
+fn task(service: &mut dyn Service, command: TaskCommand) -> anyhow::Result<()> {
     match command {
         TaskCommand::Add { title, description, due, priority, tags, project } => {
-            let title = non_empty_title(title)?;
-            let task = Task {
-                id: RecordId::new(),
+            let new = NewTask { title, description, due, priority: priority.map(Priority::from), tags, project };
+            println!("{}", service.add_task(new)?.id);
+        }
+        TaskCommand::List { json, all, tag } => output::tasks(&service.list_tasks(TaskQuery { all, tag })?, json)?,
+        TaskCommand::Show { id, json } => {
+            let detail = service.show_task(&id)?;
+            output::task_detail(&detail.task, &detail.history, &detail.conflicts, json)?;
+        }
+        TaskCommand::Done { id } => println!("done {}", service.complete_task(&id)?.id),
+        TaskCommand::Edit { id, title, description, due, no_due, priority, status, tags, project } => {
+            let due = if no_due { Some(None) } else { due.map(Some) };
+            let patch = TaskPatch {
                 title,
-                description: description.unwrap_or_default(),
-                status: TaskStatus::Todo,
-                priority: priority.map(Priority::from).unwrap_or_default(),
+                description,
                 due,
+                priority: priority.map(Priority::from),
+                status: status.map(TaskStatus::from),
                 tags,
                 project,
-                created_at: Utc::now(),
             };
-            let fields = fields_of(collection, &task)?;
-            session.commit("task.created", Effect::CreateRecord { collection, id: task.id, fields })?;
-            println!("{}", task.id);
-            Ok(())
+            println!("updated {}", service.edit_task(&id, patch)?.id);
         }
-        TaskCommand::List { json, all, tag } => {
-            let tasks: Vec<Task> = session
-                .workspace
-                .list_as::<Task>(collection)?
-                .into_iter()
-                .filter(|t| all || matches!(t.status, TaskStatus::Todo | TaskStatus::InProgress))
-                .filter(|t| tag.as_ref().is_none_or(|tag| t.tags.contains(tag)))
-                .collect();
-            output::tasks(&tasks, json)
-        }
-        TaskCommand::Show { id, json } => {
-            let id = session.workspace.resolve_id(collection, &id)?;
-            let task = session.workspace.get_as::<Task>(collection, id)?.context("the task vanished")?;
-            let history = session.workspace.history(collection, id)?;
-            let conflicts = session.workspace.conflicts(collection, id)?;
-            output::task_detail(&task, &history, &conflicts, json)
-        }
-        TaskCommand::Done { id } => {
-            let id = session.workspace.resolve_id(collection, &id)?;
-            let mut fields = Map::new();
-            fields.insert("status".into(), serde_json::to_value(TaskStatus::Done)?);
-            session.commit("task.completed", Effect::UpdateRecord { collection, id, fields })?;
-            println!("done {id}");
-            Ok(())
-        }
-        TaskCommand::Edit { id, title, description, due, no_due, priority, status, tags, project } => {
-            let id = session.workspace.resolve_id(collection, &id)?;
-            let mut fields = Map::new();
-            if let Some(title) = title {
-                fields.insert("title".into(), Value::String(non_empty_title(title)?));
-            }
-            if let Some(description) = description {
-                fields.insert("description".into(), Value::String(description));
-            }
-            if let Some(due) = due {
-                fields.insert("due".into(), serde_json::to_value(due)?);
-            }
-            if no_due {
-                fields.insert("due".into(), Value::Null);
-            }
-            if let Some(priority) = priority {
-                fields.insert("priority".into(), serde_json::to_value(Priority::from(priority))?);
-            }
-            if let Some(status) = status {
-                fields.insert("status".into(), serde_json::to_value(TaskStatus::from(status))?);
-            }
-            if let Some(tags) = tags {
-                fields.insert("tags".into(), serde_json::to_value(tags)?);
-            }
-            if let Some(project) = project {
-                fields.insert("project".into(), Value::String(project));
-            }
-            anyhow::ensure!(
-                !fields.is_empty(),
-                "nothing to change: give at least one of --title, --description, --due, --no-due, --priority, --status, --tag, --project"
-            );
-            session.commit("task.updated", Effect::UpdateRecord { collection, id, fields })?;
-            println!("updated {id}");
-            Ok(())
-        }
-        TaskCommand::Rm { id } => {
-            let id = session.workspace.resolve_id(collection, &id)?;
-            session.commit("task.deleted", Effect::DeleteRecord { collection, id })?;
-            println!("deleted {id}");
-            Ok(())
-        }
+        TaskCommand::Rm { id } => println!("deleted {}", service.remove_task(&id)?.id),
     }
+    Ok(())
 }
 
-fn note(session: &mut Session, command: NoteCommand) -> anyhow::Result<()> {
-    let collection = Collection::Notes;
+fn note(service: &mut dyn Service, command: NoteCommand) -> anyhow::Result<()> {
     match command {
         NoteCommand::Add { title, body, file, tags } => {
             let body = match (body, file) {
@@ -421,18 +378,45 @@ fn note(session: &mut Session, command: NoteCommand) -> anyhow::Result<()> {
                 }
                 (None, None) => String::new(),
             };
-            let note = Note { id: RecordId::new(), title: non_empty_title(title)?, body, tags, created_at: Utc::now() };
-            let fields = fields_of(collection, &note)?;
-            session.commit("note.created", Effect::CreateRecord { collection, id: note.id, fields })?;
-            println!("{}", note.id);
+            println!("{}", service.add_note(NewNote { title, body, tags })?.id);
             Ok(())
         }
-        NoteCommand::List { json } => output::notes(&session.workspace.list_as::<Note>(collection)?, json),
+        NoteCommand::List { json } => output::notes(&service.list_notes()?, json),
     }
 }
 
-pub fn non_empty_title(title: String) -> anyhow::Result<String> {
-    let trimmed = title.trim();
-    anyhow::ensure!(!trimmed.is_empty(), "a title cannot be empty");
-    Ok(trimmed.to_owned())
+/// Imports a JSON Lines file with a progress bar on the terminal.
+fn import(service: &mut dyn Service, file: &Path) -> anyhow::Result<()> {
+    let content = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{spinner} importing [{bar:40}] {pos}/{len} events, {per_sec}, eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut progress = |step| match step {
+        ImportProgress::Committed { done, total } => {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+        ImportProgress::Compacting => {
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} compacting")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+        }
+    };
+    let report = service.import(&file.display().to_string(), content, &mut progress)?;
+    bar.finish_and_clear();
+    println!(
+        "imported {} events from {} in {:.2} s ({:.0} events/s){}",
+        report.events,
+        file.display(),
+        report.seconds,
+        report.events as f64 / report.seconds.max(f64::EPSILON),
+        match report.skipped {
+            0 => String::new(),
+            skipped => format!("; {skipped} were already imported"),
+        }
+    );
+    Ok(())
 }

@@ -10,21 +10,41 @@
 //! after an interruption or not, adds only what is missing.
 
 use std::io::BufRead;
-use std::path::Path;
 use std::time::Instant;
 
 use adiuva_engine::{Effect, EventDraft, Workspace, fields_of, json_error};
 use adiuva_model::record::{Note, Priority, Task, TaskStatus};
 use adiuva_model::{Actor, Collection, EventKind, RecordId};
-use anyhow::Context;
 use chrono::{NaiveDate, Utc};
-use indicatif::{ProgressBar, ProgressStyle};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use ulid::Ulid;
+use utoipa::ToSchema;
+
+use crate::service::{Error, Result, non_empty_title};
 
 /// Events per group commit: large enough that the barrier's cost vanishes per event, small
 /// enough that progress moves smoothly and a group stays a few hundred KiB.
 const GROUP_SIZE: usize = 1000;
+
+/// How far an import is, as it goes.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportProgress {
+    /// `done` of `total` events are durable.
+    Committed { done: u64, total: u64 },
+    /// Every event is durable; the documents' tails are being folded into snapshots.
+    Compacting,
+}
+
+/// What an import did.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ImportReport {
+    /// Events committed.
+    pub events: u64,
+    /// Records of the file the workspace already had (imported before), skipped.
+    pub skipped: u64,
+    pub seconds: f64,
+}
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -59,22 +79,75 @@ struct NoteLine {
     tags: Vec<String>,
 }
 
-pub fn run(workspace: &mut Workspace, file: &Path, correlation: Ulid) -> anyhow::Result<()> {
-    let mut events = parse(file)?;
-    let in_file = events.len();
-    let mut present = Vec::with_capacity(events.len());
-    for (_, effect) in &events {
-        present.push(workspace.get(effect.collection(), effect.record())?.is_some());
+/// A parsed import, ready to commit.
+pub struct Parsed {
+    events: Vec<(EventKind, Effect)>,
+    skipped: u64,
+    started: Instant,
+}
+
+/// Reads and checks every line of `content` (named `source` in errors); any error names its
+/// line and nothing is imported.
+pub fn parse(source: &str, content: &[u8]) -> Result<Parsed> {
+    let started = Instant::now();
+    let file_hash = blake3::hash(content);
+    let mut events = Vec::new();
+    for (index, line) in content.lines().enumerate() {
+        let number = index + 1;
+        let at = |detail: String| Error::invalid(format!("{source}:{number}: {detail}"));
+        let line = line.map_err(|_| at("not readable text".into()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        // Without serde's own message: it quotes the line's values.
+        let parsed: Line =
+            serde_json::from_str(&line).map_err(|e| at(format!("not an import line: it {}", json_error(&e))))?;
+        events.push(to_event(parsed, line_id(file_hash.as_bytes(), number)).map_err(|e| at(e.to_string()))?);
+    }
+    Ok(Parsed { events, skipped: 0, started })
+}
+
+/// Where an import goes: a workspace, or the daemon's shared one (taken for one group at a time,
+/// so other clients are served between groups).
+pub trait Target {
+    fn exists(&mut self, effect: &Effect) -> adiuva_engine::Result<bool>;
+    fn commit(&mut self, group: Vec<(EventDraft, Effect)>) -> adiuva_engine::Result<()>;
+    fn compact(&mut self) -> adiuva_engine::Result<()>;
+}
+
+impl Target for Workspace {
+    fn exists(&mut self, effect: &Effect) -> adiuva_engine::Result<bool> {
+        Ok(self.get(effect.collection(), effect.record())?.is_some())
+    }
+
+    fn commit(&mut self, group: Vec<(EventDraft, Effect)>) -> adiuva_engine::Result<()> {
+        self.commit_batch(group).map(drop)
+    }
+
+    fn compact(&mut self) -> adiuva_engine::Result<()> {
+        Workspace::compact(self)
+    }
+}
+
+/// Commits what `parsed` holds that the target does not have yet, group by group, then folds
+/// the documents' tails.
+pub fn run(
+    mut parsed: Parsed,
+    correlation: Ulid,
+    target: &mut dyn Target,
+    progress: &mut dyn FnMut(ImportProgress),
+) -> Result<ImportReport> {
+    let in_file = parsed.events.len();
+    let mut present = Vec::with_capacity(in_file);
+    for (_, effect) in &parsed.events {
+        present.push(target.exists(effect)?);
     }
     let mut present = present.into_iter();
-    events.retain(|_| present.next() == Some(false));
-    let total = events.len();
-    let progress = ProgressBar::new(total as u64).with_style(
-        ProgressStyle::with_template("{spinner} importing [{bar:40}] {pos}/{len} events, {per_sec}, eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let started = Instant::now();
-    let mut pending = events.into_iter();
+    parsed.events.retain(|_| present.next() == Some(false));
+    parsed.skipped = (in_file - parsed.events.len()) as u64;
+    let total = parsed.events.len() as u64;
+    let mut done = 0;
+    let mut pending = parsed.events.into_iter();
     loop {
         let group: Vec<(EventDraft, Effect)> = pending
             .by_ref()
@@ -85,52 +158,21 @@ pub fn run(workspace: &mut Workspace, file: &Path, correlation: Ulid) -> anyhow:
             break;
         }
         let count = group.len() as u64;
-        workspace.commit_batch(group).with_context(|| {
-            format!("import stopped after {} of {total} events (those are kept)", progress.position())
+        target.commit(group).map_err(|source| Error::Partial {
+            context: format!("import stopped after {done} of {total} events (those are kept)"),
+            source,
         })?;
-        progress.inc(count);
+        done += count;
+        progress(ImportProgress::Committed { done, total });
     }
-    progress.finish_and_clear();
     // Fold what the import left in the documents' tails into their snapshots now, so the next
     // command does not replay thousands of changes.
-    progress.set_style(
-        ProgressStyle::with_template("{spinner} compacting").unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    progress.enable_steady_tick(std::time::Duration::from_millis(120));
-    workspace.compact().context("the import is complete and durable; folding it into snapshots failed")?;
-    progress.finish_and_clear();
-    let seconds = started.elapsed().as_secs_f64();
-    println!(
-        "imported {total} events from {} in {seconds:.2} s ({:.0} events/s){}",
-        file.display(),
-        total as f64 / seconds.max(f64::EPSILON),
-        match in_file - total {
-            0 => String::new(),
-            skipped => format!("; {skipped} were already imported"),
-        }
-    );
-    Ok(())
-}
-
-/// Reads and checks every line; any error names its line and nothing is imported.
-fn parse(file: &Path) -> anyhow::Result<Vec<(EventKind, Effect)>> {
-    let content = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let file_hash = blake3::hash(&content);
-    let mut events = Vec::new();
-    for (index, line) in content.as_slice().lines().enumerate() {
-        let number = index + 1;
-        let line = line.with_context(|| format!("{}:{number}: not readable text", file.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        // Without serde's own message: it quotes the line's values.
-        let parsed: Line = serde_json::from_str(&line)
-            .map_err(|e| anyhow::anyhow!("{}:{number}: not an import line: it {}", file.display(), json_error(&e)))?;
-        let id = line_id(file_hash.as_bytes(), number);
-        let event = to_event(parsed, id).with_context(|| format!("{}:{number}", file.display()))?;
-        events.push(event);
-    }
-    Ok(events)
+    progress(ImportProgress::Compacting);
+    target.compact().map_err(|source| Error::Partial {
+        context: "the import is complete and durable; folding it into snapshots failed".into(),
+        source,
+    })?;
+    Ok(ImportReport { events: total, skipped: parsed.skipped, seconds: parsed.started.elapsed().as_secs_f64() })
 }
 
 /// The id of the record on line `number` of a file whose content hashes to `file_hash`: the same
@@ -145,14 +187,14 @@ fn line_id(file_hash: &[u8; 32], number: usize) -> RecordId {
     RecordId(Ulid::from_parts(0, u128::from_be_bytes(random)))
 }
 
-fn to_event(line: Line, id: RecordId) -> anyhow::Result<(EventKind, Effect)> {
+fn to_event(line: Line, id: RecordId) -> Result<(EventKind, Effect)> {
     let now = Utc::now();
     Ok(match line {
         Line::Task(task) => {
             let collection = Collection::Tasks;
             let task = Task {
                 id,
-                title: crate::cli::non_empty_title(task.title)?,
+                title: non_empty_title(task.title)?,
                 description: task.description,
                 status: task.status,
                 priority: task.priority,
@@ -166,13 +208,8 @@ fn to_event(line: Line, id: RecordId) -> anyhow::Result<(EventKind, Effect)> {
         }
         Line::Note(note) => {
             let collection = Collection::Notes;
-            let note = Note {
-                id,
-                title: crate::cli::non_empty_title(note.title)?,
-                body: note.body,
-                tags: note.tags,
-                created_at: now,
-            };
+            let note =
+                Note { id, title: non_empty_title(note.title)?, body: note.body, tags: note.tags, created_at: now };
             let fields = fields_of(collection, &note)?;
             (EventKind::from_static("note.created"), Effect::CreateRecord { collection, id: note.id, fields })
         }

@@ -1,13 +1,15 @@
-//! `adiuva`: the Adiuva app. For now, its command line over the local workspace; the local daemon
-//! and the UI will be served by this same binary.
+//! `adiuva`: the Adiuva app. Its command line, and the daemon that keeps a workspace open and
+//! serves it on 127.0.0.1 (the UI will be served by this same binary).
 //!
 //! Every command runs with a correlation id (a ULID) that goes into the envelope of each event it
 //! commits and into its log lines, so the audit trail and the logs of one invocation line up.
 //! This crate holds no business logic: records, events and storage belong to the engine.
 
 mod cli;
+mod daemon;
 mod import;
 mod output;
+mod service;
 mod unlock;
 
 use std::process::ExitCode;
@@ -24,7 +26,9 @@ fn main() -> ExitCode {
     // engine sets the mode of the files it creates itself, but not of sled's).
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let args = cli::Args::parse();
-    init_tracing(args.verbose);
+    // A daemon's log says at least when it starts and stops, and on which address.
+    let daemon = matches!(args.command, cli::Command::Daemon(daemon::control::DaemonCommand::Run));
+    init_tracing(if daemon { args.verbose.max(1) } else { args.verbose });
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -16,9 +16,12 @@ fn json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
 
 /// `error[code]: message`, with the stable code when the engine gave one.
 pub fn print_error(error: &anyhow::Error) {
-    match error.downcast_ref::<adiuva_engine::Error>() {
-        Some(engine) => eprintln!("error[{}]: {engine}", engine.code().as_str()),
-        None => eprintln!("error: {error:#}"),
+    if let Some(engine) = error.downcast_ref::<adiuva_engine::Error>() {
+        eprintln!("error[{}]: {engine}", engine.code().as_str());
+    } else if let Some(service) = error.downcast_ref::<crate::service::Error>() {
+        eprintln!("error[{}]: {service}", service.code().as_str());
+    } else {
+        eprintln!("error: {error:#}");
     }
 }
 

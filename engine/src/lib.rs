@@ -53,6 +53,6 @@ pub use error::{Error, Result, json_error};
 pub use keystore::KeyProtection;
 pub use records::{Effect, FieldConflict};
 pub use workspace::{
-    DocumentStatus, EventDraft, EventFilter, LoggedEvent, ROOT_DOCUMENT, Upgrade, Workspace, WorkspaceOptions,
-    WorkspaceStatus, fields_of,
+    CommitObserver, Cursor, DocumentStatus, EventDraft, EventFilter, FollowedEvent, LoggedEvent, ROOT_DOCUMENT,
+    Upgrade, Workspace, WorkspaceOptions, WorkspaceStatus, fields_of,
 };

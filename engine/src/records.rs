@@ -269,7 +269,7 @@ pub fn record_ids(doc: &impl ReadDoc) -> Vec<RecordId> {
 }
 
 /// A field whose value Automerge keeps more than one of, because devices set it concurrently.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FieldConflict {
     pub field: String,
     /// Every concurrent value; the first is the one shown as current.

@@ -57,6 +57,13 @@ error_codes! {
     StoreFailed => "store.failed", "A write to the store failed, so it takes no further writes until it is opened again (which recovers every acknowledged write).";
     PassphraseTooShort => "key.passphrase_too_short", "A new workspace's passphrase is shorter than the minimum.";
     KeyDerivationCost => "key.derivation_cost", "The workspace header asks for key derivation parameters outside the accepted range (a tampered header).";
+    InputTooLarge => "input.too_large", "A request body is larger than the API accepts.";
+    ApiUnauthorized => "api.unauthorized", "A request to the local API lacks the daemon's bearer token, or has a wrong one.";
+    ApiForbidden => "api.forbidden", "A request to the local API names a Host or Origin that is not the daemon's own.";
+    ApiNotFound => "api.not_found", "The local API has no such route, or the route does not take that method.";
+    DaemonNotRunning => "daemon.not_running", "No daemon runs for the workspace.";
+    DaemonUnreachable => "daemon.unreachable", "The workspace's daemon did not answer, or answered something unexpected.";
+    Internal => "internal", "An unexpected failure inside the app (a bug); the daemon logs it.";
 }
 
 #[cfg(test)]

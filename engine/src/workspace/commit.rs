@@ -17,7 +17,7 @@ use chrono::Utc;
 use tracing::warn;
 use ulid::Ulid;
 
-use super::{ROOT_DOCUMENT, Workspace};
+use super::{FollowedEvent, LoggedEvent, ROOT_DOCUMENT, Workspace};
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::records::Effect;
@@ -216,6 +216,8 @@ impl Workspace {
         let mut heads_before: BTreeMap<String, (Vec<ChangeHash>, usize)> = BTreeMap::new();
         let mut touched: BTreeMap<String, Touched> = BTreeMap::new();
         let mut envelopes = Vec::with_capacity(events.len());
+        // Only gathered when someone follows the log: (document, change hash, envelope).
+        let mut followed = Vec::new();
         for event in events {
             let loaded = self.document(&event.document)?;
             if let Operation::Record(effect) = &event.operation {
@@ -233,11 +235,15 @@ impl Workspace {
                 .doc
                 .transact_with(|_| options, |tx| event.operation.apply(tx, &event.envelope))
                 .map_err(|failure| failure.error)?;
-            if success.hash.is_none() {
+            let hash = match success.hash {
+                Some(hash) => hash,
                 // An event that changed nothing (an edit to the same value) is still an event.
-                loaded.doc.empty_commit(CommitOptions::default().with_message(message).with_time(time));
-            }
+                None => loaded.doc.empty_commit(CommitOptions::default().with_message(message).with_time(time)),
+            };
             *count += 1;
+            if self.observer.is_some() {
+                followed.push((event.document.clone(), hash, event.envelope.clone()));
+            }
             if event.requested {
                 envelopes.push(event.envelope);
             }
@@ -255,7 +261,34 @@ impl Workspace {
         }
         self.log.write_durably(batch)?;
         self.finish_staged(staged);
+        self.tell_observer(followed);
         Ok(envelopes)
+    }
+
+    /// Numbers a durable group's events within their documents and hands them to the observer.
+    fn tell_observer(&mut self, followed: Vec<(String, ChangeHash, Envelope)>) {
+        let Some(observer) = self.observer.as_mut() else { return };
+        // The group's events of a document are the last ones its manifest counts.
+        let mut next: BTreeMap<String, u64> = BTreeMap::new();
+        for (document, _, _) in &followed {
+            *next.entry(document.clone()).or_default() += 1;
+        }
+        for (document, in_group) in next.iter_mut() {
+            let total = self.docs.get(document).and_then(|d| d.manifest.events).unwrap_or_default();
+            *in_group = total.saturating_sub(*in_group) + 1;
+        }
+        let events: Vec<FollowedEvent> = followed
+            .into_iter()
+            .map(|(document, hash, envelope)| {
+                let seq = next.get_mut(&document).map_or(0, |seq| {
+                    *seq += 1;
+                    *seq - 1
+                });
+                let event = LoggedEvent { document, change: hash.to_string(), envelope };
+                FollowedEvent { seq, event }
+            })
+            .collect();
+        observer(&events);
     }
 
     /// Stages `changes` of `document` (already applied in memory) into `batch`: its chunks, its

@@ -33,6 +33,21 @@ impl Workspace {
         Ok(())
     }
 
+    /// Folds the tails of the documents in memory only: what a long-running process does
+    /// from time to time, without loading what nobody used.
+    pub fn compact_loaded(&mut self) -> Result<()> {
+        let due: Vec<String> = self
+            .docs
+            .iter()
+            .filter(|(_, loaded)| loaded.manifest.tail_len() > 0)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for document in due {
+            self.compact_document(&document)?;
+        }
+        Ok(())
+    }
+
     pub(super) fn compact_document(&mut self, document: &str) -> Result<()> {
         self.move_records_out_of(document)?;
         let loaded = self.document(document)?;

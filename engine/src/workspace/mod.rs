@@ -24,6 +24,7 @@
 
 mod commit;
 mod compaction;
+mod follow;
 mod index;
 mod layout;
 mod log;
@@ -48,6 +49,7 @@ use ulid::Ulid;
 use zeroize::Zeroizing;
 
 pub use commit::EventDraft;
+pub use follow::{CommitObserver, Cursor, FollowedEvent};
 pub use query::{DocumentStatus, EventFilter, LoggedEvent, WorkspaceStatus};
 pub use upgrade::Upgrade;
 
@@ -113,6 +115,8 @@ pub struct Workspace {
     /// Read views of collection documents, kept current by every commit once read.
     views: BTreeMap<String, RecordView>,
     options: WorkspaceOptions,
+    /// Told about every durable commit group (see [`Workspace::on_commit`]).
+    observer: Option<CommitObserver>,
     /// Held for the workspace's lifetime: one process per workspace.
     _lock: File,
 }
@@ -277,8 +281,14 @@ impl Workspace {
             docs: BTreeMap::new(),
             views: BTreeMap::new(),
             options: WorkspaceOptions::default(),
+            observer: None,
             _lock: lock,
         }
+    }
+
+    /// Whether a process holds the workspace in `dir` open right now (its lock is taken).
+    pub fn is_held(dir: &Path) -> bool {
+        matches!(lock_dir(dir), Err(Error::WorkspaceLocked { .. }))
     }
 
     pub fn workspace_id(&self) -> Ulid {

@@ -3,8 +3,8 @@
 //! (a rebuilt read view or event index is stored as a cache).
 
 use adiuva_model::{Collection, DeviceId, Envelope, RecordId};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::PathBuf;
 use tracing::warn;
@@ -17,7 +17,7 @@ use crate::records::{self, FieldConflict};
 use automerge::ReadDoc;
 
 /// An event as read back from the log.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LoggedEvent {
     pub document: String,
     /// The Automerge change hash, hex.
@@ -49,7 +49,7 @@ impl EventFilter {
 }
 
 /// What `status` reports.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WorkspaceStatus {
     pub workspace_id: Ulid,
     pub device_id: DeviceId,
@@ -59,7 +59,7 @@ pub struct WorkspaceStatus {
     pub storage_bytes: u64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DocumentStatus {
     /// The document, or `notes/*` for the sum of a collection's documents of one record each.
     pub name: String,
@@ -69,7 +69,7 @@ pub struct DocumentStatus {
     pub tail_chunks: u64,
     pub snapshot_generation: Option<u64>,
     /// Set when the document cannot be loaded; the rest of the workspace is still usable.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
@@ -204,7 +204,7 @@ impl Workspace {
 
     /// A document's events, from its event index (never loading the document unless the
     /// index must be rebuilt).
-    fn document_events(&mut self, document: &str) -> Result<Vec<LoggedEvent>> {
+    pub(super) fn document_events(&mut self, document: &str) -> Result<Vec<LoggedEvent>> {
         self.event_index(document)?
             .events
             .into_iter()
@@ -266,14 +266,8 @@ impl Workspace {
 
     fn document_status(&mut self, name: &str) -> Result<DocumentStatus> {
         let records = if name == ROOT_DOCUMENT { 0 } else { self.view(name)?.len() };
-        let manifest = match self.docs.get(name) {
-            Some(loaded) => loaded.manifest.clone(),
-            None => self.log.read_manifest(name)?.unwrap_or_else(Manifest::empty),
-        };
-        let events = match manifest.events {
-            Some(events) => events as usize,
-            None => self.document(name)?.doc.get_changes_meta(&[]).len(),
-        };
+        let manifest = self.current_manifest(name)?;
+        let events = self.event_count(name, &manifest)? as usize;
         Ok(DocumentStatus {
             name: name.to_owned(),
             records,
@@ -281,6 +275,16 @@ impl Workspace {
             tail_chunks: manifest.tail_len(),
             snapshot_generation: manifest.snapshot.map(|s| s.generation),
             error: None,
+        })
+    }
+}
+
+impl Workspace {
+    /// A document's manifest as it is now: the loaded one, else the stored one.
+    pub(super) fn current_manifest(&self, document: &str) -> Result<Manifest> {
+        Ok(match self.docs.get(document) {
+            Some(loaded) => loaded.manifest.clone(),
+            None => self.log.read_manifest(document)?.unwrap_or_else(Manifest::empty),
         })
     }
 }

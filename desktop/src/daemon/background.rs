@@ -1,0 +1,69 @@
+//! Background work: one registry, so whatever must run beside the API (compaction now; sync,
+//! peers, indexing and plugins as they land) is started and stopped in one place. Each job
+//! runs on a blocking thread, never while the daemon is stopping, and `stop` waits for it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::Shared;
+
+/// How often documents in memory get their tails folded into snapshots. Commits compact a
+/// document once its tail is long; this folds the short tails an idle daemon leaves, so the
+/// next process to open the workspace replays nothing.
+const COMPACT_EVERY: Duration = Duration::from_secs(300);
+
+pub struct Registry {
+    stopping: watch::Receiver<bool>,
+    jobs: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Registry {
+    pub fn new(stopping: watch::Receiver<bool>) -> Self {
+        Self { stopping, jobs: Vec::new() }
+    }
+
+    /// Runs `work` every `period` (first after one period) until the daemon stops.
+    pub fn every(&mut self, name: &'static str, period: Duration, work: impl Fn() + Send + Sync + 'static) {
+        let stopping = self.stopping.clone();
+        let work = Arc::new(work);
+        let job = async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            loop {
+                tokio::select! {
+                    _ = super::stopped(stopping.clone()) => break,
+                    _ = ticks.tick() => {
+                        let work = work.clone();
+                        if let Err(error) = tokio::task::spawn_blocking(move || work()).await {
+                            warn!(%error, "background job failed");
+                        }
+                    }
+                }
+            }
+            debug!("stopped");
+        };
+        self.jobs.push((name, tokio::spawn(job.instrument(info_span!("background", job = name)))));
+    }
+
+    /// Waits for every job to finish its current run and stop.
+    pub async fn stop(self) {
+        for (name, job) in self.jobs {
+            if let Err(error) = job.await {
+                warn!(job = name, %error, "background job ended abnormally");
+            }
+        }
+    }
+}
+
+/// The daemon's background jobs.
+pub fn register_all(registry: &mut Registry, shared: &Arc<Shared>) {
+    let shared = shared.clone();
+    registry.every("compaction", COMPACT_EVERY, move || {
+        if let Err(error) = shared.workspace().compact_loaded() {
+            warn!(%error, "compaction failed; will retry");
+        }
+    });
+}

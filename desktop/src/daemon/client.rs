@@ -1,0 +1,213 @@
+//! The command line's side of the API: finding the workspace's daemon and running the
+//! [`Service`] through it. Errors come back with the daemon's code and message, so a command
+//! prints the same through the daemon as without it.
+
+use std::io::BufRead;
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use adiuva_engine::{LoggedEvent, WorkspaceStatus};
+use adiuva_model::ErrorCode;
+use adiuva_model::record::{Note, Task};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use ulid::Ulid;
+
+use super::DaemonFile;
+use super::api::{DaemonStatus, ImportLine};
+use super::guard::{CORRELATION_HEADER, ErrorBody};
+use crate::import::{ImportProgress, ImportReport};
+use crate::service::{Error, LogQuery, NewNote, NewTask, RecordRef, Result, Service, TaskDetail, TaskPatch, TaskQuery};
+
+/// How long to wait for a daemon's port to accept: it is on this machine, so any answer is fast.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A daemon that answers, and the correlation id of this command.
+pub struct Remote {
+    agent: ureq::Agent,
+    base: String,
+    authorization: String,
+    correlation: Ulid,
+}
+
+impl Remote {
+    /// The workspace's daemon, if one runs: its file is there and its port accepts. A file whose
+    /// port does not accept is stale (or its daemon is stopping); the caller opens the workspace
+    /// itself, which the lock decides.
+    pub fn find(dir: &Path, correlation: Ulid) -> Option<Self> {
+        let announced = DaemonFile::read(dir)?;
+        TcpStream::connect_timeout(&announced.address, CONNECT_TIMEOUT).ok()?;
+        let config = ureq::Agent::config_builder().http_status_as_error(false).proxy(None).build();
+        Some(Self {
+            agent: config.into(),
+            base: format!("http://{}", announced.address),
+            authorization: format!("Bearer {}", announced.token),
+            correlation,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn headers<B>(&self, builder: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        builder.header("authorization", &self.authorization).header(CORRELATION_HEADER, self.correlation.to_string())
+    }
+
+    fn post(&self, path: &str) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
+        self.headers(self.agent.post(self.url(path)))
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str, query: &impl Serialize) -> Result<T> {
+        let query = serde_urlencoded_query(query)?;
+        answer(self.headers(self.agent.get(self.url(&format!("{path}{query}")))).call())
+    }
+
+    fn send<T: DeserializeOwned>(
+        &self,
+        builder: ureq::RequestBuilder<ureq::typestate::WithBody>,
+        body: &impl Serialize,
+    ) -> Result<T> {
+        let body = serde_json::to_vec(body).map_err(|e| unreachable_daemon(e.to_string()))?;
+        answer(builder.header("content-type", "application/json").send(&body[..]))
+    }
+
+    /// The daemon's own status (`adiuva daemon status`).
+    pub fn daemon_status(&self) -> Result<DaemonStatus> {
+        self.get("/v1/daemon", &())
+    }
+
+    /// Asks the daemon to stop; it does once the requests in flight are answered.
+    pub fn stop(&self) -> Result<()> {
+        answer(self.post("/v1/daemon/stop").send_empty())
+    }
+}
+
+fn unreachable_daemon(detail: String) -> Error {
+    Error::Reported { code: ErrorCode::DaemonUnreachable, message: format!("the daemon did not answer: {detail}") }
+}
+
+/// `?a=1&b=x` for a query struct (empty when it has no fields set).
+fn serde_urlencoded_query(query: &impl Serialize) -> Result<String> {
+    let value = serde_json::to_value(query).map_err(|e| unreachable_daemon(e.to_string()))?;
+    let Some(fields) = value.as_object() else { return Ok(String::new()) };
+    let pairs: Vec<String> = fields
+        .iter()
+        .map(|(name, value)| {
+            let text = match value {
+                serde_json::Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            format!("{name}={}", encode(&text))
+        })
+        .collect();
+    Ok(if pairs.is_empty() { String::new() } else { format!("?{}", pairs.join("&")) })
+}
+
+/// Percent-encodes everything but unreserved characters, for a path segment or query value.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn answer<T: DeserializeOwned>(
+    response: std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<T> {
+    let mut response = response.map_err(|e| unreachable_daemon(e.to_string()))?;
+    let status = response.status();
+    let bytes = response
+        .body_mut()
+        .with_config()
+        .limit(u64::MAX)
+        .read_to_vec()
+        .map_err(|e| unreachable_daemon(e.to_string()))?;
+    // Routes that answer with no body (204, 202) give `()`.
+    let bytes = if bytes.is_empty() { b"null".to_vec() } else { bytes };
+    if !status.is_success() {
+        return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => Error::Reported { code: body.error.code, message: body.error.message },
+            Err(_) => unreachable_daemon(format!("status {status}")),
+        });
+    }
+    serde_json::from_slice(&bytes).map_err(|e| unreachable_daemon(format!("unexpected answer: {e}")))
+}
+
+impl Service for Remote {
+    fn add_task(&mut self, new: NewTask) -> Result<Task> {
+        self.send(self.post("/v1/tasks"), &new)
+    }
+
+    fn list_tasks(&mut self, query: TaskQuery) -> Result<Vec<Task>> {
+        self.get("/v1/tasks", &query)
+    }
+
+    fn show_task(&mut self, id: &str) -> Result<TaskDetail> {
+        self.get(&format!("/v1/tasks/{}", encode(id)), &())
+    }
+
+    fn complete_task(&mut self, id: &str) -> Result<RecordRef> {
+        answer(self.post(&format!("/v1/tasks/{}/done", encode(id))).send_empty())
+    }
+
+    fn edit_task(&mut self, id: &str, patch: TaskPatch) -> Result<RecordRef> {
+        self.send(self.headers(self.agent.patch(self.url(&format!("/v1/tasks/{}", encode(id))))), &patch)
+    }
+
+    fn remove_task(&mut self, id: &str) -> Result<RecordRef> {
+        answer(self.headers(self.agent.delete(self.url(&format!("/v1/tasks/{}", encode(id))))).call())
+    }
+
+    fn add_note(&mut self, new: NewNote) -> Result<Note> {
+        self.send(self.post("/v1/notes"), &new)
+    }
+
+    fn list_notes(&mut self) -> Result<Vec<Note>> {
+        self.get("/v1/notes", &())
+    }
+
+    fn log(&mut self, query: LogQuery) -> Result<Vec<LoggedEvent>> {
+        self.get("/v1/log", &query)
+    }
+
+    fn status(&mut self) -> Result<WorkspaceStatus> {
+        self.get("/v1/status", &())
+    }
+
+    fn import(
+        &mut self,
+        source: &str,
+        content: Vec<u8>,
+        progress: &mut dyn FnMut(ImportProgress),
+    ) -> Result<ImportReport> {
+        let path = format!("/v1/import?source={}", encode(source));
+        let response = self
+            .post(&path)
+            .header("content-type", "application/x-ndjson")
+            .send(&content[..])
+            .map_err(|e| unreachable_daemon(e.to_string()))?;
+        if !response.status().is_success() {
+            return answer(Ok(response));
+        }
+        let reader = std::io::BufReader::new(response.into_body().into_reader());
+        for line in reader.lines() {
+            let line = line.map_err(|e| unreachable_daemon(e.to_string()))?;
+            match serde_json::from_str(&line).map_err(|e| unreachable_daemon(format!("unexpected answer: {e}")))? {
+                ImportLine::Progress(step) => progress(step),
+                ImportLine::Done(report) => return Ok(report),
+                ImportLine::Error(detail) => {
+                    return Err(Error::Reported { code: detail.code, message: detail.message });
+                }
+            }
+        }
+        Err(unreachable_daemon("the import's answer ended early".into()))
+    }
+
+    fn compact(&mut self) -> Result<()> {
+        answer(self.post("/v1/compact").send_empty())
+    }
+}

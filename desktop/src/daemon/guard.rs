@@ -1,0 +1,223 @@
+//! What stands between a request and the workspace: the daemon's own `Host` and `Origin` (a web
+//! page that rebinds a name of its own to 127.0.0.1 sends its name, not ours), the bearer token,
+//! the correlation id, and typed JSON errors for every refusal, including the ones axum's
+//! extractors make (malformed JSON, unknown fields, oversized bodies).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use adiuva_model::ErrorCode;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tracing::{Instrument, debug, info_span, warn};
+use ulid::Ulid;
+use utoipa::ToSchema;
+
+use super::Shared;
+use crate::service;
+
+/// The header a client names its correlation id in (a ULID); the daemon makes one otherwise.
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+
+/// Every error body: `{"error": {"code": "record.not_found", "message": "..."}}`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable error code (see `adiuva_model::ErrorCode`).
+    #[schema(value_type = String, example = "record.not_found")]
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// A refused or failed request, answered as an [`ErrorBody`].
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: ErrorCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, message)
+    }
+
+    /// An extractor's refusal, under its own status with our code.
+    fn rejected(status: StatusCode, message: String) -> Self {
+        let code =
+            if status == StatusCode::PAYLOAD_TOO_LARGE { ErrorCode::InputTooLarge } else { ErrorCode::InputInvalid };
+        Self::new(status, code, message)
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody { error: ErrorDetail { code: self.code, message: self.message.clone() } }
+    }
+}
+
+impl From<service::Error> for ApiError {
+    fn from(error: service::Error) -> Self {
+        let code = error.code();
+        let status = match code {
+            ErrorCode::RecordNotFound | ErrorCode::WorkspaceNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::RecordAmbiguous | ErrorCode::WorkspaceLocked => StatusCode::CONFLICT,
+            ErrorCode::InputInvalid | ErrorCode::RecordInvalid => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, code, error.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            warn!(code = self.code.as_str(), status = self.status.as_u16(), "request failed");
+        }
+        (self.status, axum::Json(self.body())).into_response()
+    }
+}
+
+macro_rules! rejections {
+    ($($rejection:ty),*) => {$(
+        impl From<$rejection> for ApiError {
+            fn from(rejection: $rejection) -> Self {
+                Self::rejected(rejection.status(), rejection.body_text())
+            }
+        }
+    )*};
+}
+rejections!(JsonRejection, QueryRejection, PathRejection);
+
+/// A JSON request body; refusals are [`ApiError`]s.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(value) = axum::Json::<T>::from_request(request, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// Query parameters; refusals are [`ApiError`]s.
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Query(value) = axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// One path segment (a record id or prefix); refusals are [`ApiError`]s.
+pub struct Segment(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Segment {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(value) = axum::extract::Path::<String>::from_request_parts(parts, state).await?;
+        Ok(Self(value))
+    }
+}
+
+/// The request's correlation id, put there by [`guard`].
+#[derive(Clone, Copy)]
+pub struct Correlation(pub Ulid);
+
+impl<S: Send + Sync> FromRequestParts<S> for Correlation {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts.extensions.get::<Correlation>().copied().ok_or_else(|| ApiError::internal("no correlation id"))
+    }
+}
+
+/// Refuses foreign `Host`/`Origin` (403) and a missing or wrong token (401); runs everything
+/// else in a span carrying the request's correlation id. Nothing about the token is logged.
+pub async fn guard(State(shared): State<Arc<Shared>>, mut request: Request, next: Next) -> Response {
+    let correlation = request
+        .headers()
+        .get(CORRELATION_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| Ulid::from_string(text).ok())
+        .unwrap_or_else(Ulid::new);
+    let span = info_span!("request", %correlation, method = %request.method(), path = %request.uri().path());
+    async move {
+        if let Err(refusal) = check(shared.address, &shared.token, request.headers()) {
+            warn!(code = refusal.code.as_str(), "refused");
+            return refusal.into_response();
+        }
+        request.extensions_mut().insert(Correlation(correlation));
+        let response = next.run(request).await;
+        debug!(status = response.status().as_u16(), "answered");
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+fn check(address: SocketAddr, token: &str, headers: &HeaderMap) -> Result<(), ApiError> {
+    let port = address.port();
+    let own_host = |host: &str| host == format!("127.0.0.1:{port}") || host == format!("localhost:{port}");
+    let forbidden = |what: &str| ApiError::new(StatusCode::FORBIDDEN, ErrorCode::ApiForbidden, what.to_owned());
+    let host = headers.get(header::HOST).and_then(|value| value.to_str().ok());
+    if !host.is_some_and(own_host) {
+        return Err(forbidden("the Host header does not name this daemon"));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        if !origin.strip_prefix("http://").is_some_and(own_host) {
+            return Err(forbidden("the Origin is not this daemon"));
+        }
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    if !given.is_some_and(|given| same(given.as_bytes(), token.as_bytes())) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::ApiUnauthorized,
+            "a valid bearer token is required",
+        ));
+    }
+    Ok(())
+}
+
+/// Compares without stopping at the first difference, so timing tells nothing of the token.
+fn same(given: &[u8], token: &[u8]) -> bool {
+    given.len() == token.len() && given.iter().zip(token).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+}
+
+/// A fresh per-launch token: 32 random bytes, hex.
+pub fn new_token() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness for the daemon token: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Any route the API does not have.
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, ErrorCode::ApiNotFound, "no such route")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::ApiNotFound, "this route does not take that method")
+}
