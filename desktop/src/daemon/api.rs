@@ -125,7 +125,7 @@ async fn list_tasks(
 
 #[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks",
     params(("id" = String, Path, description = "A task id, or a unique prefix or suffix of one")),
-    responses((status = 200, body = TaskDetail),
+    responses((status = 200, description = "The task, its history and its conflicting edits", body = TaskDetail),
               (status = 404, description = "No such task", body = ErrorBody),
               (status = 409, description = "The prefix matches several tasks", body = ErrorBody)))]
 async fn show_task(
@@ -138,7 +138,7 @@ async fn show_task(
 
 #[utoipa::path(patch, path = "/v1/tasks/{id}", tag = "tasks", request_body = TaskPatch,
     params(("id" = String, Path, description = "A task id, or a unique prefix or suffix of one")),
-    responses((status = 200, body = RecordRef),
+    responses((status = 200, description = "The task acted on", body = RecordRef),
               (status = 400, description = "Invalid input", body = ErrorBody),
               (status = 404, description = "No such task", body = ErrorBody)))]
 async fn edit_task(
@@ -152,7 +152,7 @@ async fn edit_task(
 
 #[utoipa::path(delete, path = "/v1/tasks/{id}", tag = "tasks",
     params(("id" = String, Path, description = "A task id, or a unique prefix or suffix of one")),
-    responses((status = 200, body = RecordRef), (status = 404, description = "No such task", body = ErrorBody)))]
+    responses((status = 200, description = "The task acted on", body = RecordRef), (status = 404, description = "No such task", body = ErrorBody)))]
 async fn remove_task(
     State(shared): SharedState,
     correlation: Correlation,
@@ -163,7 +163,7 @@ async fn remove_task(
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/done", tag = "tasks",
     params(("id" = String, Path, description = "A task id, or a unique prefix or suffix of one")),
-    responses((status = 200, body = RecordRef), (status = 404, description = "No such task", body = ErrorBody)))]
+    responses((status = 200, description = "The task acted on", body = RecordRef), (status = 404, description = "No such task", body = ErrorBody)))]
 async fn complete_task(
     State(shared): SharedState,
     correlation: Correlation,
@@ -310,7 +310,7 @@ pub struct DaemonStatus {
     pub resident_bytes: Option<u64>,
 }
 
-#[utoipa::path(get, path = "/v1/daemon", tag = "daemon", responses((status = 200, body = DaemonStatus)))]
+#[utoipa::path(get, path = "/v1/daemon", tag = "daemon", responses((status = 200, description = "The daemon's pid, address, uptime, documents loaded and memory", body = DaemonStatus)))]
 async fn daemon_status(State(shared): SharedState, correlation: Correlation) -> Result<Json<DaemonStatus>, ApiError> {
     let documents_loaded = shared.call(correlation, |service| Ok(service.workspace.loaded_documents())).await?;
     Ok(Json(DaemonStatus {
