@@ -314,6 +314,10 @@ fn execute(service: &mut dyn Service, command: Command) -> anyhow::Result<()> {
 }
 
 fn init(dir: &Path, device_name: &str, key_store: KeyStore) -> anyhow::Result<()> {
+    // A daemon holds the workspace's lock: the workspace it serves exists.
+    if Remote::find(dir, Ulid::new()).is_some() {
+        return Err(adiuva_engine::Error::WorkspaceExists { path: dir.to_owned() }.into());
+    }
     let protection = unlock::chosen_protection(key_store)?;
     let workspace = match Workspace::init(dir, protection, device_name) {
         Err(adiuva_engine::Error::KeyringUnavailable { detail }) if key_store == KeyStore::Auto => {

@@ -320,7 +320,8 @@ fn requests_without_the_token_or_from_elsewhere_are_refused_and_change_nothing()
     let token = token(ws);
     let bearer = format!("Bearer {token}");
     let body = br#"{"title":"should not exist"}"#;
-    let refusals: Vec<(Vec<(&str, &str)>, u16, &str)> = vec![
+    type Headers<'a> = Vec<(&'a str, &'a str)>;
+    let refusals: Vec<(Headers, u16, &str)> = vec![
         (vec![], 401, "api.unauthorized"),
         (vec![("authorization", "Bearer 0000")], 401, "api.unauthorized"),
         (vec![("authorization", token.as_str())], 401, "api.unauthorized"),

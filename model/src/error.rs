@@ -63,7 +63,7 @@ error_codes! {
     ApiNotFound => "api.not_found", "The local API has no such route, or the route does not take that method.";
     DaemonNotRunning => "daemon.not_running", "No daemon runs for the workspace.";
     DaemonUnreachable => "daemon.unreachable", "The workspace's daemon did not answer, or answered something unexpected.";
-    Internal => "internal", "An unexpected failure inside the app (a bug); the daemon logs it.";
+    Internal => "internal.unexpected", "An unexpected failure inside the app (a bug); the daemon logs it.";
 }
 
 #[cfg(test)]
