@@ -4,6 +4,8 @@
 // Tests fail loudly: unwrapping is how they assert.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -12,15 +14,7 @@ use serde_json::Value;
 const PASSPHRASE: &str = "a passphrase for the cli tests";
 
 fn command(workspace: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_adiuva"));
-    command
-        .arg("--workspace")
-        .arg(workspace)
-        .args(args)
-        .env("ADIUVA_PASSPHRASE", PASSPHRASE)
-        .env_remove("ADIUVA_HOME")
-        .env_remove("DBUS_SESSION_BUS_ADDRESS"); // no OS keyring: the passphrase path, as on CI
-    command
+    common::adiuva_command(workspace, PASSPHRASE, args)
 }
 
 fn adiuva(workspace: &Path, args: &[&str]) -> Output {

@@ -4,6 +4,8 @@
 // Tests fail loudly: unwrapping is how they assert.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -16,16 +18,7 @@ use serde_json::{Value, json};
 const PASSPHRASE: &str = "marker-passphrase-5b1e0c";
 
 fn adiuva_command(workspace: &Path, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_adiuva"));
-    command
-        .arg("--workspace")
-        .arg(workspace)
-        .args(args)
-        .env("ADIUVA_PASSPHRASE", PASSPHRASE)
-        .env_remove("ADIUVA_HOME")
-        .env_remove("ADIUVA_LOG")
-        .env_remove("DBUS_SESSION_BUS_ADDRESS");
-    command
+    common::adiuva_command(workspace, PASSPHRASE, args)
 }
 
 fn adiuva(workspace: &Path, args: &[&str]) -> Output {
