@@ -9,6 +9,8 @@
 //! costs one operation per character, which dominates whenever a description is written.
 //! - `open`: opening the resulting workspace (unlock), the first read of a task (read view),
 //!   listing every task, `status`, then loading the Automerge document;
+//! - `open with value files`: the same open and first read beside 0 to 2N/10 value files
+//!   (opening must not read or list them);
 //! - `size`: bytes on disk per event after compaction vs the same events as JSON lines;
 //! - `log`: `log --json` of every event (through the event index) vs serializing the same
 //!   events from memory;
@@ -327,6 +329,66 @@ fn open_and_size(settings: &Settings, dir: &Path, report: &mut Map<String, Value
     );
 }
 
+/// Opening (unlock, root, the store's own checks) and the first read of a task, as the store
+/// holds more and more value files: up to N/10 commits of a memory record with an 8 KB scalar
+/// (its chunk and its view delta are each a value file), compaction off so the files stay.
+/// Opening reads no value and lists no directory, so the times should not move.
+fn open_with_value_files(settings: &Settings, dir: &Path, report: &mut Map<String, Value>) {
+    let newest = first_task(dir);
+    let steps = [0, settings.events / 100, settings.events / 10];
+    let no_compaction = WorkspaceOptions { compact_after_chunks: u64::MAX, compact_after_bytes: u64::MAX };
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut committed = 0;
+    println!("open a workspace of {} events beside more and more value files (median of 5)", settings.events);
+    let mut rows = Vec::new();
+    for target in steps {
+        {
+            let mut workspace =
+                Workspace::open_with(dir, || Some(Zeroizing::new(PASSPHRASE.into())), no_compaction.clone()).unwrap();
+            while committed < target {
+                let fact: String = (0..8_000)
+                    .map(|_| {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        char::from(b'a' + (rng % 26) as u8)
+                    })
+                    .collect();
+                let mut fields = Map::new();
+                fields.insert("fact".into(), fact.into());
+                let effect = Effect::CreateRecord { collection: Collection::Memory, id: RecordId::new(), fields };
+                workspace
+                    .commit(EventDraft::new(EventKind::from_static("memory.created"), Actor::User), effect)
+                    .unwrap();
+                committed += 1;
+            }
+        }
+        let files = std::fs::read_dir(dir.join("values")).map(|entries| entries.count()).unwrap_or(0);
+        let (mut opens, mut firsts) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            let started = Instant::now();
+            let mut workspace = open_workspace(dir);
+            opens.push(started.elapsed());
+            let started = Instant::now();
+            assert!(workspace.get(Collection::Tasks, newest).unwrap().is_some());
+            firsts.push(started.elapsed());
+        }
+        opens.sort();
+        firsts.sort();
+        let (open, first) = (percentile(&opens, 0.5), percentile(&firsts, 0.5));
+        println!("  {files:>7} value files   open {:>7.1} ms   + first read {:>7.1} ms", ms(open), ms(first));
+        rows.push(json!({"value_files": files, "open_ms": ms(open), "first_read_ms": ms(first)}));
+    }
+    report.insert("open with value files".into(), Value::Array(rows));
+}
+
+/// The id of a task of the workspace, through its read view.
+fn first_task(dir: &Path) -> RecordId {
+    let mut workspace = open_workspace(dir);
+    let tasks: Vec<Task> = workspace.list_as(Collection::Tasks).unwrap();
+    tasks[0].id
+}
+
 fn open_workspace(dir: &Path) -> Workspace {
     Workspace::open(dir, || Some(Zeroizing::new(PASSPHRASE.into()))).unwrap()
 }
@@ -532,6 +594,7 @@ fn main() {
         group_commit(settings.events, settings.windows, Shape::Task, &workspace_dir, &mut report);
         open_and_size(&settings, &workspace_dir, &mut report);
         log_json("tasks", &workspace_dir, &mut report);
+        open_with_value_files(&settings, &workspace_dir, &mut report);
         let text_dir = dir.path().join("ws-text");
         group_commit(settings.events / 5, settings.windows, Shape::TaskWithDescription, &text_dir, &mut report);
     }

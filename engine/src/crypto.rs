@@ -86,6 +86,9 @@ pub struct WorkspaceKey {
     pub key: SecretKey,
 }
 
+/// Its only secret is a [`SecretKey`], which wipes itself.
+impl ZeroizeOnDrop for WorkspaceKey {}
+
 /// What a derived key is for. The context strings are fixed forever: changing one makes every
 /// blob sealed under it unreadable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

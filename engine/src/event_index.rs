@@ -16,12 +16,15 @@
 //! framed in binary and deflated: `"ADVE" | version 1 | first_seq u64 | next_seq u64 | count u32
 //! | count × (hash [32] | length u32 | envelope)`, integers little-endian.
 
-use std::io::{Read, Write};
+use std::io::Read;
 
 use automerge::ChangeHash;
 
+use crate::encode;
+
 const MAGIC: &[u8; 4] = b"ADVE";
 const VERSION: u8 = 1;
+const WHAT: &str = "event index";
 
 /// One event: its change and its envelope's JSON text.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,23 +61,20 @@ impl EventIndex {
         true
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> crate::Result<Vec<u8>> {
         let size = 25 + self.events.iter().map(|e| 36 + e.envelope.len()).sum::<usize>();
         let mut plain = Vec::with_capacity(size);
         plain.extend_from_slice(MAGIC);
         plain.push(VERSION);
         plain.extend_from_slice(&self.first_seq.to_le_bytes());
         plain.extend_from_slice(&self.next_seq.to_le_bytes());
-        plain.extend_from_slice(&u32::try_from(self.events.len()).unwrap_or(u32::MAX).to_le_bytes());
+        plain.extend_from_slice(&encode::length_u32(self.events.len(), WHAT)?);
         for event in &self.events {
             plain.extend_from_slice(&event.change.0);
-            plain.extend_from_slice(&u32::try_from(event.envelope.len()).unwrap_or(u32::MAX).to_le_bytes());
+            plain.extend_from_slice(&encode::length_u32(event.envelope.len(), WHAT)?);
             plain.extend_from_slice(event.envelope.as_bytes());
         }
-        let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
-        // Writing into a Vec cannot fail.
-        let _ = encoder.write_all(&plain);
-        encoder.finish().unwrap_or_default()
+        encode::deflate(&plain, WHAT)
     }
 
     /// Decodes a base or a part. Pure; never panics. Envelopes are checked when read.
@@ -121,11 +121,11 @@ mod tests {
     fn an_index_round_trips_and_a_gap_is_refused() {
         let event = |n: u8| IndexedEvent { change: ChangeHash([n; 32]), envelope: format!("{{\"n\":{n}}}").into() };
         let mut index = EventIndex { first_seq: 0, next_seq: 2, events: vec![event(1), event(2)] };
-        assert_eq!(EventIndex::decode(&index.encode()).unwrap(), index);
+        assert_eq!(EventIndex::decode(&index.encode().unwrap()).unwrap(), index);
         assert!(!index.append(EventIndex { first_seq: 3, next_seq: 4, events: vec![event(3)] }));
         assert!(index.append(EventIndex { first_seq: 2, next_seq: 4, events: vec![event(3)] }));
         assert_eq!((index.next_seq, index.events.len()), (4, 3));
-        let encoded = index.encode();
+        let encoded = index.encode().unwrap();
         assert!(EventIndex::decode(&encoded[..encoded.len() - 1]).is_err());
         assert!(EventIndex::decode(b"not deflate").is_err());
     }

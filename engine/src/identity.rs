@@ -17,6 +17,10 @@ pub struct DeviceIdentity {
     box_secret: crypto_box::SecretKey,
 }
 
+/// Both keys wipe themselves when dropped: ed25519-dalek's `SigningKey` is `ZeroizeOnDrop`,
+/// crypto_box's `SecretKey` zeroizes its scalar in `Drop`.
+impl zeroize::ZeroizeOnDrop for DeviceIdentity {}
+
 impl DeviceIdentity {
     pub fn generate() -> Result<Self, RandomUnavailable> {
         Ok(Self::from_secret_bytes(Zeroizing::new(random_bytes()?), Zeroizing::new(random_bytes()?)))

@@ -104,7 +104,7 @@ impl Header {
     }
 
     fn encode(&self) -> Result<Vec<u8>> {
-        serde_json::to_vec(self).map_err(|_| Error::Encode { what: "workspace header" })
+        crate::encode::json(self, "workspace header")
     }
 }
 
@@ -118,6 +118,9 @@ pub struct Keyring {
     storage_key: SecretKey,
     derived_storage: bool,
 }
+
+/// Its secrets are [`SecretKey`]s and [`WorkspaceKey`]s, which wipe themselves.
+impl zeroize::ZeroizeOnDrop for Keyring {}
 
 impl Keyring {
     pub fn header(&self) -> &[u8] {

@@ -39,6 +39,7 @@
 
 pub mod chunk;
 pub mod crypto;
+mod encode;
 pub mod error;
 pub mod event_index;
 pub mod identity;

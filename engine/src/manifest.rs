@@ -45,7 +45,7 @@ impl Manifest {
     }
 
     pub fn encode(&self) -> crate::Result<Vec<u8>> {
-        serde_json::to_vec(self).map_err(|_| crate::Error::Encode { what: "manifest" })
+        crate::encode::json(self, "manifest")
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {

@@ -23,7 +23,7 @@
 //! sevenfold for task-shaped records).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 
 use adiuva_model::RecordId;
 use automerge::ReadDoc;
@@ -32,10 +32,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::records;
+use crate::{encode, records};
 
 const BASE_MAGIC: &[u8; 4] = b"ADVW";
 const BASE_VERSION: u8 = 1;
+const WHAT: &str = "read view";
 
 /// A delta of more records than this is merged into the view in one pass (see `merge`).
 const MERGE_FROM: usize = 8;
@@ -204,16 +205,13 @@ impl RecordView {
         plain.extend_from_slice(BASE_MAGIC);
         plain.push(BASE_VERSION);
         plain.extend_from_slice(&self.through_seq.to_le_bytes());
-        plain.extend_from_slice(&u32::try_from(self.records.len()).unwrap_or(u32::MAX).to_le_bytes());
+        plain.extend_from_slice(&encode::length_u32(self.records.len(), WHAT)?);
         for (id, text) in &self.records {
             plain.extend_from_slice(&id.0.0.to_be_bytes());
-            plain.extend_from_slice(&u32::try_from(text.len()).unwrap_or(u32::MAX).to_le_bytes());
+            plain.extend_from_slice(&encode::length_u32(text.len(), WHAT)?);
             plain.extend_from_slice(text.as_bytes());
         }
-        let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
-        let encode_error = |_| crate::Error::Encode { what: "read view" };
-        encoder.write_all(&plain).map_err(encode_error)?;
-        encoder.finish().map_err(encode_error)
+        encode::deflate(&plain, WHAT)
     }
 
     /// Decodes a base. Pure; never panics. Ids out of order or repeated are refused, so the
@@ -272,7 +270,7 @@ impl Delta {
     }
 
     pub fn encode(&self) -> crate::Result<Vec<u8>> {
-        serde_json::to_vec(self).map_err(|_| crate::Error::Encode { what: "read view delta" })
+        encode::json(self, "read view delta")
     }
 
     /// Decodes a delta. Pure; never panics.

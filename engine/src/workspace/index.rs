@@ -29,7 +29,7 @@ impl Workspace {
             .collect();
         let part = EventIndex { first_seq, next_seq, events };
         let key = layout::index_part(document, first_seq);
-        batch.put(key.clone(), self.log.seal_local(&key, BlobKind::EventIndex, &part.encode())?);
+        batch.put(key.clone(), self.log.seal_local(&key, BlobKind::EventIndex, &part.encode()?)?);
         Ok(())
     }
 
@@ -96,7 +96,7 @@ impl Workspace {
     /// Stages `index` as the document's base and removes every part it includes.
     pub(super) fn stage_index_base(&self, document: &str, index: &EventIndex, batch: &mut WriteBatch) -> Result<()> {
         let key = layout::index(document);
-        batch.put(key.clone(), self.log.seal_local(&key, BlobKind::EventIndex, &index.encode())?);
+        batch.put(key.clone(), self.log.seal_local(&key, BlobKind::EventIndex, &index.encode()?)?);
         for key in self.log.store.keys_with_prefix(&layout::index_part_prefix(document))? {
             if layout::index_part_seq(document, &key).is_none_or(|seq| seq < index.next_seq) {
                 batch.delete(key);

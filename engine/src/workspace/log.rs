@@ -334,7 +334,7 @@ impl DocumentLog {
         if self.witness.values().all(|&count| count == 0) {
             return Ok(());
         }
-        let bytes = serde_json::to_vec(&self.witness).map_err(|_| Error::Encode { what: "witness" })?;
+        let bytes = crate::encode::json(&self.witness, "witness")?;
         let sealed = self.seal(WITNESS_FILE.as_bytes(), BlobKind::Manifest, &bytes)?;
         replace_file(&RealDisk, &self.dir, WITNESS_FILE, &sealed).map_err(|e| StoreError::io(e, &self.dir))?;
         if !self.witness_marked {
