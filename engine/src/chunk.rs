@@ -19,6 +19,14 @@
 //! where the chunk lives (its store key); binding it in the associated data means a chunk copied
 //! to another slot or workspace fails authentication instead of being replayed there.
 //!
+//! The payload of a change chunk is a [`SignedChanges`](crate::authorship::SignedChanges), of a
+//! snapshot a [`SignedSnapshot`](crate::authorship::SignedSnapshot): the frame's signature says
+//! which device stored the chunk, the attestations inside say which device wrote each change.
+//!
+//! A **bundle** (changes sent to another device) is the same frame sealed under the bundle key
+//! of a workspace key epoch ([`seal_bundle`]): it names the epoch as format 1 did, with the
+//! blob id `bundle/DOCUMENT`, so it opens only for a device holding that epoch.
+//!
 //! What never leaves this device (manifests, read views) is a **local blob**: the same frame
 //! with its own magic, sealed and bound the same way, but with no signer and no signature in
 //! the plaintext. Nothing but this device reads it, and a signature costs a commit 27 µs.
@@ -103,6 +111,12 @@ pub enum BlobKind {
     ReadViewDelta = 5,
     /// A document's events (change hash and envelope), a base or a part (local only).
     EventIndex = 6,
+    /// A received change waiting for its dependencies, with its attestation (local only).
+    Pending = 7,
+    /// An open invitation's secret and expiry (local only).
+    Invite = 8,
+    /// The key that wraps the workspace keys for recovery, and its salt (local only).
+    Recovery = 9,
 }
 
 impl BlobKind {
@@ -114,6 +128,9 @@ impl BlobKind {
             4 => Some(BlobKind::ReadView),
             5 => Some(BlobKind::ReadViewDelta),
             6 => Some(BlobKind::EventIndex),
+            7 => Some(BlobKind::Pending),
+            8 => Some(BlobKind::Invite),
+            9 => Some(BlobKind::Recovery),
             _ => None,
         }
     }
@@ -248,6 +265,19 @@ fn seal_chunk_as(
     let sealed = crypto::seal(key, &aad, &plaintext)?;
     header.extend_from_slice(&sealed);
     Ok(header)
+}
+
+/// Seals a bundle of changes for another device: under the bundle key of workspace key
+/// `epoch` (named in the frame), signed by the sending device inside the ciphertext. It opens
+/// with [`open_chunk`] given that epoch's bundle key.
+pub fn seal_bundle(
+    place: ChunkPlace<'_>,
+    epoch: u32,
+    key: &SecretKey,
+    signer: &DeviceIdentity,
+    payload: &[u8],
+) -> Result<Vec<u8>, SealError> {
+    seal_chunk_as(place, BlobKind::Changes, SealingKey::WorkspaceEpoch(epoch), key, signer, payload)
 }
 
 /// Seals `payload` for `place` as a local blob under the device's storage key: no signature,

@@ -87,9 +87,48 @@ pub enum Error {
     Random(#[from] RandomUnavailable),
     #[error(transparent)]
     Seal(#[from] SealError),
+    #[error("document {document}: the changes received are not a valid signed unit: {detail}")]
+    BundleMalformed { document: String, detail: String },
+    #[error("change {change} of document {document} carries no attestation by its author")]
+    ChangeUnsigned { document: String, change: String },
+    #[error("change {change} of document {document}: the attestation of device {signer} does not verify")]
+    ChangeBadSignature { document: String, change: String, signer: String },
+    #[error("change {change} of document {document}: {detail}")]
+    ChangeSignerMismatch { document: String, change: String, detail: String },
+    #[error("device {device} is not a device of this workspace{}", at(document, change))]
+    DeviceUnknown { device: String, document: Option<String>, change: Option<String> },
+    #[error("device {device} was removed from this workspace{}", at(document, change))]
+    DeviceRemoved { device: String, document: Option<String>, change: Option<String> },
+    #[error("device {device} wrote under key epoch {epoch}, which was never given to it{}", at(document, change))]
+    EpochNotMember { device: String, epoch: u32, document: Option<String>, change: Option<String> },
+    #[error("no device {id} in this workspace")]
+    DeviceNotFound { id: String },
+    #[error("this is not a valid invitation ticket: {detail}")]
+    TicketInvalid { detail: String },
+    #[error("the invitation expired at {expired_at}")]
+    InviteExpired { expired_at: String },
+    #[error("no open invitation {invite}: it was used already, withdrawn, or made for another workspace")]
+    InviteUnknown { invite: String },
+    #[error("the {what} does not match the invitation's secret: it was altered or made for another invitation")]
+    InviteUnauthentic { what: &'static str },
+    #[error("the recovery phrase is not valid: {detail}")]
+    RecoveryPhraseInvalid { detail: String },
+    #[error("the recovery phrase does not open this recovery key")]
+    RecoveryWrongPhrase,
+    #[error("the stored recovery key is not valid: {detail}")]
+    RecoveryBlobMalformed { detail: String },
     /// Serializing something to store failed; nothing was written in its place.
     #[error("could not encode the {what}")]
     Encode { what: &'static str },
+}
+
+/// Where a refused change was, for messages: ` (change H of document D)`.
+fn at(document: &Option<String>, change: &Option<String>) -> String {
+    match (document, change) {
+        (Some(document), Some(change)) => format!(" (change {change} of document {document})"),
+        (Some(document), None) => format!(" (document {document})"),
+        _ => String::new(),
+    }
 }
 
 /// What a JSON error says, without the value it may quote: serde's messages include the
@@ -155,6 +194,21 @@ impl Error {
             },
             Error::Random(_) | Error::Seal(SealError::Random(_)) => ErrorCode::StoreIo,
             Error::Seal(SealError::TooLong) | Error::Encode { .. } => ErrorCode::EncodeFailed,
+            Error::BundleMalformed { .. } => ErrorCode::BundleMalformed,
+            Error::ChangeUnsigned { .. } => ErrorCode::ChangeUnsigned,
+            Error::ChangeBadSignature { .. } => ErrorCode::ChangeBadSignature,
+            Error::ChangeSignerMismatch { .. } => ErrorCode::ChangeSignerMismatch,
+            Error::DeviceUnknown { .. } => ErrorCode::DeviceUnknown,
+            Error::DeviceRemoved { .. } => ErrorCode::DeviceRemoved,
+            Error::EpochNotMember { .. } => ErrorCode::EpochNotMember,
+            Error::DeviceNotFound { .. } => ErrorCode::DeviceNotFound,
+            Error::TicketInvalid { .. } => ErrorCode::TicketInvalid,
+            Error::InviteExpired { .. } => ErrorCode::InviteExpired,
+            Error::InviteUnknown { .. } => ErrorCode::InviteUnknown,
+            Error::InviteUnauthentic { .. } => ErrorCode::InviteUnauthentic,
+            Error::RecoveryPhraseInvalid { .. } => ErrorCode::RecoveryPhraseInvalid,
+            Error::RecoveryWrongPhrase => ErrorCode::RecoveryWrongPhrase,
+            Error::RecoveryBlobMalformed { .. } => ErrorCode::RecoveryBlobMalformed,
         }
     }
 }

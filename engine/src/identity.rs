@@ -5,10 +5,11 @@
 //! (see [`crate::keystore`]).
 
 use adiuva_model::DeviceId;
+use crypto_box::aead::Aead;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use zeroize::Zeroizing;
 
-use crate::crypto::{RandomUnavailable, random_bytes};
+use crate::crypto::{RandomUnavailable, SealError, random_bytes};
 
 pub const SIGNATURE_LEN: usize = 64;
 
@@ -26,7 +27,7 @@ impl DeviceIdentity {
         Ok(Self::from_secret_bytes(Zeroizing::new(random_bytes()?), Zeroizing::new(random_bytes()?)))
     }
 
-    fn from_secret_bytes(signing: Zeroizing<[u8; 32]>, box_secret: Zeroizing<[u8; 32]>) -> Self {
+    pub(crate) fn from_secret_bytes(signing: Zeroizing<[u8; 32]>, box_secret: Zeroizing<[u8; 32]>) -> Self {
         Self { signing: SigningKey::from_bytes(&signing), box_secret: crypto_box::SecretKey::from_bytes(*box_secret) }
     }
 
@@ -57,6 +58,32 @@ impl DeviceIdentity {
     pub fn sign(&self, message: &[u8]) -> [u8; SIGNATURE_LEN] {
         self.signing.sign(message).to_bytes()
     }
+
+    /// Opens what [`seal_to`] sealed to this device's box key; `None` if it was not sealed to
+    /// it or was altered.
+    pub fn unseal(&self, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        let (ephemeral, rest) = sealed.split_at_checked(32)?;
+        let (nonce, ciphertext) = rest.split_at_checked(24)?;
+        let ephemeral = crypto_box::PublicKey::from_slice(ephemeral).ok()?;
+        let salsa = crypto_box::SalsaBox::new(&ephemeral, &self.box_secret);
+        salsa.decrypt(crypto_box::Nonce::from_slice(nonce), ciphertext).ok().map(Zeroizing::new)
+    }
+}
+
+/// Seals `plaintext` to the holder of the X25519 box key `recipient`: a fresh ephemeral key
+/// pair and a random nonce each time (`ephemeral public 32 | nonce 24 | box`), so the sealer
+/// needs no key of its own and nothing links two sealed messages. Who sealed it is proven by
+/// what carries it (a signed event), not by the box.
+pub fn seal_to(recipient: &[u8; 32], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+    let ephemeral = crypto_box::SecretKey::from_bytes(*Zeroizing::new(random_bytes::<32>()?));
+    let nonce: [u8; 24] = random_bytes()?;
+    let salsa = crypto_box::SalsaBox::new(&crypto_box::PublicKey::from_bytes(*recipient), &ephemeral);
+    let sealed = salsa.encrypt(crypto_box::Nonce::from_slice(&nonce), plaintext).map_err(|_| SealError::TooLong)?;
+    let mut out = Vec::with_capacity(56 + sealed.len());
+    out.extend_from_slice(ephemeral.public_key().as_bytes());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&sealed);
+    Ok(out)
 }
 
 /// Checks that `signature` over `message` was made by `device`, strictly: a weak (small-order)
@@ -84,6 +111,21 @@ mod tests {
         let restored = DeviceIdentity::from_secret_slices(&*device.signing_secret(), &*device.box_secret()).unwrap();
         assert_eq!(restored.device_id(), device.device_id());
         assert_eq!(restored.box_public_key(), device.box_public_key());
+    }
+
+    #[test]
+    fn sealed_messages_open_only_for_their_recipient() {
+        let device = DeviceIdentity::generate().unwrap();
+        let other = DeviceIdentity::generate().unwrap();
+        let sealed = seal_to(&device.box_public_key(), b"epoch key").unwrap();
+        assert_eq!(device.unseal(&sealed).unwrap().as_slice(), b"epoch key");
+        assert!(other.unseal(&sealed).is_none());
+        for index in 0..sealed.len() {
+            let mut flipped = sealed.clone();
+            flipped[index] ^= 1;
+            assert!(device.unseal(&flipped).is_none(), "byte {index}");
+        }
+        assert!(device.unseal(&sealed[..40]).is_none());
     }
 
     #[test]

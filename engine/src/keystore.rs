@@ -44,9 +44,9 @@ const FLAG_DERIVED_STORAGE: u8 = 1;
 
 /// Argon2id cost for passphrase-derived keys. Headers carrying less are refused: they could
 /// only come from tampering.
-const ARGON2_MEMORY_KIB: u32 = 64 * 1024;
-const ARGON2_ITERATIONS: u32 = 3;
-const ARGON2_PARALLELISM: u32 = 1;
+pub(crate) const ARGON2_MEMORY_KIB: u32 = 64 * 1024;
+pub(crate) const ARGON2_ITERATIONS: u32 = 3;
+pub(crate) const ARGON2_PARALLELISM: u32 = 1;
 /// The most a header may ask for (8× today's memory, and iterations and lanes to match): the
 /// header is read before anything is authenticated, and a tampered one must not make opening
 /// hang or exhaust memory.
@@ -137,6 +137,30 @@ impl Keyring {
         self.keys.last()
     }
 
+    /// Every workspace key epoch this device holds, oldest first.
+    pub fn workspace_keys(&self) -> &[WorkspaceKey] {
+        &self.keys
+    }
+
+    /// The workspace key of `epoch`, if this device holds it.
+    pub fn epoch_key(&self, epoch: u32) -> Option<&SecretKey> {
+        self.keys.iter().find(|key| key.epoch == epoch).map(|key| &key.key)
+    }
+
+    /// Adds an epoch this device learned of (from a key rotation or a recovery); the caller
+    /// stores the keyring. An epoch already held is kept as it is.
+    pub fn add_epoch(&mut self, key: WorkspaceKey) {
+        if self.epoch_key(key.epoch).is_none() {
+            self.keys.push(key);
+            self.keys.sort_by_key(|key| key.epoch);
+        }
+    }
+
+    /// Takes back an epoch added for an event that did not become durable.
+    pub fn remove_epoch(&mut self, epoch: u32) {
+        self.keys.retain(|key| key.epoch != epoch);
+    }
+
     /// The storage keys derived from each epoch's workspace key, which keyring format 1 sealed
     /// the store under; empty once the store has moved to the device's storage key.
     pub fn derived_storage_keys(&self) -> BTreeMap<u32, SecretKey> {
@@ -184,7 +208,19 @@ pub struct Unlocked {
 /// Creates a workspace's keys: a first workspace key (epoch 1), this device's identity and
 /// storage key, and the protection of all of them.
 pub fn create(workspace_id: ulid::Ulid, protection: KeyProtection) -> Result<Unlocked> {
-    let identity = DeviceIdentity::generate()?;
+    let keys = vec![WorkspaceKey { epoch: 1, key: SecretKey::random()? }];
+    create_for(workspace_id, protection, DeviceIdentity::generate()?, keys)
+}
+
+/// The keys of a device joining an existing workspace: its identity (made when it asked to
+/// join), the workspace key epochs sealed to it, a storage key of its own and their protection.
+pub fn create_for(
+    workspace_id: ulid::Ulid,
+    protection: KeyProtection,
+    identity: DeviceIdentity,
+    mut keys: Vec<WorkspaceKey>,
+) -> Result<Unlocked> {
+    keys.sort_by_key(|key| key.epoch);
     let device_id = identity.device_id();
     let (protection, kek) = match protection {
         KeyProtection::Passphrase(passphrase) => {
@@ -217,13 +253,7 @@ pub fn create(workspace_id: ulid::Ulid, protection: KeyProtection) -> Result<Unl
         }
     };
     let header = Header { format: HEADER_FORMAT, workspace_id, device_id, protection }.encode()?;
-    let keyring = Keyring {
-        header,
-        kek,
-        keys: vec![WorkspaceKey { epoch: 1, key: SecretKey::random()? }],
-        storage_key: SecretKey::random()?,
-        derived_storage: false,
-    };
+    let keyring = Keyring { header, kek, keys, storage_key: SecretKey::random()?, derived_storage: false };
     Ok(Unlocked { identity, keyring, outdated: true })
 }
 
@@ -313,7 +343,7 @@ fn check_cost(memory_kib: u32, iterations: u32, parallelism: u32) -> Result<()> 
     })
 }
 
-fn passphrase_kek(
+pub(crate) fn passphrase_kek(
     passphrase: &str,
     salt: &[u8; 16],
     memory_kib: u32,

@@ -37,6 +37,7 @@
 //! - **A narrow storage trait** ([`store::ChunkStore`]) with an explicit durability barrier,
 //!   because sled's own `flush` is not durable and sled itself may one day be replaced.
 
+pub mod authorship;
 pub mod chunk;
 pub mod crypto;
 mod encode;
@@ -46,6 +47,7 @@ pub mod identity;
 pub mod keystore;
 pub mod manifest;
 pub mod records;
+pub mod recovery;
 pub mod store;
 pub mod view;
 pub mod workspace;
@@ -54,6 +56,7 @@ pub use error::{Error, Result, json_error};
 pub use keystore::KeyProtection;
 pub use records::{Effect, FieldConflict};
 pub use workspace::{
-    CommitObserver, Cursor, DocumentStatus, EventDraft, EventFilter, FollowedEvent, LoggedEvent, ROOT_DOCUMENT,
-    Upgrade, Workspace, WorkspaceOptions, WorkspaceStatus, fields_of,
+    CommitObserver, Cursor, DeviceInfo, DocumentStatus, EventDraft, EventFilter, FollowedEvent, Imported,
+    JoinAcceptance, JoinRequest, LoggedEvent, PendingJoin, ROOT_DOCUMENT, Removal, Ticket, Upgrade, Workspace,
+    WorkspaceOptions, WorkspaceStatus, fields_of,
 };

@@ -185,11 +185,12 @@ fn concurrent_edits_of_one_description_keep_both() {
 #[test]
 fn workspaces_exchanging_changes_converge_and_keep_concurrent_edits() {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (mut a, mut b) = (init(dir_a.path()), init(dir_b.path()));
+    let mut a = init(dir_a.path());
+    let mut b = join(&mut a, dir_b.path(), "b");
     let id = add_task(&mut a, "Plan the trip", "Book the train");
     let bundle = a.export_changes("tasks", &[]).unwrap();
-    assert_eq!(b.import_changes("tasks", &bundle).unwrap(), 1);
-    assert_eq!(b.import_changes("tasks", &bundle).unwrap(), 0, "importing twice changes nothing");
+    assert_eq!(b.import_changes("tasks", &bundle).unwrap().applied, 1);
+    assert_eq!(b.import_changes("tasks", &bundle).unwrap().applied, 0, "importing twice changes nothing");
     let since_a = a.heads("tasks").unwrap();
     let since_b = b.heads("tasks").unwrap();
 
@@ -203,8 +204,8 @@ fn workspaces_exchanging_changes_converge_and_keep_concurrent_edits() {
 
     let from_a = a.export_changes("tasks", &since_a).unwrap();
     let from_b = b.export_changes("tasks", &since_b).unwrap();
-    assert_eq!(b.import_changes("tasks", &from_a).unwrap(), 1);
-    assert_eq!(a.import_changes("tasks", &from_b).unwrap(), 1);
+    assert_eq!(b.import_changes("tasks", &from_a).unwrap().applied, 1);
+    assert_eq!(a.import_changes("tasks", &from_b).unwrap().applied, 1);
 
     let task_a = a.get(Collection::Tasks, id).unwrap().unwrap();
     let task_b = b.get(Collection::Tasks, id).unwrap().unwrap();
@@ -303,7 +304,9 @@ proptest! {
     #[test]
     fn workspaces_editing_notes_converge(steps in proptest::collection::vec(note_step(), 1..20)) {
         let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-        let mut workspaces = [init(dirs[0].path()), init(dirs[1].path())];
+        let mut first = init(dirs[0].path());
+        let second = join(&mut first, dirs[1].path(), "second");
+        let mut workspaces = [first, second];
         let ids: Vec<RecordId> = record_pool().into_iter().take(3).collect();
         for step in &steps {
             run_note_step(&mut workspaces, &ids, step);
@@ -328,7 +331,8 @@ proptest! {
 #[test]
 fn concurrent_edits_of_one_note_keep_both() {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (mut a, mut b) = (init(dir_a.path()), init(dir_b.path()));
+    let mut a = init(dir_a.path());
+    let mut b = join(&mut a, dir_b.path(), "b");
     let id = add_note(&mut a, "Trip", "The quick fox");
     let document = format!("notes/{id}");
     assert_eq!(note_documents(&mut a), std::slice::from_ref(&document));

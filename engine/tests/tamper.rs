@@ -366,7 +366,12 @@ fn an_envelope_from_a_newer_version_is_refused_and_nothing_is_kept() {
     let message = r#"{"v":2,"id":"01JDQ6R5X0000000000000000A","kind":"task.created","actor":"user"}"#;
     automerge::transaction::Transactable::put(&mut newer, automerge::ROOT, "01JDQ6R5X0000000000000000B", "x").unwrap();
     newer.commit_with(automerge::transaction::CommitOptions::default().with_message(message));
-    let error = workspace.import_changes("tasks", &newer.save()).unwrap_err();
+    // Refused for its envelope before anything else is looked at (it carries no attestation).
+    let unit = adiuva_engine::authorship::SignedChanges {
+        attestations: vec![],
+        changes: newer.get_changes(&[]).iter().map(|c| c.raw_bytes().to_vec()).collect(),
+    };
+    let error = workspace.import_changes("tasks", &unit.encode()).unwrap_err();
     assert_eq!(error.code(), ErrorCode::EnvelopeVersion, "{error}");
     assert_eq!(workspace.list(Collection::Tasks).unwrap().len(), 1);
     drop(workspace);

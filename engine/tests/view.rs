@@ -136,9 +136,9 @@ proptest! {
     #[test]
     fn the_view_always_equals_the_document(steps in proptest::collection::vec(step(), 1..24)) {
         let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-        for dir in &dirs {
-            drop(init(dir.path()));
-        }
+        let mut first = init(dirs[0].path());
+        drop(join(&mut first, dirs[1].path(), "second"));
+        drop(first);
         let ids = record_pool();
         let mut workspaces = [open_small(dirs[0].path()), open_small(dirs[1].path())];
         // Read before the steps so the cached views are the ones kept current by each commit.

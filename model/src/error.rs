@@ -64,6 +64,21 @@ error_codes! {
     DaemonNotRunning => "daemon.not_running", "No daemon runs for the workspace.";
     DaemonUnreachable => "daemon.unreachable", "The workspace's daemon did not answer, or answered something unexpected.";
     Internal => "internal.unexpected", "An unexpected failure inside the app (a bug); the daemon logs it.";
+    BundleMalformed => "bundle.malformed", "Changes received from another device are not a valid signed unit.";
+    ChangeUnsigned => "change.unsigned", "A received change carries no attestation by its author (stripped, or written before attestations).";
+    ChangeBadSignature => "change.bad_signature", "A received change's attestation does not verify (forged or altered).";
+    ChangeSignerMismatch => "change.signer_mismatch", "A received change's signer, its envelope's device and its Automerge actor do not agree.";
+    DeviceUnknown => "device.unknown", "A change, or a peer, is from a device that was never added to the workspace.";
+    DeviceRemoved => "device.removed", "A change, or a peer, is from a device removed from the workspace (beyond what its removal accepted).";
+    EpochNotMember => "key.epoch_not_member", "A change was written under a key epoch that was never given to its device.";
+    DeviceNotFound => "device.not_found", "No device of the workspace has that id.";
+    TicketInvalid => "invite.ticket_invalid", "An invitation ticket does not decode.";
+    InviteExpired => "invite.expired", "An invitation ticket has expired.";
+    InviteUnknown => "invite.unknown", "No open invitation matches: used already, withdrawn, or for another workspace.";
+    InviteUnauthentic => "invite.unauthentic", "A join request or acceptance does not match its invitation's secret.";
+    RecoveryPhraseInvalid => "recovery.phrase_invalid", "A recovery phrase is not 12 valid BIP39 words.";
+    RecoveryWrongPhrase => "recovery.wrong_phrase", "The recovery phrase does not open the wrapped recovery key.";
+    RecoveryBlobMalformed => "recovery.blob_malformed", "A wrapped recovery key is truncated, altered in its header, or of a newer version.";
 }
 
 #[cfg(test)]

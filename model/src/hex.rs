@@ -27,6 +27,18 @@ pub fn decode_array<const N: usize>(text: &str) -> Option<[u8; N]> {
     Some(out)
 }
 
+/// Decodes hex (either case) of any even length; `None` if the text is anything else.
+pub fn decode(text: &str) -> Option<Vec<u8>> {
+    let digits = text.as_bytes();
+    if !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    digits
+        .chunks_exact(2)
+        .map(|pair| Some(((pair[0] as char).to_digit(16)? * 16 + (pair[1] as char).to_digit(16)?) as u8))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +51,9 @@ mod tests {
         assert_eq!(decode_array::<4>("0001abf"), None);
         assert_eq!(decode_array::<4>("0001abfg"), None);
         assert_eq!(decode_array::<2>("é1"), None);
+        assert_eq!(decode("0001ABff"), Some(bytes.to_vec()));
+        assert_eq!(decode(""), Some(vec![]));
+        assert_eq!(decode("abc"), None);
+        assert_eq!(decode("zz"), None);
     }
 }

@@ -10,14 +10,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use adiuva_model::envelope::{ENVELOPE_VERSION, Subject};
-use adiuva_model::{Actor, Collection, Envelope, EventId, EventKind};
+use adiuva_model::{Actor, Collection, DeviceId, Envelope, EventId, EventKind};
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{Change, ChangeHash};
 use chrono::Utc;
 use tracing::warn;
 use ulid::Ulid;
 
+use super::devices;
+use super::log::Attest;
 use super::{FollowedEvent, LoggedEvent, ROOT_DOCUMENT, Workspace};
+use crate::authorship::Attestation;
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::records::Effect;
@@ -59,8 +62,39 @@ pub(super) struct Prepared {
 }
 pub(super) enum Operation {
     Record(Effect),
-    CreateWorkspace { device_name: String, box_key: String },
-    RegisterDocument { name: String, collection: Collection },
+    CreateWorkspace {
+        device_name: String,
+        box_key: String,
+    },
+    RegisterDocument {
+        name: String,
+        collection: Collection,
+    },
+    /// A device joins: its keys, its name, and every key epoch sealed to it.
+    AddDevice {
+        device: DeviceId,
+        name: String,
+        box_key: String,
+        sealed: Vec<(u32, String)>,
+    },
+    RenameDevice {
+        device: DeviceId,
+        name: String,
+    },
+    /// A device leaves: which of its changes stay accepted, and the new epoch sealed to the rest.
+    RemoveDevice {
+        device: DeviceId,
+        accepted: Vec<(String, u64)>,
+        epoch: u32,
+        sealed: Vec<(DeviceId, String)>,
+    },
+    /// A removal extended to the removed device's changes this device held when it learned of it.
+    AmendRemoval {
+        device: DeviceId,
+        accepted: Vec<(String, u64)>,
+        removed_by: Option<DeviceId>,
+        removed_at: Option<String>,
+    },
 }
 
 impl Prepared {
@@ -70,7 +104,7 @@ impl Prepared {
 }
 
 impl Operation {
-    fn apply(&self, tx: &mut impl Transactable, envelope: &Envelope) -> Result<()> {
+    pub(super) fn apply(&self, tx: &mut impl Transactable, envelope: &Envelope) -> Result<()> {
         let root_error = |e: automerge::AutomergeError| Error::DocumentCorrupt {
             document: ROOT_DOCUMENT.into(),
             detail: e.to_string(),
@@ -111,6 +145,10 @@ impl Operation {
                 tx.put(&directory, name.as_str(), collection.name()).map_err(root_error)?;
                 Ok(())
             }
+            Operation::AddDevice { .. }
+            | Operation::RenameDevice { .. }
+            | Operation::RemoveDevice { .. }
+            | Operation::AmendRemoval { .. } => devices::apply_device_event(tx, self, &envelope.device, &envelope.time),
         }
     }
 }
@@ -171,7 +209,7 @@ impl Workspace {
         Prepared { document: ROOT_DOCUMENT.into(), envelope: self.envelope(draft, None), operation, requested }
     }
 
-    fn envelope(&self, draft: EventDraft, subject: Option<Subject>) -> Envelope {
+    pub(super) fn envelope(&self, draft: EventDraft, subject: Option<Subject>) -> Envelope {
         Envelope {
             v: ENVELOPE_VERSION,
             id: EventId::new(),
@@ -257,7 +295,7 @@ impl Workspace {
                     detail: "a committed change is not in the document".into(),
                 });
             }
-            staged.push(self.stage_document(document, &changes, touched.get(document), &mut batch)?);
+            staged.push(self.stage_document(document, &changes, Attest::Own, touched.get(document), &mut batch)?);
         }
         self.log.write_durably(batch)?;
         self.finish_staged(staged);
@@ -293,33 +331,35 @@ impl Workspace {
 
     /// Stages `changes` of `document` (already applied in memory) into `batch`: its chunks, its
     /// new manifest, their event index part and, for a collection document, the read-view delta
-    /// of the `touched` records.
+    /// of the `touched` records. `attest` says whose attestations the chunks carry.
     /// Nothing in memory changes until the batch is durable ([`Self::finish_staged`]), so a
     /// failure or a panic in between leaves memory describing only what is stored.
     pub(super) fn stage_document(
         &self,
         document: &str,
         changes: &[Change],
+        attest: Attest<'_>,
         touched: Option<&Touched>,
         batch: &mut WriteBatch,
     ) -> Result<Staged> {
         // Uncompressed: deflating every change costs more than it saves on a tail that the
         // next compaction rewrites in Automerge's compressed document format anyway.
-        let bytes: Vec<&[u8]> = changes.iter().map(Change::raw_bytes).collect();
-        let (manifest, first_seq) = self.log.stage_changes(document, self.loaded(document)?, &bytes, batch)?;
+        let (manifest, first_seq, attestations) =
+            self.log.stage_changes(document, self.loaded(document)?, changes, attest, batch)?;
         self.stage_index_part(document, first_seq, manifest.next_seq, changes, batch)?;
         let delta = match touched {
             Some(touched) => Some(self.stage_delta(document, first_seq, manifest.next_seq, touched, batch)?),
             None => None,
         };
-        Ok(Staged { document: document.to_owned(), manifest, delta })
+        Ok(Staged { document: document.to_owned(), manifest, delta, attestations })
     }
 
-    /// Takes the manifests and read-view deltas of a durable batch into memory.
+    /// Takes the manifests, attestations and read-view deltas of a durable batch into memory.
     pub(super) fn finish_staged(&mut self, staged: Vec<Staged>) {
-        for Staged { document, manifest, delta } in staged {
+        for Staged { document, manifest, delta, attestations } in staged {
             if let Some(loaded) = self.docs.get_mut(&document) {
                 loaded.manifest = manifest;
+                loaded.attestations.extend(attestations);
             }
             if let Some(delta) = delta {
                 self.apply_delta(&document, &delta);
@@ -333,4 +373,5 @@ pub(super) struct Staged {
     document: String,
     manifest: Manifest,
     delta: Option<Delta>,
+    attestations: Vec<Attestation>,
 }

@@ -9,6 +9,9 @@
 use tracing::debug;
 
 use super::{ROOT_DOCUMENT, Workspace, layout};
+use automerge::Change;
+
+use crate::authorship::SignedSnapshot;
 use crate::chunk::BlobKind;
 use crate::error::Result;
 use crate::manifest::SnapshotRef;
@@ -50,13 +53,22 @@ impl Workspace {
 
     pub(super) fn compact_document(&mut self, document: &str) -> Result<()> {
         self.move_records_out_of(document)?;
+        let own_legacy = self.own_unattested_changes(document)?;
         let loaded = self.document(document)?;
         let bytes = loaded.doc.save();
         let old = loaded.manifest.clone();
         let generation = old.snapshot.map_or(1, |s| s.generation + 1);
+        // The snapshot keeps the attestation of every change it folds in, so authorship
+        // survives compaction; this device's own changes from before attestations get one now.
+        let mut attestations = loaded.attestations.clone();
+        if !own_legacy.is_empty() {
+            let changes: Vec<&Change> = own_legacy.iter().collect();
+            attestations.add(self.log.attest(document, &changes));
+        }
+        let snapshot = SignedSnapshot { attestations: attestations.all().to_vec(), document: bytes };
         // Step 1: the new snapshot and the manifest that points at it, durable together.
         let key = layout::snapshot(document, generation);
-        let sealed = self.log.seal(&key, BlobKind::Snapshot, &bytes)?;
+        let sealed = self.log.seal(&key, BlobKind::Snapshot, &snapshot.encode())?;
         let mut manifest = old.clone();
         manifest.tail_start = old.next_seq;
         manifest.tail_bytes = 0;
@@ -77,6 +89,8 @@ impl Workspace {
         self.log.write_durably(batch)?;
         if let Some(loaded) = self.docs.get_mut(document) {
             loaded.manifest = manifest;
+            loaded.attestations = attestations;
+            loaded.legacy = false;
         }
         // Step 2: only now delete what the snapshot replaces (and leftovers of earlier runs).
         let mut cleanup = WriteBatch::default();
@@ -94,7 +108,26 @@ impl Workspace {
             self.log.write_durably(cleanup)?;
         }
         self.write_witness()?;
-        debug!(document, generation, bytes = bytes.len(), "compacted");
+        debug!(document, generation, bytes = snapshot.document.len(), "compacted");
         Ok(())
+    }
+}
+
+impl Workspace {
+    /// This device's changes of `document` that no attestation covers: written before
+    /// attestations existed (only a document whose log predates them can have any).
+    fn own_unattested_changes(&mut self, document: &str) -> Result<Vec<Change>> {
+        let actor = self.actor.clone();
+        let loaded = self.document(document)?;
+        if !loaded.legacy {
+            return Ok(Vec::new());
+        }
+        let covered = loaded.attestations.hashes();
+        Ok(loaded
+            .doc
+            .get_changes(&[])
+            .into_iter()
+            .filter(|change| change.actor_id() == &actor && !covered.contains(&change.hash()))
+            .collect())
     }
 }

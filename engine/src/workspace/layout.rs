@@ -12,6 +12,8 @@ use crate::error::{Error, Result};
 pub const HEADER: &[u8] = b"h";
 /// The sealed local keyring.
 pub const KEYRING: &[u8] = b"k";
+/// The recovery phrase's secret and salt (sealed), once a phrase was made on this device.
+pub const RECOVERY: &[u8] = b"r";
 /// Present (sealed) once the workspace has a witness file: its absence is then refused.
 pub const WITNESS_MARK: &[u8] = b"w";
 
@@ -75,6 +77,22 @@ pub fn index_part_seq(document: &str, key: &[u8]) -> Option<u64> {
     number_after(&index_part_prefix(document), key)
 }
 
+/// Where changes waiting for their dependencies are kept: `p/DOC\0HASH`.
+pub const PENDING_PREFIX: &[u8] = b"p/";
+
+pub fn pending_prefix(document: &str) -> Vec<u8> {
+    [PENDING_PREFIX, document.as_bytes(), b"\0"].concat()
+}
+
+pub fn pending(document: &str, hash: &automerge::ChangeHash) -> Vec<u8> {
+    [pending_prefix(document).as_slice(), &hash.0].concat()
+}
+
+/// An open invitation: its secret and expiry (`i/INVITE`).
+pub fn invite(id: ulid::Ulid) -> Vec<u8> {
+    [b"i/".as_slice(), &id.to_bytes()].concat()
+}
+
 pub fn snapshot_prefix(document: &str) -> Vec<u8> {
     [b"s/", document.as_bytes(), b"\0"].concat()
 }
@@ -86,7 +104,7 @@ pub fn snapshot(document: &str, generation: u64) -> Vec<u8> {
 /// The document a store key belongs to (for errors), or the key itself if it is no document's.
 pub fn document(key: &[u8]) -> String {
     match key {
-        [b'c' | b's' | b'd' | b'x' | b'm' | b'v' | b'e', b'/', rest @ ..] => {
+        [b'c' | b's' | b'd' | b'x' | b'm' | b'v' | b'e' | b'p', b'/', rest @ ..] => {
             let name = rest.split(|&b| b == 0).next().unwrap_or_default();
             String::from_utf8_lossy(name).into_owned()
         }
@@ -121,6 +139,10 @@ pub fn describe(key: &[u8]) -> String {
         [b's', b'/', rest @ ..] => numbered(rest, " snapshot "),
         [b'd', b'/', rest @ ..] => numbered(rest, " read view delta "),
         [b'x', b'/', rest @ ..] => numbered(rest, " event index part "),
+        [b'p', b'/', rest @ ..] => {
+            let document = rest.split(|&b| b == 0).next().unwrap_or_default();
+            format!("{} pending change", String::from_utf8_lossy(document))
+        }
         [b'm', b'/', rest @ ..] => format!("{} manifest", String::from_utf8_lossy(rest)),
         [b'v', b'/', rest @ ..] => format!("{} read view", String::from_utf8_lossy(rest)),
         [b'e', b'/', rest @ ..] => format!("{} event index", String::from_utf8_lossy(rest)),

@@ -17,9 +17,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use automerge::{ActorId, Automerge, ReadDoc};
+use automerge::{ActorId, Automerge, Change, ReadDoc};
 
 use super::layout;
+use crate::authorship::{Attestation, AttestationPlace, Attestations, Decoded, SignedChanges, SignedSnapshot};
 use crate::chunk::{self, BlobKind, ChunkPlace, SealingKey};
 use crate::crypto::SecretKey;
 use crate::error::{Error, Result};
@@ -40,6 +41,20 @@ const WITNESS_FILE: &str = "witness";
 pub(super) struct LoadedDocument {
     pub doc: Automerge,
     pub manifest: Manifest,
+    /// The attestations of the document's changes, from its snapshot and tail.
+    pub attestations: Attestations,
+    /// Part of the log predates attestations: compaction attests this device's own changes.
+    pub legacy: bool,
+}
+
+/// Who attests the changes being staged.
+pub(super) enum Attest<'a> {
+    /// This device, which authored them.
+    Own,
+    /// Their authors, whose attestations came with them.
+    Received(&'a Attestations),
+    /// Another identity this device holds (the recovery identity, during a restore).
+    Device(&'a DeviceIdentity),
 }
 
 /// A document's log as read from the store, checked, not yet loaded into Automerge.
@@ -212,46 +227,104 @@ impl DocumentLog {
         let Some(log) = self.read_log(document)? else {
             let mut doc = Automerge::new();
             doc.set_actor(actor.clone());
-            return Ok(LoadedDocument { doc, manifest: Manifest::empty() });
+            return Ok(LoadedDocument {
+                doc,
+                manifest: Manifest::empty(),
+                attestations: Attestations::default(),
+                legacy: false,
+            });
         };
-        let corrupt = |e: automerge::AutomergeError| Error::DocumentCorrupt {
-            document: document.to_owned(),
-            detail: e.to_string(),
-        };
+        let corrupt = |detail: String| Error::DocumentCorrupt { document: document.to_owned(), detail };
+        let mut attestations = Attestations::default();
+        let mut legacy = false;
         let mut doc = match &log.snapshot {
             // The bytes are authenticated and were saved by a device of this workspace from a
             // document it had checked; re-hashing every change here would only cost time. (The
             // audit tool verifies hashes.)
             Some(bytes) => {
+                let bytes = match SignedSnapshot::decode(bytes).map_err(|e| corrupt(e.to_string()))? {
+                    Decoded::Attested(snapshot) => {
+                        attestations.extend(snapshot.attestations);
+                        snapshot.document
+                    }
+                    Decoded::Legacy => {
+                        legacy = true;
+                        bytes.clone()
+                    }
+                };
                 let options = automerge::LoadOptions::new().verification_mode(automerge::VerificationMode::DontCheck);
-                Automerge::load_with_options(bytes, options).map_err(corrupt)?
+                Automerge::load_with_options(&bytes, options).map_err(|e| corrupt(e.to_string()))?
             }
             None => Automerge::new(),
         };
+        let mut changes = Vec::new();
         for payload in &log.tail {
-            doc.load_incremental(payload).map_err(corrupt)?;
+            match SignedChanges::decode(payload).map_err(|e| corrupt(e.to_string()))? {
+                Decoded::Attested(signed) => {
+                    attestations.extend(signed.attestations);
+                    for bytes in signed.changes {
+                        changes.push(Change::from_bytes(bytes).map_err(|e| corrupt(e.to_string()))?);
+                    }
+                }
+                Decoded::Legacy => {
+                    legacy = true;
+                    doc.apply_changes(std::mem::take(&mut changes)).map_err(|e| corrupt(e.to_string()))?;
+                    doc.load_incremental(payload).map_err(|e| corrupt(e.to_string()))?;
+                }
+            }
         }
+        doc.apply_changes(changes).map_err(|e| corrupt(e.to_string()))?;
         let missing = doc.get_missing_deps(&[]);
         if !missing.is_empty() {
-            return Err(Error::DocumentCorrupt {
-                document: document.to_owned(),
-                detail: format!("{} changes depend on history that is not stored", missing.len()),
-            });
+            return Err(corrupt(format!("{} changes depend on history that is not stored", missing.len())));
         }
         doc.set_actor(actor.clone());
-        Ok(LoadedDocument { doc, manifest: log.manifest })
+        Ok(LoadedDocument { doc, manifest: log.manifest, attestations, legacy })
     }
 
-    /// Seals `changes` (raw change bytes) into as few chunks as fit, appends them to the
+    /// The changes of `document` waiting in the pending area, each with its attestation.
+    pub fn read_pending(&self, document: &str) -> Result<Vec<(Change, Attestation)>> {
+        let corrupt = |detail: String| Error::DocumentCorrupt { document: document.to_owned(), detail };
+        let mut pending = Vec::new();
+        for (key, sealed) in self.store.scan_prefix(&layout::pending_prefix(document))? {
+            let bytes = self.open_local(document, &key, &sealed, BlobKind::Pending)?;
+            let Decoded::Attested(unit) = SignedChanges::decode(&bytes).map_err(|e| corrupt(e.to_string()))? else {
+                return Err(corrupt("a pending change without its attestation".into()));
+            };
+            let (Some(bytes), Some(attestation)) =
+                (unit.changes.into_iter().next(), unit.attestations.into_iter().next())
+            else {
+                return Err(corrupt("an empty pending change".into()));
+            };
+            pending.push((Change::from_bytes(bytes).map_err(|e| corrupt(e.to_string()))?, attestation));
+        }
+        Ok(pending)
+    }
+
+    /// This device's attestation of `changes` of `document`, under the current key epoch.
+    pub fn attest(&self, document: &str, changes: &[&Change]) -> Attestation {
+        self.attest_as(&self.identity, document, changes)
+    }
+
+    fn attest_as(&self, identity: &DeviceIdentity, document: &str, changes: &[&Change]) -> Attestation {
+        let place = AttestationPlace { workspace_id: &self.workspace_id, document };
+        let epoch = self.keyring.workspace_key().map_or(0, |key| key.epoch);
+        Attestation::sign(identity, place, epoch, changes.iter().map(|change| change.hash()).collect())
+    }
+
+    /// Seals `changes` into as few chunks as fit, each with the attestations of its changes
+    /// (this device's, signed here, or the ones they arrived with), appends them to the
     /// document's tail and stages the new manifest, all into `batch`. Returns the new manifest
-    /// (for the caller to keep once the batch is durable) and the first chunk's sequence number.
+    /// (for the caller to keep once the batch is durable), the first chunk's sequence number
+    /// and the attestations written.
     pub fn stage_changes(
         &self,
         document: &str,
         loaded: &LoadedDocument,
-        changes: &[&[u8]],
+        changes: &[Change],
+        attest: Attest<'_>,
         batch: &mut WriteBatch,
-    ) -> Result<(Manifest, u64)> {
+    ) -> Result<(Manifest, u64, Vec<Attestation>)> {
         let mut manifest = loaded.manifest.clone();
         manifest.events = Some(match manifest.events {
             Some(events) => events + changes.len() as u64,
@@ -259,21 +332,36 @@ impl DocumentLog {
             None => loaded.doc.get_changes_meta(&[]).len() as u64,
         });
         let first_seq = manifest.next_seq;
-        let mut payload = Vec::new();
+        let mut written = Vec::new();
+        let mut group: Vec<&Change> = Vec::new();
+        let mut group_bytes = 0;
         for (index, change) in changes.iter().enumerate() {
-            payload.extend_from_slice(change);
-            let next_fits = changes.get(index + 1).is_some_and(|next| payload.len() + next.len() <= MAX_CHUNK_PAYLOAD);
+            group.push(change);
+            group_bytes += change.raw_bytes().len();
+            let next_fits =
+                changes.get(index + 1).is_some_and(|next| group_bytes + next.raw_bytes().len() <= MAX_CHUNK_PAYLOAD);
             if !next_fits {
+                let attestations = match attest {
+                    Attest::Own => vec![self.attest(document, &group)],
+                    Attest::Device(identity) => vec![self.attest_as(identity, document, &group)],
+                    Attest::Received(received) => received.for_changes(group.iter().copied()),
+                };
+                let signed = SignedChanges {
+                    changes: group.iter().map(|change| change.raw_bytes().to_vec()).collect(),
+                    attestations,
+                };
                 let key = layout::change(document, manifest.next_seq);
-                let sealed = self.seal(&key, BlobKind::Changes, &payload)?;
+                let sealed = self.seal(&key, BlobKind::Changes, &signed.encode())?;
                 manifest.tail_bytes += sealed.len() as u64;
                 batch.put(key, sealed);
                 manifest.next_seq += 1;
-                payload.clear();
+                written.extend(signed.attestations);
+                group.clear();
+                group_bytes = 0;
             }
         }
         self.stage_manifest(document, &manifest, batch)?;
-        Ok((manifest, first_seq))
+        Ok((manifest, first_seq, written))
     }
 
     pub fn stage_manifest(&self, document: &str, manifest: &Manifest, batch: &mut WriteBatch) -> Result<()> {

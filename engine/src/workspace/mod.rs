@@ -24,11 +24,14 @@
 
 mod commit;
 mod compaction;
+mod devices;
 mod follow;
 mod index;
+mod invite;
 mod layout;
 mod log;
 mod query;
+mod recovery;
 #[cfg(test)]
 mod store_failures;
 mod sync;
@@ -49,8 +52,11 @@ use ulid::Ulid;
 use zeroize::Zeroizing;
 
 pub use commit::EventDraft;
+pub use devices::{DeviceInfo, Removal};
 pub use follow::{CommitObserver, Cursor, FollowedEvent};
+pub use invite::{JoinAcceptance, JoinRequest, PendingJoin, Ticket};
 pub use query::{DocumentStatus, EventFilter, LoggedEvent, WorkspaceStatus};
+pub use sync::Imported;
 pub use upgrade::Upgrade;
 
 use crate::error::{Error, Result, json_error};
@@ -242,8 +248,10 @@ impl Workspace {
             workspace.log.read_witness()?;
         }
         // The root document is needed for everything else; load it now so a damaged one is
-        // reported at open.
+        // reported at open. A key epoch sealed to this device that a crash kept out of its
+        // keyring is taken in now.
         workspace.document(ROOT_DOCUMENT)?;
+        workspace.learn_epochs()?;
         if witness == Witness::Reset {
             let mut manifests = Vec::new();
             for name in workspace.document_names()? {
@@ -376,7 +384,7 @@ fn store_dir(dir: &Path) -> PathBuf {
 }
 
 /// Whether the store holds nothing at all (reads every key: only for a store without a header).
-fn is_empty(store: &dyn ChunkStore) -> Result<bool> {
+pub(super) fn is_empty(store: &dyn ChunkStore) -> Result<bool> {
     Ok(store.keys_with_prefix(b"")?.is_empty())
 }
 

@@ -57,6 +57,9 @@ pub struct WorkspaceStatus {
     pub key_epoch: u32,
     pub documents: Vec<DocumentStatus>,
     pub storage_bytes: u64,
+    /// Received changes waiting in the pending area for changes they depend on.
+    #[serde(default)]
+    pub pending_changes: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -261,6 +264,7 @@ impl Workspace {
             key_epoch: self.log.keyring.workspace_key().map_or(0, |key| key.epoch),
             documents,
             storage_bytes: self.log.store.size_on_disk()?,
+            pending_changes: self.pending_count()?,
         })
     }
 

@@ -1,14 +1,57 @@
-//! Sync primitives: a document's heads, the changes a peer lacks, and changes received from
-//! another device applied and stored durably (idempotent, envelope-checked).
+//! Sync primitives: a document's heads, the changes a peer lacks as a signed unit, and signed
+//! units received from another device checked and applied durably.
+//!
+//! What crosses between devices is a [`SignedChanges`]: the changes with their authors'
+//! attestations, never re-signed on the way. [`Workspace::import_changes`] trusts nothing of
+//! the sender: every change must carry a valid envelope and be covered by an attestation that
+//! verifies, whose signer is the envelope's `device` and owns the change's Automerge actor,
+//! and which the device list authorizes (see `devices`). Any failure refuses the whole unit
+//! with a typed error and nothing is applied.
+//!
+//! A change whose dependencies have not arrived yet is kept in the **pending area**
+//! (`p/DOC\0HASH`, a local blob with its attestation) in the same batch as the rest of its
+//! import, and applied by the import that brings what it lacks: it survives a restart, and
+//! Automerge's own queue of orphans (lost at exit, and folded into a saved snapshot) is never
+//! used.
+//!
+//! For transport, [`Workspace::export_bundle`] seals such a unit under the bundle key of the
+//! current key epoch (the epoch is in the frame), and the sending device signs the frame inside
+//! the ciphertext; [`Workspace::import_bundle`] opens it with whichever epoch it names.
 
-use adiuva_model::{Collection, Envelope};
-use automerge::{ChangeHash, PatchLog};
+use std::collections::{HashMap, HashSet};
+
+use adiuva_model::{Collection, Envelope, EventKind};
+use automerge::{Change, ChangeHash, PatchLog};
 
 use super::commit::Operation;
+use super::devices::DeviceList;
+use super::log::Attest;
 use super::{ROOT_DOCUMENT, Workspace, layout};
+use crate::authorship::{AttestationPlace, Attestations, Decoded, SignedChanges};
+use crate::chunk::{self, BlobKind, ChunkPlace, SealingKey};
+use crate::crypto::{KeyPurpose, SecretKey, WorkspaceKey};
 use crate::error::{Error, Result};
 use crate::records;
 use crate::store::WriteBatch;
+
+/// What one import did.
+#[derive(Debug, Default)]
+pub struct Imported {
+    /// Changes applied and stored.
+    pub applied: usize,
+    /// Changes kept in the pending area until their dependencies arrive.
+    pub pending: usize,
+    /// Changes refused as a removed device's, beyond what its removal accepted
+    /// ([`Error::DeviceRemoved`], each naming its change): not applied, kept aside in the
+    /// pending area in case a device that held them when it learned of the removal amends it.
+    pub refused: Vec<Error>,
+}
+
+/// A received change, checked: its envelope decodes and an attestation that verifies covers it.
+struct Received {
+    change: Change,
+    kind: EventKind,
+}
 
 impl Workspace {
     /// The current heads of a document.
@@ -16,28 +59,88 @@ impl Workspace {
         Ok(self.document(document)?.doc.get_heads())
     }
 
-    /// The changes of `document` that a peer with `since` heads lacks, as concatenated change
-    /// bytes (what a sync bundle carries inside its encryption).
+    /// The changes of `document` that a peer with `since` heads lacks, with their authors'
+    /// attestations, encoded as a [`SignedChanges`] (what a sync bundle carries inside its
+    /// encryption).
     pub fn export_changes(&mut self, document: &str, since: &[ChangeHash]) -> Result<Vec<u8>> {
-        let doc = &self.document(document)?.doc;
-        Ok(doc.get_changes(since).iter().flat_map(|change| change.raw_bytes().to_vec()).collect())
+        let loaded = self.document(document)?;
+        let changes = loaded.doc.get_changes(since);
+        if let Some(unsigned) = changes.iter().find(|change| loaded.attestations.covering(&change.hash()).is_none()) {
+            return Err(Error::ChangeUnsigned {
+                document: document.to_owned(),
+                change: format!("{} (written before attestations: run `adiuva upgrade`)", unsigned.hash()),
+            });
+        }
+        let attestations = loaded.attestations.for_changes(&changes);
+        Ok(SignedChanges { attestations, changes: changes.iter().map(|c| c.raw_bytes().to_vec()).collect() }.encode())
     }
 
-    /// Applies changes received from another device and stores them durably. Idempotent:
-    /// changes already present are skipped. Every new change must carry a valid envelope, or
-    /// nothing is kept. Returns how many changes were new.
-    pub fn import_changes(&mut self, document: &str, bytes: &[u8]) -> Result<usize> {
-        let result = self.import_and_persist(document, bytes);
+    /// [`Self::export_changes`] sealed for transport under the current epoch's bundle key.
+    pub fn export_bundle(&mut self, document: &str, since: &[ChangeHash]) -> Result<Vec<u8>> {
+        let payload = self.export_changes(document, since)?;
+        let current =
+            self.log.keyring.workspace_key().ok_or(Error::WorkspaceFormat { detail: "no workspace key".into() })?;
+        let blob_id = bundle_id(document);
+        let place = ChunkPlace { workspace_id: &self.log.workspace_id, blob_id: &blob_id };
+        let key = current.key.derive(KeyPurpose::Bundles);
+        Ok(chunk::seal_bundle(place, current.epoch, &key, &self.log.identity, &payload)?)
+    }
+
+    /// Opens a bundle of `document` sealed by [`Self::export_bundle`] on a device of this
+    /// workspace and imports it. A bundle under an epoch this device was not given is refused
+    /// (`key.unknown_epoch`) before anything is read.
+    pub fn import_bundle(&mut self, document: &str, bytes: &[u8]) -> Result<Imported> {
+        let payload = open_bundle(&self.log.workspace_id, self.log.keyring.workspace_keys(), document, bytes)?;
+        self.import_changes(document, &payload)
+    }
+
+    /// Applies changes received from another device (a [`SignedChanges`]) and stores them
+    /// durably, after checking each one (see the module docs). Idempotent: changes already
+    /// present are skipped. Changes whose dependencies are missing wait in the pending area.
+    pub fn import_changes(&mut self, document: &str, bytes: &[u8]) -> Result<Imported> {
+        self.import_into(document, bytes, WriteBatch::default())
+    }
+
+    /// [`Self::import_changes`], writing `batch` in the same atomic batch.
+    pub(super) fn import_into(&mut self, document: &str, bytes: &[u8], batch: WriteBatch) -> Result<Imported> {
+        let result = self.import_and_persist(document, bytes, batch);
         if result.is_err() {
             self.docs.remove(document);
             self.views.remove(document);
+            // The root may have taken changes in memory while the device list was worked out.
+            self.docs.remove(ROOT_DOCUMENT);
         }
         result
     }
 
-    fn import_and_persist(&mut self, document: &str, bytes: &[u8]) -> Result<usize> {
+    fn import_and_persist(&mut self, document: &str, bytes: &[u8], mut batch: WriteBatch) -> Result<Imported> {
         // Before the name can reach the root document's directory.
         layout::check_document_name(document)?;
+        let signed = match SignedChanges::decode(bytes) {
+            Ok(Decoded::Attested(signed)) => signed,
+            Ok(Decoded::Legacy) => {
+                return Err(Error::ChangeUnsigned {
+                    document: document.to_owned(),
+                    change: "(bare Automerge changes, with no attestation)".into(),
+                });
+            }
+            Err(error) => return Err(Error::BundleMalformed { document: document.to_owned(), detail: error.0.into() }),
+        };
+        let mut attestations = Attestations::default();
+        attestations.extend(signed.attestations);
+        let received = self.check_received(document, signed.changes, &attestations)?;
+        let pending = self.log.read_pending(document)?;
+        for (_, attestation) in &pending {
+            attestations.add(attestation.clone());
+        }
+        let known: HashSet<ChangeHash> = received.iter().map(|r| r.change.hash()).collect();
+        let mut candidates = received;
+        for (change, _) in pending.iter() {
+            if !known.contains(&change.hash()) {
+                candidates.push(self.received_from_pending(document, change.clone())?);
+            }
+        }
+        let was_pending: HashSet<ChangeHash> = pending.iter().map(|(change, _)| change.hash()).collect();
         if document != ROOT_DOCUMENT && !self.is_registered(document)? {
             let collection = Collection::of_document(document)
                 .ok_or_else(|| Error::InvalidInput { detail: format!("unknown document {document:?}") })?;
@@ -45,32 +148,253 @@ impl Workspace {
             let registered = self.root_event("document.created", None, operation, false);
             self.commit_prepared(vec![registered], WriteBatch::default())?;
         }
-        let loaded = self.document(document)?;
-        let before = loaded.doc.get_heads();
+
+        let before = self.document(document)?.doc.get_heads();
+        let list_before = self.device_list()?;
         // Logging patches while applying costs what the new changes touch; a diff afterwards
         // would walk the whole document.
         let mut patch_log = PatchLog::active();
-        loaded
-            .doc
-            .load_incremental_log_patches(bytes, &mut patch_log)
-            .map_err(|e| Error::DocumentCorrupt { document: document.to_owned(), detail: e.to_string() })?;
+        let mut waiting: Vec<Received> = {
+            let doc = &self.document(document)?.doc;
+            candidates.into_iter().filter(|r| doc.get_change_meta_by_hash(&r.change.hash()).is_none()).collect()
+        };
+        // Authorized changes whose dependencies are present apply; in the root, a change can
+        // add the device that signed the next one, so it goes round until nothing moves.
+        loop {
+            let list = self.device_list()?;
+            let vouched = vouched_for(&list, document, &waiting, &attestations);
+            let doc = &self.loaded(document)?.doc;
+            let mut ready = Vec::new();
+            let mut ready_hashes = HashSet::new();
+            let mut progress = true;
+            while progress {
+                progress = false;
+                for received in std::mem::take(&mut waiting) {
+                    let hash = received.change.hash();
+                    let deps_present = received
+                        .change
+                        .deps()
+                        .iter()
+                        .all(|dep| ready_hashes.contains(dep) || doc.get_change_meta_by_hash(dep).is_some());
+                    let admitted = admits(&list, document, &received, &attestations) || vouched.contains(&hash);
+                    if deps_present && admitted {
+                        ready_hashes.insert(hash);
+                        ready.push(received.change);
+                        progress = true;
+                    } else {
+                        waiting.push(received);
+                    }
+                }
+            }
+            if ready.is_empty() {
+                break;
+            }
+            let doc = &mut self.document(document)?.doc;
+            doc.apply_changes_log_patches(ready, &mut patch_log)
+                .map_err(|e| Error::DocumentCorrupt { document: document.to_owned(), detail: e.to_string() })?;
+            if document != ROOT_DOCUMENT {
+                break;
+            }
+        }
+        // Left over: waiting for dependencies, refused as a removed device's (kept aside, in
+        // case a device that still held it when it learned of the removal says so), or refused
+        // outright (a typed error, nothing of the unit kept).
+        let list = self.device_list()?;
+        let vouched = vouched_for(&list, document, &waiting, &attestations);
+        let mut refused = Vec::new();
+        let unplaced = |r: &&Received| !was_pending.contains(&r.change.hash()) && !vouched.contains(&r.change.hash());
+        for received in waiting.iter().filter(unplaced) {
+            if let Some(attestation) = attestations.covering(&received.change.hash()) {
+                match Self::check_authorized(&list, document, &received.change, attestation) {
+                    Ok(()) => {}
+                    Err(error @ Error::DeviceRemoved { .. }) => refused.push(error),
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        let loaded = self.document(document)?;
         let touched = records::touched_records(&loaded.doc.make_patches(&mut patch_log));
         let new_changes = loaded.doc.get_changes(&before);
         for change in &new_changes {
-            Envelope::decode(change.message().unwrap_or_default()).map_err(|source| Error::Envelope {
-                document: document.to_owned(),
-                change: change.hash().to_string(),
-                source,
-            })?;
+            if was_pending.contains(&change.hash()) {
+                batch.delete(layout::pending(document, &change.hash()));
+            }
         }
-        let count = new_changes.len();
-        if count > 0 {
-            let mut batch = WriteBatch::default();
-            let touched = (document != ROOT_DOCUMENT).then_some(&touched);
-            let staged = self.stage_document(document, &new_changes, touched, &mut batch)?;
-            self.log.write_durably(batch)?;
-            self.finish_staged(vec![staged]);
+        for received in &waiting {
+            let hash = received.change.hash();
+            if !was_pending.contains(&hash) {
+                let attestation = attestations.covering(&hash).cloned().into_iter().collect();
+                let unit =
+                    SignedChanges { attestations: attestation, changes: vec![received.change.raw_bytes().to_vec()] };
+                let key = layout::pending(document, &hash);
+                batch.put(key.clone(), self.log.seal_local(&key, BlobKind::Pending, &unit.encode())?);
+            }
         }
-        Ok(count)
+        let imported = Imported { applied: new_changes.len(), pending: waiting.len() - refused.len(), refused };
+        if new_changes.is_empty() {
+            if !batch.is_empty() {
+                self.log.write_durably(batch)?;
+            }
+            return Ok(imported);
+        }
+        let touched = (document != ROOT_DOCUMENT).then_some(&touched);
+        let staged =
+            self.stage_document(document, &new_changes, Attest::Received(&attestations), touched, &mut batch)?;
+        self.log.write_durably(batch)?;
+        self.finish_staged(vec![staged]);
+        if document == ROOT_DOCUMENT {
+            self.root_imported(&list_before)?;
+        }
+        Ok(imported)
     }
+
+    /// Checks what can be checked of each received change without the device list: it parses,
+    /// carries a valid envelope, and is covered by an attestation that verifies, whose signer
+    /// is its envelope's device and owns its actor.
+    fn check_received(
+        &self,
+        document: &str,
+        changes: Vec<Vec<u8>>,
+        attestations: &Attestations,
+    ) -> Result<Vec<Received>> {
+        let place = AttestationPlace { workspace_id: &self.log.workspace_id, document };
+        let mut verified = HashSet::new();
+        let mut received = Vec::with_capacity(changes.len());
+        for bytes in changes {
+            let change = Change::from_bytes(bytes).map_err(|e| Error::BundleMalformed {
+                document: document.to_owned(),
+                detail: format!("a change does not parse: {e}"),
+            })?;
+            let hash = change.hash().to_string();
+            let envelope = Envelope::decode(change.message().unwrap_or_default())
+                .map_err(|source| Error::Envelope { document: document.to_owned(), change: hash.clone(), source })?;
+            let attestation = attestations
+                .covering(&change.hash())
+                .ok_or_else(|| Error::ChangeUnsigned { document: document.to_owned(), change: hash.clone() })?;
+            if !verified.contains(&attestation.signature) {
+                if !attestation.verify(place) {
+                    return Err(Error::ChangeBadSignature {
+                        document: document.to_owned(),
+                        change: hash,
+                        signer: attestation.signer.to_string(),
+                    });
+                }
+                verified.insert(attestation.signature);
+            }
+            let mismatch = |detail: String| Error::ChangeSignerMismatch {
+                document: document.to_owned(),
+                change: hash.clone(),
+                detail,
+            };
+            if envelope.device != attestation.signer {
+                return Err(mismatch(format!(
+                    "signed by {} but its envelope names {}",
+                    attestation.signer.short(),
+                    envelope.device.short()
+                )));
+            }
+            if change.actor_id().to_bytes() != &attestation.signer.0[..16] {
+                return Err(mismatch(format!("its actor is not the signer {}'s", attestation.signer.short())));
+            }
+            received.push(Received { change, kind: envelope.kind });
+        }
+        Ok(received)
+    }
+
+    /// A change from the pending area: it was checked when it arrived.
+    fn received_from_pending(&self, document: &str, change: Change) -> Result<Received> {
+        let envelope = Envelope::decode(change.message().unwrap_or_default()).map_err(|source| Error::Envelope {
+            document: document.to_owned(),
+            change: change.hash().to_string(),
+            source,
+        })?;
+        Ok(Received { change, kind: envelope.kind })
+    }
+
+    /// How many received changes wait in the pending area (for their dependencies, or as a
+    /// removed device's).
+    pub(super) fn pending_count(&self) -> Result<usize> {
+        Ok(self.log.store.keys_with_prefix(layout::PENDING_PREFIX)?.len())
+    }
+
+    /// The documents with changes in the pending area.
+    pub(super) fn pending_documents(&self) -> Result<Vec<String>> {
+        let mut documents: Vec<String> =
+            self.log.store.keys_with_prefix(layout::PENDING_PREFIX)?.iter().map(|key| layout::document(key)).collect();
+        documents.dedup();
+        Ok(documents)
+    }
+
+    /// Applies whatever in the pending area `document` can take now.
+    pub(super) fn retry_pending(&mut self, document: &str) -> Result<Imported> {
+        self.import_changes(document, &SignedChanges::default().encode())
+    }
+}
+
+/// Whether the device list admits `received`. A workspace's very first change (which creates
+/// it and names its first device) admits itself into an empty root.
+fn admits(list: &DeviceList, document: &str, received: &Received, attestations: &Attestations) -> bool {
+    let Some(attestation) = attestations.covering(&received.change.hash()) else {
+        return false;
+    };
+    if list.devices.is_empty()
+        && document == ROOT_DOCUMENT
+        && received.change.deps().is_empty()
+        && received.kind.as_str() == "workspace.created"
+    {
+        return true;
+    }
+    list.authorize(&attestation.signer, document, received.change.seq(), attestation.epoch).is_ok()
+}
+
+/// Opens a bundle of `document` with the bundle key of the epoch it names, if `keys` hold it.
+pub(super) fn open_bundle(
+    workspace_id: &[u8; 16],
+    keys: &[WorkspaceKey],
+    document: &str,
+    bytes: &[u8],
+) -> Result<Vec<u8>> {
+    let blob_id = bundle_id(document);
+    let place = ChunkPlace { workspace_id, blob_id: &blob_id };
+    let keys: HashMap<u32, SecretKey> =
+        keys.iter().map(|key| (key.epoch, key.key.derive(KeyPurpose::Bundles))).collect();
+    let opened = chunk::open_chunk(bytes, place, BlobKind::Changes, |sealing| match sealing {
+        SealingKey::WorkspaceEpoch(epoch) => keys.get(&epoch),
+        SealingKey::Device(_) => None,
+    })
+    .map_err(|source| Error::Chunk { document: document.to_owned(), blob: "bundle".into(), source })?;
+    Ok(opened.payload)
+}
+
+/// The received changes some admitted change depends on (directly or through others received):
+/// a device still authorized built on them, so it held them, and so must everyone. This is how
+/// a removed device's change that reached a device before the removal did stays accepted (see
+/// `devices`, "convergence"); a change the device list refuses outright vouches for nothing.
+fn vouched_for(
+    list: &DeviceList,
+    document: &str,
+    received: &[Received],
+    attestations: &Attestations,
+) -> HashSet<ChangeHash> {
+    let by_hash: HashMap<ChangeHash, &Received> = received.iter().map(|r| (r.change.hash(), r)).collect();
+    let mut vouched = HashSet::new();
+    let mut stack: Vec<ChangeHash> = received
+        .iter()
+        .filter(|r| admits(list, document, r, attestations))
+        .flat_map(|r| r.change.deps().to_vec())
+        .collect();
+    while let Some(hash) = stack.pop() {
+        if let Some(dependency) = by_hash.get(&hash)
+            && vouched.insert(hash)
+        {
+            stack.extend(dependency.change.deps().iter().copied());
+        }
+    }
+    vouched
+}
+
+/// The blob id a bundle of `document` is bound to: a bundle replayed as another document's,
+/// or as a stored chunk, fails authentication.
+fn bundle_id(document: &str) -> Vec<u8> {
+    [b"bundle/", document.as_bytes()].concat()
 }

@@ -18,6 +18,21 @@ pub fn init(dir: &Path) -> Workspace {
     Workspace::init(dir, KeyProtection::Passphrase(Zeroizing::new(PASSPHRASE.into())), "test device").unwrap()
 }
 
+/// A second device of `inviter`'s workspace in `dir`: invited, requested, accepted and
+/// installed, the messages passed in memory as a transport would carry them.
+pub fn join(inviter: &mut Workspace, dir: &Path, name: &str) -> Workspace {
+    let ticket = inviter.invite(chrono::Duration::minutes(10)).unwrap();
+    let (pending, request) = Workspace::request_join(&ticket.encode(), name).unwrap();
+    let acceptance = inviter.accept_join(&request).unwrap();
+    pending.complete(dir, KeyProtection::Passphrase(Zeroizing::new(PASSPHRASE.into())), &acceptance).unwrap()
+}
+
+/// Brings `to` up to date with `from` for `document` (what one sync round does).
+pub fn sync_document(from: &mut Workspace, to: &mut Workspace, document: &str) -> adiuva_engine::Imported {
+    let bundle = from.export_changes(document, &[]).unwrap();
+    to.import_changes(document, &bundle).unwrap()
+}
+
 pub fn open(dir: &Path) -> Workspace {
     Workspace::open(dir, passphrase).unwrap()
 }

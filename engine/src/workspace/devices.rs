@@ -1,0 +1,546 @@
+//! The devices of a workspace and who may write to it.
+//!
+//! The root document holds the device list and the sealed workspace keys:
+//!
+//! ```text
+//! devices/ID   { name, box_key, added_at, added_by, removal: { removed_by, removed_at, epoch,
+//!                accepted: { DOCUMENT: last accepted seq of the device's actor } } }
+//! keys/EPOCH   { ID: the epoch's key sealed to device ID's box key }
+//! ```
+//!
+//! It changes only through events: `workspace.created` (the first device), `device.added`,
+//! `device.renamed`, `device.removed` (which also starts a new key epoch, sealed to the
+//! devices that remain), each a change attested by a device the list authorizes when it is
+//! imported.
+//!
+//! **The rule** every device applies to every change it imports, from the list as its root
+//! document holds it (so two devices holding the same root reach the same verdict, whatever
+//! order they learned things in):
+//! - the signer must be in the list (added by an authorized device, or the first device);
+//! - if it was removed, only its changes the removals accepted pass: per document, up to the
+//!   last sequence number of its actor that the remover had seen. Concurrent removals of one
+//!   device are all kept (as Automerge conflicts) and the most any of them accepted counts,
+//!   since each remover already holds what it accepted;
+//! - the epoch it wrote under must be one it was given: epoch 1 (every device added gets it)
+//!   or one whose key was sealed to it.
+//!
+//! A removed device keeps what it held: every record and event it could read before its
+//! removal, and the workspace keys of the epochs up to then. It gets no later epoch, so it
+//! cannot read anything sealed after its removal, and its later changes are refused.
+
+use std::collections::BTreeMap;
+
+use adiuva_model::DeviceId;
+use automerge::transaction::Transactable;
+use automerge::{Automerge, ObjId, ObjType, ReadDoc, Value};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use super::commit::Operation;
+use super::{ROOT_DOCUMENT, Workspace};
+use crate::authorship::Attestation;
+use crate::crypto::{SecretKey, WorkspaceKey};
+use crate::error::{Error, Result};
+use crate::identity;
+use crate::store::WriteBatch;
+
+const EPOCH_KEY_DOMAIN: &[u8] = b"adiuva epoch key v1\0";
+
+/// A device as the list shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub id: DeviceId,
+    pub name: String,
+    /// Its X25519 box key, hex.
+    pub box_key: String,
+    pub added_at: Option<String>,
+    /// The device that added it (`None` for the workspace's first device).
+    pub added_by: Option<DeviceId>,
+    /// Its removals (several when devices removed it concurrently).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removals: Vec<Removal>,
+    /// Whether it is the device this workspace is open on.
+    #[serde(default)]
+    pub this_device: bool,
+}
+
+impl DeviceInfo {
+    pub fn is_removed(&self) -> bool {
+        !self.removals.is_empty()
+    }
+
+    /// The last sequence number of this device's changes in `document` that is accepted, or
+    /// `None` if every one is (not removed).
+    fn accepted_until(&self, document: &str) -> Option<u64> {
+        if self.removals.is_empty() {
+            return None;
+        }
+        Some(self.removals.iter().filter_map(|removal| removal.accepted.get(document)).copied().max().unwrap_or(0))
+    }
+}
+
+/// One removal of a device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removal {
+    pub removed_by: Option<DeviceId>,
+    pub removed_at: Option<String>,
+    /// Per document, the last sequence number of the removed device's actor accepted.
+    pub accepted: BTreeMap<String, u64>,
+}
+
+/// The device list and which epochs were sealed to whom, read from the root document.
+#[derive(Clone, Debug, Default)]
+pub(super) struct DeviceList {
+    pub devices: BTreeMap<DeviceId, DeviceInfo>,
+    /// Per epoch, the devices it was sealed to (with the sealed key).
+    pub sealed: BTreeMap<u32, BTreeMap<DeviceId, Vec<u8>>>,
+}
+
+/// Why a change is refused.
+pub(super) enum Refusal {
+    Unknown,
+    Removed,
+    Epoch(u32),
+}
+
+impl DeviceList {
+    pub fn read(root: &Automerge) -> Self {
+        let mut list = DeviceList::default();
+        if let Some(devices) = map_at(root, &automerge::ROOT, "devices") {
+            for key in root.keys(&devices) {
+                let (Ok(id), Some(entry)) = (key.parse::<DeviceId>(), map_at(root, &devices, &key)) else {
+                    continue;
+                };
+                let removals = maps_at(root, &entry, "removal")
+                    .into_iter()
+                    .map(|removal| Removal {
+                        removed_by: text(root, &removal, "removed_by").and_then(|id| id.parse().ok()),
+                        removed_at: text(root, &removal, "removed_at"),
+                        accepted: map_at(root, &removal, "accepted")
+                            .map(|accepted| {
+                                root.keys(&accepted)
+                                    .filter_map(|doc| Some((doc.clone(), number(root, &accepted, &doc)?)))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    })
+                    .collect();
+                let info = DeviceInfo {
+                    id,
+                    name: text(root, &entry, "name").unwrap_or_default(),
+                    box_key: text(root, &entry, "box_key").unwrap_or_default(),
+                    added_at: text(root, &entry, "added_at"),
+                    added_by: text(root, &entry, "added_by").and_then(|id| id.parse().ok()),
+                    removals,
+                    this_device: false,
+                };
+                list.devices.insert(id, info);
+            }
+        }
+        if let Some(keys) = map_at(root, &automerge::ROOT, "keys") {
+            for epoch in root.keys(&keys) {
+                let Ok(number) = epoch.parse::<u32>() else { continue };
+                let entry = list.sealed.entry(number).or_default();
+                // Rotations made concurrently each wrote this epoch: a device any of them sealed
+                // it to was given it.
+                for sealed in maps_at(root, &keys, &epoch) {
+                    for device in root.keys(&sealed) {
+                        let bytes = text(root, &sealed, &device).and_then(|hex| adiuva_model::hex::decode(&hex));
+                        if let (Ok(id), Some(bytes)) = (device.parse::<DeviceId>(), bytes) {
+                            entry.entry(id).or_insert(bytes);
+                        }
+                    }
+                }
+            }
+        }
+        list
+    }
+
+    /// Whether `signer` may have written the change of `document` with sequence number `seq`
+    /// under key epoch `epoch` (see the module docs).
+    pub fn authorize(&self, signer: &DeviceId, document: &str, seq: u64, epoch: u32) -> Result<(), Refusal> {
+        let Some(device) = self.devices.get(signer) else {
+            return Err(Refusal::Unknown);
+        };
+        if device.accepted_until(document).is_some_and(|until| seq > until) {
+            return Err(Refusal::Removed);
+        }
+        if epoch != 1 && !self.sealed.get(&epoch).is_some_and(|sealed| sealed.contains_key(signer)) {
+            return Err(Refusal::Epoch(epoch));
+        }
+        Ok(())
+    }
+
+    /// The devices not removed.
+    pub fn active(&self) -> impl Iterator<Item = &DeviceInfo> {
+        self.devices.values().filter(|device| !device.is_removed())
+    }
+}
+
+fn map_at(doc: &Automerge, object: &ObjId, key: &str) -> Option<ObjId> {
+    match doc.get(object, key).ok()?? {
+        (Value::Object(ObjType::Map), id) => Some(id),
+        _ => None,
+    }
+}
+
+/// Every map at `key` of `object`, concurrent ones (Automerge conflicts) included.
+fn maps_at(doc: &Automerge, object: &ObjId, key: &str) -> Vec<ObjId> {
+    doc.get_all(object, key)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(value, id)| matches!(value, Value::Object(ObjType::Map)).then_some(id))
+        .collect()
+}
+
+fn text(doc: &Automerge, object: &ObjId, key: &str) -> Option<String> {
+    match doc.get(object, key).ok()?? {
+        (Value::Scalar(scalar), _) => scalar.as_str().map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn number(doc: &Automerge, object: &ObjId, key: &str) -> Option<u64> {
+    match doc.get(object, key).ok()?? {
+        (Value::Scalar(scalar), _) => scalar.as_u64(),
+        _ => None,
+    }
+}
+
+/// What an epoch's key sealed to a device says: the workspace and epoch are inside the box,
+/// so a sealed key copied to another workspace or epoch is refused.
+pub(super) fn seal_epoch_key(workspace_id: &[u8; 16], key: &WorkspaceKey, box_key: &[u8; 32]) -> Result<String> {
+    let mut plaintext = zeroize::Zeroizing::new(Vec::with_capacity(EPOCH_KEY_DOMAIN.len() + 52));
+    plaintext.extend_from_slice(EPOCH_KEY_DOMAIN);
+    plaintext.extend_from_slice(workspace_id);
+    plaintext.extend_from_slice(&key.epoch.to_le_bytes());
+    plaintext.extend_from_slice(key.key.as_bytes());
+    Ok(adiuva_model::hex::encode(&identity::seal_to(box_key, &plaintext)?))
+}
+
+pub(super) fn open_epoch_key(
+    identity: &identity::DeviceIdentity,
+    workspace_id: &[u8; 16],
+    epoch: u32,
+    sealed: &[u8],
+) -> Option<WorkspaceKey> {
+    let plaintext = identity.unseal(sealed)?;
+    let rest = plaintext.strip_prefix(EPOCH_KEY_DOMAIN)?.strip_prefix(workspace_id.as_slice())?;
+    let key = rest.strip_prefix(epoch.to_le_bytes().as_slice())?;
+    Some(WorkspaceKey { epoch, key: SecretKey::from_slice(key)? })
+}
+
+/// The root-document edits of the device events.
+pub(super) fn apply_device_event(
+    tx: &mut impl Transactable,
+    operation: &Operation,
+    author: &DeviceId,
+    time: &DateTime<Utc>,
+) -> Result<()> {
+    let root_error =
+        |e: automerge::AutomergeError| Error::DocumentCorrupt { document: ROOT_DOCUMENT.into(), detail: e.to_string() };
+    let time = time.to_rfc3339();
+    match operation {
+        Operation::AddDevice { device, name, box_key, sealed } => {
+            let devices = existing_or_new_map(tx, &automerge::ROOT, "devices").map_err(root_error)?;
+            let entry = tx.put_object(&devices, device.to_string(), ObjType::Map).map_err(root_error)?;
+            tx.put(&entry, "name", name.as_str()).map_err(root_error)?;
+            tx.put(&entry, "box_key", box_key.as_str()).map_err(root_error)?;
+            tx.put(&entry, "added_at", time.as_str()).map_err(root_error)?;
+            tx.put(&entry, "added_by", author.to_string()).map_err(root_error)?;
+            let keys = existing_or_new_map(tx, &automerge::ROOT, "keys").map_err(root_error)?;
+            for (epoch, sealed) in sealed {
+                let epoch = existing_or_new_map(tx, &keys, &epoch.to_string()).map_err(root_error)?;
+                tx.put(&epoch, device.to_string(), sealed.as_str()).map_err(root_error)?;
+            }
+        }
+        Operation::RenameDevice { device, name } => {
+            let devices = existing_or_new_map(tx, &automerge::ROOT, "devices").map_err(root_error)?;
+            let entry = existing_or_new_map(tx, &devices, &device.to_string()).map_err(root_error)?;
+            tx.put(&entry, "name", name.as_str()).map_err(root_error)?;
+        }
+        Operation::RemoveDevice { device, accepted, epoch, sealed } => {
+            let removal = put_removal(tx, device, accepted).map_err(root_error)?;
+            tx.put(&removal, "removed_by", author.to_string()).map_err(root_error)?;
+            tx.put(&removal, "removed_at", time.as_str()).map_err(root_error)?;
+            tx.put(&removal, "epoch", u64::from(*epoch)).map_err(root_error)?;
+            let keys = existing_or_new_map(tx, &automerge::ROOT, "keys").map_err(root_error)?;
+            let epoch_map = tx.put_object(&keys, epoch.to_string(), ObjType::Map).map_err(root_error)?;
+            for (to, sealed) in sealed {
+                tx.put(&epoch_map, to.to_string(), sealed.as_str()).map_err(root_error)?;
+            }
+        }
+        Operation::AmendRemoval { device, accepted, removed_by, removed_at } => {
+            let removal = put_removal(tx, device, accepted).map_err(root_error)?;
+            if let Some(removed_by) = removed_by {
+                tx.put(&removal, "removed_by", removed_by.to_string()).map_err(root_error)?;
+            }
+            if let Some(removed_at) = removed_at {
+                tx.put(&removal, "removed_at", removed_at.as_str()).map_err(root_error)?;
+            }
+            tx.put(&removal, "amended_by", author.to_string()).map_err(root_error)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A new removal entry of `device` accepting `accepted`. It replaces the removals this device
+/// has seen (each accepted no more, see `amend_removal`); removals made concurrently stay
+/// beside it as Automerge conflicts, all of which count.
+fn put_removal(
+    tx: &mut impl Transactable,
+    device: &DeviceId,
+    accepted: &[(String, u64)],
+) -> Result<ObjId, automerge::AutomergeError> {
+    let devices = existing_or_new_map(tx, &automerge::ROOT, "devices")?;
+    let entry = existing_or_new_map(tx, &devices, &device.to_string())?;
+    let removal = tx.put_object(&entry, "removal", ObjType::Map)?;
+    let accepted_map = tx.put_object(&removal, "accepted", ObjType::Map)?;
+    for (document, seq) in accepted {
+        tx.put(&accepted_map, document.as_str(), *seq)?;
+    }
+    Ok(removal)
+}
+
+/// The map at `key` of `parent`, made if there is none (a workspace from before the key list).
+fn existing_or_new_map(
+    tx: &mut impl Transactable,
+    parent: &ObjId,
+    key: &str,
+) -> Result<ObjId, automerge::AutomergeError> {
+    match tx.get(parent, key)? {
+        Some((Value::Object(ObjType::Map), id)) => Ok(id),
+        _ => tx.put_object(parent, key, ObjType::Map),
+    }
+}
+
+impl Workspace {
+    /// The device list as the root document holds it.
+    pub(super) fn device_list(&mut self) -> Result<DeviceList> {
+        Ok(DeviceList::read(&self.document(ROOT_DOCUMENT)?.doc))
+    }
+
+    /// Every device of the workspace, removed ones included.
+    pub fn devices(&mut self) -> Result<Vec<DeviceInfo>> {
+        let me = self.device_id();
+        Ok(self
+            .device_list()?
+            .devices
+            .into_values()
+            .map(|device| DeviceInfo { this_device: device.id == me, ..device })
+            .collect())
+    }
+
+    /// The device whose id is `text` or starts with it (at least 4 hex digits).
+    pub fn resolve_device(&mut self, text: &str) -> Result<DeviceInfo> {
+        let text = text.trim().to_ascii_lowercase();
+        let matches: Vec<DeviceInfo> = self
+            .devices()?
+            .into_iter()
+            .filter(|device| text.len() >= 4 && device.id.to_string().starts_with(&text))
+            .collect();
+        match <[DeviceInfo; 1]>::try_from(matches) {
+            Ok([device]) => Ok(device),
+            Err(matches) if matches.is_empty() => Err(Error::DeviceNotFound { id: text }),
+            Err(matches) => Err(Error::InvalidInput {
+                detail: format!("{} devices match {text:?}; give more of the id", matches.len()),
+            }),
+        }
+    }
+
+    /// Renames a device (any device of the list, this one included).
+    pub fn rename_device(&mut self, device: DeviceId, name: &str) -> Result<()> {
+        let name = device_name(name)?;
+        if !self.device_list()?.devices.contains_key(&device) {
+            return Err(Error::DeviceNotFound { id: device.to_string() });
+        }
+        let event = self.root_event("device.renamed", None, Operation::RenameDevice { device, name }, true);
+        self.commit_prepared(vec![event], WriteBatch::default())?;
+        Ok(())
+    }
+
+    /// Removes a device: its changes up to what this device has seen stay accepted, later ones
+    /// are refused everywhere, and a new key epoch is sealed to every device that remains, so
+    /// the removed one cannot read anything written from now on. Returns the new epoch.
+    pub fn remove_device(&mut self, device: DeviceId) -> Result<u32> {
+        if device == self.device_id() {
+            return Err(Error::InvalidInput {
+                detail: "a device cannot remove itself; remove it from another one".into(),
+            });
+        }
+        let list = self.device_list()?;
+        match list.devices.get(&device) {
+            None => return Err(Error::DeviceNotFound { id: device.to_string() }),
+            Some(info) if info.is_removed() => {
+                return Err(Error::DeviceRemoved { device: device.to_string(), document: None, change: None });
+            }
+            Some(_) => {}
+        }
+        // What of its changes this device holds, per document: those stay accepted.
+        let accepted = self.held_of(device)?;
+        let epoch = self.log.keyring.workspace_keys().iter().map(|key| key.epoch).max().unwrap_or(0) + 1;
+        let key = WorkspaceKey { epoch, key: SecretKey::random()? };
+        let mut sealed = Vec::new();
+        for remaining in list.active().filter(|d| d.id != device) {
+            let Some(box_key) = adiuva_model::hex::decode_array::<32>(&remaining.box_key) else {
+                continue; // a device whose box key does not decode can get no key
+            };
+            sealed.push((remaining.id, seal_epoch_key(&self.log.workspace_id, &key, &box_key)?));
+        }
+        // The new epoch enters the stored keyring in the same batch as the event that
+        // announces it. The event itself is written under the epoch before (the one others can
+        // check it against), so memory takes the new epoch only once the batch is durable.
+        self.log.keyring.add_epoch(key.clone());
+        let sealed_keyring = self.log.keyring.seal(&self.log.identity);
+        self.log.keyring.remove_epoch(epoch);
+        let mut batch = WriteBatch::default();
+        batch.put(super::layout::KEYRING, sealed_keyring?);
+        let operation = Operation::RemoveDevice { device, accepted, epoch, sealed };
+        let event = self.root_event("device.removed", None, operation, true);
+        self.commit_prepared(vec![event], batch)?;
+        self.log.keyring.add_epoch(key);
+        info!(device = %device.short(), epoch, "device removed; new key epoch");
+        Ok(epoch)
+    }
+
+    /// Takes into the keyring every epoch sealed to this device that it does not hold yet
+    /// (after a rotation it was offline for). Returns how many it learned.
+    pub(super) fn learn_epochs(&mut self) -> Result<usize> {
+        let me = self.device_id();
+        let list = self.device_list()?;
+        let mut learned = 0;
+        for (epoch, sealed) in &list.sealed {
+            if self.log.keyring.epoch_key(*epoch).is_some() {
+                continue;
+            }
+            let Some(bytes) = sealed.get(&me) else { continue };
+            match open_epoch_key(&self.log.identity, &self.log.workspace_id, *epoch, bytes) {
+                Some(key) => {
+                    self.log.keyring.add_epoch(key);
+                    learned += 1;
+                }
+                None => tracing::warn!(epoch, "a key sealed to this device does not open"),
+            }
+        }
+        if learned > 0 {
+            self.log.store_keyring()?;
+            info!(learned, "learned new key epochs");
+        }
+        Ok(learned)
+    }
+
+    /// After root changes were imported: takes in the epochs sealed to this device, amends the
+    /// removals that accepted less of a removed device than this device holds (it applied
+    /// them before it learned of the removal, and every device must end up accepting the same
+    /// changes), and retries what waits in the pending area.
+    pub(super) fn root_imported(&mut self, before: &DeviceList) -> Result<()> {
+        self.learn_epochs()?;
+        let after = self.device_list()?;
+        let changed: Vec<DeviceId> = after
+            .devices
+            .values()
+            .filter(|device| device.is_removed())
+            .filter(|device| before.devices.get(&device.id).is_none_or(|known| known.removals != device.removals))
+            .map(|device| device.id)
+            .collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        for device in changed {
+            self.amend_removal(&after, device)?;
+        }
+        // The root first: a change kept aside there may add a device whose changes wait in
+        // the others.
+        let mut documents = self.pending_documents()?;
+        documents.sort_by_key(|document| document != ROOT_DOCUMENT);
+        for document in documents {
+            self.retry_pending(&document)?;
+        }
+        Ok(())
+    }
+
+    /// The last sequence number of `device`'s actor in each document this device holds.
+    fn held_of(&mut self, device: DeviceId) -> Result<Vec<(String, u64)>> {
+        let actor = automerge::ActorId::from(&device.0[..16]);
+        let mut held = Vec::new();
+        for document in self.document_names()? {
+            let doc = &self.document(&document)?.doc;
+            let last = doc.get_changes_meta(&[]).iter().filter(|meta| *meta.actor == actor).map(|m| m.seq).max();
+            if let Some(last) = last {
+                held.push((document, last));
+            }
+        }
+        Ok(held)
+    }
+
+    fn amend_removal(&mut self, list: &DeviceList, device: DeviceId) -> Result<()> {
+        let Some(info) = list.devices.get(&device) else { return Ok(()) };
+        let held = self.held_of(device)?;
+        if held.iter().all(|(document, seq)| info.accepted_until(document).is_some_and(|until| *seq <= until)) {
+            return Ok(());
+        }
+        let mut accepted: BTreeMap<String, u64> = BTreeMap::new();
+        for removal in &info.removals {
+            for (document, seq) in &removal.accepted {
+                let entry = accepted.entry(document.clone()).or_default();
+                *entry = (*entry).max(*seq);
+            }
+        }
+        for (document, seq) in held {
+            let entry = accepted.entry(document).or_default();
+            *entry = (*entry).max(seq);
+        }
+        let first = info.removals.first();
+        let operation = Operation::AmendRemoval {
+            device,
+            accepted: accepted.into_iter().collect(),
+            removed_by: first.and_then(|removal| removal.removed_by),
+            removed_at: first.and_then(|removal| removal.removed_at.clone()),
+        };
+        let event = self.root_event("device.removal_amended", None, operation, false);
+        self.commit_prepared(vec![event], WriteBatch::default())?;
+        info!(device = %device.short(), "removal amended: this device held more of its changes");
+        Ok(())
+    }
+
+    /// Checks one received change against the device list.
+    pub(super) fn check_authorized(
+        list: &DeviceList,
+        document: &str,
+        change: &automerge::Change,
+        attestation: &Attestation,
+    ) -> Result<()> {
+        let refusal = match list.authorize(&attestation.signer, document, change.seq(), attestation.epoch) {
+            Ok(()) => return Ok(()),
+            Err(refusal) => refusal,
+        };
+        let (device, change, document) =
+            (attestation.signer.to_string(), Some(change.hash().to_string()), Some(document.to_owned()));
+        Err(match refusal {
+            Refusal::Unknown => Error::DeviceUnknown { device, document, change },
+            Refusal::Removed => Error::DeviceRemoved { device, document, change },
+            Refusal::Epoch(epoch) => Error::EpochNotMember { device, epoch, document, change },
+        })
+    }
+
+    /// The epochs sealed for a new device: every epoch this device holds, sealed to `box_key`.
+    pub(super) fn seal_all_epochs(&self, box_key: &[u8; 32]) -> Result<Vec<(u32, String)>> {
+        self.log
+            .keyring
+            .workspace_keys()
+            .iter()
+            .map(|key| Ok((key.epoch, seal_epoch_key(&self.log.workspace_id, key, box_key)?)))
+            .collect()
+    }
+}
+
+/// A device name as stored: trimmed, non-empty, at most 64 characters.
+pub(super) fn device_name(name: &str) -> Result<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err(Error::InvalidInput { detail: "a device name is 1 to 64 printable characters".into() });
+    }
+    Ok(name.to_owned())
+}

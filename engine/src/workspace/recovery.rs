@@ -1,0 +1,136 @@
+//! The workspace's side of recovery (see [`crate::recovery`]): making a phrase, wrapping the
+//! key epochs for the relay, and restoring onto an empty directory as a new device.
+
+use std::path::Path;
+
+use adiuva_model::{Actor, EventKind};
+use automerge::ActorId;
+use automerge::transaction::CommitOptions;
+use tracing::info;
+use zeroize::Zeroizing;
+
+use super::commit::{EventDraft, Operation};
+use super::devices::device_name;
+use super::log::Attest;
+use super::{ROOT_DOCUMENT, Workspace, layout};
+use crate::chunk::BlobKind;
+use crate::crypto::{SecretKey, random_bytes};
+use crate::error::{Error, Result};
+use crate::identity::DeviceIdentity;
+use crate::keystore::{self, KeyProtection};
+use crate::recovery::{self, RecoveryKeys};
+use crate::store::WriteBatch;
+
+/// The recovery identity's name in the device list.
+const RECOVERY_DEVICE_NAME: &str = "recovery phrase";
+
+impl Workspace {
+    /// Makes a new recovery phrase: its identity joins the device list (so a machine restored
+    /// with it can add itself), and its secret is kept sealed on this device, so the wrapped
+    /// key can follow later epochs without the phrase. Returns the phrase, shown once.
+    pub fn create_recovery(&mut self) -> Result<Zeroizing<String>> {
+        let phrase = recovery::new_phrase()?;
+        let keys = RecoveryKeys::from_phrase(&phrase, random_bytes()?)?;
+        let recovery_device = keys.identity.device_id();
+        // Every epoch is sealed to it like to any device: a restore writes under the current
+        // epoch as the recovery identity, which must be one it was given.
+        let sealed = self.seal_all_epochs(&keys.identity.box_public_key())?;
+        let box_key = adiuva_model::hex::encode(&keys.identity.box_public_key());
+        let operation =
+            Operation::AddDevice { device: recovery_device, name: RECOVERY_DEVICE_NAME.into(), box_key, sealed };
+        let event = self.root_event("device.added", None, operation, true);
+        let mut stored = Zeroizing::new(keys.secret.as_bytes().to_vec());
+        stored.extend_from_slice(&keys.salt);
+        let mut batch = WriteBatch::default();
+        batch.put(layout::RECOVERY, self.log.seal_local(layout::RECOVERY, BlobKind::Recovery, &stored)?);
+        self.commit_prepared(vec![event], batch)?;
+        info!(recovery = %recovery_device.short(), "recovery phrase made");
+        Ok(phrase)
+    }
+
+    /// Every key epoch this device holds, wrapped under the recovery phrase's key (what the
+    /// relay stores); `None` if no phrase was made on this device.
+    pub fn wrapped_recovery_key(&self) -> Result<Option<Vec<u8>>> {
+        let Some(sealed) = self.log.store.get(layout::RECOVERY)? else {
+            return Ok(None);
+        };
+        let stored = Zeroizing::new(self.log.open_local("recovery", layout::RECOVERY, &sealed, BlobKind::Recovery)?);
+        let bad = || Error::WorkspaceFormat { detail: "the stored recovery key is truncated".into() };
+        let (secret, salt) = stored.split_at_checked(32).ok_or_else(bad)?;
+        let keys = RecoveryKeys::from_secret(
+            SecretKey::from_slice(secret).ok_or_else(bad)?,
+            salt.try_into().map_err(|_| bad())?,
+        );
+        Ok(Some(keys.wrap(self.workspace_id(), self.log.keyring.workspace_keys())?))
+    }
+
+    /// Restores a workspace into `dir` (empty or missing) from its recovery phrase, the wrapped
+    /// key and the root document's bundle as the relay holds them. The machine becomes a new
+    /// device (new keys, a new Automerge actor), added by the recovery identity; the other
+    /// documents follow with [`Self::import_bundle`]. A wrong phrase, or a bundle of another
+    /// workspace or altered, is a typed error and `dir` gets nothing.
+    pub fn restore(
+        dir: &Path,
+        protection: KeyProtection,
+        phrase: &str,
+        wrapped: &[u8],
+        root_bundle: &[u8],
+        name: &str,
+    ) -> Result<Workspace> {
+        let name = device_name(name)?;
+        let unwrapped = recovery::unwrap(phrase, wrapped)?;
+        let root = super::sync::open_bundle(
+            &unwrapped.workspace_id.to_bytes(),
+            &unwrapped.epochs,
+            ROOT_DOCUMENT,
+            root_bundle,
+        )?;
+        let identity = DeviceIdentity::generate()?;
+        let unlocked = keystore::create_for(unwrapped.workspace_id, protection, identity, unwrapped.epochs)?;
+        let (mut workspace, batch) = Workspace::create_empty(dir, unwrapped.workspace_id, unlocked)?;
+        workspace.import_into(ROOT_DOCUMENT, &root, batch)?;
+        let me = workspace.device_id();
+        let box_key = workspace.log.identity.box_public_key();
+        let sealed = workspace.seal_all_epochs(&box_key)?;
+        let operation = Operation::AddDevice { device: me, name, box_key: adiuva_model::hex::encode(&box_key), sealed };
+        workspace.commit_root_as(&unwrapped.keys.identity, "device.added", operation)?;
+        info!(workspace = %unwrapped.workspace_id, device = %me.short(), "restored as a new device");
+        Ok(workspace)
+    }
+
+    /// Commits a root event authored and attested by `identity` (the recovery identity), under
+    /// its own Automerge actor, which continues from its last change in the root.
+    fn commit_root_as(&mut self, identity: &DeviceIdentity, kind: &'static str, operation: Operation) -> Result<()> {
+        let result = self.commit_root_as_inner(identity, kind, operation);
+        if result.is_err() {
+            self.docs.remove(ROOT_DOCUMENT);
+        }
+        result
+    }
+
+    fn commit_root_as_inner(
+        &mut self,
+        identity: &DeviceIdentity,
+        kind: &'static str,
+        operation: Operation,
+    ) -> Result<()> {
+        let draft = EventDraft::new(EventKind::from_static(kind), Actor::System);
+        let mut envelope = self.envelope(draft, None);
+        envelope.device = identity.device_id();
+        let message = envelope.encode().map_err(|_| Error::Encode { what: "event envelope" })?;
+        let own_actor = self.actor.clone();
+        let loaded = self.document(ROOT_DOCUMENT)?;
+        let before = loaded.doc.get_heads();
+        loaded.doc.set_actor(ActorId::from(&identity.device_id().0[..16]));
+        let options = CommitOptions::default().with_message(message).with_time(envelope.time.timestamp_millis());
+        let applied = loaded.doc.transact_with(|_| options, |tx| operation.apply(tx, &envelope));
+        loaded.doc.set_actor(own_actor);
+        applied.map_err(|failure| failure.error)?;
+        let changes = loaded.doc.get_changes(&before);
+        let mut batch = WriteBatch::default();
+        let staged = self.stage_document(ROOT_DOCUMENT, &changes, Attest::Device(identity), None, &mut batch)?;
+        self.log.write_durably(batch)?;
+        self.finish_staged(vec![staged]);
+        Ok(())
+    }
+}

@@ -1,0 +1,463 @@
+//! Devices and authorship across real workspaces on disk: every change keeps its author's
+//! attestation through compaction and relaying; what a device receives is checked against the
+//! signed device list, and a forged, stripped, mismatched, unknown or removed author is refused
+//! with its own code and nothing applied; removal rotates the key so the removed device cannot
+//! read later bundles; invitations are single-use; recovery restores onto an empty directory.
+
+// Tests fail loudly: unwrapping is how they assert.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use adiuva_engine::authorship::{Attestation, AttestationPlace, Decoded, SignedChanges};
+use adiuva_engine::identity::DeviceIdentity;
+use adiuva_engine::{EventFilter, KeyProtection, ROOT_DOCUMENT, Workspace};
+use adiuva_model::envelope::ENVELOPE_VERSION;
+use adiuva_model::{Actor, Collection, Envelope, ErrorCode, EventId, EventKind};
+use automerge::transaction::{CommitOptions, Transactable};
+use common::*;
+use zeroize::Zeroizing;
+
+fn protection() -> KeyProtection {
+    KeyProtection::Passphrase(Zeroizing::new(PASSPHRASE.into()))
+}
+
+fn signed(bytes: &[u8]) -> SignedChanges {
+    match SignedChanges::decode(bytes).unwrap() {
+        Decoded::Attested(signed) => signed,
+        Decoded::Legacy => panic!("an export is always attested"),
+    }
+}
+
+fn devices_of(workspace: &mut Workspace) -> Vec<adiuva_model::DeviceId> {
+    workspace.events(&EventFilter::default()).unwrap().iter().map(|e| e.envelope.device).collect()
+}
+
+/// A change authored by `identity` (its actor, its envelope), with no dependencies.
+fn foreign_change(identity: &DeviceIdentity) -> automerge::Change {
+    let envelope = Envelope {
+        v: ENVELOPE_VERSION,
+        id: EventId::new(),
+        kind: EventKind::from_static("task.created"),
+        actor: Actor::User,
+        device: identity.device_id(),
+        time: chrono::Utc::now(),
+        correlation: None,
+        causation: None,
+        subject: None,
+    };
+    let mut doc = automerge::AutoCommit::new().with_actor(automerge::ActorId::from(&identity.device_id().0[..16]));
+    doc.put(automerge::ROOT, ulid::Ulid::new().to_string(), "x").unwrap();
+    doc.commit_with(CommitOptions::default().with_message(envelope.encode().unwrap()));
+    doc.get_changes(&[]).into_iter().next().unwrap().clone()
+}
+
+fn attest(workspace: &Workspace, identity: &DeviceIdentity, document: &str, change: &automerge::Change) -> Attestation {
+    let workspace_id = workspace.workspace_id().to_bytes();
+    Attestation::sign(identity, AttestationPlace { workspace_id: &workspace_id, document }, 1, vec![change.hash()])
+}
+
+fn unit(attestations: Vec<Attestation>, change: &automerge::Change) -> Vec<u8> {
+    SignedChanges { attestations, changes: vec![change.raw_bytes().to_vec()] }.encode()
+}
+
+#[test]
+fn authorship_survives_compaction_export_and_relaying() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut a = init(dirs[0].path());
+    let mut b = join(&mut a, dirs[1].path(), "b");
+    let mut c = join(&mut a, dirs[2].path(), "c");
+    let a_id = a.device_id();
+    add_task(&mut a, "by a", "");
+    add_task(&mut a, "by a, in the tail", "");
+    a.compact().unwrap();
+    add_task(&mut a, "after compaction", "");
+    // b receives a's changes (from a's snapshot and tail), compacts, and relays them to c.
+    assert_eq!(sync_document(&mut a, &mut b, "tasks").applied, 3);
+    b.compact().unwrap();
+    sync_document(&mut a, &mut b, ROOT_DOCUMENT);
+    sync_document(&mut b, &mut c, ROOT_DOCUMENT);
+    let relayed = b.export_changes("tasks", &[]).unwrap();
+    // Every change still carries a's own attestation, and it verifies.
+    let unit = signed(&relayed);
+    let workspace_id = a.workspace_id().to_bytes();
+    assert!(!unit.attestations.is_empty());
+    for attestation in &unit.attestations {
+        assert_eq!(attestation.signer, a_id, "b never re-signs a's changes");
+        assert!(attestation.verify(AttestationPlace { workspace_id: &workspace_id, document: "tasks" }));
+    }
+    assert_eq!(c.import_changes("tasks", &relayed).unwrap().applied, 3);
+    drop(c);
+    let mut c = open(dirs[2].path());
+    assert!(devices_of(&mut c).iter().filter(|_| true).any(|d| *d == a_id));
+    assert_eq!(c.list(Collection::Tasks).unwrap().len(), 3);
+    // After c compacts too, what it exports still proves a wrote them.
+    c.compact().unwrap();
+    for attestation in signed(&c.export_changes("tasks", &[]).unwrap()).attestations {
+        assert_eq!(attestation.signer, a_id);
+    }
+    assert_eq!(c.heads("tasks").unwrap(), a.heads("tasks").unwrap());
+}
+
+#[test]
+fn a_forged_stripped_or_mismatched_attestation_is_refused_with_its_code_and_nothing_applied() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut a = init(dirs[0].path());
+    let mut b = join(&mut a, dirs[1].path(), "b");
+    add_task(&mut a, "real", "");
+    let genuine = a.export_changes("tasks", &[]).unwrap();
+
+    let mut forged = signed(&genuine);
+    forged.attestations[0].signature[5] ^= 1;
+    let mut stripped = signed(&genuine);
+    stripped.attestations.clear();
+    // Another device's valid attestation over a's change: signer and envelope disagree.
+    let impostor = DeviceIdentity::generate().unwrap();
+    let mut resigned = signed(&genuine);
+    let hashes = resigned.attestations[0].hashes.clone();
+    let workspace_id = a.workspace_id().to_bytes();
+    resigned.attestations[0] =
+        Attestation::sign(&impostor, AttestationPlace { workspace_id: &workspace_id, document: "tasks" }, 1, hashes);
+    // A change whose envelope and attestation are the impostor's but whose actor is a's.
+    let mut change = foreign_change(&impostor);
+    let mut doc = automerge::AutoCommit::new().with_actor(automerge::ActorId::from(&a.device_id().0[..16]));
+    doc.put(automerge::ROOT, "k", "v").unwrap();
+    doc.commit_with(CommitOptions::default().with_message(change.message().unwrap().to_owned()));
+    change = doc.get_changes(&[]).into_iter().next().unwrap().clone();
+    let wrong_actor = unit(vec![attest(&b, &impostor, "tasks", &change)], &change);
+    // A consistent change by a device never added.
+    let stranger = foreign_change(&impostor);
+    let unknown = unit(vec![attest(&b, &impostor, "tasks", &stranger)], &stranger);
+    // a's attestation moved to another document.
+    let moved = genuine.clone();
+
+    let cases: [(&str, &str, Vec<u8>, ErrorCode); 6] = [
+        ("forged", "tasks", forged.encode(), ErrorCode::ChangeBadSignature),
+        ("stripped", "tasks", stripped.encode(), ErrorCode::ChangeUnsigned),
+        ("re-signed", "tasks", resigned.encode(), ErrorCode::ChangeSignerMismatch),
+        ("wrong actor", "tasks", wrong_actor, ErrorCode::ChangeSignerMismatch),
+        ("unknown device", "tasks", unknown, ErrorCode::DeviceUnknown),
+        ("other document", "calendar", moved, ErrorCode::ChangeBadSignature),
+    ];
+    for (name, document, bytes, code) in cases {
+        let error = b.import_changes(document, &bytes).unwrap_err();
+        assert_eq!(error.code(), code, "{name}: {error}");
+        assert!(b.list(Collection::Tasks).unwrap().is_empty(), "{name}: nothing applied");
+        assert!(b.list(Collection::Calendar).unwrap().is_empty(), "{name}: nothing applied");
+    }
+    assert_eq!(b.status().unwrap().pending_changes, 0);
+    drop(b);
+    let mut b = open(dirs[1].path());
+    assert!(b.list(Collection::Tasks).unwrap().is_empty());
+    assert_eq!(b.import_changes("tasks", &genuine).unwrap().applied, 1, "the genuine unit still applies");
+}
+
+#[test]
+fn a_removed_device_is_refused_beyond_what_its_removal_accepted_and_reads_nothing_later() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut a = init(dirs[0].path());
+    let mut b = join(&mut a, dirs[1].path(), "b");
+    let mut c = join(&mut a, dirs[2].path(), "c");
+    add_task(&mut b, "before the removal", "");
+    sync_document(&mut b, &mut a, "tasks");
+    let b_heads = b.heads("tasks").unwrap();
+    let epoch = a.remove_device(b.device_id()).unwrap();
+    assert_eq!(epoch, 2);
+    assert!(a.devices().unwrap().iter().any(|d| d.id == b.device_id() && d.is_removed()));
+    // b, not knowing, writes on.
+    add_task(&mut b, "after the removal", "");
+    let later = b.export_changes("tasks", &b_heads).unwrap();
+    let imported = a.import_changes("tasks", &later).unwrap();
+    assert_eq!(imported.applied, 0);
+    assert_eq!(imported.refused.len(), 1);
+    assert_eq!(imported.refused[0].code(), ErrorCode::DeviceRemoved);
+    assert_eq!(a.list(Collection::Tasks).unwrap().len(), 1);
+
+    // c was offline: it learns of the removal and the new epoch from the root, then refuses
+    // the same change and accepts the earlier one.
+    assert_eq!(c.status().unwrap().key_epoch, 1);
+    sync_document(&mut a, &mut c, ROOT_DOCUMENT);
+    assert_eq!(c.status().unwrap().key_epoch, 2);
+    assert_eq!(sync_document(&mut b, &mut c, "tasks").refused.len(), 1);
+    assert_eq!(c.list(Collection::Tasks).unwrap().len(), 1);
+
+    // Written after the removal, sealed under epoch 2: b cannot open it, even given the bytes.
+    add_task(&mut a, "secret after the removal", "");
+    let bundle = a.export_bundle("tasks", &[]).unwrap();
+    assert!(!contains(&bundle, b"secret after the removal"));
+    assert_eq!(b.import_bundle("tasks", &bundle).unwrap_err().code(), ErrorCode::UnknownEpoch);
+    assert_eq!(b.status().unwrap().key_epoch, 1);
+    // c, which remains, reads it; so does anything under epoch 1 stay readable to it.
+    assert_eq!(c.import_bundle("tasks", &bundle).unwrap().applied, 1);
+    assert_eq!(c.list(Collection::Tasks).unwrap().len(), 2);
+    // c's own writes from now on are under epoch 2 and a accepts them.
+    add_task(&mut c, "by c under epoch 2", "");
+    assert_eq!(a.import_bundle("tasks", &c.export_bundle("tasks", &[]).unwrap()).unwrap().applied, 1);
+    drop(a);
+    assert_eq!(open(dirs[0].path()).status().unwrap().key_epoch, 2, "the new epoch is durable");
+}
+
+#[test]
+fn a_device_that_held_a_removed_devices_change_amends_the_removal_and_all_converge() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut a = init(dirs[0].path());
+    let mut b = join(&mut a, dirs[1].path(), "b");
+    let mut c = join(&mut a, dirs[2].path(), "c");
+    sync_document(&mut a, &mut b, ROOT_DOCUMENT);
+    sync_document(&mut a, &mut c, ROOT_DOCUMENT);
+    // a removes b; b meanwhile writes, and c takes b's change before it hears of the removal.
+    a.remove_device(b.device_id()).unwrap();
+    add_task(&mut b, "written while being removed", "");
+    sync_document(&mut b, &mut c, "tasks");
+    sync_document(&mut a, &mut c, ROOT_DOCUMENT);
+    // c held more of b than the removal accepted: it amended the removal. a takes the
+    // amendment and then b's change.
+    let refused = sync_document(&mut b, &mut a, "tasks");
+    assert_eq!(refused.refused.len(), 1);
+    sync_document(&mut c, &mut a, ROOT_DOCUMENT);
+    assert_eq!(a.status().unwrap().pending_changes, 0, "the kept-aside change applied");
+    assert_eq!(a.heads("tasks").unwrap(), c.heads("tasks").unwrap());
+    assert_eq!(a.list(Collection::Tasks).unwrap(), c.list(Collection::Tasks).unwrap());
+}
+
+#[test]
+fn changes_that_arrive_before_their_dependencies_wait_durably() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut a = init(dirs[0].path());
+    let mut b = join(&mut a, dirs[1].path(), "b");
+    add_task(&mut a, "first", "");
+    let after_first = a.heads("tasks").unwrap();
+    add_task(&mut a, "second", "");
+    let second_only = a.export_changes("tasks", &after_first).unwrap();
+    let imported = b.import_changes("tasks", &second_only).unwrap();
+    assert_eq!((imported.applied, imported.pending), (0, 1));
+    assert_eq!(b.status().unwrap().pending_changes, 1);
+    drop(b);
+    let mut b = open(dirs[1].path());
+    assert_eq!(b.status().unwrap().pending_changes, 1, "the pending change survived the reopen");
+    assert!(b.list(Collection::Tasks).unwrap().is_empty());
+    let first_only = signed(&a.export_changes("tasks", &[]).unwrap());
+    let first = SignedChanges { attestations: first_only.attestations, changes: vec![first_only.changes[0].clone()] };
+    let imported = b.import_changes("tasks", &first.encode()).unwrap();
+    assert_eq!((imported.applied, imported.pending), (2, 0));
+    assert_eq!(b.status().unwrap().pending_changes, 0);
+    assert_eq!(b.heads("tasks").unwrap(), a.heads("tasks").unwrap());
+}
+
+#[test]
+fn an_invitation_is_single_use_expires_and_cannot_be_forged() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut a = init(dirs[0].path());
+    let ticket = a.invite(chrono::Duration::minutes(5)).unwrap();
+    let text = ticket.encode();
+    assert_eq!(adiuva_engine::Ticket::decode(&text).unwrap().invite_id, ticket.invite_id);
+    assert_eq!(adiuva_engine::Ticket::decode("adiuva-invite-1-00").err().unwrap().code(), ErrorCode::TicketInvalid);
+
+    // A request altered on the way is refused.
+    let (_, mut altered) = Workspace::request_join(&text, "laptop").unwrap();
+    altered.name = "mallory".into();
+    assert_eq!(a.accept_join(&altered).unwrap_err().code(), ErrorCode::InviteUnauthentic);
+    // The genuine one is accepted once.
+    let (pending, request) = Workspace::request_join(&text, "laptop").unwrap();
+    let acceptance = a.accept_join(&request).unwrap();
+    assert_eq!(a.accept_join(&request).unwrap_err().code(), ErrorCode::InviteUnknown);
+    // An acceptance altered on the way is refused, and the directory stays empty.
+    let mut forged = acceptance.clone();
+    forged.root.replace_range(0..2, "00");
+    let (other_pending, _) = Workspace::request_join(&text, "other").unwrap();
+    let error = other_pending.complete(dirs[2].path(), protection(), &forged).err().unwrap();
+    assert_eq!(error.code(), ErrorCode::InviteUnauthentic);
+    let mut joined = pending.complete(dirs[1].path(), protection(), &acceptance).unwrap();
+    assert_ne!(joined.device_id(), a.device_id());
+    assert_eq!(joined.workspace_id(), a.workspace_id());
+    let names: Vec<String> = joined.devices().unwrap().into_iter().map(|d| d.name).collect();
+    assert!(names.contains(&"laptop".to_owned()), "{names:?}");
+    drop(joined);
+    assert_eq!(open(dirs[1].path()).devices().unwrap().len(), 2);
+
+    // An expired ticket is refused by both sides.
+    let expired = a.invite(chrono::Duration::seconds(-1)).unwrap();
+    assert_eq!(Workspace::request_join(&expired.encode(), "late").err().unwrap().code(), ErrorCode::InviteExpired);
+}
+
+#[test]
+fn devices_are_listed_renamed_and_a_device_cannot_remove_itself() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut a = init(dirs[0].path());
+    let mut b = join(&mut a, dirs[1].path(), "b");
+    let b_id = b.device_id();
+    a.rename_device(b_id, "the laptop").unwrap();
+    sync_document(&mut a, &mut b, ROOT_DOCUMENT);
+    let listed = b.devices().unwrap();
+    assert_eq!(listed.len(), 2);
+    let me = listed.iter().find(|d| d.this_device).unwrap();
+    assert_eq!((me.id, me.name.as_str()), (b_id, "the laptop"));
+    assert_eq!(b.resolve_device(&b_id.to_string()[..8]).unwrap().id, b_id);
+    assert_eq!(b.remove_device(b_id).unwrap_err().code(), ErrorCode::InputInvalid);
+    assert_eq!(b.resolve_device("ffffffff").unwrap_err().code(), ErrorCode::DeviceNotFound);
+}
+
+#[test]
+fn recovery_restores_onto_an_empty_directory_as_a_new_device() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut a = init(dirs[0].path());
+    let b = join(&mut a, dirs[1].path(), "b");
+    add_task(&mut a, "kept through a restore", "");
+    let phrase = a.create_recovery().unwrap();
+    assert_eq!(phrase.split_whitespace().count(), 12);
+    // A key rotation after the phrase was made: the wrapped key follows it.
+    a.remove_device(b.device_id()).unwrap();
+    add_task(&mut a, "under epoch 2", "");
+    let wrapped = a.wrapped_recovery_key().unwrap().unwrap();
+    let root = a.export_bundle(ROOT_DOCUMENT, &[]).unwrap();
+    let tasks = a.export_bundle("tasks", &[]).unwrap();
+
+    let wrong = "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
+    let error = Workspace::restore(dirs[2].path(), protection(), wrong, &wrapped, &root, "restored").err().unwrap();
+    assert_eq!(error.code(), ErrorCode::RecoveryWrongPhrase);
+    let error = Workspace::restore(dirs[2].path(), protection(), "not a phrase", &wrapped, &root, "x").err().unwrap();
+    assert_eq!(error.code(), ErrorCode::RecoveryPhraseInvalid);
+    let mut tampered = root.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let error = Workspace::restore(dirs[2].path(), protection(), &phrase, &wrapped, &tampered, "x").err().unwrap();
+    assert_eq!(error.code(), ErrorCode::ChunkCorrupt);
+
+    let mut restored = Workspace::restore(dirs[2].path(), protection(), &phrase, &wrapped, &root, "restored").unwrap();
+    assert_eq!(restored.import_bundle("tasks", &tasks).unwrap().applied, 2);
+    assert_eq!(restored.workspace_id(), a.workspace_id());
+    assert_ne!(restored.device_id(), a.device_id());
+    assert_eq!(restored.status().unwrap().key_epoch, 2);
+    assert_eq!(restored.heads("tasks").unwrap(), a.heads("tasks").unwrap());
+    // It writes as itself, and a accepts its root (which adds it, by the recovery identity)
+    // and its new changes.
+    add_task(&mut restored, "after the restore", "");
+    sync_document(&mut restored, &mut a, ROOT_DOCUMENT);
+    assert_eq!(sync_document(&mut restored, &mut a, "tasks").applied, 1);
+    assert_eq!(a.list(Collection::Tasks).unwrap().len(), 3);
+    drop(restored);
+    assert_eq!(open(dirs[2].path()).list(Collection::Tasks).unwrap().len(), 3);
+}
+
+mod concurrent {
+    //! Devices adding, removing, writing and syncing in any order end with one verdict: every
+    //! device still in the workspace holds the same device list and the same changes.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        Write {
+            device: usize,
+        },
+        Sync {
+            from: usize,
+            to: usize,
+        },
+        Remove {
+            by: usize,
+            target: usize,
+        },
+        /// `by` invites a new device (at most one per case: the fourth).
+        Add {
+            by: usize,
+        },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => (0..4usize).prop_map(|device| Step::Write { device }),
+            5 => (0..4usize, 0..4usize).prop_map(|(from, to)| Step::Sync { from, to }),
+            1 => (0..4usize, 0..4usize).prop_map(|(by, target)| Step::Remove { by, target }),
+            1 => (0..3usize).prop_map(|by| Step::Add { by }),
+        ]
+    }
+
+    /// One sync round: the root first, then the tasks. A device the receiver cannot place yet
+    /// (added by a change it keeps aside) is refused now and sent again by a later round.
+    fn sync(workspaces: &mut [Option<Workspace>], from: usize, to: usize) {
+        if from == to {
+            return;
+        }
+        for document in [ROOT_DOCUMENT, "tasks"] {
+            let Some(bundle) = workspaces[from].as_mut().map(|w| w.export_changes(document, &[]).unwrap()) else {
+                return;
+            };
+            let Some(receiver) = workspaces[to].as_mut() else { return };
+            match receiver.import_changes(document, &bundle) {
+                Ok(_) => {}
+                Err(error) if error.code() == ErrorCode::DeviceUnknown => {}
+                Err(error) => panic!("sync {from} → {to}, {document}: {error}"),
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+        #[test]
+        fn concurrent_adds_removals_and_writes_converge(steps in proptest::collection::vec(step(), 1..28)) {
+            let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+            let mut first = init(dirs[0].path());
+            let second = join(&mut first, dirs[1].path(), "second");
+            let third = join(&mut first, dirs[2].path(), "third");
+            let mut workspaces = vec![Some(first), Some(second), Some(third), None];
+            for step in &steps {
+                match *step {
+                    Step::Write { device } => {
+                        if let Some(workspace) = workspaces[device].as_mut() {
+                            add_task(workspace, "written", "");
+                        }
+                    }
+                    Step::Sync { from, to } => sync(&mut workspaces, from, to),
+                    Step::Remove { by, target } => {
+                        let Some(target_id) = workspaces[target].as_ref().map(|w| w.device_id()) else { continue };
+                        if let Some(remover) = workspaces[by].as_mut() {
+                            // Refused when it is itself, already removed, or unknown there.
+                            let _ = remover.remove_device(target_id);
+                        }
+                    }
+                    Step::Add { by } => {
+                        if workspaces[3].is_none() {
+                            let inviter = workspaces[by].as_mut().unwrap();
+                            workspaces[3] = Some(join(inviter, dirs[3].path(), "fourth"));
+                        }
+                    }
+                }
+            }
+            // Everyone exchanges everything, a few rounds, so amendments travel too.
+            for _ in 0..3 {
+                for from in 0..4 {
+                    for to in 0..4 {
+                        sync(&mut workspaces, from, to);
+                    }
+                }
+            }
+            // The devices still in the workspace, as the first device that is still in it sees it.
+            let lists: Vec<Option<Vec<(adiuva_model::DeviceId, bool)>>> = workspaces
+                .iter_mut()
+                .map(|w| w.as_mut().map(|w| w.devices().unwrap().iter().map(|d| (d.id, d.is_removed())).collect()))
+                .collect();
+            let ids: Vec<Option<adiuva_model::DeviceId>> =
+                workspaces.iter().map(|w| w.as_ref().map(|w| w.device_id())).collect();
+            let active = |list: &Vec<(adiuva_model::DeviceId, bool)>, id| list.iter().any(|(d, removed)| *d == id && !removed);
+            let Some(reference) = (0..4).find(|&i| {
+                matches!((&lists[i], ids[i]), (Some(list), Some(id)) if active(list, id))
+            }) else {
+                return Ok(()); // everyone removed everyone: nothing left to agree on
+            };
+            let reference_list = lists[reference].clone().unwrap();
+            let heads = |w: &mut Workspace| (w.heads(ROOT_DOCUMENT).unwrap(), w.heads("tasks").unwrap());
+            let reference_heads = heads(workspaces[reference].as_mut().unwrap());
+            for i in 0..4 {
+                let (Some(id), Some(list)) = (ids[i], &lists[i]) else { continue };
+                if !active(&reference_list, id) {
+                    continue;
+                }
+                prop_assert_eq!(list, &reference_list, "device {} sees another device list", i);
+                prop_assert_eq!(heads(workspaces[i].as_mut().unwrap()), reference_heads.clone(), "device {}", i);
+            }
+        }
+    }
+}
