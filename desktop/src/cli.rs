@@ -19,7 +19,7 @@ use crate::daemon::control::DaemonCommand;
 use crate::daemon::{self, DaemonFile};
 use crate::import::ImportProgress;
 use crate::output;
-use crate::service::{Local, LogQuery, NewNote, NewTask, Service, TaskPatch, TaskQuery};
+use crate::service::{DeviceRename, Local, LogQuery, NewNote, NewTask, Service, TaskPatch, TaskQuery};
 use crate::unlock::{self, KeyStore};
 
 /// How long a command waits for a daemon that is starting or stopping (it holds the workspace
@@ -99,6 +99,33 @@ pub enum Command {
     /// while it runs.
     #[command(subcommand)]
     Daemon(DaemonCommand),
+    /// The devices of this workspace.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// Recovery of the workspace on a new machine.
+    #[command(subcommand)]
+    Recovery(RecoveryCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DeviceCommand {
+    /// Every device, removed ones included.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rename a device (ID: its id, or a unique prefix of at least 4 hex digits).
+    Rename { id: String, name: String },
+    /// Remove a device: it keeps what it could read until now and nothing written from now on
+    /// (the workspace key is rotated), and its later changes are refused.
+    Remove { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RecoveryCommand {
+    /// Make a new 12-word recovery phrase and print it, once. Runs without the daemon (the
+    /// phrase never goes through the local API).
+    Phrase,
 }
 
 #[derive(Subcommand, Debug)]
@@ -261,6 +288,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Recovery(RecoveryCommand::Phrase) => {
+            let phrase = Workspace::open(&dir, unlock::passphrase)?.create_recovery()?;
+            println!("{}", phrase.as_str());
+            eprintln!(
+                "Write these 12 words down and keep them offline: with your account they restore this workspace on a new machine."
+            );
+            Ok(())
+        }
         Command::ResetWitness => {
             Workspace::open_resetting_witness(&dir, unlock::passphrase)?;
             println!("recorded a new witness: the store is trusted as it is");
@@ -297,7 +332,9 @@ fn execute(service: &mut dyn Service, command: Command) -> anyhow::Result<()> {
         | Command::Schema { .. }
         | Command::Daemon(_)
         | Command::ResetWitness
+        | Command::Recovery(_)
         | Command::Upgrade => Ok(()),
+        Command::Device(command) => device(service, command),
         Command::Task(command) => task(service, command),
         Command::Note(command) => note(service, command),
         Command::Log { json, kind, actor, task, limit } => {
@@ -368,6 +405,20 @@ fn task(service: &mut dyn Service, command: TaskCommand) -> anyhow::Result<()> {
             println!("updated {}", service.edit_task(&id, patch)?.id);
         }
         TaskCommand::Rm { id } => println!("deleted {}", service.remove_task(&id)?.id),
+    }
+    Ok(())
+}
+
+fn device(service: &mut dyn Service, command: DeviceCommand) -> anyhow::Result<()> {
+    match command {
+        DeviceCommand::List { json } => output::devices(&service.list_devices()?, json)?,
+        DeviceCommand::Rename { id, name } => {
+            println!("renamed {}", service.rename_device(&id, DeviceRename { name })?.id.short());
+        }
+        DeviceCommand::Remove { id } => {
+            let removal = service.remove_device(&id)?;
+            println!("removed {}; the workspace key is now at epoch {}", removal.id.short(), removal.epoch);
+        }
     }
     Ok(())
 }

@@ -150,6 +150,7 @@ pub fn status(status: &WorkspaceStatus, as_json: bool) -> anyhow::Result<()> {
     writeln!(out, "device     {}", status.device_id)?;
     writeln!(out, "key epoch  {}", status.key_epoch)?;
     writeln!(out, "storage    {} bytes", status.storage_bytes)?;
+    writeln!(out, "pending    {} received changes waiting for changes they depend on", status.pending_changes)?;
     writeln!(out, "{:<20}  {:>8}  {:>8}  {:>6}  SNAPSHOT", "DOCUMENT", "RECORDS", "EVENTS", "TAIL")?;
     for document in &status.documents {
         match &document.error {
@@ -164,6 +165,24 @@ pub fn status(status: &WorkspaceStatus, as_json: bool) -> anyhow::Result<()> {
                 document.snapshot_generation.map(|g| g.to_string()).unwrap_or_else(|| "-".into())
             )?,
         }
+    }
+    Ok(())
+}
+
+pub fn devices(devices: &[adiuva_engine::DeviceInfo], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(devices);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<10}  {:<24}  {:<12}  ADDED", "DEVICE", "NAME", "STATE")?;
+    for device in devices {
+        let state = match (device.this_device, device.is_removed()) {
+            (_, true) => "removed",
+            (true, false) => "this device",
+            (false, false) => "active",
+        };
+        let added = device.added_at.as_deref().unwrap_or("-");
+        writeln!(out, "{:<10}  {:<24}  {:<12}  {added}", device.id.short(), device.name, state)?;
     }
     Ok(())
 }

@@ -5,8 +5,9 @@
 //! whether a daemon runs.
 
 use adiuva_engine::{
-    Effect, EventDraft, EventFilter, FieldConflict, LoggedEvent, Workspace, WorkspaceStatus, fields_of,
+    DeviceInfo, Effect, EventDraft, EventFilter, FieldConflict, LoggedEvent, Workspace, WorkspaceStatus, fields_of,
 };
+use adiuva_model::DeviceId;
 use adiuva_model::record::{Note, Priority, Task, TaskStatus};
 use adiuva_model::{Actor, Collection, ErrorCode, EventKind, RecordId};
 use chrono::{NaiveDate, Utc};
@@ -159,6 +160,28 @@ pub struct LogQuery {
     pub limit: Option<usize>,
 }
 
+/// A device's new name.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceRename {
+    pub name: String,
+}
+
+/// The device a command acted on.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeviceRef {
+    #[schema(value_type = String)]
+    pub id: DeviceId,
+}
+
+/// A removal: the device, and the key epoch that started, which it never gets.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeviceRemoval {
+    #[schema(value_type = String)]
+    pub id: DeviceId,
+    pub epoch: u32,
+}
+
 /// Everything the command line can ask of a workspace.
 pub trait Service {
     fn add_task(&mut self, new: NewTask) -> Result<Task>;
@@ -179,6 +202,11 @@ pub trait Service {
         progress: &mut dyn FnMut(ImportProgress),
     ) -> Result<ImportReport>;
     fn compact(&mut self) -> Result<()>;
+    fn list_devices(&mut self) -> Result<Vec<DeviceInfo>>;
+    /// Renames the device whose id is `id` or starts with it.
+    fn rename_device(&mut self, id: &str, rename: DeviceRename) -> Result<DeviceRef>;
+    /// Removes a device and rotates the workspace key.
+    fn remove_device(&mut self, id: &str) -> Result<DeviceRemoval>;
 }
 
 /// The service run on an open workspace, every event carrying `correlation`.
@@ -300,6 +328,22 @@ impl Service for Local<'_> {
 
     fn compact(&mut self) -> Result<()> {
         Ok(self.workspace.compact()?)
+    }
+
+    fn list_devices(&mut self) -> Result<Vec<DeviceInfo>> {
+        Ok(self.workspace.devices()?)
+    }
+
+    fn rename_device(&mut self, id: &str, rename: DeviceRename) -> Result<DeviceRef> {
+        let id = self.workspace.resolve_device(id)?.id;
+        self.workspace.rename_device(id, &rename.name)?;
+        Ok(DeviceRef { id })
+    }
+
+    fn remove_device(&mut self, id: &str) -> Result<DeviceRemoval> {
+        let id = self.workspace.resolve_device(id)?.id;
+        let epoch = self.workspace.remove_device(id)?;
+        Ok(DeviceRemoval { id, epoch })
     }
 }
 

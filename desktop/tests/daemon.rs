@@ -396,6 +396,10 @@ fn the_openapi_document_validates_and_every_route_answers_as_documented() {
     let dir = new_workspace();
     let ws = dir.path();
     let id = ok(ws, &["task", "add", "Documented"]).trim().to_owned();
+    // A second device to rename and remove: the recovery phrase's identity.
+    ok(ws, &["recovery", "phrase"]);
+    let devices: Vec<Value> = serde_json::from_str(&ok(ws, &["device", "list", "--json"])).unwrap();
+    let device = devices.iter().find(|d| d["this_device"] == false).unwrap()["id"].as_str().unwrap().to_owned();
     let mut daemon = run_daemon(ws, &[]);
     let (status, document) = api(ws, "GET", "/v1/openapi.json", b"");
     assert_eq!(status, 200);
@@ -426,6 +430,9 @@ fn the_openapi_document_validates_and_every_route_answers_as_documented() {
         (("get", "/v1/openapi.json"), ("/v1/openapi.json", vec![])),
         (("delete", "/v1/tasks/{id}"), ("/v1/tasks/ID", vec![])),
         (("post", "/v1/daemon/stop"), ("/v1/daemon/stop", vec![])),
+        (("get", "/v1/devices"), ("/v1/devices", vec![])),
+        (("patch", "/v1/devices/{id}"), ("/v1/devices/DEVICE", br#"{"name":"Renamed"}"#.to_vec())),
+        (("delete", "/v1/devices/{id}"), ("/v1/devices/DEVICE", vec![])),
     ]);
     let mut documented = BTreeSet::new();
     for (path, operations) in document["paths"].as_object().unwrap() {
@@ -441,7 +448,7 @@ fn the_openapi_document_validates_and_every_route_answers_as_documented() {
     let mut order: Vec<_> = samples.iter().collect();
     order.sort_by_key(|((method, path), _)| (*path == "/v1/daemon/stop", *method == "delete"));
     for ((method, template), (path, body)) in order {
-        let path = path.replace("ID", &id);
+        let path = path.replace("DEVICE", &device).replace("ID", &id);
         let (status, answer) = api(ws, &method.to_ascii_uppercase(), &path, body);
         let responses = &document["paths"][*template][*method]["responses"];
         assert!(

@@ -24,7 +24,10 @@ use utoipa_axum::routes;
 use super::guard::{self, ApiError, Body, Correlation, ErrorBody, Params, Segment};
 use super::{Shared, events, resident_bytes};
 use crate::import::{self, ImportProgress, ImportReport};
-use crate::service::{self, Local, LogQuery, NewNote, NewTask, RecordRef, Service, TaskDetail, TaskPatch, TaskQuery};
+use crate::service::{
+    self, DeviceRef, DeviceRemoval, DeviceRename, Local, LogQuery, NewNote, NewTask, RecordRef, Service, TaskDetail,
+    TaskPatch, TaskQuery,
+};
 
 /// Request bodies above this are refused (413), except an import's.
 const BODY_LIMIT: usize = 1024 * 1024;
@@ -63,6 +66,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .routes(routes!(status))
         .routes(routes!(run_import))
         .routes(routes!(compact))
+        .routes(routes!(list_devices))
+        .routes(routes!(rename_device, remove_device))
         .routes(routes!(events::follow))
         .routes(routes!(daemon_status))
         .routes(routes!(stop))
@@ -213,6 +218,43 @@ async fn status(State(shared): SharedState, correlation: Correlation) -> Result<
 async fn compact(State(shared): SharedState, correlation: Correlation) -> Result<StatusCode, ApiError> {
     shared.call(correlation, |service| service.compact()).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/v1/devices", tag = "devices",
+    responses((status = 200, description = "Every device of the workspace, removed ones included (`DeviceInfo` objects)", body = Vec<serde_json::Value>)))]
+async fn list_devices(
+    State(shared): SharedState,
+    correlation: Correlation,
+) -> Result<Json<Vec<adiuva_engine::DeviceInfo>>, ApiError> {
+    Ok(Json(shared.call(correlation, |service| service.list_devices()).await?))
+}
+
+#[utoipa::path(patch, path = "/v1/devices/{id}", tag = "devices", request_body = DeviceRename,
+    params(("id" = String, Path, description = "A device id, or a unique prefix of one (at least 4 hex digits)")),
+    responses((status = 200, description = "The device renamed", body = DeviceRef),
+              (status = 400, description = "Invalid name", body = ErrorBody),
+              (status = 404, description = "No such device", body = ErrorBody)))]
+async fn rename_device(
+    State(shared): SharedState,
+    correlation: Correlation,
+    Segment(id): Segment,
+    Body(rename): Body<DeviceRename>,
+) -> Result<Json<DeviceRef>, ApiError> {
+    Ok(Json(shared.call(correlation, move |service| service.rename_device(&id, rename)).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/devices/{id}", tag = "devices",
+    params(("id" = String, Path, description = "A device id, or a unique prefix of one (at least 4 hex digits)")),
+    responses((status = 200, description = "The device removed, and the key epoch that started without it", body = DeviceRemoval),
+              (status = 400, description = "This device itself", body = ErrorBody),
+              (status = 404, description = "No such device", body = ErrorBody),
+              (status = 409, description = "Removed already", body = ErrorBody)))]
+async fn remove_device(
+    State(shared): SharedState,
+    correlation: Correlation,
+    Segment(id): Segment,
+) -> Result<Json<DeviceRemoval>, ApiError> {
+    Ok(Json(shared.call(correlation, move |service| service.remove_device(&id)).await?))
 }
 
 #[derive(Deserialize, IntoParams)]

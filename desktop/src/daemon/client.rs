@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use adiuva_engine::{LoggedEvent, WorkspaceStatus};
+use adiuva_engine::{DeviceInfo, LoggedEvent, WorkspaceStatus};
 use adiuva_model::ErrorCode;
 use adiuva_model::record::{Note, Task};
 use serde::Serialize;
@@ -18,7 +18,10 @@ use super::DaemonFile;
 use super::api::{DaemonStatus, ImportLine};
 use super::guard::{CORRELATION_HEADER, ErrorBody};
 use crate::import::{ImportProgress, ImportReport};
-use crate::service::{Error, LogQuery, NewNote, NewTask, RecordRef, Result, Service, TaskDetail, TaskPatch, TaskQuery};
+use crate::service::{
+    DeviceRef, DeviceRemoval, DeviceRename, Error, LogQuery, NewNote, NewTask, RecordRef, Result, Service, TaskDetail,
+    TaskPatch, TaskQuery,
+};
 
 /// How long to wait for a daemon's port to accept: it is on this machine, so any answer is fast.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -209,5 +212,17 @@ impl Service for Remote {
 
     fn compact(&mut self) -> Result<()> {
         answer(self.post("/v1/compact").send_empty())
+    }
+
+    fn list_devices(&mut self) -> Result<Vec<DeviceInfo>> {
+        self.get("/v1/devices", &())
+    }
+
+    fn rename_device(&mut self, id: &str, rename: DeviceRename) -> Result<DeviceRef> {
+        self.send(self.headers(self.agent.patch(self.url(&format!("/v1/devices/{}", encode(id))))), &rename)
+    }
+
+    fn remove_device(&mut self, id: &str) -> Result<DeviceRemoval> {
+        answer(self.headers(self.agent.delete(self.url(&format!("/v1/devices/{}", encode(id))))).call())
     }
 }

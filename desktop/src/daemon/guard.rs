@@ -72,8 +72,10 @@ impl From<service::Error> for ApiError {
     fn from(error: service::Error) -> Self {
         let code = error.code();
         let status = match code {
-            ErrorCode::RecordNotFound | ErrorCode::WorkspaceNotFound => StatusCode::NOT_FOUND,
-            ErrorCode::RecordAmbiguous | ErrorCode::WorkspaceLocked => StatusCode::CONFLICT,
+            ErrorCode::RecordNotFound | ErrorCode::WorkspaceNotFound | ErrorCode::DeviceNotFound => {
+                StatusCode::NOT_FOUND
+            }
+            ErrorCode::RecordAmbiguous | ErrorCode::WorkspaceLocked | ErrorCode::DeviceRemoved => StatusCode::CONFLICT,
             ErrorCode::InputInvalid | ErrorCode::RecordInvalid => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
