@@ -33,6 +33,7 @@ use adiuva_model::DeviceId;
 use automerge::{Change, ChangeHash};
 
 use crate::identity::{self, DeviceIdentity, SIGNATURE_LEN};
+use crate::{Result, encode};
 
 const DOMAIN: &[u8] = b"adiuva attestation v1\0";
 const CHANGES_MAGIC: &[u8; 4] = b"ADSC";
@@ -69,14 +70,15 @@ impl Attestation {
         identity::verify(&self.signer, &signed_message(place, self.epoch, &self.hashes), &self.signature)
     }
 
-    fn encode_into(&self, out: &mut Vec<u8>) {
+    fn encode_into(&self, out: &mut Vec<u8>) -> Result<()> {
         out.extend_from_slice(&self.signer.0);
         out.extend_from_slice(&self.epoch.to_le_bytes());
         out.extend_from_slice(&self.signature);
-        out.extend_from_slice(&len_u32(self.hashes.len()).to_le_bytes());
+        out.extend_from_slice(&encode::length_u32(self.hashes.len(), "attestation")?);
         for hash in &self.hashes {
             out.extend_from_slice(&hash.0);
         }
+        Ok(())
     }
 
     fn decode_from(reader: &mut Reader<'_>) -> Result<Self, PayloadError> {
@@ -98,11 +100,11 @@ fn signed_message(place: AttestationPlace<'_>, epoch: u32, hashes: &[ChangeHash]
     message.extend_from_slice(DOMAIN);
     message.extend_from_slice(place.workspace_id);
     message.extend_from_slice(&epoch.to_le_bytes());
-    // Document names are checked to be at most 128 bytes long.
-    let length = u16::try_from(place.document.len()).unwrap_or(u16::MAX);
-    message.extend_from_slice(&length.to_le_bytes());
+    // Document names are checked to be at most 128 bytes long, and an attestation covers one
+    // chunk's changes: both lengths fit their fields, so they are written as they are.
+    message.extend_from_slice(&(place.document.len() as u16).to_le_bytes());
     message.extend_from_slice(place.document.as_bytes());
-    message.extend_from_slice(&len_u32(hashes.len()).to_le_bytes());
+    message.extend_from_slice(&(hashes.len() as u32).to_le_bytes());
     for hash in hashes {
         message.extend_from_slice(&hash.0);
     }
@@ -124,19 +126,19 @@ pub struct SignedChanges {
 }
 
 impl SignedChanges {
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Result<Vec<u8>> {
         let size = self.changes.iter().map(|c| c.len() + 4).sum::<usize>()
             + self.attestations.iter().map(|a| 104 + a.hashes.len() * HASH_LEN).sum::<usize>();
         let mut out = Vec::with_capacity(size + 16);
         out.extend_from_slice(CHANGES_MAGIC);
         out.push(VERSION);
-        encode_attestations(&self.attestations, &mut out);
-        out.extend_from_slice(&len_u32(self.changes.len()).to_le_bytes());
+        encode_attestations(&self.attestations, &mut out)?;
+        out.extend_from_slice(&encode::length_u32(self.changes.len(), "signed changes")?);
         for change in &self.changes {
-            out.extend_from_slice(&len_u32(change.len()).to_le_bytes());
+            out.extend_from_slice(&encode::length_u32(change.len(), "signed changes")?);
             out.extend_from_slice(change);
         }
-        out
+        Ok(out)
     }
 
     /// Decodes an attested changes payload. Bare Automerge bytes (the format before
@@ -169,13 +171,13 @@ pub struct SignedSnapshot {
 }
 
 impl SignedSnapshot {
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(self.document.len() + self.attestations.len() * 136 + 16);
         out.extend_from_slice(SNAPSHOT_MAGIC);
         out.push(VERSION);
-        encode_attestations(&self.attestations, &mut out);
+        encode_attestations(&self.attestations, &mut out)?;
         out.extend_from_slice(&self.document);
-        out
+        Ok(out)
     }
 
     /// Decodes a snapshot payload; bare Automerge bytes are `Legacy`.
@@ -212,11 +214,12 @@ fn versioned<'a>(bytes: &'a [u8], magic: &[u8; 4]) -> Result<Option<Reader<'a>>,
     }
 }
 
-fn encode_attestations(attestations: &[Attestation], out: &mut Vec<u8>) {
-    out.extend_from_slice(&len_u32(attestations.len()).to_le_bytes());
+fn encode_attestations(attestations: &[Attestation], out: &mut Vec<u8>) -> Result<()> {
+    out.extend_from_slice(&encode::length_u32(attestations.len(), "attestations")?);
     for attestation in attestations {
-        attestation.encode_into(out);
+        attestation.encode_into(out)?;
     }
+    Ok(())
 }
 
 fn decode_attestations(reader: &mut Reader<'_>) -> Result<Vec<Attestation>, PayloadError> {
@@ -226,12 +229,6 @@ fn decode_attestations(reader: &mut Reader<'_>) -> Result<Vec<Attestation>, Payl
         return Err(PayloadError("more attestations listed than bytes present"));
     }
     (0..count).map(|_| Attestation::decode_from(reader)).collect()
-}
-
-/// Lengths in this format are u32: a chunk payload is at most 64 KiB, a snapshot far below
-/// 4 GiB. Saturating keeps an impossible length from wrapping into a valid-looking one.
-fn len_u32(length: usize) -> u32 {
-    u32::try_from(length).unwrap_or(u32::MAX)
 }
 
 /// The attestations of a document, by the changes they cover.
@@ -344,13 +341,13 @@ mod tests {
         assert!(!fewer.verify(place()));
 
         let signed = SignedChanges { attestations: vec![attestation.clone()], changes: vec![b"one".to_vec(), vec![]] };
-        let bytes = signed.encode();
+        let bytes = signed.encode().unwrap();
         assert_eq!(SignedChanges::decode(&bytes).unwrap(), Decoded::Attested(signed));
         for length in 0..bytes.len() {
             assert!(SignedChanges::decode(&bytes[..length]).is_err(), "length {length}");
         }
         let snapshot = SignedSnapshot { attestations: vec![attestation], document: AUTOMERGE_MAGIC.to_vec() };
-        assert_eq!(SignedSnapshot::decode(&snapshot.encode()).unwrap(), Decoded::Attested(snapshot));
+        assert_eq!(SignedSnapshot::decode(&snapshot.encode().unwrap()).unwrap(), Decoded::Attested(snapshot));
         assert_eq!(SignedChanges::decode(&AUTOMERGE_MAGIC).unwrap(), Decoded::Legacy);
     }
 }

@@ -60,7 +60,7 @@ fn phrase_entropy(phrase: &str) -> Result<Zeroizing<[u8; 16]>> {
     Ok(out)
 }
 
-/// What a phrase and a salt give.
+/// What a phrase and a salt give. Its keys wipe themselves when dropped.
 pub struct RecoveryKeys {
     /// Kept (sealed) on the devices, so a later epoch can be wrapped without the phrase.
     pub secret: SecretKey,
@@ -95,7 +95,8 @@ impl RecoveryKeys {
     pub fn wrap(&self, workspace_id: ulid::Ulid, keys: &[WorkspaceKey]) -> Result<Vec<u8>> {
         let mut out = header(workspace_id, &self.salt);
         let mut plaintext = Zeroizing::new(Vec::with_capacity(2 + keys.len() * 36));
-        plaintext.extend_from_slice(&(keys.len() as u16).to_le_bytes());
+        let count = u16::try_from(keys.len()).map_err(|_| Error::Encode { what: "recovery key" })?;
+        plaintext.extend_from_slice(&count.to_le_bytes());
         for key in keys {
             plaintext.extend_from_slice(&key.epoch.to_le_bytes());
             plaintext.extend_from_slice(key.key.as_bytes());
@@ -105,6 +106,8 @@ impl RecoveryKeys {
         Ok(out)
     }
 }
+
+impl zeroize::ZeroizeOnDrop for RecoveryKeys {}
 
 fn header(workspace_id: ulid::Ulid, salt: &[u8; 16]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + 128);

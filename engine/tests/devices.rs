@@ -58,7 +58,7 @@ fn attest(workspace: &Workspace, identity: &DeviceIdentity, document: &str, chan
 }
 
 fn unit(attestations: Vec<Attestation>, change: &automerge::Change) -> Vec<u8> {
-    SignedChanges { attestations, changes: vec![change.raw_bytes().to_vec()] }.encode()
+    SignedChanges { attestations, changes: vec![change.raw_bytes().to_vec()] }.encode().unwrap()
 }
 
 #[test]
@@ -132,9 +132,9 @@ fn a_forged_stripped_or_mismatched_attestation_is_refused_with_its_code_and_noth
     let moved = genuine.clone();
 
     let cases: [(&str, &str, Vec<u8>, ErrorCode); 6] = [
-        ("forged", "tasks", forged.encode(), ErrorCode::ChangeBadSignature),
-        ("stripped", "tasks", stripped.encode(), ErrorCode::ChangeUnsigned),
-        ("re-signed", "tasks", resigned.encode(), ErrorCode::ChangeSignerMismatch),
+        ("forged", "tasks", forged.encode().unwrap(), ErrorCode::ChangeBadSignature),
+        ("stripped", "tasks", stripped.encode().unwrap(), ErrorCode::ChangeUnsigned),
+        ("re-signed", "tasks", resigned.encode().unwrap(), ErrorCode::ChangeSignerMismatch),
         ("wrong actor", "tasks", wrong_actor, ErrorCode::ChangeSignerMismatch),
         ("unknown device", "tasks", unknown, ErrorCode::DeviceUnknown),
         ("other document", "calendar", moved, ErrorCode::ChangeBadSignature),
@@ -238,7 +238,7 @@ fn changes_that_arrive_before_their_dependencies_wait_durably() {
     assert!(b.list(Collection::Tasks).unwrap().is_empty());
     let first_only = signed(&a.export_changes("tasks", &[]).unwrap());
     let first = SignedChanges { attestations: first_only.attestations, changes: vec![first_only.changes[0].clone()] };
-    let imported = b.import_changes("tasks", &first.encode()).unwrap();
+    let imported = b.import_changes("tasks", &first.encode().unwrap()).unwrap();
     assert_eq!((imported.applied, imported.pending), (2, 0));
     assert_eq!(b.status().unwrap().pending_changes, 0);
     assert_eq!(b.heads("tasks").unwrap(), a.heads("tasks").unwrap());

@@ -371,7 +371,7 @@ fn an_envelope_from_a_newer_version_is_refused_and_nothing_is_kept() {
         attestations: vec![],
         changes: newer.get_changes(&[]).iter().map(|c| c.raw_bytes().to_vec()).collect(),
     };
-    let error = workspace.import_changes("tasks", &unit.encode()).unwrap_err();
+    let error = workspace.import_changes("tasks", &unit.encode().unwrap()).unwrap_err();
     assert_eq!(error.code(), ErrorCode::EnvelopeVersion, "{error}");
     assert_eq!(workspace.list(Collection::Tasks).unwrap().len(), 1);
     drop(workspace);

@@ -68,7 +68,7 @@ impl Workspace {
         let snapshot = SignedSnapshot { attestations: attestations.all().to_vec(), document: bytes };
         // Step 1: the new snapshot and the manifest that points at it, durable together.
         let key = layout::snapshot(document, generation);
-        let sealed = self.log.seal(&key, BlobKind::Snapshot, &snapshot.encode())?;
+        let sealed = self.log.seal(&key, BlobKind::Snapshot, &snapshot.encode()?)?;
         let mut manifest = old.clone();
         manifest.tail_start = old.next_seq;
         manifest.tail_bytes = 0;

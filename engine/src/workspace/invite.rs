@@ -43,13 +43,16 @@ const REQUEST_DOMAIN: &[u8] = b"adiuva join request v1\0";
 const ACCEPTANCE_DOMAIN: &[u8] = b"adiuva join acceptance v1\0";
 const MESSAGE_VERSION: u32 = 1;
 
-/// A single-use, expiring invitation to join a workspace.
+/// A single-use, expiring invitation to join a workspace. Its secret wipes itself when
+/// dropped.
 pub struct Ticket {
     pub workspace_id: Ulid,
     pub invite_id: Ulid,
     secret: SecretKey,
     pub expires_at: DateTime<Utc>,
 }
+
+impl zeroize::ZeroizeOnDrop for Ticket {}
 
 impl Ticket {
     /// The text a person copies: `adiuva-invite-1-` and the hex of workspace id, invite id,
@@ -151,12 +154,14 @@ pub struct JoinAcceptance {
 }
 
 /// A join in progress on the joining device: its new identity, kept until the acceptance
-/// arrives.
+/// arrives (wiped when dropped).
 pub struct PendingJoin {
     ticket: Ticket,
     identity: DeviceIdentity,
     name: String,
 }
+
+impl zeroize::ZeroizeOnDrop for PendingJoin {}
 
 impl Workspace {
     /// Makes a single-use invitation valid for `valid_for`.

@@ -351,7 +351,7 @@ impl DocumentLog {
                     attestations,
                 };
                 let key = layout::change(document, manifest.next_seq);
-                let sealed = self.seal(&key, BlobKind::Changes, &signed.encode())?;
+                let sealed = self.seal(&key, BlobKind::Changes, &signed.encode()?)?;
                 manifest.tail_bytes += sealed.len() as u64;
                 batch.put(key, sealed);
                 manifest.next_seq += 1;

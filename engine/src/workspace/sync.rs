@@ -72,7 +72,7 @@ impl Workspace {
             });
         }
         let attestations = loaded.attestations.for_changes(&changes);
-        Ok(SignedChanges { attestations, changes: changes.iter().map(|c| c.raw_bytes().to_vec()).collect() }.encode())
+        SignedChanges { attestations, changes: changes.iter().map(|c| c.raw_bytes().to_vec()).collect() }.encode()
     }
 
     /// [`Self::export_changes`] sealed for transport under the current epoch's bundle key.
@@ -227,7 +227,7 @@ impl Workspace {
                 let unit =
                     SignedChanges { attestations: attestation, changes: vec![received.change.raw_bytes().to_vec()] };
                 let key = layout::pending(document, &hash);
-                batch.put(key.clone(), self.log.seal_local(&key, BlobKind::Pending, &unit.encode())?);
+                batch.put(key.clone(), self.log.seal_local(&key, BlobKind::Pending, &unit.encode()?)?);
             }
         }
         let imported = Imported { applied: new_changes.len(), pending: waiting.len() - refused.len(), refused };
@@ -327,7 +327,7 @@ impl Workspace {
 
     /// Applies whatever in the pending area `document` can take now.
     pub(super) fn retry_pending(&mut self, document: &str) -> Result<Imported> {
-        self.import_changes(document, &SignedChanges::default().encode())
+        self.import_changes(document, &SignedChanges::default().encode()?)
     }
 }
 
