@@ -282,8 +282,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 println!("the workspace is current");
             } else {
                 println!(
-                    "upgraded: {} records moved into documents of their own, {} stored parts moved to this device's own storage key",
-                    upgrade.records_moved, upgrade.resealed
+                    "upgraded: {} records moved into documents of their own, {} documents' changes attested by this device, {} stored parts moved to this device's own storage key",
+                    upgrade.records_moved, upgrade.attested, upgrade.resealed
                 );
             }
             Ok(())

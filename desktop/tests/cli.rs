@@ -403,3 +403,30 @@ fn a_workspace_is_owner_only_and_a_shared_one_opens_with_a_warning() {
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("other users of this machine can access the workspace"), "{stderr}");
 }
+
+/// `recovery phrase` prints 12 words and adds the phrase's identity to the device list;
+/// `device list`, `rename` (by an id prefix) and `remove` (which rotates the key) work on it,
+/// and a device cannot remove itself.
+#[test]
+fn devices_are_listed_renamed_and_removed_with_a_key_rotation() {
+    let dir = new_workspace();
+    let ws = dir.path();
+    let phrase = ok(ws, &["recovery", "phrase"]);
+    assert_eq!(phrase.split_whitespace().count(), 12, "{phrase}");
+    let devices = json(ws, &["device", "list", "--json"]);
+    let devices = devices.as_array().unwrap();
+    assert_eq!(devices.len(), 2);
+    let me = devices.iter().find(|d| d["this_device"] == true).unwrap()["id"].as_str().unwrap().to_owned();
+    let other = devices.iter().find(|d| d["this_device"] == false).unwrap()["id"].as_str().unwrap().to_owned();
+    assert!(ok(ws, &["device", "rename", &other[..8], "Old phrase"]).starts_with("renamed "));
+    assert!(ok(ws, &["device", "list"]).contains("Old phrase"));
+    let refused = adiuva(ws, &["device", "remove", &me]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("error[input.invalid]"));
+    assert!(ok(ws, &["device", "remove", &other]).contains("epoch 2"));
+    assert_eq!(json(ws, &["status", "--json"])["key_epoch"], 2);
+    let listed = ok(ws, &["device", "list"]);
+    assert!(listed.contains("removed") && listed.contains("this device"), "{listed}");
+    let missing = adiuva(ws, &["device", "rename", "ffffffff", "x"]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("error[device.not_found]"));
+}

@@ -10,6 +10,13 @@
 //!   every note in the one `notes` document, with `adiuva init`, `task add`, `note add --file`
 //!   and `note add`, `compact`, one more `note add` and `task done`, so its `notes` document
 //!   holds a snapshot and a tail. It must also upgrade (notes into documents of their own).
+//! - `fixtures/workspace-2026-12-devices`: the format with attestations (every change chunk a
+//!   `SignedChanges`, snapshots `SignedSnapshot`s), a device list and key epochs, written with
+//!   `adiuva init`, `task add`, `task done`, `note add`, `compact`, `recovery phrase`,
+//!   `device remove` (the phrase's identity: the key is at epoch 2) and one more `task add`.
+//!
+//! Workspaces written before attestations upgrade too: `adiuva upgrade` attests this device's
+//! own changes, after which everything they export verifies on another device.
 
 // Tests fail loudly: unwrapping is how they assert.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -224,4 +231,79 @@ fn assert_v2_content_after_upgrade(workspace: &mut Workspace) {
         );
     }
     assert_eq!(workspace.list(Collection::Tasks).unwrap()[0]["status"], "done");
+}
+
+const DEVICES_FIXTURE_PASSPHRASE: &str = "fixture passphrase v3";
+
+#[test]
+fn a_workspace_written_with_devices_and_attestations_still_reads_the_same() {
+    let dir = copy_fixture("workspace-2026-12-devices");
+    let mut workspace = open(dir.path(), DEVICES_FIXTURE_PASSPHRASE);
+    let tasks = workspace.list(Collection::Tasks).unwrap();
+    assert_eq!(tasks.len(), 2);
+    assert_eq!(tasks[0]["title"], "Fixture task");
+    assert_eq!(tasks[0]["description"], "Written by the 2026-12 devices format");
+    assert_eq!(tasks[0]["status"], "done");
+    assert_eq!(tasks[1]["title"], "Tail task after the key rotation");
+    assert_eq!(workspace.list(Collection::Notes).unwrap()[0]["body"], "Body of the fixture note");
+    let status = workspace.status().unwrap();
+    assert_eq!(status.key_epoch, 2);
+    let devices = workspace.devices().unwrap();
+    assert_eq!(devices.len(), 2);
+    assert!(devices.iter().any(|d| d.this_device && !d.is_removed() && d.name == "fixture device"));
+    assert!(devices.iter().any(|d| d.is_removed() && d.name == "recovery phrase"));
+    assert_eq!(
+        event_kinds(&mut workspace),
+        [
+            "workspace.created",
+            "task.created",
+            "task.completed",
+            "document.created",
+            "note.created",
+            "device.added",
+            "device.removed",
+            "task.created"
+        ]
+    );
+    assert_every_change_attested_by(&mut workspace);
+    assert_eq!(workspace.upgrade().unwrap(), adiuva_engine::Upgrade::default(), "nothing to upgrade");
+    add_task(&mut workspace, "After reopening");
+    drop(workspace);
+    assert_eq!(open(dir.path(), DEVICES_FIXTURE_PASSPHRASE).list(Collection::Tasks).unwrap().len(), 3);
+}
+
+/// Every document exports (so every change carries an attestation), and each attestation is
+/// this device's and verifies.
+fn assert_every_change_attested_by(workspace: &mut Workspace) {
+    use adiuva_engine::authorship::{AttestationPlace, Decoded, SignedChanges};
+    let workspace_id = workspace.workspace_id().to_bytes();
+    let device = workspace.device_id();
+    for document in workspace.document_names().unwrap() {
+        let exported = workspace.export_changes(&document, &[]).unwrap();
+        let Decoded::Attested(unit) = SignedChanges::decode(&exported).unwrap() else { panic!("{document}: legacy") };
+        for attestation in &unit.attestations {
+            assert_eq!(attestation.signer, device, "{document}");
+            assert!(attestation.verify(AttestationPlace { workspace_id: &workspace_id, document: &document }));
+        }
+    }
+}
+
+#[test]
+fn workspaces_written_before_attestations_upgrade_and_then_export_verifiable_changes() {
+    for (fixture, passphrase) in [
+        ("workspace-v1", FIXTURE_PASSPHRASE),
+        ("workspace-2026-12", FIXTURE_2026_12_PASSPHRASE),
+        ("workspace-2026-12-notes", NOTES_FIXTURE_PASSPHRASE),
+    ] {
+        let dir = copy_fixture(fixture);
+        let mut workspace = open(dir.path(), passphrase);
+        let error = workspace.export_changes("tasks", &[]).unwrap_err();
+        assert_eq!(error.code(), adiuva_model::ErrorCode::ChangeUnsigned, "{fixture}: {error}");
+        let upgrade = workspace.upgrade().unwrap();
+        assert!(upgrade.attested >= 2, "{fixture}: root and tasks at least: {upgrade:?}");
+        assert_every_change_attested_by(&mut workspace);
+        assert_eq!(workspace.upgrade().unwrap().attested, 0, "{fixture}: attested once");
+        drop(workspace);
+        assert_every_change_attested_by(&mut open(dir.path(), passphrase));
+    }
 }

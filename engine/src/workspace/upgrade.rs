@@ -8,6 +8,10 @@
 //! (whose history keeps every earlier event of it) and `note.moved_in`, caused by the first,
 //! creates it, as it then was, in its own document.
 //!
+//! Changes written before attestations (see [`crate::authorship`]) carry none: compacting
+//! their document attests this device's own, which `upgrade` does for every such document, so
+//! everything it exports can be verified by other devices.
+//!
 //! Format 1 sealed the store under keys derived from the shared workspace key, which every
 //! device of the workspace holds, a removed one included. Since keyring format 2 each device
 //! seals its store under a storage key of its own: an older workspace gets one at its first
@@ -40,13 +44,17 @@ pub struct Upgrade {
     pub records_moved: usize,
     /// Stored blobs moved from a key derived from the workspace key to the device's own.
     pub resealed: usize,
+    /// Documents whose changes from before attestations got this device's attestation (a
+    /// compaction each).
+    pub attested: usize,
 }
 
 impl Workspace {
     /// Brings the workspace to this build's layout and keys: every record of a collection with
     /// a document per record moves out of the collection's document, which is then compacted,
-    /// and every blob still sealed under a derived key moves to the device's storage key.
-    /// Running it again does nothing.
+    /// every document holding changes from before attestations is compacted (which attests this
+    /// device's own), and every blob still sealed under a derived key moves to the device's
+    /// storage key. Running it again does nothing.
     pub fn upgrade(&mut self) -> Result<Upgrade> {
         let mut upgrade = Upgrade::default();
         for collection in Collection::ALL.into_iter().filter(|c| c.has_record_documents()) {
@@ -55,6 +63,12 @@ impl Workspace {
                 self.compact_document(collection.name())?;
             }
             upgrade.records_moved += moved;
+        }
+        for document in self.document_names()? {
+            if self.document(&document)?.legacy {
+                self.compact_document(&document)?;
+                upgrade.attested += 1;
+            }
         }
         upgrade.resealed = self.move_to_device_key()?;
         Ok(upgrade)
