@@ -64,13 +64,13 @@ impl Workspace {
             }
             upgrade.records_moved += moved;
         }
+        upgrade.resealed = self.move_to_device_key()?;
         for document in self.document_names()? {
             if self.document(&document)?.legacy {
                 self.compact_document(&document)?;
                 upgrade.attested += 1;
             }
         }
-        upgrade.resealed = self.move_to_device_key()?;
         Ok(upgrade)
     }
 
