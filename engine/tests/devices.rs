@@ -97,6 +97,11 @@ fn authorship_survives_compaction_export_and_relaying() {
         assert_eq!(attestation.signer, a_id);
     }
     assert_eq!(c.heads("tasks").unwrap(), a.heads("tasks").unwrap());
+    // Every change c holds, relayed or not, checks out as an import would check it.
+    for document in [ROOT_DOCUMENT, "tasks"] {
+        let faults = c.verify_authorship(document).unwrap();
+        assert!(faults.is_empty(), "{document}: {faults:?}");
+    }
 }
 
 #[test]
@@ -164,6 +169,11 @@ fn a_removed_device_is_refused_beyond_what_its_removal_accepted_and_reads_nothin
     let epoch = a.remove_device(b.device_id()).unwrap();
     assert_eq!(epoch, 2);
     assert!(a.devices().unwrap().iter().any(|d| d.id == b.device_id() && d.is_removed()));
+    // The log says why the key rotated.
+    let events = a.events(&EventFilter::default()).unwrap();
+    let removed = events.iter().find(|e| e.envelope.kind.as_str() == "device.removed").unwrap();
+    let rotated = events.iter().find(|e| e.envelope.kind.as_str() == "key.rotated").unwrap();
+    assert_eq!(rotated.envelope.causation, Some(removed.envelope.id));
     // b, not knowing, writes on.
     add_task(&mut b, "after the removal", "");
     let later = b.export_changes("tasks", &b_heads).unwrap();

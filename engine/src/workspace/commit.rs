@@ -81,10 +81,14 @@ pub(super) enum Operation {
         device: DeviceId,
         name: String,
     },
-    /// A device leaves: which of its changes stay accepted, and the new epoch sealed to the rest.
+    /// A device leaves: which of its changes stay accepted, and the epoch that starts without it.
     RemoveDevice {
         device: DeviceId,
         accepted: Vec<(String, u64)>,
+        epoch: u32,
+    },
+    /// A new key epoch, sealed to each device that has it.
+    RotateKey {
         epoch: u32,
         sealed: Vec<(DeviceId, String)>,
     },
@@ -100,6 +104,12 @@ pub(super) enum Operation {
 impl Prepared {
     pub(super) fn id(&self) -> EventId {
         self.envelope.id
+    }
+
+    /// The same event, recorded as caused by `cause`.
+    pub(super) fn caused_by(mut self, cause: EventId) -> Self {
+        self.envelope.causation = Some(cause);
+        self
     }
 }
 
@@ -148,6 +158,7 @@ impl Operation {
             Operation::AddDevice { .. }
             | Operation::RenameDevice { .. }
             | Operation::RemoveDevice { .. }
+            | Operation::RotateKey { .. }
             | Operation::AmendRemoval { .. } => devices::apply_device_event(tx, self, &envelope.device, &envelope.time),
         }
     }

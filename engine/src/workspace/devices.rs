@@ -9,9 +9,9 @@
 //! ```
 //!
 //! It changes only through events: `workspace.created` (the first device), `device.added`,
-//! `device.renamed`, `device.removed` (which also starts a new key epoch, sealed to the
-//! devices that remain), each a change attested by a device the list authorizes when it is
-//! imported.
+//! `device.renamed`, `device.removed` followed by `key.rotated` (a new key epoch, sealed to
+//! the devices that remain), `device.removal_amended`, each a change attested by a device the
+//! list authorizes when it is imported.
 //!
 //! **The rule** every device applies to every change it imports, from the list as its root
 //! document holds it (so two devices holding the same root reach the same verdict, whatever
@@ -260,11 +260,13 @@ pub(super) fn apply_device_event(
             let entry = existing_or_new_map(tx, &devices, &device.to_string()).map_err(root_error)?;
             tx.put(&entry, "name", name.as_str()).map_err(root_error)?;
         }
-        Operation::RemoveDevice { device, accepted, epoch, sealed } => {
+        Operation::RemoveDevice { device, accepted, epoch } => {
             let removal = put_removal(tx, device, accepted).map_err(root_error)?;
             tx.put(&removal, "removed_by", author.to_string()).map_err(root_error)?;
             tx.put(&removal, "removed_at", time.as_str()).map_err(root_error)?;
             tx.put(&removal, "epoch", u64::from(*epoch)).map_err(root_error)?;
+        }
+        Operation::RotateKey { epoch, sealed } => {
             let keys = existing_or_new_map(tx, &automerge::ROOT, "keys").map_err(root_error)?;
             let epoch_map = tx.put_object(&keys, epoch.to_string(), ObjType::Map).map_err(root_error)?;
             for (to, sealed) in sealed {
@@ -397,9 +399,11 @@ impl Workspace {
         self.log.keyring.remove_epoch(epoch);
         let mut batch = WriteBatch::default();
         batch.put(super::layout::KEYRING, sealed_keyring?);
-        let operation = Operation::RemoveDevice { device, accepted, epoch, sealed };
-        let event = self.root_event("device.removed", None, operation, true);
-        self.commit_prepared(vec![event], batch)?;
+        let removal =
+            self.root_event("device.removed", None, Operation::RemoveDevice { device, accepted, epoch }, true);
+        let rotation =
+            self.root_event("key.rotated", None, Operation::RotateKey { epoch, sealed }, true).caused_by(removal.id());
+        self.commit_prepared(vec![removal, rotation], batch)?;
         self.log.keyring.add_epoch(key);
         info!(device = %device.short(), epoch, "device removed; new key epoch");
         Ok(epoch)

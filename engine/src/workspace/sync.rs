@@ -257,7 +257,6 @@ impl Workspace {
         changes: Vec<Vec<u8>>,
         attestations: &Attestations,
     ) -> Result<Vec<Received>> {
-        let place = AttestationPlace { workspace_id: &self.log.workspace_id, document };
         let mut verified = HashSet::new();
         let mut received = Vec::with_capacity(changes.len());
         for bytes in changes {
@@ -265,40 +264,83 @@ impl Workspace {
                 document: document.to_owned(),
                 detail: format!("a change does not parse: {e}"),
             })?;
-            let hash = change.hash().to_string();
-            let envelope = Envelope::decode(change.message().unwrap_or_default())
-                .map_err(|source| Error::Envelope { document: document.to_owned(), change: hash.clone(), source })?;
-            let attestation = attestations
-                .covering(&change.hash())
-                .ok_or_else(|| Error::ChangeUnsigned { document: document.to_owned(), change: hash.clone() })?;
-            if !verified.contains(&attestation.signature) {
-                if !attestation.verify(place) {
-                    return Err(Error::ChangeBadSignature {
-                        document: document.to_owned(),
-                        change: hash,
-                        signer: attestation.signer.to_string(),
-                    });
-                }
-                verified.insert(attestation.signature);
-            }
-            let mismatch = |detail: String| Error::ChangeSignerMismatch {
-                document: document.to_owned(),
-                change: hash.clone(),
-                detail,
-            };
-            if envelope.device != attestation.signer {
-                return Err(mismatch(format!(
-                    "signed by {} but its envelope names {}",
-                    attestation.signer.short(),
-                    envelope.device.short()
-                )));
-            }
-            if change.actor_id().to_bytes() != &attestation.signer.0[..16] {
-                return Err(mismatch(format!("its actor is not the signer {}'s", attestation.signer.short())));
-            }
-            received.push(Received { change, kind: envelope.kind });
+            received.push(self.check_change(document, change, attestations, &mut verified)?);
         }
         Ok(received)
+    }
+
+    /// [`Self::check_received`] for one parsed change; `verified` holds the signatures already
+    /// checked.
+    fn check_change(
+        &self,
+        document: &str,
+        change: Change,
+        attestations: &Attestations,
+        verified: &mut HashSet<[u8; 64]>,
+    ) -> Result<Received> {
+        let place = AttestationPlace { workspace_id: &self.log.workspace_id, document };
+        let hash = change.hash().to_string();
+        let envelope = Envelope::decode(change.message().unwrap_or_default()).map_err(|source| Error::Envelope {
+            document: document.to_owned(),
+            change: hash.clone(),
+            source,
+        })?;
+        let attestation = attestations
+            .covering(&change.hash())
+            .ok_or_else(|| Error::ChangeUnsigned { document: document.to_owned(), change: hash.clone() })?;
+        if !verified.contains(&attestation.signature) {
+            if !attestation.verify(place) {
+                return Err(Error::ChangeBadSignature {
+                    document: document.to_owned(),
+                    change: hash,
+                    signer: attestation.signer.to_string(),
+                });
+            }
+            verified.insert(attestation.signature);
+        }
+        let mismatch = |detail: String| Error::ChangeSignerMismatch {
+            document: document.to_owned(),
+            change: hash.clone(),
+            detail,
+        };
+        if envelope.device != attestation.signer {
+            return Err(mismatch(format!(
+                "signed by {} but its envelope names {}",
+                attestation.signer.short(),
+                envelope.device.short()
+            )));
+        }
+        if change.actor_id().to_bytes() != &attestation.signer.0[..16] {
+            return Err(mismatch(format!("its actor is not the signer {}'s", attestation.signer.short())));
+        }
+        Ok(Received { change, kind: envelope.kind })
+    }
+
+    /// Checks every change `document` holds as an import would (what the audit tool's
+    /// `verify` reports): each fault found, all of them, not only the first. Loads the document.
+    pub fn verify_authorship(&mut self, document: &str) -> Result<Vec<Error>> {
+        let list = self.device_list()?;
+        let loaded = self.document(document)?;
+        let changes = loaded.doc.get_changes(&[]);
+        let attestations = loaded.attestations.clone();
+        let mut faults = Vec::new();
+        let mut verified = HashSet::new();
+        let mut received = Vec::with_capacity(changes.len());
+        for change in changes {
+            match self.check_change(document, change, &attestations, &mut verified) {
+                Ok(checked) => received.push(checked),
+                Err(fault) => faults.push(fault),
+            }
+        }
+        let vouched = vouched_for(&list, document, &received, &attestations);
+        for checked in received.iter().filter(|r| !vouched.contains(&r.change.hash())) {
+            if let Some(attestation) = attestations.covering(&checked.change.hash())
+                && let Err(fault) = Self::check_authorized(&list, document, &checked.change, attestation)
+            {
+                faults.push(fault);
+            }
+        }
+        Ok(faults)
     }
 
     /// A change from the pending area: it was checked when it arrived.
