@@ -171,7 +171,7 @@ fn is_long_text(collection: Collection, field: &str, value: &Value) -> bool {
 }
 
 /// The text fields of a new record too long to create with it.
-fn long_texts<'a>(collection: Collection, fields: &'a Map<String, Value>) -> impl Iterator<Item = (&'a str, &'a str)> {
+fn long_texts(collection: Collection, fields: &Map<String, Value>) -> impl Iterator<Item = (&str, &str)> {
     fields
         .iter()
         .filter(move |(field, value)| is_long_text(collection, field, value))
