@@ -21,7 +21,7 @@
 use std::collections::{HashMap, HashSet};
 
 use adiuva_model::{Collection, Envelope, EventKind};
-use automerge::{Change, ChangeHash, PatchLog};
+use automerge::{Change, ChangeHash, PatchLog, ReadDoc};
 
 use super::commit::Operation;
 use super::devices::DeviceList;
@@ -63,15 +63,34 @@ impl Workspace {
     /// attestations, encoded as a [`SignedChanges`] (what a sync bundle carries inside its
     /// encryption).
     pub fn export_changes(&mut self, document: &str, since: &[ChangeHash]) -> Result<Vec<u8>> {
-        let loaded = self.document(document)?;
-        let changes = loaded.doc.get_changes(since);
+        let changes = self.document(document)?.doc.get_changes(since);
+        self.signed_unit(document, &changes)
+    }
+
+    /// The changes of `document` with these hashes, with their authors' attestations: what a
+    /// peer running the Automerge sync protocol sends beside the changes a sync message
+    /// carries, so the receiver checks them as [`Self::import_changes`] does.
+    pub fn export_changes_by_hash(&mut self, document: &str, hashes: &[ChangeHash]) -> Result<Vec<u8>> {
+        let doc = &self.document(document)?.doc;
+        let changes = hashes
+            .iter()
+            .map(|hash| {
+                doc.get_change_by_hash(hash)
+                    .ok_or_else(|| Error::InvalidInput { detail: format!("document {document} has no change {hash}") })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.signed_unit(document, &changes)
+    }
+
+    fn signed_unit(&self, document: &str, changes: &[Change]) -> Result<Vec<u8>> {
+        let loaded = self.loaded(document)?;
         if let Some(unsigned) = changes.iter().find(|change| loaded.attestations.covering(&change.hash()).is_none()) {
             return Err(Error::ChangeUnsigned {
                 document: document.to_owned(),
                 change: format!("{} (written before attestations: run `adiuva upgrade`)", unsigned.hash()),
             });
         }
-        let attestations = loaded.attestations.for_changes(&changes);
+        let attestations = loaded.attestations.for_changes(changes);
         SignedChanges { attestations, changes: changes.iter().map(|c| c.raw_bytes().to_vec()).collect() }.encode()
     }
 
