@@ -30,6 +30,10 @@
 //!   snapshots) is a *chunk*, with the authoring device's Ed25519 signature inside the
 //!   ciphertext; what never leaves the device (manifests, read views) is a *local blob*,
 //!   sealed the same way but not signed.
+//! - **Authorship travels with each change** ([`authorship`]): the writing device's
+//!   attestation, kept verbatim through compaction, export and relaying, and every change from
+//!   elsewhere checked against the signed device list in the root document before it applies,
+//!   so no copy of the log needs its carrier to be trusted.
 //! - **A manifest per document** ([`manifest`]) rewritten atomically with each chunk: the store
 //!   knows what it must hold, so loss and truncation are detected, not skipped.
 //! - **Read views** ([`view`]): each collection's records materialized beside its log, in the

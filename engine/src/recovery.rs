@@ -3,8 +3,8 @@
 //!
 //! The phrase's 128 bits of entropy go through Argon2id (t=3, m=64 MiB, p=1, a random 16-byte
 //! salt kept beside the blob) to a **recovery secret**, from which BLAKE3 derives:
-//! - the **wrap key**, which seals every workspace key epoch into the [`wrap`]ped blob that the
-//!   relay stores (it cannot open it);
+//! - the **wrap key**, which seals every workspace key epoch into the blob
+//!   ([`RecoveryKeys::wrap`]) that the relay stores (it cannot open it);
 //! - the **recovery identity**, an Ed25519 and X25519 key pair that is a device of the
 //!   workspace (`device.added`, named "recovery phrase"). A restored machine proves itself
 //!   through it: it signs, as that identity, the event that adds the machine as a new device
