@@ -117,6 +117,8 @@ pub enum BlobKind {
     Invite = 8,
     /// The key that wraps the workspace keys for recovery, and its salt (local only).
     Recovery = 9,
+    /// A setting of this device only, e.g. its language model providers (local only).
+    DeviceSetting = 10,
 }
 
 impl BlobKind {
@@ -131,6 +133,7 @@ impl BlobKind {
             7 => Some(BlobKind::Pending),
             8 => Some(BlobKind::Invite),
             9 => Some(BlobKind::Recovery),
+            10 => Some(BlobKind::DeviceSetting),
             _ => None,
         }
     }

@@ -360,6 +360,32 @@ pub(crate) fn passphrase_kek(
     Ok(kek)
 }
 
+/// A secret of this device (an API key) in the OS keyring, under `service`/`account`.
+/// `Err(KeyringUnavailable)` where there is no keyring (then the caller keeps it in the
+/// sealed device settings instead). Call it on a blocking thread: it may prompt.
+pub fn store_os_secret(service: &str, account: &str, secret: &[u8]) -> Result<()> {
+    os_keyring_entry(service, account)?
+        .set_secret(secret)
+        .map_err(|e| Error::KeyringUnavailable { detail: e.to_string() })
+}
+
+/// The secret stored by [`store_os_secret`], `None` if there is none.
+pub fn load_os_secret(service: &str, account: &str) -> Result<Option<Zeroizing<Vec<u8>>>> {
+    match os_keyring_entry(service, account)?.get_secret() {
+        Ok(secret) => Ok(Some(Zeroizing::new(secret))),
+        Err(keyring_core::Error::NoEntry) => Ok(None),
+        Err(e) => Err(Error::KeyringUnavailable { detail: e.to_string() }),
+    }
+}
+
+/// Removes the secret stored by [`store_os_secret`] (nothing if there is none).
+pub fn delete_os_secret(service: &str, account: &str) -> Result<()> {
+    match os_keyring_entry(service, account)?.delete_credential() {
+        Ok(()) | Err(keyring_core::Error::NoEntry) => Ok(()),
+        Err(e) => Err(Error::KeyringUnavailable { detail: e.to_string() }),
+    }
+}
+
 fn os_keyring_entry(service: &str, account: &str) -> Result<keyring_core::Entry> {
     let unavailable = |e: keyring_core::Error| Error::KeyringUnavailable { detail: e.to_string() };
     let store = zbus_secret_service_keyring_store::Store::new().map_err(unavailable)?;

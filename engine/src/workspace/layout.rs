@@ -29,6 +29,11 @@ pub fn check_document_name(name: &str) -> Result<()> {
     if valid { Ok(()) } else { Err(Error::DocumentNameInvalid { name: name.to_owned() }) }
 }
 
+/// A device setting (`l/NAME`): local, never synced.
+pub fn device_setting(name: &str) -> Vec<u8> {
+    [b"l/", name.as_bytes()].concat()
+}
+
 pub fn manifest(document: &str) -> Vec<u8> {
     [b"m/", document.as_bytes()].concat()
 }
@@ -146,6 +151,7 @@ pub fn describe(key: &[u8]) -> String {
         [b'm', b'/', rest @ ..] => format!("{} manifest", String::from_utf8_lossy(rest)),
         [b'v', b'/', rest @ ..] => format!("{} read view", String::from_utf8_lossy(rest)),
         [b'e', b'/', rest @ ..] => format!("{} event index", String::from_utf8_lossy(rest)),
+        [b'l', b'/', rest @ ..] => format!("device setting {}", String::from_utf8_lossy(rest)),
         other => String::from_utf8_lossy(other).into_owned(),
     }
 }

@@ -32,6 +32,7 @@ mod layout;
 mod log;
 mod query;
 mod recovery;
+mod settings;
 #[cfg(test)]
 mod store_failures;
 mod sync;
