@@ -18,6 +18,8 @@ use crate::daemon::client::Remote;
 use crate::daemon::control::DaemonCommand;
 use crate::daemon::{self, DaemonFile};
 use crate::import::ImportProgress;
+use crate::llm::AskRequest;
+use crate::llm::commands::{self as llm_commands, LlmCommand};
 use crate::output;
 use crate::service::{DeviceRename, Local, LogQuery, NewNote, NewTask, Service, TaskPatch, TaskQuery};
 use crate::unlock::{self, KeyStore};
@@ -105,6 +107,22 @@ pub enum Command {
     /// Recovery of the workspace on a new machine.
     #[command(subcommand)]
     Recovery(RecoveryCommand),
+    /// Language model providers: cloud ones with this device's keys, Ollama, a local model.
+    #[command(subcommand)]
+    Llm(LlmCommand),
+    /// Ask the language models (the fallback chain, or one provider).
+    Ask {
+        prompt: String,
+        /// Ask this provider only.
+        #[arg(long)]
+        provider: Option<String>,
+        /// Print the answer token by token as it comes.
+        #[arg(long)]
+        stream: bool,
+        /// The whole answer as JSON: text, tool calls, usage, cost, fallbacks.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -346,6 +364,10 @@ fn execute(service: &mut dyn Service, command: Command) -> anyhow::Result<()> {
             service.compact()?;
             println!("compacted");
             Ok(())
+        }
+        Command::Llm(command) => llm_commands::run(service, command),
+        Command::Ask { prompt, provider, stream, json } => {
+            llm_commands::ask(service, AskRequest { prompt, provider, stream }, json)
         }
     }
 }

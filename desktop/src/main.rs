@@ -8,6 +8,7 @@
 mod cli;
 mod daemon;
 mod import;
+mod llm;
 mod output;
 mod service;
 mod unlock;

@@ -17,6 +17,7 @@ use ulid::Ulid;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::import::{self, ImportProgress, ImportReport};
+use crate::llm::{self, AskRequest, NewProvider, ProviderInfo, ProviderList, TestReport, UsageReport};
 
 /// A failure with its stable code: from the engine, from checking a request, or reported by a
 /// daemon (which carries the code and message its own failure had).
@@ -32,6 +33,8 @@ pub enum Error {
         #[source]
         source: adiuva_engine::Error,
     },
+    #[error(transparent)]
+    Llm(#[from] adiuva_llm::LlmError),
     #[error("{message}")]
     Reported { code: ErrorCode, message: String },
 }
@@ -42,6 +45,7 @@ impl Error {
             Error::Engine(error) => error.code(),
             Error::Invalid { .. } => ErrorCode::InputInvalid,
             Error::Partial { source, .. } => source.code(),
+            Error::Llm(error) => error.code(),
             Error::Reported { code, .. } => *code,
         }
     }
@@ -207,6 +211,21 @@ pub trait Service {
     fn rename_device(&mut self, id: &str, rename: DeviceRename) -> Result<DeviceRef>;
     /// Removes a device and rotates the workspace key.
     fn remove_device(&mut self, id: &str) -> Result<DeviceRemoval>;
+    /// Adds a language model provider (or replaces the one of that name).
+    fn llm_add(&mut self, new: NewProvider) -> Result<ProviderInfo>;
+    fn llm_list(&mut self) -> Result<ProviderList>;
+    fn llm_remove(&mut self, name: &str) -> Result<ProviderList>;
+    /// Sets the fallback chain, in order.
+    fn llm_set_default(&mut self, chain: Vec<String>) -> Result<ProviderList>;
+    fn llm_test(&mut self, name: &str) -> Result<TestReport>;
+    fn llm_models(&mut self, name: &str) -> Result<Vec<String>>;
+    fn llm_usage(&mut self) -> Result<UsageReport>;
+    /// Asks the language models, telling `on_event` each stream event when streaming.
+    fn ask(
+        &mut self,
+        request: AskRequest,
+        on_event: &mut (dyn FnMut(&adiuva_llm::StreamEvent) + Send),
+    ) -> Result<adiuva_llm::Completion>;
 }
 
 /// The service run on an open workspace, every event carrying `correlation`.
@@ -344,6 +363,42 @@ impl Service for Local<'_> {
         let id = self.workspace.resolve_device(id)?.id;
         let epoch = self.workspace.remove_device(id)?;
         Ok(DeviceRemoval { id, epoch })
+    }
+
+    fn llm_add(&mut self, new: NewProvider) -> Result<ProviderInfo> {
+        llm::add(self.workspace, new)
+    }
+
+    fn llm_list(&mut self) -> Result<ProviderList> {
+        llm::list(self.workspace)
+    }
+
+    fn llm_remove(&mut self, name: &str) -> Result<ProviderList> {
+        llm::remove(self.workspace, name)
+    }
+
+    fn llm_set_default(&mut self, chain: Vec<String>) -> Result<ProviderList> {
+        llm::set_chain(self.workspace, chain)
+    }
+
+    fn llm_test(&mut self, name: &str) -> Result<TestReport> {
+        llm::test(self.workspace, self.correlation, name)
+    }
+
+    fn llm_models(&mut self, name: &str) -> Result<Vec<String>> {
+        llm::models(self.workspace, self.correlation, name)
+    }
+
+    fn llm_usage(&mut self) -> Result<UsageReport> {
+        llm::usage(self.workspace)
+    }
+
+    fn ask(
+        &mut self,
+        request: AskRequest,
+        on_event: &mut (dyn FnMut(&adiuva_llm::StreamEvent) + Send),
+    ) -> Result<adiuva_llm::Completion> {
+        llm::ask(self.workspace, self.correlation, request, on_event)
     }
 }
 

@@ -400,6 +400,13 @@ fn the_openapi_document_validates_and_every_route_answers_as_documented() {
     ok(ws, &["recovery", "phrase"]);
     let devices: Vec<Value> = serde_json::from_str(&ok(ws, &["device", "list", "--json"])).unwrap();
     let device = devices.iter().find(|d| d["this_device"] == false).unwrap()["id"].as_str().unwrap().to_owned();
+    // The language model routes answer from the local model: no network needed.
+    let gguf = std::env::var("ADIUVA_SMOLLM2_GGUF").expect("ADIUVA_SMOLLM2_GGUF (scripts/test installs the model)");
+    ok(ws, &["llm", "add", "local", "--kind", "local", "--model", "smollm2", "--model-path", &gguf]);
+    let new_provider = serde_json::to_vec(
+        &serde_json::json!({"name": "local2", "kind": "local", "model": "smollm2", "model_path": gguf}),
+    )
+    .unwrap();
     let mut daemon = run_daemon(ws, &[]);
     let (status, document) = api(ws, "GET", "/v1/openapi.json", b"");
     assert_eq!(status, 200);
@@ -433,6 +440,14 @@ fn the_openapi_document_validates_and_every_route_answers_as_documented() {
         (("get", "/v1/devices"), ("/v1/devices", vec![])),
         (("patch", "/v1/devices/{id}"), ("/v1/devices/DEVICE", br#"{"name":"Renamed"}"#.to_vec())),
         (("delete", "/v1/devices/{id}"), ("/v1/devices/DEVICE", vec![])),
+        (("post", "/v1/llm/providers"), ("/v1/llm/providers", new_provider)),
+        (("get", "/v1/llm/providers"), ("/v1/llm/providers", vec![])),
+        (("delete", "/v1/llm/providers/{name}"), ("/v1/llm/providers/local2", vec![])),
+        (("put", "/v1/llm/chain"), ("/v1/llm/chain", br#"{"names":["local"]}"#.to_vec())),
+        (("post", "/v1/llm/providers/{name}/test"), ("/v1/llm/providers/local/test", vec![])),
+        (("get", "/v1/llm/providers/{name}/models"), ("/v1/llm/providers/local/models", vec![])),
+        (("get", "/v1/llm/usage"), ("/v1/llm/usage", vec![])),
+        (("post", "/v1/ask"), ("/v1/ask", br#"{"prompt":"Say hi","stream":true}"#.to_vec())),
     ]);
     let mut documented = BTreeSet::new();
     for (path, operations) in document["paths"].as_object().unwrap() {

@@ -117,3 +117,38 @@ fn the_workspace_key_lives_in_the_os_keyring_and_nothing_asks_for_a_passphrase()
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("error[key.keyring_unavailable]"));
 }
+
+#[test]
+fn an_api_key_lives_in_the_os_keyring_where_there_is_one() {
+    const KEY: &str = "sk-MARKER-keyring-5b8e0d2f71";
+    let session = start_session();
+    let dir = tempfile::tempdir().unwrap();
+    let workspace = dir.path().join("ws");
+    succeeds(adiuva(&session, &workspace, &["init", "--key-store", "keyring"]));
+    let mut add = Command::new(env!("CARGO_BIN_EXE_adiuva"));
+    add.arg("--workspace")
+        .arg(&workspace)
+        .args(["llm", "add", "work", "--kind", "openai", "--model", "gpt-4o-mini"])
+        .env("DBUS_SESSION_BUS_ADDRESS", &session.bus_address)
+        .env("HOME", session.home.path())
+        .env("XDG_RUNTIME_DIR", session.home.path())
+        .env("ADIUVA_API_KEY", KEY)
+        .stdin(Stdio::null());
+    let added = succeeds(add.output().unwrap());
+    assert!(added.contains("its key in the OS keyring"), "{added}");
+    let list = succeeds(adiuva(&session, &workspace, &["llm", "list", "--json"]));
+    assert!(list.contains("\"os_keyring\"") && !list.contains(KEY), "{list}");
+    // Nothing under the workspace holds the key, sealed or not: it is the keyring's.
+    let mut pending = vec![workspace.clone()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            if entry.path().is_dir() {
+                pending.push(entry.path());
+            } else {
+                let bytes = std::fs::read(entry.path()).unwrap();
+                assert!(!bytes.windows(KEY.len()).any(|w| w == KEY.as_bytes()), "{}", entry.path().display());
+            }
+        }
+    }
+    succeeds(adiuva(&session, &workspace, &["llm", "remove", "work"]));
+}

@@ -22,7 +22,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::guard::{self, ApiError, Body, Correlation, ErrorBody, Params, Segment};
-use super::{Shared, events, resident_bytes};
+use super::{Shared, events, llm_api, resident_bytes};
 use crate::import::{self, ImportProgress, ImportReport};
 use crate::service::{
     self, DeviceRef, DeviceRemoval, DeviceRename, Local, LogQuery, NewNote, NewTask, RecordRef, Service, TaskDetail,
@@ -68,6 +68,13 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .routes(routes!(compact))
         .routes(routes!(list_devices))
         .routes(routes!(rename_device, remove_device))
+        .routes(routes!(llm_api::add_provider, llm_api::list_providers))
+        .routes(routes!(llm_api::remove_provider))
+        .routes(routes!(llm_api::set_chain))
+        .routes(routes!(llm_api::test_provider))
+        .routes(routes!(llm_api::provider_models))
+        .routes(routes!(llm_api::usage))
+        .routes(routes!(llm_api::ask))
         .routes(routes!(events::follow))
         .routes(routes!(daemon_status))
         .routes(routes!(stop))

@@ -17,7 +17,9 @@ use ulid::Ulid;
 use super::DaemonFile;
 use super::api::{DaemonStatus, ImportLine};
 use super::guard::{CORRELATION_HEADER, ErrorBody};
+use super::llm_api::{AskLine, Chain};
 use crate::import::{ImportProgress, ImportReport};
+use crate::llm::{AskRequest, NewProvider, ProviderInfo, ProviderList, TestReport, UsageReport};
 use crate::service::{
     DeviceRef, DeviceRemoval, DeviceRename, Error, LogQuery, NewNote, NewTask, RecordRef, Result, Service, TaskDetail,
     TaskPatch, TaskQuery,
@@ -224,5 +226,65 @@ impl Service for Remote {
 
     fn remove_device(&mut self, id: &str) -> Result<DeviceRemoval> {
         answer(self.headers(self.agent.delete(self.url(&format!("/v1/devices/{}", encode(id))))).call())
+    }
+
+    fn llm_add(&mut self, new: NewProvider) -> Result<ProviderInfo> {
+        self.send(self.post("/v1/llm/providers"), &new)
+    }
+
+    fn llm_list(&mut self) -> Result<ProviderList> {
+        self.get("/v1/llm/providers", &())
+    }
+
+    fn llm_remove(&mut self, name: &str) -> Result<ProviderList> {
+        answer(self.headers(self.agent.delete(self.url(&format!("/v1/llm/providers/{}", encode(name))))).call())
+    }
+
+    fn llm_set_default(&mut self, chain: Vec<String>) -> Result<ProviderList> {
+        self.send(self.headers(self.agent.put(self.url("/v1/llm/chain"))), &Chain { names: chain })
+    }
+
+    fn llm_test(&mut self, name: &str) -> Result<TestReport> {
+        answer(self.post(&format!("/v1/llm/providers/{}/test", encode(name))).send_empty())
+    }
+
+    fn llm_models(&mut self, name: &str) -> Result<Vec<String>> {
+        self.get(&format!("/v1/llm/providers/{}/models", encode(name)), &())
+    }
+
+    fn llm_usage(&mut self) -> Result<UsageReport> {
+        self.get("/v1/llm/usage", &())
+    }
+
+    fn ask(
+        &mut self,
+        request: AskRequest,
+        on_event: &mut (dyn FnMut(&adiuva_llm::StreamEvent) + Send),
+    ) -> Result<adiuva_llm::Completion> {
+        let body = serde_json::to_vec(&request).map_err(|e| unreachable_daemon(e.to_string()))?;
+        let response = self
+            .post("/v1/ask")
+            .header("content-type", "application/json")
+            .send(&body[..])
+            .map_err(|e| unreachable_daemon(e.to_string()))?;
+        if !response.status().is_success() {
+            return answer(Ok(response));
+        }
+        let reader = std::io::BufReader::new(response.into_body().into_reader());
+        for line in reader.lines() {
+            let line = line.map_err(|e| unreachable_daemon(e.to_string()))?;
+            let line: AskLine =
+                serde_json::from_str(&line).map_err(|e| unreachable_daemon(format!("unexpected answer: {e}")))?;
+            if let Some(event) = &line.event {
+                on_event(event);
+            }
+            if let Some(completion) = line.done {
+                return Ok(completion);
+            }
+            if let Some(detail) = line.error {
+                return Err(Error::Reported { code: detail.code, message: detail.message });
+            }
+        }
+        Err(unreachable_daemon("the answer ended early".into()))
     }
 }

@@ -17,6 +17,7 @@ pub mod client;
 pub mod control;
 mod events;
 mod guard;
+mod llm_api;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
