@@ -178,6 +178,14 @@ pub struct BackupMetadata {
     pub checksum: String,
     pub chunk_count: u32,
     pub size_bytes: u64,
+    /// The relay workspace the restore point belongs to (absent in restore points made before
+    /// the relay held workspaces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    /// The blobs (hex BLAKE3 ids of ciphertext) that make up the restore point; listed by the
+    /// relay's latest-backup answer, left out of its history.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blob_ids: Vec<String>,
 }
 
 /// The subscription tiers of the relay.

@@ -1,0 +1,127 @@
+//! The routes, all under `/api/v1`, with the OpenAPI document generated from their handlers
+//! (served at `/api/v1/openapi.json`), and what wraps every request: its request id and span.
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tracing::{Instrument, info, info_span};
+use ulid::Ulid;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{self, ErrorBody};
+use crate::{AppState, auth, backup, blobs, workspaces};
+
+/// The header carrying a request's id: the client's if it sent a sane one, else a new ULID.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Bodies of every route but blob uploads (which read theirs up to `blobs::MAX_BLOB_BYTES`).
+const BODY_LIMIT: usize = 1024 * 1024;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Adiuva relay API", description = "The blind relay: accounts, workspaces of opaque ciphertext blobs, device key envelopes, recovery records, invites and restore points. The relay never holds a key that decrypts user data. Every route except `auth/register`, `auth/login`, `auth/refresh`, `health` and this document needs a bearer access token; errors are `{\"error\": {\"code\", \"message\"}}` with stable codes."),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerToken),
+    security(("token" = []))
+)]
+struct ApiDoc;
+
+struct BearerToken;
+
+impl Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+/// The whole API.
+pub fn router(state: Arc<AppState>) -> Router {
+    let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(openapi))
+        .routes(routes!(auth::register))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::me))
+        .routes(routes!(workspaces::create))
+        .routes(routes!(workspaces::list_devices))
+        .routes(routes!(workspaces::add_device, workspaces::remove_device))
+        .routes(routes!(workspaces::put_envelope, workspaces::get_envelope))
+        .routes(routes!(workspaces::list_envelopes))
+        .routes(routes!(workspaces::put_recovery, workspaces::get_recovery))
+        .routes(routes!(workspaces::recovery_authorize))
+        .routes(routes!(workspaces::create_invite))
+        .routes(routes!(workspaces::join))
+        .routes(routes!(workspaces::list_joins))
+        .routes(routes!(blobs::put_blob, blobs::get_blob))
+        .routes(routes!(blobs::changes))
+        .routes(routes!(blobs::live))
+        .routes(routes!(backup::put, backup::latest))
+        .routes(routes!(backup::history))
+        .routes(routes!(backup::delete))
+        .split_for_parts();
+    let document = Arc::new(document);
+    router
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::Extension(document))
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn(request_span))
+        .with_state(state)
+}
+
+/// Gives each request its id (echoed in `x-request-id`) and a span carrying it; logs one line
+/// when it is answered. Nothing of the body or the token is logged.
+async fn request_span(request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .map_or_else(|| Ulid::new().to_string(), str::to_owned);
+    let span =
+        info_span!("request", request_id = %request_id, method = %request.method(), path = %request.uri().path());
+    async move {
+        let started = std::time::Instant::now();
+        let mut response = next.run(request).await;
+        info!(status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "answered");
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+    pub version: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/health", tag = "server", security(()),
+    responses((status = 200, description = "The server answers", body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() })
+}
+
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "server", security(()),
+    responses((status = 200, description = "This document", body = serde_json::Value)))]
+async fn openapi(
+    axum::Extension(document): axum::Extension<Arc<utoipa::openapi::OpenApi>>,
+) -> Json<utoipa::openapi::OpenApi> {
+    Json((*document).clone())
+}
