@@ -9,8 +9,8 @@
 //! costs one operation per character, which dominates whenever a description is written.
 //! - `open`: opening the resulting workspace (unlock), the first read of a task (read view),
 //!   listing every task, `status`, then loading the Automerge document;
-//! - `open with value files`: the same open and first read beside 0 to 2N/10 value files
-//!   (opening must not read or list them);
+//! - `open with value files`: the same open and first read after N/10 more commits, with and
+//!   without a value file each (opening must not read or list them);
 //! - `size`: bytes on disk per event after compaction vs the same events as JSON lines;
 //! - `log`: `log --json` of every event (through the event index) vs serializing the same
 //!   events from memory;
@@ -330,24 +330,26 @@ fn open_and_size(settings: &Settings, dir: &Path, report: &mut Map<String, Value
     );
 }
 
-/// Opening (unlock, root, the store's own checks) and the first read of a task, as the store
-/// holds more and more value files: up to N/10 commits of a memory record with an 8 KB scalar
-/// (its chunk and its view delta are each a value file), compaction off so the files stay.
-/// Opening reads no value and lists no directory, so the times should not move.
+/// Opening (unlock, root, the store's own checks) and the first read of a task beside many value
+/// files: two copies of the workspace each get N/10 commits of a memory record (compaction
+/// off), one with 100-byte facts (no value file), one with 8 KB facts (its chunk and its view
+/// delta each a value file). Same events, same keys: what differs is only the value files,
+/// which opening must neither read nor list.
 fn open_with_value_files(settings: &Settings, dir: &Path, report: &mut Map<String, Value>) {
     let newest = first_task(dir);
-    let steps = [0, settings.events / 100, settings.events / 10];
+    let commits = settings.events / 10;
     let no_compaction = WorkspaceOptions { compact_after_chunks: u64::MAX, compact_after_bytes: u64::MAX };
     let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut committed = 0;
-    println!("open a workspace of {} events beside more and more value files (median of 5)", settings.events);
+    println!("open a workspace of {} events + {commits} memory records, with and without value files", settings.events);
     let mut rows = Vec::new();
-    for target in steps {
+    for fact_bytes in [100, 8_000] {
+        let copy = dir.with_file_name(format!("ws-facts-{fact_bytes}"));
+        assert!(std::process::Command::new("cp").arg("-a").arg(dir).arg(&copy).status().unwrap().success());
         {
             let mut workspace =
-                Workspace::open_with(dir, || Some(Zeroizing::new(PASSPHRASE.into())), no_compaction.clone()).unwrap();
-            while committed < target {
-                let fact: String = (0..8_000)
+                Workspace::open_with(&copy, || Some(Zeroizing::new(PASSPHRASE.into())), no_compaction.clone()).unwrap();
+            for _ in 0..commits {
+                let fact: String = (0..fact_bytes)
                     .map(|_| {
                         rng ^= rng << 13;
                         rng ^= rng >> 7;
@@ -361,14 +363,13 @@ fn open_with_value_files(settings: &Settings, dir: &Path, report: &mut Map<Strin
                 workspace
                     .commit(EventDraft::new(EventKind::from_static("memory.created"), Actor::User), effect)
                     .unwrap();
-                committed += 1;
             }
         }
-        let files = std::fs::read_dir(dir.join("values")).map(|entries| entries.count()).unwrap_or(0);
+        let files = std::fs::read_dir(copy.join("store").join("values")).map(|entries| entries.count()).unwrap_or(0);
         let (mut opens, mut firsts) = (Vec::new(), Vec::new());
         for _ in 0..5 {
             let started = Instant::now();
-            let mut workspace = open_workspace(dir);
+            let mut workspace = open_workspace(&copy);
             opens.push(started.elapsed());
             let started = Instant::now();
             assert!(workspace.get(Collection::Tasks, newest).unwrap().is_some());
@@ -377,8 +378,15 @@ fn open_with_value_files(settings: &Settings, dir: &Path, report: &mut Map<Strin
         opens.sort();
         firsts.sort();
         let (open, first) = (percentile(&opens, 0.5), percentile(&firsts, 0.5));
-        println!("  {files:>7} value files   open {:>7.1} ms   + first read {:>7.1} ms", ms(open), ms(first));
-        rows.push(json!({"value_files": files, "open_ms": ms(open), "first_read_ms": ms(first)}));
+        println!(
+            "  {fact_bytes:>5}-byte facts {files:>7} value files   open {:>7.1} ms   + first read {:>7.1} ms",
+            ms(open),
+            ms(first)
+        );
+        rows.push(
+            json!({"fact_bytes": fact_bytes, "value_files": files, "open_ms": ms(open), "first_read_ms": ms(first)}),
+        );
+        std::fs::remove_dir_all(&copy).unwrap();
     }
     report.insert("open with value files".into(), Value::Array(rows));
 }
