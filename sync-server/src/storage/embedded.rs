@@ -69,6 +69,9 @@ impl Embedded {
     /// Opens (or creates) the store in `dir`, replaying blobs written after the last checkpoint.
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(StorageError::io("creating the data directory"))?;
+        // Owner-only: it holds password hashes and session records.
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(StorageError::io("making the data directory owner-only"))?;
         let meta = dir.join("meta");
         let db =
             sled::Config::new().path(&meta).cache_capacity(CACHE_CAPACITY_BYTES).flush_every_ms(None).open().map_err(
