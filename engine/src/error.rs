@@ -95,6 +95,12 @@ pub enum Error {
     ChangeBadSignature { document: String, change: String, signer: String },
     #[error("change {change} of document {document}: {detail}")]
     ChangeSignerMismatch { document: String, change: String, detail: String },
+    #[error("change {change} of document {document} depends on change {dependency}, which is not stored")]
+    ChangeDependencyMissing { document: String, change: String, dependency: String },
+    #[error(
+        "change {change} of document {document} was written by device {device} under key epoch {epoch} after it had written under epoch {newer}: replayed from an older epoch"
+    )]
+    ChangeEpochReplayed { document: String, change: String, device: String, epoch: u32, newer: u32 },
     #[error("device {device} is not a device of this workspace{}", at(document, change))]
     DeviceUnknown { device: String, document: Option<String>, change: Option<String> },
     #[error("device {device} was removed from this workspace{}", at(document, change))]
@@ -191,6 +197,7 @@ impl Error {
                 StoreError::Io { .. } => ErrorCode::StoreIo,
                 StoreError::DiskFull { .. } => ErrorCode::StoreDiskFull,
                 StoreError::Stopped { .. } => ErrorCode::StoreFailed,
+                StoreError::ReadOnly { .. } => ErrorCode::StoreReadOnly,
             },
             Error::Random(_) | Error::Seal(SealError::Random(_)) => ErrorCode::StoreIo,
             Error::Seal(SealError::TooLong) | Error::Encode { .. } => ErrorCode::EncodeFailed,
@@ -198,6 +205,8 @@ impl Error {
             Error::ChangeUnsigned { .. } => ErrorCode::ChangeUnsigned,
             Error::ChangeBadSignature { .. } => ErrorCode::ChangeBadSignature,
             Error::ChangeSignerMismatch { .. } => ErrorCode::ChangeSignerMismatch,
+            Error::ChangeDependencyMissing { .. } => ErrorCode::ChangeDependencyMissing,
+            Error::ChangeEpochReplayed { .. } => ErrorCode::ChangeEpochReplayed,
             Error::DeviceUnknown { .. } => ErrorCode::DeviceUnknown,
             Error::DeviceRemoved { .. } => ErrorCode::DeviceRemoved,
             Error::EpochNotMember { .. } => ErrorCode::EpochNotMember,

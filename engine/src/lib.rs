@@ -60,7 +60,7 @@ pub use error::{Error, Result, json_error};
 pub use keystore::KeyProtection;
 pub use records::{Effect, FieldConflict};
 pub use workspace::{
-    CommitObserver, Cursor, DeviceInfo, DocumentStatus, EventDraft, EventFilter, FollowedEvent, Imported,
-    JoinAcceptance, JoinRequest, LoggedEvent, PendingJoin, ROOT_DOCUMENT, Removal, Ticket, Upgrade, Workspace,
-    WorkspaceOptions, WorkspaceStatus, fields_of,
+    CommitObserver, Cursor, DeviceInfo, DocumentAudit, DocumentStatus, EventDraft, EventFilter, FollowedEvent,
+    Imported, JoinAcceptance, JoinRequest, LoggedEvent, PendingJoin, ROOT_DOCUMENT, Removal, Ticket, Upgrade,
+    Workspace, WorkspaceOptions, WorkspaceStatus, epoch_faults, fields_of,
 };

@@ -54,6 +54,7 @@ error_codes! {
     EncodeFailed => "internal.encode_failed", "Something could not be serialized to be stored; nothing was written in its place.";
     WitnessMissing => "store.witness_missing", "The witness file that guards the store against rollback is missing.";
     StoreDiskFull => "store.disk_full", "The disk holding the workspace is full; nothing stored is damaged, and work resumes once space is freed.";
+    StoreReadOnly => "store.read_only", "The workspace was opened read-only (to audit it): nothing is written to it.";
     StoreFailed => "store.failed", "A write to the store failed, so it takes no further writes until it is opened again (which recovers every acknowledged write).";
     PassphraseTooShort => "key.passphrase_too_short", "A new workspace's passphrase is shorter than the minimum.";
     KeyDerivationCost => "key.derivation_cost", "The workspace header asks for key derivation parameters outside the accepted range (a tampered header).";
@@ -107,6 +108,8 @@ error_codes! {
     ChangeUnsigned => "change.unsigned", "A received change carries no attestation by its author (stripped, or written before attestations).";
     ChangeBadSignature => "change.bad_signature", "A received change's attestation does not verify (forged or altered).";
     ChangeSignerMismatch => "change.signer_mismatch", "A received change's signer, its envelope's device and its Automerge actor do not agree.";
+    ChangeDependencyMissing => "change.dependency_missing", "A stored change depends on a change the log does not hold.";
+    ChangeEpochReplayed => "change.epoch_replayed", "A device's change is under an older key epoch than one it had already written under: replayed from before a rotation.";
     DeviceUnknown => "device.unknown", "A change, or a peer, is from a device that was never added to the workspace.";
     DeviceRemoved => "device.removed", "A change, or a peer, is from a device removed from the workspace (beyond what its removal accepted).";
     EpochNotMember => "key.epoch_not_member", "A change was written under a key epoch that was never given to its device.";
@@ -118,6 +121,10 @@ error_codes! {
     RecoveryPhraseInvalid => "recovery.phrase_invalid", "A recovery phrase is not 12 valid BIP39 words.";
     RecoveryWrongPhrase => "recovery.wrong_phrase", "The recovery phrase does not open the wrapped recovery key.";
     RecoveryBlobMalformed => "recovery.blob_malformed", "A wrapped recovery key is truncated, altered in its header, or of a newer version.";
+    ReplayChangeNotFound => "replay.change_not_found", "The audited workspace holds no change with that hash.";
+    ReplayChangeAmbiguous => "replay.change_ambiguous", "A change hash prefix matches more than one change.";
+    ReplayOutputInsideWorkspace => "replay.output_inside_workspace", "The audit tool writes rebuilt data outside the workspace it audits.";
+    ReplayOutputFailed => "replay.output_failed", "The audit tool could not write its output.";
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! contract suite in `engine/tests/store_contract.rs` is what any backend must pass.
 
 pub(crate) mod disk;
+mod read_only;
 #[cfg(test)]
 mod sim;
 mod sled_store;
@@ -16,6 +17,7 @@ mod wal;
 use std::path::{Path, PathBuf};
 
 pub(crate) use disk::{RealDisk, replace_file};
+pub use read_only::ReadOnlyStore;
 pub use sled_store::{SledStore, inspect_write_ahead_log};
 
 /// A key and its value.
@@ -94,6 +96,9 @@ pub enum StoreError {
     /// write-ahead log and recovers every acknowledged batch.
     #[error("the store at {path} stopped after a failed write ({cause}); open it again to continue")]
     Stopped { path: PathBuf, cause: String },
+    /// The store was opened read-only (for an audit): nothing is ever written to it.
+    #[error("the store at {path} is open read-only")]
+    ReadOnly { path: PathBuf },
 }
 
 impl StoreError {

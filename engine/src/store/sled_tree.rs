@@ -66,8 +66,21 @@ impl SledTree {
                 opened => break opened?,
             }
         };
-        let log_file = File::open(path.join("db")).map_err(|e| StoreError::io(e, path))?;
+        let tree = Self::with_log_file(db, path)?;
         set_aside_reserve(path);
+        Ok(tree)
+    }
+
+    /// Opens sled's files copied into `path` (a read-only open's private copy): no reserve is
+    /// set aside, since nothing but this process reads the copy and it is removed after.
+    pub fn open_copy(path: &Path) -> Result<Self, StoreError> {
+        let config = sled::Config::new().path(path).cache_capacity(CACHE_CAPACITY_BYTES).flush_every_ms(None);
+        remove_unfinished_snapshots(path)?;
+        Self::with_log_file(open_db(&config, path)?, path)
+    }
+
+    fn with_log_file(db: sled::Db, path: &Path) -> Result<Self, StoreError> {
+        let log_file = File::open(path.join("db")).map_err(|e| StoreError::io(e, path))?;
         Ok(Self { db, log_file, path: path.to_owned() })
     }
 

@@ -71,6 +71,11 @@ impl Values {
         Ok(Self { dir, disk })
     }
 
+    /// The value files of an existing store, for reading only (nothing is created).
+    pub fn existing(store: &Path, disk: Arc<dyn Disk>) -> Self {
+        Self { dir: store.join(DIR), disk }
+    }
+
     /// Writes `value` to the `index`th file of the record to be logged at `end` in
     /// `generation`, synced; returns the pointer to store in its place. The directory entry
     /// needs [`sync_dir`](Self::sync_dir) before anything durable points at it.

@@ -428,7 +428,7 @@ impl Workspace {
                 None => tracing::warn!(epoch, "a key sealed to this device does not open"),
             }
         }
-        if learned > 0 {
+        if learned > 0 && !self.log.read_only {
             self.log.store_keyring()?;
             info!(learned, "learned new key epochs");
         }

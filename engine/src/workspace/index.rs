@@ -55,6 +55,9 @@ impl Workspace {
             .collect();
         let index = EventIndex { first_seq: 0, next_seq: loaded.manifest.next_seq, events };
         debug!(document, events = index.events.len(), "event index rebuilt");
+        if self.log.read_only {
+            return Ok(index);
+        }
         let mut batch = WriteBatch::default();
         self.stage_index_base(document, &index, &mut batch)?;
         // A cache: failing to store it costs the next read a rebuild, nothing else.

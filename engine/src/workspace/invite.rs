@@ -326,7 +326,7 @@ impl Workspace {
         if store.get(layout::HEADER)?.is_some() || !super::is_empty(store.as_ref())? || super::log::has_witness(dir) {
             return Err(Error::WorkspaceExists { path: dir.to_owned() });
         }
-        let workspace = Self::assemble(dir, store, lock, workspace_id, unlocked);
+        let workspace = Self::assemble(dir, store, Some(lock), workspace_id, unlocked);
         let mut batch = WriteBatch::default();
         batch.put(layout::HEADER, workspace.log.keyring.header());
         batch.put(layout::KEYRING, workspace.log.keyring.seal(&workspace.log.identity)?);

@@ -106,6 +106,10 @@ pub fn snapshot(document: &str, generation: u64) -> Vec<u8> {
     numbered(&snapshot_prefix(document), generation)
 }
 
+pub fn snapshot_generation(document: &str, key: &[u8]) -> Option<u64> {
+    number_after(&snapshot_prefix(document), key)
+}
+
 /// The document a store key belongs to (for errors), or the key itself if it is no document's.
 pub fn document(key: &[u8]) -> String {
     match key {

@@ -80,6 +80,9 @@ pub(super) struct DocumentLog {
     pub witness: BTreeMap<String, u64>,
     /// Whether the store records that it has a witness file (then a missing file is refused).
     pub witness_marked: bool,
+    /// Opened to be read only (`Workspace::open_read_only`): caches are not stored back, and
+    /// snapshots load with their hashes checked.
+    pub read_only: bool,
 }
 
 impl DocumentLog {
@@ -239,8 +242,8 @@ impl DocumentLog {
         let mut legacy = false;
         let mut doc = match &log.snapshot {
             // The bytes are authenticated and were saved by a device of this workspace from a
-            // document it had checked; re-hashing every change here would only cost time. (The
-            // audit tool verifies hashes.)
+            // document it had checked; re-hashing every change here would only cost time. A
+            // read-only open (an audit) checks them.
             Some(bytes) => {
                 let bytes = match SignedSnapshot::decode(bytes).map_err(|e| corrupt(e.to_string()))? {
                     Decoded::Attested(snapshot) => {
@@ -252,7 +255,11 @@ impl DocumentLog {
                         bytes.clone()
                     }
                 };
-                let options = automerge::LoadOptions::new().verification_mode(automerge::VerificationMode::DontCheck);
+                let verification = match self.read_only {
+                    true => automerge::VerificationMode::Check,
+                    false => automerge::VerificationMode::DontCheck,
+                };
+                let options = automerge::LoadOptions::new().verification_mode(verification);
                 Automerge::load_with_options(&bytes, options).map_err(|e| corrupt(e.to_string()))?
             }
             None => Automerge::new(),

@@ -17,11 +17,14 @@
 //! - `compaction`: folding a tail into a snapshot;
 //! - `query`: reads and status;
 //! - `sync`: heads, export and import of changes;
+//! - `audit`: every stored part of the log checked and every fault kept (the audit tool's
+//!   `verify`, on a workspace opened with [`Workspace::open_read_only`]);
 //! - `upgrade`: bringing a workspace written by an older build to this build's layout and keys.
 //!
 //! Documents load lazily and independently: damage to one is reported, with its document and
 //! chunk, by the operations that need it, and the others stay readable.
 
+mod audit;
 mod commit;
 mod compaction;
 mod devices;
@@ -52,6 +55,7 @@ use tracing::{debug, info, warn};
 use ulid::Ulid;
 use zeroize::Zeroizing;
 
+pub use audit::{DocumentAudit, SignedEvent, epoch_faults};
 pub use commit::EventDraft;
 pub use devices::{DeviceInfo, Removal};
 pub use follow::{CommitObserver, Cursor, FollowedEvent};
@@ -64,7 +68,7 @@ use crate::error::{Error, Result, json_error};
 use crate::keystore::{self, Header, KeyProtection};
 use crate::manifest::Manifest;
 use crate::store::disk::{Disk, PRIVATE_DIR, PRIVATE_FILE, RealDisk};
-use crate::store::{ChunkStore, SledStore, StoreError, WriteBatch};
+use crate::store::{ChunkStore, ReadOnlyStore, SledStore, StoreError, WriteBatch};
 use crate::view::RecordView;
 use commit::Operation;
 use log::{DocumentLog, LoadedDocument};
@@ -124,8 +128,9 @@ pub struct Workspace {
     options: WorkspaceOptions,
     /// Told about every durable commit group (see [`Workspace::on_commit`]).
     observer: Option<CommitObserver>,
-    /// Held for the workspace's lifetime: one process per workspace.
-    _lock: File,
+    /// Held for the workspace's lifetime: one process per workspace. A read-only open takes
+    /// none: it writes nothing, so it may read beside the process that holds the lock.
+    _lock: Option<File>,
 }
 
 impl Workspace {
@@ -168,7 +173,7 @@ impl Workspace {
         let mut batch = WriteBatch::default();
         batch.put(layout::HEADER, created.keyring.header());
         batch.put(layout::KEYRING, created.keyring.seal(&created.identity)?);
-        let mut workspace = Self::assemble(dir, store, lock, workspace_id, created);
+        let mut workspace = Self::assemble(dir, store, Some(lock), workspace_id, created);
         let box_key = adiuva_model::hex::encode(&workspace.log.identity.box_public_key());
         let operation = Operation::CreateWorkspace { device_name: device_name.to_owned(), box_key };
         let created = workspace.root_event("workspace.created", None, operation, true);
@@ -239,7 +244,7 @@ impl Workspace {
         let header = Header::decode(&header_bytes)?;
         let unlocked = keystore::unlock(&header_bytes, &sealed_keyring, passphrase)?;
         let outdated = unlocked.outdated;
-        let mut workspace = Self::assemble(dir, store, lock, header.workspace_id, unlocked);
+        let mut workspace = Self::assemble(dir, store, Some(lock), header.workspace_id, unlocked);
         if outdated {
             // Before anything is sealed under the device's storage key it got just now.
             workspace.log.store_keyring()?;
@@ -265,10 +270,40 @@ impl Workspace {
         Ok(workspace)
     }
 
+    /// Opens the workspace in `dir` for reading only, as the audit tool does: without the
+    /// write path. No lock is taken (so it reads beside a daemon that holds the workspace),
+    /// the store is read without replaying its write-ahead log into it (see
+    /// [`ReadOnlyStore`]), and nothing is ever written back: no checkpoint, compaction, read
+    /// view or event index rebuilt into the store, keyring upgrade or witness. Snapshots load
+    /// with their Automerge hashes checked. Every write returns `store.read_only`.
+    pub fn open_read_only(dir: &Path, passphrase: impl FnOnce() -> Option<Zeroizing<String>>) -> Result<Self> {
+        if !store_dir(dir).is_dir() {
+            return Err(Error::WorkspaceNotFound { path: dir.to_owned() });
+        }
+        let store = ReadOnlyStore::open(&store_dir(dir))?;
+        let Some(header_bytes) = store.get(layout::HEADER)? else {
+            return Err(Error::WorkspaceNotFound { path: dir.to_owned() });
+        };
+        let sealed_keyring =
+            store.get(layout::KEYRING)?.ok_or_else(|| Error::WorkspaceFormat { detail: "no local keyring".into() })?;
+        let header = Header::decode(&header_bytes)?;
+        let unlocked = keystore::unlock(&header_bytes, &sealed_keyring, passphrase)?;
+        let mut workspace = Self::assemble(dir, Box::new(store), None, header.workspace_id, unlocked);
+        workspace.log.read_only = true;
+        workspace.log.read_witness()?;
+        debug!(workspace = %header.workspace_id, "workspace opened read-only");
+        Ok(workspace)
+    }
+
+    /// Whether this workspace was opened with [`Self::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.log.read_only
+    }
+
     fn assemble(
         dir: &Path,
         store: Box<dyn ChunkStore>,
-        lock: File,
+        lock: Option<File>,
         workspace_id: Ulid,
         unlocked: keystore::Unlocked,
     ) -> Self {
@@ -282,6 +317,7 @@ impl Workspace {
             keyring: unlocked.keyring,
             witness: BTreeMap::new(),
             witness_marked: false,
+            read_only: false,
         };
         Self {
             path: dir.to_owned(),
@@ -357,6 +393,9 @@ impl Workspace {
 impl Drop for Workspace {
     /// A clean close records the witness, so a store later found holding less is refused.
     fn drop(&mut self) {
+        if self.log.read_only {
+            return;
+        }
         if std::thread::panicking() {
             // Memory may be halfway through a change: record nothing rather than a guess.
             warn!("not recording the witness: closing while a panic unwinds");

@@ -173,6 +173,12 @@ impl Workspace {
         }
     }
 
+    /// A document as Automerge holds it (loaded from its checked log; empty if never written):
+    /// for readers that travel through its history, such as the audit tool.
+    pub fn automerge(&mut self, document: &str) -> Result<&automerge::Automerge> {
+        Ok(&self.document(document)?.doc)
+    }
+
     /// The conflicts Automerge keeps for a record (fields set concurrently on two devices).
     pub fn conflicts(&mut self, collection: Collection, id: RecordId) -> Result<Vec<FieldConflict>> {
         let document = self.locate(collection, id)?;

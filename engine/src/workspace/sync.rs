@@ -342,24 +342,35 @@ impl Workspace {
         let loaded = self.document(document)?;
         let changes = loaded.doc.get_changes(&[]);
         let attestations = loaded.attestations.clone();
+        Ok(self.authorship_faults(&list, document, changes, &attestations))
+    }
+
+    /// Every authorship fault of `changes` of `document`, checked against `list`.
+    pub(super) fn authorship_faults(
+        &self,
+        list: &DeviceList,
+        document: &str,
+        changes: Vec<Change>,
+        attestations: &Attestations,
+    ) -> Vec<Error> {
         let mut faults = Vec::new();
         let mut verified = HashSet::new();
         let mut received = Vec::with_capacity(changes.len());
         for change in changes {
-            match self.check_change(document, change, &attestations, &mut verified) {
+            match self.check_change(document, change, attestations, &mut verified) {
                 Ok(checked) => received.push(checked),
                 Err(fault) => faults.push(fault),
             }
         }
-        let vouched = vouched_for(&list, document, &received, &attestations);
+        let vouched = vouched_for(list, document, &received, attestations);
         for checked in received.iter().filter(|r| !vouched.contains(&r.change.hash())) {
             if let Some(attestation) = attestations.covering(&checked.change.hash())
-                && let Err(fault) = Self::check_authorized(&list, document, &checked.change, attestation)
+                && let Err(fault) = Self::check_authorized(list, document, &checked.change, attestation)
             {
                 faults.push(fault);
             }
         }
-        Ok(faults)
+        faults
     }
 
     /// A change from the pending area: it was checked when it arrived.

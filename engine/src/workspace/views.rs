@@ -64,6 +64,9 @@ impl Workspace {
         let loaded = self.document(document)?;
         let view = RecordView::materialize(&loaded.doc, loaded.manifest.next_seq);
         debug!(document, records = view.len(), "read view rebuilt");
+        if self.log.read_only {
+            return Ok(view);
+        }
         let mut batch = WriteBatch::default();
         self.stage_view(document, &view, &mut batch)?;
         // The view is a cache: failing to store it costs the next open a rebuild, nothing else.
