@@ -1,6 +1,4 @@
-//! Fuzzes the workspace header decoder: the header is the one record stored in clear.
+//! The `header` target (see `adiuva_fuzz::header`).
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = adiuva_engine::keystore::Header::decode(data);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| adiuva_fuzz::header(data));

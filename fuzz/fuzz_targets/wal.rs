@@ -1,8 +1,4 @@
-//! Fuzzes the write-ahead log decoder (`store/wal`, read back unauthenticated at every open) and
-//! the manifest decoder (what a sealed manifest opens to).
+//! The `wal` target (see `adiuva_fuzz::wal`).
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = adiuva_engine::store::inspect_write_ahead_log(data);
-    let _ = adiuva_engine::manifest::Manifest::decode(data);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| adiuva_fuzz::wal(data));
