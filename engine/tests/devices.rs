@@ -404,19 +404,54 @@ mod concurrent {
         }
     }
 
+    /// Found by the property below: b adds x while c removes b. x holds b's add and amends the
+    /// removal itself, but c never listed x and refuses that amendment; a, which holds the add
+    /// and is listed everywhere, must still write the amendment c accepts.
+    #[test]
+    fn an_add_concurrent_with_its_authors_removal_converges() {
+        let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut a = init(dirs[0].path());
+        let b = join(&mut a, dirs[1].path(), "b");
+        let c = join(&mut a, dirs[2].path(), "c");
+        let mut workspaces = vec![Some(a), Some(b), Some(c), None];
+        for (from, to) in [(0, 1), (0, 2)] {
+            sync(&mut workspaces, from, to);
+        }
+        let b_id = workspaces[1].as_ref().unwrap().device_id();
+        workspaces[3] = Some(join(workspaces[1].as_mut().unwrap(), dirs[3].path(), "x"));
+        workspaces[2].as_mut().unwrap().remove_device(b_id).unwrap();
+        sync(&mut workspaces, 2, 3);
+        sync(&mut workspaces, 3, 0);
+        exchange_everything(&mut workspaces);
+        let x_id = workspaces[3].as_ref().unwrap().device_id();
+        for i in [0, 2, 3] {
+            let devices = workspaces[i].as_mut().unwrap().devices().unwrap();
+            assert!(devices.iter().any(|d| d.id == x_id && !d.is_removed()), "device {i} lists x");
+        }
+        let heads = |w: &mut Workspace| (w.heads(ROOT_DOCUMENT).unwrap(), w.heads("tasks").unwrap());
+        let reference = heads(workspaces[0].as_mut().unwrap());
+        for i in [2, 3] {
+            assert_eq!(heads(workspaces[i].as_mut().unwrap()), reference, "device {i}");
+        }
+    }
+
+    /// Everyone sends everyone everything, a few rounds, so amendments travel too.
+    fn exchange_everything(workspaces: &mut [Option<Workspace>]) {
+        for _ in 0..3 {
+            for from in 0..workspaces.len() {
+                for to in 0..workspaces.len() {
+                    sync(workspaces, from, to);
+                }
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
-        // Known defect, found by this property: device 1 adds X while device 2 removes device 1;
-        // after syncs 2→3, 3→0 and a full sync, device 2 never lists X. X's own amendment of the
-        // removal is refused by device 2 (its author was added by the removed device), and it
-        // stops device 0, which holds the add and is trusted, from writing the amendment that
-        // device 2 would accept (`amend_removal` counts X's amendment as covering what it holds).
-        // Fix to make: `amend_removal` counts only amendments by devices not added, directly or
-        // through others, by the removed device. Ignored until then so the suite stays green;
-        // run it with `--run-ignored all`.
+        // Adds, removals and writes in any order, then a full exchange: every device still in
+        // the workspace lists the same devices and holds the same heads.
         #[test]
-        #[ignore = "known convergence defect: an add concurrent with its author's removal"]
         fn concurrent_adds_removals_and_writes_converge(steps in proptest::collection::vec(step(), 1..28)) {
             let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
             let mut first = init(dirs[0].path());
@@ -446,14 +481,7 @@ mod concurrent {
                     }
                 }
             }
-            // Everyone exchanges everything, a few rounds, so amendments travel too.
-            for _ in 0..3 {
-                for from in 0..4 {
-                    for to in 0..4 {
-                        sync(&mut workspaces, from, to);
-                    }
-                }
-            }
+            exchange_everything(&mut workspaces);
             // The devices still in the workspace, as the first device that is still in it sees it.
             let lists: Vec<Option<Vec<(adiuva_model::DeviceId, bool)>>> = workspaces
                 .iter_mut()

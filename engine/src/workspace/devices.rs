@@ -87,6 +87,20 @@ pub struct Removal {
     pub removed_at: Option<String>,
     /// Per document, the last sequence number of the removed device's actor accepted.
     pub accepted: BTreeMap<String, u64>,
+    /// The device that extended this removal to what it held, when it is an amendment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amended_by: Option<DeviceId>,
+}
+
+impl Removal {
+    /// Who wrote this entry: the amending device, or the remover.
+    fn author(&self) -> Option<DeviceId> {
+        self.amended_by.or(self.removed_by)
+    }
+
+    fn root_accepted(&self) -> u64 {
+        self.accepted.get(ROOT_DOCUMENT).copied().unwrap_or(0)
+    }
 }
 
 /// The device list and which epochs were sealed to whom, read from the root document.
@@ -117,6 +131,7 @@ impl DeviceList {
                     .map(|removal| Removal {
                         removed_by: text(root, &removal, "removed_by").and_then(|id| id.parse().ok()),
                         removed_at: text(root, &removal, "removed_at"),
+                        amended_by: text(root, &removal, "amended_by").and_then(|id| id.parse().ok()),
                         accepted: map_at(root, &removal, "accepted")
                             .map(|accepted| {
                                 root.keys(&accepted)
@@ -176,6 +191,75 @@ impl DeviceList {
     pub fn active(&self) -> impl Iterator<Item = &DeviceInfo> {
         self.devices.values().filter(|device| !device.is_removed())
     }
+
+    /// Whether `device` is in the list whatever becomes of `removed`'s changes beyond
+    /// `root_until` (the last root sequence number of `removed` accepted): it is the first
+    /// device, or its chain of adders reaches it without passing through an add by `removed`
+    /// that the removal did not accept.
+    fn listed_despite(&self, root: &Automerge, device: DeviceId, removed: DeviceId, root_until: u64) -> bool {
+        let mut current = device;
+        // Each step moves to an adder; a chain longer than the list is a cycle.
+        for _ in 0..=self.devices.len() {
+            if current == removed {
+                return false;
+            }
+            let Some(info) = self.devices.get(&current) else { return false };
+            match info.added_by {
+                None => return true,
+                Some(adder) if adder == removed => {
+                    return added_in(root, &current).is_some_and(|seq| seq <= root_until);
+                }
+                Some(adder) => current = adder,
+            }
+        }
+        false
+    }
+
+    /// What the removals of `removed` accept, per document, counting only entries whose author
+    /// every device lists: an amendment by a device that `removed` added after its removal is
+    /// refused by the devices that never saw the add, so it cannot stand in for an amendment
+    /// they would accept. Authors vouched for may raise the accepted root sequence, which may
+    /// vouch for more authors: iterated to a fixed point from the least any removal accepted.
+    fn vouched_acceptance(&self, root: &Automerge, removed: DeviceId) -> BTreeMap<String, u64> {
+        let Some(info) = self.devices.get(&removed) else { return BTreeMap::new() };
+        let mut root_until = info
+            .removals
+            .iter()
+            .filter(|removal| removal.amended_by.is_none())
+            .map(Removal::root_accepted)
+            .min()
+            .unwrap_or(0);
+        loop {
+            let vouched: Vec<&Removal> = info
+                .removals
+                .iter()
+                .filter(|removal| {
+                    removal.author().is_some_and(|author| self.listed_despite(root, author, removed, root_until))
+                })
+                .collect();
+            let raised = vouched.iter().map(|removal| removal.root_accepted()).max().unwrap_or(0);
+            if raised <= root_until {
+                let mut accepted: BTreeMap<String, u64> = BTreeMap::new();
+                for (document, seq) in vouched.iter().flat_map(|removal| &removal.accepted) {
+                    let entry = accepted.entry(document.clone()).or_default();
+                    *entry = (*entry).max(*seq);
+                }
+                return accepted;
+            }
+            root_until = raised;
+        }
+    }
+}
+
+/// The sequence number of the root change that created `device`'s entry (its `device.added`),
+/// within the changes of its adder's actor.
+fn added_in(root: &Automerge, device: &DeviceId) -> Option<u64> {
+    let devices = map_at(root, &automerge::ROOT, "devices")?;
+    let ObjId::Id(counter, actor, _) = map_at(root, &devices, &device.to_string())? else { return None };
+    root.get_changes_meta(&[])
+        .iter()
+        .find(|meta| *meta.actor == actor && (meta.start_op..=meta.max_op).contains(&counter))
+        .map(|meta| meta.seq)
 }
 
 fn map_at(doc: &Automerge, object: &ObjId, key: &str) -> Option<ObjId> {
@@ -481,8 +565,20 @@ impl Workspace {
 
     fn amend_removal(&mut self, list: &DeviceList, device: DeviceId) -> Result<()> {
         let Some(info) = list.devices.get(&device) else { return Ok(()) };
+        let me = self.device_id();
+        let (vouched, listed) = {
+            let root = &self.document(ROOT_DOCUMENT)?.doc;
+            let vouched = list.vouched_acceptance(root, device);
+            let root_until = vouched.get(ROOT_DOCUMENT).copied().unwrap_or(0);
+            (vouched, list.listed_despite(root, me, device, root_until))
+        };
+        // Listed only through an add the removal did not accept: the devices that refuse that
+        // add would refuse this amendment too; one of those that hold the add amends instead.
+        if !listed {
+            return Ok(());
+        }
         let held = self.held_of(device)?;
-        if held.iter().all(|(document, seq)| info.accepted_until(document).is_some_and(|until| *seq <= until)) {
+        if held.iter().all(|(document, seq)| vouched.get(document).is_some_and(|until| seq <= until)) {
             return Ok(());
         }
         let mut accepted: BTreeMap<String, u64> = BTreeMap::new();
