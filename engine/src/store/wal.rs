@@ -105,8 +105,10 @@ pub(super) fn parse(log: &[u8]) -> Result<Contents, StoreError> {
     let damaged = |detail: &str| Err(StoreError::Corrupt { detail: format!("write-ahead log: {detail}") });
     let start = match generation {
         Some(generation) => {
-            // Records of the next generation exist only once its header was durable.
-            if matches!(decode(&log[RECORDS_START as usize..], Some(generation + 1)), Decoded::Record(..)) {
+            // Records of the next generation exist only once its header was durable. A file cut
+            // short before the records holds none.
+            let records = log.get(RECORDS_START as usize..).unwrap_or_default();
+            if matches!(decode(records, Some(generation + 1)), Decoded::Record(..)) {
                 return damaged("its header is damaged");
             }
             RECORDS_START as usize
@@ -352,6 +354,16 @@ mod tests {
             at += 12 + body.len();
         }
         log
+    }
+
+    #[test]
+    fn a_log_cut_short_inside_its_header_area_holds_no_records() {
+        let log = log_of(6, &[]);
+        for length in SLOT_BYTES..RECORDS_START as usize {
+            let contents = parse(&log[..length]).unwrap();
+            assert_eq!((contents.generation, contents.records.len()), (Some(6), 0), "cut at {length}");
+            assert_eq!(contents.end, RECORDS_START);
+        }
     }
 
     #[test]
