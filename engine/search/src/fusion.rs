@@ -1,0 +1,69 @@
+//! Merging the ranked lists of the text and vector sides into one.
+
+use std::collections::HashMap;
+
+use adiuva_model::RecordId;
+
+/// Reciprocal rank fusion's constant (Cormack et al. 2009): damps the weight of the very top.
+pub const RRF_K: f32 = 60.0;
+
+/// Reciprocal rank fusion: each record scores Σ 1 / (k + rank) over the lists it is in
+/// (ranks from 1). Ties keep the order of first appearance, text first.
+pub fn reciprocal_rank(lists: &[&[RecordId]]) -> Vec<(RecordId, f32)> {
+    let mut scores: HashMap<RecordId, (f32, usize)> = HashMap::new();
+    let mut order = 0;
+    for list in lists {
+        for (rank, record) in list.iter().enumerate() {
+            let entry = scores.entry(*record).or_insert_with(|| {
+                order += 1;
+                (0.0, order)
+            });
+            entry.0 += 1.0 / (RRF_K + rank as f32 + 1.0);
+        }
+    }
+    sorted(scores)
+}
+
+/// A weighted sum of each side's scores, each scaled to 0..1 over its own list (min-max):
+/// `text_weight` for words, the rest for meaning. A record absent from a list scores 0 there.
+pub fn weighted(text: &[(RecordId, f32)], vector: &[(RecordId, f32)], text_weight: f32) -> Vec<(RecordId, f32)> {
+    let mut scores: HashMap<RecordId, (f32, usize)> = HashMap::new();
+    let mut order = 0;
+    for (list, weight) in [(text, text_weight), (vector, 1.0 - text_weight)] {
+        let max = list.iter().map(|(_, s)| *s).fold(f32::MIN, f32::max);
+        let min = list.iter().map(|(_, s)| *s).fold(f32::MAX, f32::min);
+        let span = if max > min { max - min } else { 1.0 };
+        for (record, score) in list {
+            let entry = scores.entry(*record).or_insert_with(|| {
+                order += 1;
+                (0.0, order)
+            });
+            // A one-entry list (span 0) counts its entry fully.
+            let scaled = if max > min { (score - min) / span } else { 1.0 };
+            entry.0 += weight * scaled;
+        }
+    }
+    sorted(scores)
+}
+
+fn sorted(scores: HashMap<RecordId, (f32, usize)>) -> Vec<(RecordId, f32)> {
+    let mut out: Vec<(RecordId, f32, usize)> = scores.into_iter().map(|(r, (s, o))| (r, s, o)).collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.2.cmp(&b.2)));
+    out.into_iter().map(|(r, s, _)| (r, s)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_in_both_lists_beats_one_in_either() {
+        let [a, b, c] = [RecordId::new(), RecordId::new(), RecordId::new()];
+        let fused = reciprocal_rank(&[&[a, b], &[c, b]]);
+        assert_eq!(fused[0].0, b);
+        assert_eq!(fused.iter().map(|f| f.0).collect::<Vec<_>>(), vec![b, a, c]);
+        let fused = weighted(&[(a, 10.0), (b, 5.0)], &[(c, 0.9), (b, 0.8)], 0.5);
+        assert_eq!(fused.len(), 3);
+        assert_eq!(fused[0].0, a);
+    }
+}

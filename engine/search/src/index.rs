@@ -1,0 +1,448 @@
+//! [`SearchIndex`]: the searchable form of a workspace, derived from its log like the read
+//! views are, and kept current by following it.
+//!
+//! - **Built** from the collections' read views ([`SearchIndex::build`]); **kept current** by
+//!   reading the events after its [`Cursor`] ([`SearchIndex::catch_up`]): whatever wrote them
+//!   (a command, the daemon, an import from another device), each touched record is read again
+//!   and its chunks replaced.
+//! - **At rest**: the full-text index lives in memory only and is rebuilt at every open (from
+//!   the read views: no model involved, seconds for a large workspace). The vectors, which cost
+//!   the model's time, are kept as device settings (`search/vectors/XX`, sealed under the
+//!   device's storage key like every local blob, never synced), keyed by the hash of what was
+//!   embedded, listed by `search/manifest`. A build embeds only text it has no vector for.
+//! - **Damage**: a stored part that is missing or does not open or decode is reported in
+//!   [`SearchIndex::take_notices`] and rebuilt; it never fails a search.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use adiuva_engine::{Cursor, Workspace};
+use adiuva_model::{Collection, RecordId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::embed::Embedder;
+use crate::error::{Result, SearchError};
+use crate::fusion;
+use crate::record::{SEARCHED, Searchable};
+use crate::text::{Filter, TextIndex};
+use crate::vectors::{self, ContentHash, Quantized, VectorTable};
+
+const MANIFEST: &str = "search/manifest";
+const MANIFEST_VERSION: u32 = 1;
+/// Texts embedded per call while building (progress is reported between calls).
+const EMBED_GROUP: usize = 128;
+
+fn shard_name(shard: u8) -> String {
+    format!("search/vectors/{shard:02x}")
+}
+
+/// How a search ranks.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Words and meaning, fused by reciprocal rank (the default).
+    Hybrid,
+    /// Words only (BM25).
+    Text,
+    /// Meaning only (cosine of embeddings).
+    Vector,
+    /// Words and meaning, by a weighted sum of their scaled scores.
+    Weighted { text_weight: f32 },
+}
+
+/// A search: its text, how it ranks, which records it may return, how many.
+#[derive(Clone, Debug)]
+pub struct SearchQuery {
+    pub text: String,
+    pub mode: Mode,
+    pub filter: Filter,
+    pub limit: usize,
+}
+
+/// One record found.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hit {
+    pub id: RecordId,
+    pub collection: Collection,
+    pub title: String,
+    pub score: f32,
+    /// A passage of the record, the query's words marked `**like this**`.
+    pub snippet: String,
+}
+
+/// What the index holds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IndexStatus {
+    pub records: usize,
+    pub chunks: usize,
+    pub vectors: usize,
+    /// The embedding model's id, or why there is none.
+    pub model: String,
+    pub vector_bytes: usize,
+    /// How far into the log the index reaches.
+    pub cursor: String,
+}
+
+/// What a build or catch-up did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Indexed {
+    /// Records (re)indexed.
+    pub records: usize,
+    /// Records taken out (deleted).
+    pub removed: usize,
+    /// Chunks the model embedded.
+    pub embedded: usize,
+    /// Chunks whose vector was already stored.
+    pub reused: usize,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Manifest {
+    v: u32,
+    model: String,
+    shards: Vec<u8>,
+}
+
+struct RecordMeta {
+    collection: Collection,
+    title: String,
+    tags: Vec<String>,
+    source: Option<String>,
+    time: Option<DateTime<Utc>>,
+}
+
+/// The search index of one workspace.
+pub struct SearchIndex {
+    text: TextIndex,
+    vectors: VectorTable,
+    records: HashMap<RecordId, RecordMeta>,
+    embedder: std::result::Result<Arc<Embedder>, String>,
+    cursor: Cursor,
+    notices: Vec<String>,
+}
+
+impl SearchIndex {
+    /// Builds the index of `workspace` from its read views, reusing every stored vector and
+    /// embedding the rest; `progress(done, total)` is told about records. Without a model
+    /// (`embedder` is the reason there is none) it indexes words only.
+    pub fn build(
+        workspace: &mut Workspace,
+        embedder: std::result::Result<Arc<Embedder>, String>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<(Self, Indexed)> {
+        let cursor = workspace.cursor()?;
+        let mut index = Self {
+            text: TextIndex::new()?,
+            vectors: VectorTable::default(),
+            records: HashMap::new(),
+            embedder,
+            cursor,
+            notices: Vec::new(),
+        };
+        let mut records = Vec::new();
+        for collection in SEARCHED {
+            records.extend(workspace.list(collection)?.iter().filter_map(|r| Searchable::from_record(collection, r)));
+        }
+        let (mut cache, mut dirty) = index.load_cache(workspace, !records.is_empty());
+        let loaded: BTreeSet<ContentHash> = cache.keys().copied().collect();
+        let stats = index.add_records(&records, &mut cache, &mut dirty, progress)?;
+        // Stored vectors nothing uses any more leave with their shards.
+        let live: BTreeSet<&ContentHash> = index.vectors.entries().map(|(hash, _)| hash).collect();
+        dirty.extend(loaded.iter().filter(|hash| !live.contains(hash)).map(|hash| hash[0]));
+        index.text.commit()?;
+        index.persist(workspace, &dirty)?;
+        Ok((index, stats))
+    }
+
+    /// The stored vectors (when the model is the one they were made with), and the shards
+    /// to rewrite (damaged, missing); every fault becomes a notice.
+    fn load_cache(
+        &mut self,
+        workspace: &Workspace,
+        has_records: bool,
+    ) -> (HashMap<ContentHash, Quantized>, BTreeSet<u8>) {
+        let mut cache = HashMap::new();
+        let mut dirty = BTreeSet::new();
+        let Ok(embedder) = &self.embedder else { return (cache, dirty) };
+        let model = embedder.model_id().to_owned();
+        let manifest = match workspace.device_setting(MANIFEST) {
+            Ok(Some(bytes)) => match serde_json::from_slice::<Manifest>(&bytes) {
+                Ok(manifest) if manifest.v == MANIFEST_VERSION => Some(manifest),
+                Ok(manifest) => {
+                    self.notice(format!("the search index is of format {}: rebuilt", manifest.v));
+                    None
+                }
+                Err(e) => {
+                    self.notice(format!(
+                        "the search index's manifest is damaged ({}): rebuilt",
+                        adiuva_engine::json_error(&e)
+                    ));
+                    None
+                }
+            },
+            Ok(None) => {
+                if has_records {
+                    self.notice("the search index was missing: rebuilt from the log".to_owned());
+                }
+                None
+            }
+            Err(e) => {
+                self.notice(format!("the search index's manifest does not open ({e}): rebuilt"));
+                None
+            }
+        };
+        let listed: BTreeSet<u8> = manifest.as_ref().map(|m| m.shards.iter().copied().collect()).unwrap_or_default();
+        if manifest.as_ref().is_some_and(|m| m.model != model) {
+            self.notice("the embedding model changed: every text is embedded again".to_owned());
+            dirty.extend(listed.iter().copied());
+            return (cache, dirty);
+        }
+        for shard in 0..=u8::MAX {
+            let name = shard_name(shard);
+            let damaged = |detail: String| SearchError::IndexDamaged { part: name.clone(), detail }.to_string();
+            match workspace.device_setting(&name) {
+                Ok(Some(bytes)) => match vectors::decode_shard(&bytes) {
+                    Ok((shard_model, entries)) if shard_model == model => {
+                        cache.extend(entries.into_iter().filter(|(hash, _)| hash[0] == shard));
+                    }
+                    Ok(_) => {
+                        dirty.insert(shard);
+                    }
+                    Err(detail) => {
+                        self.notice(format!("{}: rebuilt", damaged(detail)));
+                        dirty.insert(shard);
+                    }
+                },
+                Ok(None) if listed.contains(&shard) => {
+                    self.notice(format!("the search index part {name} is missing: rebuilt"));
+                    dirty.insert(shard);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.notice(format!("{}: rebuilt", damaged(e.to_string())));
+                    dirty.insert(shard);
+                }
+            }
+        }
+        (cache, dirty)
+    }
+
+    fn notice(&mut self, message: String) {
+        tracing::info!("{message}");
+        self.notices.push(message);
+    }
+
+    /// Indexes `records` (none of which is in the index), embedding what `cache` lacks.
+    fn add_records(
+        &mut self,
+        records: &[Searchable],
+        cache: &mut HashMap<ContentHash, Quantized>,
+        dirty: &mut BTreeSet<u8>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Indexed> {
+        let mut stats = Indexed { records: records.len(), ..Indexed::default() };
+        let mut planned: Vec<Vec<ContentHash>> = Vec::with_capacity(records.len());
+        let mut missing: Vec<(ContentHash, String, usize)> = Vec::new();
+        if let Ok(embedder) = &self.embedder {
+            let mut wanted = BTreeSet::new();
+            for (n, record) in records.iter().enumerate() {
+                let mut hashes = Vec::with_capacity(record.chunks.len());
+                for chunk in 0..record.chunks.len() {
+                    let text = record.embedding_text(chunk);
+                    let hash = vectors::content_hash(embedder.model_id(), &text);
+                    if cache.contains_key(&hash) {
+                        stats.reused += 1;
+                    } else if wanted.insert(hash) {
+                        missing.push((hash, text, n));
+                    } else {
+                        stats.reused += 1;
+                    }
+                    hashes.push(hash);
+                }
+                planned.push(hashes);
+            }
+        }
+        progress(0, records.len());
+        if let Ok(embedder) = self.embedder.clone() {
+            for group in missing.chunks(EMBED_GROUP) {
+                let texts: Vec<&str> = group.iter().map(|(_, text, _)| text.as_str()).collect();
+                for ((hash, _, _), embedding) in group.iter().zip(embedder.embed(&texts)?) {
+                    cache.insert(*hash, Quantized::new(&embedding));
+                    dirty.insert(hash[0]);
+                }
+                stats.embedded += group.len();
+                progress(group.last().map_or(0, |(_, _, n)| *n), records.len());
+            }
+        }
+        for (n, record) in records.iter().enumerate() {
+            self.text.add(record)?;
+            for (chunk, hash) in planned.get(n).into_iter().flatten().enumerate() {
+                if let Some(vector) = cache.get(hash) {
+                    self.vectors.insert(record.id, chunk as u32, *hash, vector.clone());
+                }
+            }
+            self.records.insert(
+                record.id,
+                RecordMeta {
+                    collection: record.collection,
+                    title: record.title.clone(),
+                    tags: record.tags.clone(),
+                    source: record.source.clone(),
+                    time: record.time,
+                },
+            );
+        }
+        progress(records.len(), records.len());
+        Ok(stats)
+    }
+
+    /// Takes in every event committed since the index last looked (by this process or any
+    /// other, locally or imported): each record they touched is read again.
+    pub fn catch_up(&mut self, workspace: &mut Workspace) -> Result<Indexed> {
+        let events = workspace.events_after(&self.cursor)?;
+        if events.is_empty() {
+            return Ok(Indexed::default());
+        }
+        let mut touched: Vec<(Collection, RecordId)> = Vec::new();
+        for event in &events {
+            self.cursor.advance(event);
+            let Some(subject) = &event.event.envelope.subject else { continue };
+            let Some(collection) = Collection::of_document(&subject.document) else { continue };
+            if SEARCHED.contains(&collection) && !touched.contains(&(collection, subject.record)) {
+                touched.push((collection, subject.record));
+            }
+        }
+        let mut cache = HashMap::new();
+        let mut dirty = BTreeSet::new();
+        let mut records = Vec::new();
+        let mut removed = 0;
+        for (collection, id) in touched {
+            if self.records.remove(&id).is_some() {
+                self.text.remove(id);
+                for (hash, vector) in self.vectors.remove(id) {
+                    dirty.insert(hash[0]);
+                    cache.insert(hash, vector);
+                }
+            }
+            match workspace.get(collection, id)? {
+                Some(record) => records.extend(Searchable::from_record(collection, &record)),
+                None => removed += 1,
+            }
+        }
+        let mut stats = self.add_records(&records, &mut cache, &mut dirty, &mut |_, _| {})?;
+        stats.removed = removed;
+        self.text.commit()?;
+        self.persist(workspace, &dirty)?;
+        Ok(stats)
+    }
+
+    /// Rewrites the vector shards in `dirty` from the table, then the manifest.
+    fn persist(&self, workspace: &mut Workspace, dirty: &BTreeSet<u8>) -> Result<()> {
+        let Ok(embedder) = &self.embedder else { return Ok(()) };
+        let model = embedder.model_id().to_owned();
+        let mut shards: HashMap<u8, HashMap<&ContentHash, &Quantized>> = HashMap::new();
+        let mut present = BTreeSet::new();
+        for (hash, vector) in self.vectors.entries() {
+            present.insert(hash[0]);
+            if dirty.contains(&hash[0]) {
+                shards.entry(hash[0]).or_default().insert(hash, vector);
+            }
+        }
+        for shard in dirty {
+            let name = shard_name(*shard);
+            match shards.get(shard) {
+                Some(entries) => {
+                    let mut entries: Vec<(&ContentHash, &Quantized)> = entries.iter().map(|(h, v)| (*h, *v)).collect();
+                    entries.sort_by_key(|(h, _)| **h);
+                    workspace.set_device_setting(&name, &vectors::encode_shard(&model, &entries))?
+                }
+                None => workspace.remove_device_setting(&name)?,
+            }
+        }
+        let manifest = Manifest { v: MANIFEST_VERSION, model, shards: present.into_iter().collect() };
+        let bytes = serde_json::to_vec(&manifest).map_err(|e| SearchError::IndexFailed { detail: e.to_string() })?;
+        if workspace.device_setting(MANIFEST).ok().flatten().as_deref() != Some(bytes.as_slice()) {
+            workspace.set_device_setting(MANIFEST, &bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Damage found and rebuilt since the last call, for the person to see.
+    pub fn take_notices(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notices)
+    }
+
+    pub fn status(&self) -> IndexStatus {
+        IndexStatus {
+            records: self.records.len(),
+            chunks: usize::try_from(self.text.chunk_count()).unwrap_or(usize::MAX),
+            vectors: self.vectors.len(),
+            model: match &self.embedder {
+                Ok(embedder) => embedder.model_id().to_owned(),
+                Err(reason) => format!("none: {reason}"),
+            },
+            vector_bytes: self.vectors.memory_bytes(),
+            cursor: self.cursor.to_string(),
+        }
+    }
+
+    /// The records that best answer `query`.
+    pub fn search(&mut self, query: &SearchQuery) -> Result<Vec<Hit>> {
+        let limit = query.limit;
+        // Each side offers more than `limit`, so fusion can lift what both sides agree on.
+        let depth = (limit * 3).max(30);
+        let wants_vectors = !matches!(query.mode, Mode::Text);
+        let embedding = match (self.embedder.clone(), wants_vectors) {
+            (Ok(embedder), true) => Some(embedder.embed(&[query.text.as_str()])?.remove(0)),
+            (Err(reason), true) if query.mode == Mode::Vector => {
+                return Err(SearchError::VectorsUnavailable { reason });
+            }
+            (Err(reason), true) => {
+                self.notice(format!("searched by words only: {reason}"));
+                None
+            }
+            (_, false) => None,
+        };
+        let text_hits = if query.mode == Mode::Vector {
+            Vec::new()
+        } else {
+            self.text.search(&query.text, &query.filter, if query.mode == Mode::Text { limit } else { depth })?
+        };
+        let vector_hits = match &embedding {
+            Some(embedding) => {
+                let records = &self.records;
+                let filter = &query.filter;
+                let admit = |id: RecordId| {
+                    records.get(&id).is_some_and(|m| filter.admits(m.collection, &m.tags, m.source.as_deref(), m.time))
+                };
+                self.vectors.search(embedding, if query.mode == Mode::Vector { limit } else { depth }, &admit)
+            }
+            None => Vec::new(),
+        };
+        let text_ranked: Vec<(RecordId, f32)> = text_hits.iter().map(|h| (h.record, h.score)).collect();
+        let vector_ranked: Vec<(RecordId, f32)> = vector_hits.iter().map(|h| (h.record, h.score)).collect();
+        let ranked = match query.mode {
+            Mode::Text => text_ranked,
+            Mode::Vector => vector_ranked,
+            Mode::Hybrid => {
+                let text_ids: Vec<RecordId> = text_ranked.iter().map(|(r, _)| *r).collect();
+                let vector_ids: Vec<RecordId> = vector_ranked.iter().map(|(r, _)| *r).collect();
+                fusion::reciprocal_rank(&[&text_ids, &vector_ids])
+            }
+            Mode::Weighted { text_weight } => fusion::weighted(&text_ranked, &vector_ranked, text_weight),
+        };
+        let snippets: HashMap<RecordId, &str> = text_hits.iter().map(|h| (h.record, h.snippet.as_str())).collect();
+        let chunks: HashMap<RecordId, u32> = vector_hits.iter().map(|h| (h.record, h.chunk)).collect();
+        let mut hits = Vec::with_capacity(limit);
+        for (id, score) in ranked.into_iter().take(limit) {
+            let Some(meta) = self.records.get(&id) else { continue };
+            let snippet = match snippets.get(&id) {
+                Some(snippet) => (*snippet).to_owned(),
+                None => self.text.chunk_text(id, chunks.get(&id).copied().unwrap_or(0) as usize)?.unwrap_or_default(),
+            };
+            hits.push(Hit { id, collection: meta.collection, title: meta.title.clone(), score, snippet });
+        }
+        Ok(hits)
+    }
+}
