@@ -362,10 +362,10 @@ fn bad_input_gets_a_typed_client_error_and_changes_nothing() {
     let huge = format!("{{\"title\":\"{}\"}}", "x".repeat(2 * 1024 * 1024));
     let cases: Vec<(&str, String, Vec<u8>, u16, &str)> = vec![
         ("POST", "/v1/tasks".into(), b"{not json".to_vec(), 400, "input.invalid"),
-        ("POST", "/v1/tasks".into(), br#"{"title":"x","colour":"red"}"#.to_vec(), 422, "input.invalid"),
+        ("POST", "/v1/tasks".into(), br#"{"title":"x","colour":"red"}"#.to_vec(), 400, "input.invalid"),
         ("POST", "/v1/tasks".into(), br#"{"title":"   "}"#.to_vec(), 400, "input.invalid"),
-        ("POST", "/v1/tasks".into(), br#"{"title":"x","due":"someday"}"#.to_vec(), 422, "input.invalid"),
-        ("POST", "/v1/tasks".into(), br#"[1,2]"#.to_vec(), 422, "input.invalid"),
+        ("POST", "/v1/tasks".into(), br#"{"title":"x","due":"someday"}"#.to_vec(), 400, "input.invalid"),
+        ("POST", "/v1/tasks".into(), br#"[1,2]"#.to_vec(), 400, "input.invalid"),
         ("POST", "/v1/tasks".into(), huge.into_bytes(), 413, "input.too_large"),
         ("PATCH", format!("/v1/tasks/{note}"), br#"{"title":"y"}"#.to_vec(), 404, "record.not_found"),
         ("GET", format!("/v1/tasks/{note}"), vec![], 404, "record.not_found"),

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use adiuva_http_api::BearerToken;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
@@ -11,8 +12,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tracing::{Instrument, info, info_span};
 use ulid::Ulid;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -24,26 +24,17 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Bodies of every route but blob uploads (which read theirs up to `blobs::MAX_BLOB_BYTES`).
 const BODY_LIMIT: usize = 1024 * 1024;
 
+/// Requests carry a JWT access token in `Authorization: Bearer`.
+const BEARER_TOKEN: BearerToken = BearerToken { format: Some("JWT") };
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Adiuva relay API", description = "The blind relay: accounts, workspaces of opaque ciphertext blobs, device key envelopes, recovery records, invites and restore points. The relay never holds a key that decrypts user data. Every route except `auth/register`, `auth/login`, `auth/refresh`, `health` and this document needs a bearer access token; errors are `{\"error\": {\"code\", \"message\"}}` with stable codes."),
     components(schemas(ErrorBody)),
-    modifiers(&BearerToken),
+    modifiers(&BEARER_TOKEN),
     security(("token" = []))
 )]
 struct ApiDoc;
-
-struct BearerToken;
-
-impl Modify for BearerToken {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "token",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
-        );
-    }
-}
 
 /// The whole API.
 pub fn router(state: Arc<AppState>) -> Router {

@@ -29,7 +29,7 @@ use ulid::Ulid;
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::error::{ApiError, Body, ErrorBody};
+use crate::error::{self, ApiError, Body, ErrorBody};
 use crate::storage::records::{self, Account, RefreshToken, RevokedFamily};
 use crate::storage::{Storage, StorageError};
 
@@ -175,7 +175,7 @@ impl Tokens {
                     ErrorCode::RelayTokenExpired,
                     "the access token has expired",
                 ),
-                _ => ApiError::unauthorized("the access token is not valid"),
+                _ => error::unauthorized("the access token is not valid"),
             },
         )
     }
@@ -218,14 +218,14 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .get(header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or_else(|| ApiError::unauthorized("a bearer access token is required"))?;
+            .ok_or_else(|| error::unauthorized("a bearer access token is required"))?;
         let claims = state.tokens.check(token)?;
-        let invalid = || ApiError::unauthorized("the access token is not valid");
+        let invalid = || error::unauthorized("the access token is not valid");
         let account: Ulid = claims.sub.parse().map_err(|_| invalid())?;
         let device: DeviceId = claims.dev.parse().map_err(|_| invalid())?;
         let family: Ulid = claims.fam.parse().map_err(|_| invalid())?;
         if state.storage.get(&records::family_key(family)).await?.is_some() {
-            return Err(ApiError::unauthorized("this session was revoked"));
+            return Err(error::unauthorized("this session was revoked"));
         }
         let caller = Caller { account, email: claims.email, device, tier: claims.tier, seats: claims.seats };
         state.limits.check_account(account, caller.requests_per_minute())?;
@@ -483,6 +483,6 @@ pub async fn me(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Js
         .account(&caller.email)
         .await?
         .filter(|account| account.id == caller.account)
-        .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
+        .ok_or_else(|| error::unauthorized("the account no longer exists"))?;
     Ok(Json(view(&state, &account).await?))
 }

@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::error::{ApiError, Body, ErrorBody, Params, Segments};
+use crate::error::{self, ApiError, Body, ErrorBody, Params, Segments};
 use crate::storage::BlobId;
 use crate::storage::records::{self, Backup};
 
@@ -140,7 +140,7 @@ pub async fn latest(
         .await?
         .into_iter()
         .max_by_key(|b| b.id)
-        .ok_or_else(|| ApiError::not_found("no restore point"))?;
+        .ok_or_else(|| error::not_found("no restore point"))?;
     let modified = latest.timestamp.timestamp();
     let since = headers
         .get(header::IF_MODIFIED_SINCE)
@@ -179,7 +179,7 @@ pub async fn delete(
     caller: Caller,
     Segments(id): Segments<String>,
 ) -> Result<StatusCode, ApiError> {
-    let not_found = || ApiError::not_found("no such restore point");
+    let not_found = || error::not_found("no such restore point");
     let id: Ulid = id.parse().map_err(|_| not_found())?;
     let key = records::backup_key(caller.account, id);
     let bytes = state.storage.get(&key).await?.ok_or_else(not_found)?;

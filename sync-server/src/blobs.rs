@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::error::{ApiError, ErrorBody, Params, Segments};
+use crate::error::{self, ApiError, ErrorBody, Params, Segments};
 use crate::storage::{BlobId, NewBlob};
 
 /// Largest blob: clients chunk larger snapshots.
@@ -134,7 +134,7 @@ pub async fn get_blob(
 ) -> Result<Response, ApiError> {
     state.authorize(&caller, &workspace).await?;
     let id = parse_id(&id)?;
-    let bytes = state.storage.get_blob(&workspace, &id).await?.ok_or_else(|| ApiError::not_found("no such blob"))?;
+    let bytes = state.storage.get_blob(&workspace, &id).await?.ok_or_else(|| error::not_found("no such blob"))?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 

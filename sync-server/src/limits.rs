@@ -15,7 +15,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ulid::Ulid;
 
-use crate::error::ApiError;
+use crate::error::{self, ApiError};
 
 pub struct Limits {
     clock: DefaultClock,
@@ -57,6 +57,6 @@ impl Limits {
 
     fn refused(&self, wait: std::time::Duration) -> ApiError {
         // Whole seconds, rounded up, at least one: a client that waits that long gets through.
-        ApiError::rate_limited((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1))
+        error::rate_limited((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1))
     }
 }

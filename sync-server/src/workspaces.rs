@@ -22,7 +22,7 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::auth::{Caller, same};
-use crate::error::{ApiError, Body, ErrorBody, Raw, Segments};
+use crate::error::{self, ApiError, Body, ErrorBody, Raw, Segments};
 use crate::storage::records::{self, Challenge, Device, Invite, Join, Recovery, Workspace};
 use crate::storage::valid_name;
 
@@ -210,7 +210,7 @@ pub async fn remove_device(
     let device = parse_device(&device)?;
     let key = records::device_key(&workspace, &device);
     let Some(current) = state.storage.get(&key).await? else {
-        return Err(ApiError::not_found("that device is not authorized"));
+        return Err(error::not_found("that device is not authorized"));
     };
     state.storage.compare_and_swap(&key, Some(&current), None).await?;
     state.live.notify_membership(&workspace);
@@ -265,7 +265,7 @@ pub async fn get_envelope(
         .storage
         .get(&records::envelope_key(&workspace, &device, epoch))
         .await?
-        .ok_or_else(|| ApiError::not_found("no envelope for that device and epoch"))?;
+        .ok_or_else(|| error::not_found("no envelope for that device and epoch"))?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], envelope).into_response())
 }
 
@@ -366,7 +366,7 @@ pub async fn get_recovery(
         .storage
         .get(&records::recovery_key(&workspace))
         .await?
-        .ok_or_else(|| ApiError::not_found("the workspace has no recovery record"))?;
+        .ok_or_else(|| error::not_found("the workspace has no recovery record"))?;
     let record: Recovery = records::decode(&bytes, "a recovery record")?;
     let mut challenge = [0u8; 32];
     getrandom::fill(&mut challenge).map_err(|_| ApiError::internal("no randomness for a challenge"))?;
@@ -413,7 +413,7 @@ pub async fn recovery_authorize(
         .storage
         .get(&records::recovery_key(&workspace))
         .await?
-        .ok_or_else(|| ApiError::not_found("the workspace has no recovery record"))?;
+        .ok_or_else(|| error::not_found("the workspace has no recovery record"))?;
     let record: Recovery = records::decode(&bytes, "a recovery record")?;
     let challenge_key = records::challenge_key(&workspace, &proof.challenge);
     let Some(pending_bytes) = state.storage.get(&challenge_key).await? else { return Err(refused()) };

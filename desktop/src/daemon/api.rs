@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use adiuva_engine::WorkspaceStatus;
+use adiuva_http_api::BearerToken;
 use adiuva_model::ErrorCode;
 use adiuva_model::record::{Note, Task};
 use axum::body::Bytes;
@@ -16,12 +17,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::Span;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::guard::{self, ApiError, Body, Correlation, ErrorBody, Params, Segment};
+use super::guard::{self, ApiError, Body, Correlation, ErrorBody, Params, Segments};
 use super::{Shared, events, llm_api, resident_bytes};
 use crate::import::{self, ImportProgress, ImportReport};
 use crate::service::{
@@ -34,26 +34,17 @@ const BODY_LIMIT: usize = 1024 * 1024;
 /// An import's JSON Lines: a 100k-task file is about 10 MiB.
 const IMPORT_LIMIT: usize = 256 * 1024 * 1024;
 
+/// Requests carry the per-launch token in `Authorization: Bearer`.
+const BEARER_TOKEN: BearerToken = BearerToken { format: None };
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Adiuva local API", description = "The desktop daemon's API on 127.0.0.1. Every request needs the per-launch bearer token from `daemon.json` in the workspace directory, and a `Host` (and `Origin`, if any) naming the daemon's own address."),
     components(schemas(ErrorBody)),
-    modifiers(&BearerToken),
+    modifiers(&BEARER_TOKEN),
     security(("token" = []))
 )]
 struct ApiDoc;
-
-struct BearerToken;
-
-impl Modify for BearerToken {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "token",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
 
 /// The whole API, behind [`guard::guard`], with its OpenAPI document.
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -143,7 +134,7 @@ async fn list_tasks(
 async fn show_task(
     State(shared): SharedState,
     correlation: Correlation,
-    Segment(id): Segment,
+    Segments(id): Segments<String>,
 ) -> Result<Json<TaskDetail>, ApiError> {
     Ok(Json(shared.call(correlation, move |service| service.show_task(&id)).await?))
 }
@@ -156,7 +147,7 @@ async fn show_task(
 async fn edit_task(
     State(shared): SharedState,
     correlation: Correlation,
-    Segment(id): Segment,
+    Segments(id): Segments<String>,
     Body(patch): Body<TaskPatch>,
 ) -> Result<Json<RecordRef>, ApiError> {
     Ok(Json(shared.call(correlation, move |service| service.edit_task(&id, patch)).await?))
@@ -168,7 +159,7 @@ async fn edit_task(
 async fn remove_task(
     State(shared): SharedState,
     correlation: Correlation,
-    Segment(id): Segment,
+    Segments(id): Segments<String>,
 ) -> Result<Json<RecordRef>, ApiError> {
     Ok(Json(shared.call(correlation, move |service| service.remove_task(&id)).await?))
 }
@@ -179,7 +170,7 @@ async fn remove_task(
 async fn complete_task(
     State(shared): SharedState,
     correlation: Correlation,
-    Segment(id): Segment,
+    Segments(id): Segments<String>,
 ) -> Result<Json<RecordRef>, ApiError> {
     Ok(Json(shared.call(correlation, move |service| service.complete_task(&id)).await?))
 }
@@ -244,7 +235,7 @@ async fn list_devices(
 async fn rename_device(
     State(shared): SharedState,
     correlation: Correlation,
-    Segment(id): Segment,
+    Segments(id): Segments<String>,
     Body(rename): Body<DeviceRename>,
 ) -> Result<Json<DeviceRef>, ApiError> {
     Ok(Json(shared.call(correlation, move |service| service.rename_device(&id, rename)).await?))
@@ -259,7 +250,7 @@ async fn rename_device(
 async fn remove_device(
     State(shared): SharedState,
     correlation: Correlation,
-    Segment(id): Segment,
+    Segments(id): Segments<String>,
 ) -> Result<Json<DeviceRemoval>, ApiError> {
     Ok(Json(shared.call(correlation, move |service| service.remove_device(&id)).await?))
 }

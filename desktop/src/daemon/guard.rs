@@ -1,23 +1,20 @@
 //! What stands between a request and the workspace: the daemon's own `Host` and `Origin` (a web
 //! page that rebinds a name of its own to 127.0.0.1 sends its name, not ours), the bearer token,
-//! the correlation id, and typed JSON errors for every refusal, including the ones axum's
-//! extractors make (malformed JSON, unknown fields, oversized bodies).
+//! the correlation id, and the daemon's codes for the engine's errors (the error body and the
+//! extractors that make axum's refusals typed errors are `adiuva_http_api`'s, shared with the
+//! relay).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use adiuva_model::ErrorCode;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use tracing::{Instrument, debug, info_span, warn};
 use ulid::Ulid;
-use utoipa::ToSchema;
 
 use super::Shared;
 use crate::service;
@@ -25,48 +22,7 @@ use crate::service;
 /// The header a client names its correlation id in (a ULID); the daemon makes one otherwise.
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
 
-/// Every error body: `{"error": {"code": "record.not_found", "message": "..."}}`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ErrorDetail {
-    /// A stable error code (see `adiuva_model::ErrorCode`).
-    #[schema(value_type = String, example = "record.not_found")]
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-/// A refused or failed request, answered as an [`ErrorBody`].
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: ErrorCode,
-    message: String,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
-    }
-
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, message)
-    }
-
-    /// An extractor's refusal, under its own status with our code.
-    fn rejected(status: StatusCode, message: String) -> Self {
-        let code =
-            if status == StatusCode::PAYLOAD_TOO_LARGE { ErrorCode::InputTooLarge } else { ErrorCode::InputInvalid };
-        Self::new(status, code, message)
-    }
-
-    pub fn body(&self) -> ErrorBody {
-        ErrorBody { error: ErrorDetail { code: self.code, message: self.message.clone() } }
-    }
-}
+pub use adiuva_http_api::{ApiError, Body, ErrorBody, ErrorDetail, Params, Segments};
 
 impl From<service::Error> for ApiError {
     fn from(error: service::Error) -> Self {
@@ -84,62 +40,6 @@ impl From<service::Error> for ApiError {
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, code, error.to_string())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            warn!(code = self.code.as_str(), status = self.status.as_u16(), "request failed");
-        }
-        (self.status, axum::Json(self.body())).into_response()
-    }
-}
-
-macro_rules! rejections {
-    ($($rejection:ty),*) => {$(
-        impl From<$rejection> for ApiError {
-            fn from(rejection: $rejection) -> Self {
-                Self::rejected(rejection.status(), rejection.body_text())
-            }
-        }
-    )*};
-}
-rejections!(JsonRejection, QueryRejection, PathRejection);
-
-/// A JSON request body; refusals are [`ApiError`]s.
-pub struct Body<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let axum::Json(value) = axum::Json::<T>::from_request(request, state).await?;
-        Ok(Self(value))
-    }
-}
-
-/// Query parameters; refusals are [`ApiError`]s.
-pub struct Params<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Query(value) = axum::extract::Query::<T>::from_request_parts(parts, state).await?;
-        Ok(Self(value))
-    }
-}
-
-/// One path segment (a record id or prefix); refusals are [`ApiError`]s.
-pub struct Segment(pub String);
-
-impl<S: Send + Sync> FromRequestParts<S> for Segment {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let axum::extract::Path(value) = axum::extract::Path::<String>::from_request_parts(parts, state).await?;
-        Ok(Self(value))
     }
 }
 
@@ -167,7 +67,7 @@ pub async fn guard(State(shared): State<Arc<Shared>>, mut request: Request, next
     let span = info_span!("request", %correlation, method = %request.method(), path = %request.uri().path());
     async move {
         if let Err(refusal) = check(shared.address, &shared.token, request.headers()) {
-            warn!(code = refusal.code.as_str(), "refused");
+            warn!(code = refusal.code().as_str(), "refused");
             return refusal.into_response();
         }
         request.extensions_mut().insert(Correlation(correlation));
@@ -221,9 +121,9 @@ pub fn new_token() -> anyhow::Result<String> {
 
 /// Any route the API does not have.
 pub async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, ErrorCode::ApiNotFound, "no such route")
+    adiuva_http_api::no_route(ErrorCode::ApiNotFound)
 }
 
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, ErrorCode::ApiNotFound, "this route does not take that method")
+    adiuva_http_api::method_not_allowed(ErrorCode::ApiNotFound)
 }

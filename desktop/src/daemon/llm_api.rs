@@ -16,7 +16,7 @@ use tracing::Instrument;
 use utoipa::ToSchema;
 
 use super::Shared;
-use super::guard::{ApiError, Body, Correlation, ErrorBody, ErrorDetail, Segment};
+use super::guard::{ApiError, Body, Correlation, ErrorBody, ErrorDetail, Segments};
 use crate::llm::{self, AskRequest, NewProvider, ProviderInfo, ProviderList, TestReport, UsageReport};
 use crate::service::Service;
 
@@ -50,7 +50,7 @@ pub async fn list_providers(
 pub async fn remove_provider(
     State(shared): SharedState,
     correlation: Correlation,
-    Segment(name): Segment,
+    Segments(name): Segments<String>,
 ) -> Result<Json<ProviderList>, ApiError> {
     Ok(Json(shared.call(correlation, move |service| service.llm_remove(&name)).await?))
 }
@@ -80,7 +80,7 @@ pub async fn set_chain(
 pub async fn test_provider(
     State(shared): SharedState,
     correlation: Correlation,
-    Segment(name): Segment,
+    Segments(name): Segments<String>,
 ) -> Result<Json<TestReport>, ApiError> {
     let only = name.clone();
     let prepared =
@@ -97,7 +97,7 @@ pub async fn test_provider(
 pub async fn provider_models(
     State(shared): SharedState,
     correlation: Correlation,
-    Segment(name): Segment,
+    Segments(name): Segments<String>,
 ) -> Result<Json<Vec<String>>, ApiError> {
     let only = name.clone();
     let prepared =
