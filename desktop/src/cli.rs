@@ -21,6 +21,7 @@ use crate::import::ImportProgress;
 use crate::llm::AskRequest;
 use crate::llm::commands::{self as llm_commands, LlmCommand};
 use crate::output;
+use crate::search::{self, IndexCommand, SearchMode, SearchRequest, SearchSlot};
 use crate::service::{DeviceRename, Local, LogQuery, NewNote, NewTask, Service, TaskPatch, TaskQuery};
 use crate::unlock::{self, KeyStore};
 
@@ -123,6 +124,25 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Find records (notes, tasks, calendar events, memory) by words and by meaning.
+    Search {
+        query: String,
+        #[arg(long, value_enum, default_value_t = SearchMode::Hybrid)]
+        mode: SearchMode,
+        /// Only this collection (notes, tasks, calendar, memory).
+        #[arg(long)]
+        collection: Option<String>,
+        /// Only records with this tag.
+        #[arg(long)]
+        tag: Option<String>,
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The search index: derived from the log, rebuilt at will.
+    #[command(subcommand)]
+    Index(IndexCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -330,7 +350,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     Ok(mut workspace) => {
                         // This process holds the lock: an address file left here is stale.
                         DaemonFile::remove_stale(&dir);
-                        return execute(&mut Local { workspace: &mut workspace, correlation }, command);
+                        let search = &mut SearchSlot::default();
+                        return execute(&mut Local { workspace: &mut workspace, correlation, search }, command);
                     }
                     // A daemon starting or stopping holds the lock without answering yet.
                     Err(adiuva_engine::Error::WorkspaceLocked { .. }) if Instant::now() < deadline => {
@@ -369,6 +390,10 @@ fn execute(service: &mut dyn Service, command: Command) -> anyhow::Result<()> {
         Command::Ask { prompt, provider, stream, json } => {
             llm_commands::ask(service, AskRequest { prompt, provider, stream }, json)
         }
+        Command::Search { query, mode, collection, tag, limit, json } => {
+            search::search(service, SearchRequest { q: query, mode, collection, tag, limit: Some(limit) }, json)
+        }
+        Command::Index(command) => search::index(service, command),
     }
 }
 

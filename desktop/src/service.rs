@@ -18,6 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::import::{self, ImportProgress, ImportReport};
 use crate::llm::{self, AskRequest, NewProvider, ProviderInfo, ProviderList, TestReport, UsageReport};
+use crate::search::{IndexProgress, IndexReport, SearchAnswer, SearchRequest, SearchSlot};
 
 /// A failure with its stable code: from the engine, from checking a request, or reported by a
 /// daemon (which carries the code and message its own failure had).
@@ -35,6 +36,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Llm(#[from] adiuva_llm::LlmError),
+    #[error(transparent)]
+    Search(#[from] adiuva_search::SearchError),
     #[error("{message}")]
     Reported { code: ErrorCode, message: String },
 }
@@ -46,6 +49,7 @@ impl Error {
             Error::Invalid { .. } => ErrorCode::InputInvalid,
             Error::Partial { source, .. } => source.code(),
             Error::Llm(error) => error.code(),
+            Error::Search(error) => error.code(),
             Error::Reported { code, .. } => *code,
         }
     }
@@ -226,12 +230,19 @@ pub trait Service {
         request: AskRequest,
         on_event: &mut (dyn FnMut(&adiuva_llm::StreamEvent) + Send),
     ) -> Result<adiuva_llm::Completion>;
+    /// Searches every record by words and meaning.
+    fn search(&mut self, request: SearchRequest) -> Result<SearchAnswer>;
+    /// Builds the search index again from the log, reporting progress.
+    fn index_rebuild(&mut self, progress: &mut dyn FnMut(IndexProgress)) -> Result<IndexReport>;
+    fn index_status(&mut self) -> Result<IndexReport>;
 }
 
 /// The service run on an open workspace, every event carrying `correlation`.
 pub struct Local<'a> {
     pub workspace: &'a mut Workspace,
     pub correlation: Ulid,
+    /// The process's search index (the daemon's lives as long as it does).
+    pub search: &'a mut SearchSlot,
 }
 
 pub fn draft(kind: &'static str, correlation: Ulid) -> EventDraft {
@@ -399,6 +410,18 @@ impl Service for Local<'_> {
         on_event: &mut (dyn FnMut(&adiuva_llm::StreamEvent) + Send),
     ) -> Result<adiuva_llm::Completion> {
         llm::ask(self.workspace, self.correlation, request, on_event)
+    }
+
+    fn search(&mut self, request: SearchRequest) -> Result<SearchAnswer> {
+        self.search.search(self.workspace, request)
+    }
+
+    fn index_rebuild(&mut self, progress: &mut dyn FnMut(IndexProgress)) -> Result<IndexReport> {
+        self.search.rebuild(self.workspace, progress)
+    }
+
+    fn index_status(&mut self) -> Result<IndexReport> {
+        self.search.status(self.workspace)
     }
 }
 

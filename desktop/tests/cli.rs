@@ -430,3 +430,61 @@ fn devices_are_listed_renamed_and_removed_with_a_key_rotation() {
     let missing = adiuva(ws, &["device", "rename", "ffffffff", "x"]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("error[device.not_found]"));
 }
+
+/// `search` finds by words and by meaning at once after each write, filters by collection and
+/// tag, and answers in JSON; `index rebuild` embeds nothing that did not change; without the
+/// model a search goes by words and says so, and a search by meaning fails with its code.
+#[test]
+fn search_finds_records_by_words_and_meaning_and_index_rebuilds() {
+    let dir = new_workspace();
+    let ws = dir.path();
+    let passport =
+        ok(ws, &["note", "add", "Passport", "--body", "Renew it before the trip to Lisbon.", "--tag", "travel"]);
+    let passport = passport.trim();
+    let bread = ok(ws, &["task", "add", "Bake sourdough", "--description", "Feed the rye starter first"]);
+    let bread = bread.trim();
+    let hits = json(ws, &["search", "passport", "--json"]);
+    assert_eq!(hits[0]["id"], passport);
+    assert_eq!(hits[0]["collection"], "notes");
+    assert_eq!(hits[0]["title"], "Passport");
+    assert!(
+        hits[0]["snippet"].as_str().unwrap().contains("**Passport**")
+            || hits[0]["snippet"].as_str().unwrap().contains("**passport**")
+    );
+    let hits = json(ws, &["search", "travel documents for going abroad", "--mode", "vector", "--json"]);
+    assert_eq!(hits[0]["id"], passport);
+    let hits = json(ws, &["search", "bread", "--collection", "tasks", "--json"]);
+    assert_eq!(hits.as_array().unwrap().iter().map(|h| h["id"].as_str().unwrap()).collect::<Vec<_>>(), [bread]);
+    assert_eq!(json(ws, &["search", "passport", "--tag", "kitchen", "--json"]), serde_json::json!([]));
+    let table = ok(ws, &["search", "rye"]);
+    assert!(table.contains("Bake sourdough") && table.contains("**rye**"), "{table}");
+
+    // Deleted: gone from the very next search.
+    ok(ws, &["task", "rm", bread]);
+    assert!(!ok(ws, &["search", "sourdough", "--json"]).contains(bread));
+
+    let rebuilt = ok(ws, &["index", "rebuild"]);
+    assert!(rebuilt.contains("indexed 1 records") && rebuilt.contains("0 chunks embedded"), "{rebuilt}");
+    let status = json(ws, &["index", "status", "--json"]);
+    assert_eq!((status["records"].as_u64(), status["vectors"].as_u64()), (Some(1), Some(1)));
+
+    // Bad input, and no model.
+    for (args, code) in [
+        (vec!["search", "   "], "input.invalid"),
+        (vec!["search", "x", "--collection", "nothing"], "input.invalid"),
+        (vec!["search", "x", "--limit", "0"], "input.invalid"),
+    ] {
+        let output = adiuva(ws, &args);
+        assert!(String::from_utf8_lossy(&output.stderr).starts_with(&format!("error[{code}]")), "{args:?}");
+    }
+    let no_model =
+        command(ws, &["search", "passport", "--json"]).env("ADIUVA_EMBEDDING_MODEL", ws.join("none")).output().unwrap();
+    assert!(no_model.status.success());
+    assert!(String::from_utf8_lossy(&no_model.stderr).contains("searched by words only"));
+    assert!(String::from_utf8_lossy(&no_model.stdout).contains(passport));
+    let no_model = command(ws, &["search", "passport", "--mode", "vector"])
+        .env("ADIUVA_EMBEDDING_MODEL", ws.join("none"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&no_model.stderr).starts_with("error[search.model_missing]"));
+}

@@ -184,6 +184,8 @@ fn every_command_prints_the_same_through_the_daemon_as_without() {
     let file = ws.join("import.jsonl");
     std::fs::write(&file, "{\"type\":\"task\",\"title\":\"Imported\",\"tags\":[\"bulk\"]}\n").unwrap();
     ok(ws, &["import", file.to_str().unwrap()]);
+    // The search index stored once, so no run below reports building it.
+    ok(ws, &["index", "rebuild"]);
 
     let reads: Vec<Vec<&str>> = vec![
         vec!["task", "list"],
@@ -200,6 +202,10 @@ fn every_command_prints_the_same_through_the_daemon_as_without() {
         vec!["log", "--task", &first],
         vec!["status"],
         vec!["status", "--json"],
+        vec!["search", "passport"],
+        vec!["search", "groceries milk", "--json"],
+        vec!["search", "plants", "--mode", "text", "--tag", "home", "--json"],
+        vec!["index", "status", "--json"],
         // Failures: the same code, message and exit status.
         vec!["task", "done", "ZZZZ"],
         vec!["task", "show", "0"],
@@ -208,6 +214,7 @@ fn every_command_prints_the_same_through_the_daemon_as_without() {
         vec!["log", "--task", "nothing-like-it"],
         vec!["init"],
         vec!["import", "/nonexistent/file.jsonl"],
+        vec!["search", " "],
     ];
     let direct: Vec<_> = reads.iter().map(|args| observed(ws, args)).collect();
     let started = ok(ws, &["daemon", "start"]);
@@ -229,7 +236,10 @@ fn every_command_prints_the_same_through_the_daemon_as_without() {
         .map(|e| e["envelope"]["kind"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(kinds, ["task.created", "task.updated", "task.completed"]);
+    // Every write is in the very next search through the daemon, and a deletion is gone from it.
+    assert!(ok(ws, &["search", "through the daemon", "--json"]).contains(&id));
     assert_eq!(ok(ws, &["task", "rm", &id]), format!("deleted {id}\n"));
+    assert!(!ok(ws, &["search", "through the daemon", "--json"]).contains(&id));
     let note_file = ws.join("note.md");
     std::fs::write(&note_file, "# From a file\n").unwrap();
     assert_eq!(ok(ws, &["note", "add", "Filed", "--file", note_file.to_str().unwrap()]).trim().len(), 26);
@@ -448,6 +458,9 @@ fn the_openapi_document_validates_and_every_route_answers_as_documented() {
         (("get", "/v1/llm/providers/{name}/models"), ("/v1/llm/providers/local/models", vec![])),
         (("get", "/v1/llm/usage"), ("/v1/llm/usage", vec![])),
         (("post", "/v1/ask"), ("/v1/ask", br#"{"prompt":"Say hi","stream":true}"#.to_vec())),
+        (("get", "/v1/search"), ("/v1/search?q=Documented&mode=text&collection=tasks&limit=5", vec![])),
+        (("get", "/v1/index"), ("/v1/index", vec![])),
+        (("post", "/v1/index/rebuild"), ("/v1/index/rebuild", vec![])),
     ]);
     let mut documented = BTreeSet::new();
     for (path, operations) in document["paths"].as_object().unwrap() {

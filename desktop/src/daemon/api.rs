@@ -24,6 +24,7 @@ use utoipa_axum::routes;
 use super::guard::{self, ApiError, Body, Correlation, ErrorBody, Params, Segments};
 use super::{Shared, events, llm_api, resident_bytes};
 use crate::import::{self, ImportProgress, ImportReport};
+use crate::search::{IndexProgress, IndexReport, SearchAnswer, SearchRequest};
 use crate::service::{
     self, DeviceRef, DeviceRemoval, DeviceRename, Local, LogQuery, NewNote, NewTask, RecordRef, Service, TaskDetail,
     TaskPatch, TaskQuery,
@@ -66,6 +67,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .routes(routes!(llm_api::provider_models))
         .routes(routes!(llm_api::usage))
         .routes(routes!(llm_api::ask))
+        .routes(routes!(search))
+        .routes(routes!(index_status))
+        .routes(routes!(index_rebuild))
         .routes(routes!(events::follow))
         .routes(routes!(daemon_status))
         .routes(routes!(stop))
@@ -93,7 +97,8 @@ impl Shared {
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
             let mut workspace = shared.workspace();
-            operation(&mut Local { workspace: &mut workspace, correlation: correlation.0 })
+            let mut search = shared.search();
+            operation(&mut Local { workspace: &mut workspace, correlation: correlation.0, search: &mut search })
         })
         .await
         .map_err(|e| ApiError::internal(format!("the operation did not finish: {e}")))?
@@ -335,6 +340,60 @@ async fn run_import(
         answer.poll_recv(context).map(|line| line.map(Ok::<_, std::convert::Infallible>))
     });
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], axum::body::Body::from_stream(stream)).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/search", tag = "search", params(SearchRequest),
+    responses((status = 200, description = "The records found, best first, and notices about the index", body = SearchAnswer),
+              (status = 400, description = "Invalid query", body = ErrorBody)))]
+async fn search(
+    State(shared): SharedState,
+    correlation: Correlation,
+    Params(request): Params<SearchRequest>,
+) -> Result<Json<SearchAnswer>, ApiError> {
+    Ok(Json(shared.call(correlation, move |service| service.search(request)).await?))
+}
+
+#[utoipa::path(get, path = "/v1/index", tag = "search",
+    responses((status = 200, description = "What the search index holds", body = IndexReport)))]
+async fn index_status(State(shared): SharedState, correlation: Correlation) -> Result<Json<IndexReport>, ApiError> {
+    Ok(Json(shared.call(correlation, |service| service.index_status()).await?))
+}
+
+/// One line of a rebuild's answer.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IndexLine {
+    Progress(IndexProgress),
+    Done(IndexReport),
+    Error(guard::ErrorDetail),
+}
+
+#[utoipa::path(post, path = "/v1/index/rebuild", tag = "search",
+    responses((status = 200, content_type = "application/x-ndjson", body = IndexLine,
+               description = "Progress lines while the index is built, then one `done` (or `error`) line")))]
+async fn index_rebuild(State(shared): SharedState, correlation: Correlation) -> Response {
+    let (lines, mut answer) = mpsc::channel::<Bytes>(16);
+    let span = Span::current();
+    tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
+        let send = |line: IndexLine| {
+            let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+            bytes.push(b'\n');
+            let _ = lines.blocking_send(Bytes::from(bytes));
+        };
+        let mut workspace = shared.workspace();
+        let mut search = shared.search();
+        let mut local = Local { workspace: &mut workspace, correlation: correlation.0, search: &mut search };
+        let outcome = local.index_rebuild(&mut |progress| send(IndexLine::Progress(progress)));
+        send(match outcome {
+            Ok(report) => IndexLine::Done(report),
+            Err(error) => IndexLine::Error(ApiError::from(error).body().error),
+        });
+    });
+    let stream = futures_util::stream::poll_fn(move |context| {
+        answer.poll_recv(context).map(|line| line.map(Ok::<_, std::convert::Infallible>))
+    });
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], axum::body::Body::from_stream(stream)).into_response()
 }
 
 /// What `adiuva daemon status` shows.

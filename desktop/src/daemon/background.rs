@@ -1,5 +1,5 @@
-//! Background work: one registry, so whatever must run beside the API (compaction now; sync,
-//! peers, indexing and plugins as they land) is started and stopped in one place. Each job
+//! Background work: one registry, so whatever must run beside the API (compaction and the
+//! search index now; sync, peers and plugins as they land) is started and stopped in one place. Each job
 //! runs on a blocking thread, never while the daemon is stopping, and `stop` waits for it.
 
 use std::sync::Arc;
@@ -15,6 +15,10 @@ use super::Shared;
 /// document once its tail is long; this folds the short tails an idle daemon leaves, so the
 /// next process to open the workspace replays nothing.
 const COMPACT_EVERY: Duration = Duration::from_secs(300);
+
+/// How often the search index takes in what was committed or imported since it last looked, so
+/// new text is embedded off the search path (a search catches up first anyway).
+const INDEX_EVERY: Duration = Duration::from_secs(2);
 
 pub struct Registry {
     stopping: watch::Receiver<bool>,
@@ -60,10 +64,17 @@ impl Registry {
 
 /// The daemon's background jobs.
 pub fn register_all(registry: &mut Registry, shared: &Arc<Shared>) {
-    let shared = shared.clone();
+    let compacting = shared.clone();
     registry.every("compaction", COMPACT_EVERY, move || {
-        if let Err(error) = shared.workspace().compact_loaded() {
+        if let Err(error) = compacting.workspace().compact_loaded() {
             warn!(%error, "compaction failed; will retry");
+        }
+    });
+    let indexing = shared.clone();
+    registry.every("search-index", INDEX_EVERY, move || {
+        let mut workspace = indexing.workspace();
+        if let Err(error) = indexing.search().current(&mut workspace) {
+            warn!(%error, "indexing failed; will retry");
         }
     });
 }

@@ -15,11 +15,12 @@ use serde::de::DeserializeOwned;
 use ulid::Ulid;
 
 use super::DaemonFile;
-use super::api::{DaemonStatus, ImportLine};
+use super::api::{DaemonStatus, ImportLine, IndexLine};
 use super::guard::{CORRELATION_HEADER, ErrorBody};
 use super::llm_api::{AskLine, Chain};
 use crate::import::{ImportProgress, ImportReport};
 use crate::llm::{AskRequest, NewProvider, ProviderInfo, ProviderList, TestReport, UsageReport};
+use crate::search::{IndexProgress, IndexReport, SearchAnswer, SearchRequest};
 use crate::service::{
     DeviceRef, DeviceRemoval, DeviceRename, Error, LogQuery, NewNote, NewTask, RecordRef, Result, Service, TaskDetail,
     TaskPatch, TaskQuery,
@@ -286,5 +287,32 @@ impl Service for Remote {
             }
         }
         Err(unreachable_daemon("the answer ended early".into()))
+    }
+
+    fn search(&mut self, request: SearchRequest) -> Result<SearchAnswer> {
+        self.get("/v1/search", &request)
+    }
+
+    fn index_rebuild(&mut self, progress: &mut dyn FnMut(IndexProgress)) -> Result<IndexReport> {
+        let response = self.post("/v1/index/rebuild").send_empty().map_err(|e| unreachable_daemon(e.to_string()))?;
+        if !response.status().is_success() {
+            return answer(Ok(response));
+        }
+        let reader = std::io::BufReader::new(response.into_body().into_reader());
+        for line in reader.lines() {
+            let line = line.map_err(|e| unreachable_daemon(e.to_string()))?;
+            match serde_json::from_str(&line).map_err(|e| unreachable_daemon(format!("unexpected answer: {e}")))? {
+                IndexLine::Progress(step) => progress(step),
+                IndexLine::Done(report) => return Ok(report),
+                IndexLine::Error(detail) => {
+                    return Err(Error::Reported { code: detail.code, message: detail.message });
+                }
+            }
+        }
+        Err(unreachable_daemon("the rebuild's answer ended early".into()))
+    }
+
+    fn index_status(&mut self) -> Result<IndexReport> {
+        self.get("/v1/index", &())
     }
 }

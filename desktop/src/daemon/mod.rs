@@ -31,6 +31,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 use tracing::{info, warn};
 
+use crate::search::SearchSlot;
+
 /// The file a running daemon announces itself in, inside the workspace directory.
 const DAEMON_FILE: &str = "daemon.json";
 
@@ -83,6 +85,9 @@ impl DaemonFile {
 /// What every request handler shares.
 pub struct Shared {
     workspace: Mutex<Workspace>,
+    /// The search index, kept current by the background job and before every search. Taken
+    /// after the workspace, never before.
+    search: Mutex<SearchSlot>,
     /// Every durable commit group, as the engine reports it.
     committed: broadcast::Sender<Arc<[FollowedEvent]>>,
     /// The address clients must name in `Host` (and `Origin`, if they send one).
@@ -102,6 +107,11 @@ impl Shared {
     /// touched, so later requests go on.
     fn workspace(&self) -> MutexGuard<'_, Workspace> {
         self.workspace.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The search index; take the workspace first.
+    fn search(&self) -> MutexGuard<'_, SearchSlot> {
+        self.search.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -125,6 +135,7 @@ async fn serve(dir: &Path, mut workspace: Workspace) -> anyhow::Result<()> {
     let (stop, stopping) = watch::channel(false);
     let shared = Arc::new(Shared {
         workspace: Mutex::new(workspace),
+        search: Mutex::new(SearchSlot::default()),
         committed,
         address,
         token: guard::new_token()?,
