@@ -21,6 +21,7 @@ use crate::import::ImportProgress;
 use crate::llm::AskRequest;
 use crate::llm::commands::{self as llm_commands, LlmCommand};
 use crate::output;
+use crate::relay::{self, AccountCommand, RestoreArgs};
 use crate::search::{self, IndexCommand, SearchMode, SearchRequest, SearchSlot};
 use crate::service::{DeviceRename, Local, LogQuery, NewNote, NewTask, Service, TaskPatch, TaskQuery};
 use crate::unlock::{self, KeyStore};
@@ -111,6 +112,14 @@ pub enum Command {
     /// Language model providers: cloud ones with this device's keys, Ollama, a local model.
     #[command(subcommand)]
     Llm(LlmCommand),
+    /// The relay account this device syncs through.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Sync once with the relay: push what it lacks, pull what is new. Offline is reported, not
+    /// an error: what waits goes out at the next sync.
+    Sync,
+    /// Restore a workspace from the relay into an empty directory (--workspace), as a new device.
+    Restore(RestoreArgs),
     /// Ask the language models (the fallback chain, or one provider).
     Ask {
         prompt: String,
@@ -327,13 +336,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Recovery(RecoveryCommand::Phrase) => {
-            let phrase = Workspace::open(&dir, unlock::passphrase)?.create_recovery()?;
+            let mut workspace = Workspace::open(&dir, unlock::passphrase)?;
+            let phrase = workspace.create_recovery()?;
             println!("{}", phrase.as_str());
             eprintln!(
-                "Write these 12 words down and keep them offline: with your account they restore this workspace on a new machine."
+                "Write these 12 words down and keep them offline, with the workspace id {}: with your account they restore this workspace on a new machine.",
+                workspace.workspace_id()
             );
+            // The relay keeps the key wrapped under the phrase: a restore needs it.
+            if adiuva_sync::Account::load(&workspace)?.is_some() {
+                relay::sync_open(&mut workspace)?;
+            }
             Ok(())
         }
+        Command::Account(command) => relay::account(&dir, command),
+        Command::Sync => relay::sync(&dir),
+        Command::Restore(args) => relay::restore(&dir, args),
         Command::ResetWitness => {
             Workspace::open_resetting_witness(&dir, unlock::passphrase)?;
             println!("recorded a new witness: the store is trusted as it is");
@@ -351,7 +369,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         // This process holds the lock: an address file left here is stale.
                         DaemonFile::remove_stale(&dir);
                         let search = &mut SearchSlot::default();
-                        return execute(&mut Local { workspace: &mut workspace, correlation, search }, command);
+                        let removal = matches!(command, Command::Device(DeviceCommand::Remove { .. }));
+                        execute(&mut Local { workspace: &mut workspace, correlation, search }, command)?;
+                        // The relay revokes a removed device, and keeps the new epoch's envelopes
+                        // for the devices that are away, as soon as it can.
+                        if removal && adiuva_sync::Account::load(&workspace)?.is_some() {
+                            relay::sync_open(&mut workspace)?;
+                        }
+                        return Ok(());
                     }
                     // A daemon starting or stopping holds the lock without answering yet.
                     Err(adiuva_engine::Error::WorkspaceLocked { .. }) if Instant::now() < deadline => {
@@ -372,6 +397,9 @@ fn execute(service: &mut dyn Service, command: Command) -> anyhow::Result<()> {
         | Command::Daemon(_)
         | Command::ResetWitness
         | Command::Recovery(_)
+        | Command::Account(_)
+        | Command::Sync
+        | Command::Restore(_)
         | Command::Upgrade => Ok(()),
         Command::Device(command) => device(service, command),
         Command::Task(command) => task(service, command),
@@ -379,7 +407,7 @@ fn execute(service: &mut dyn Service, command: Command) -> anyhow::Result<()> {
         Command::Log { json, kind, actor, task, limit } => {
             output::events(&service.log(LogQuery { kind, actor, task, limit })?, json)
         }
-        Command::Status { json } => output::status(&service.status()?, json),
+        Command::Status { json } => output::status(&service.status()?, service.sync_status()?.as_ref(), json),
         Command::Import { file } => import(service, &file),
         Command::Compact => {
             service.compact()?;

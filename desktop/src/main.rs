@@ -10,6 +10,7 @@ mod daemon;
 mod import;
 mod llm;
 mod output;
+mod relay;
 mod search;
 mod service;
 mod unlock;

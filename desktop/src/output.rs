@@ -3,6 +3,7 @@
 
 use std::io::{BufWriter, StdoutLock, Write};
 
+use crate::service::SyncStatus;
 use adiuva_engine::{FieldConflict, LoggedEvent, WorkspaceStatus};
 use adiuva_model::record::{Note, Task};
 use serde::Serialize;
@@ -151,9 +152,13 @@ pub fn events(events: &[LoggedEvent], as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn status(status: &WorkspaceStatus, as_json: bool) -> anyhow::Result<()> {
+pub fn status(status: &WorkspaceStatus, sync: Option<&SyncStatus>, as_json: bool) -> anyhow::Result<()> {
     if as_json {
-        return json(status);
+        let mut value = serde_json::to_value(status)?;
+        if let Some(object) = value.as_object_mut() {
+            object.insert("sync".into(), serde_json::to_value(sync)?);
+        }
+        return json(&value);
     }
     let mut out = stdout();
     writeln!(out, "workspace  {}", status.workspace_id)?;
@@ -162,6 +167,14 @@ pub fn status(status: &WorkspaceStatus, as_json: bool) -> anyhow::Result<()> {
     writeln!(out, "key epoch  {}", status.key_epoch)?;
     writeln!(out, "storage    {} bytes", status.storage_bytes)?;
     writeln!(out, "pending    {} received changes waiting for changes they depend on", status.pending_changes)?;
+    match sync {
+        Some(sync) => {
+            let last = sync.last_sync.map_or("never".to_owned(), |time| time.to_rfc3339());
+            writeln!(out, "relay      {} as {}; last sync {last}", sync.server, sync.email)?;
+            writeln!(out, "outbox     {} events wait to go out", sync.waiting)?;
+        }
+        None => writeln!(out, "relay      none (`adiuva account login` to sync through one)")?,
+    }
     writeln!(out, "{:<20}  {:>8}  {:>8}  {:>6}  SNAPSHOT", "DOCUMENT", "RECORDS", "EVENTS", "TAIL")?;
     for document in &status.documents {
         match &document.error {

@@ -190,6 +190,20 @@ pub struct DeviceRemoval {
     pub epoch: u32,
 }
 
+/// This device's sync with its relay, as `status` shows it (no network involved).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct SyncStatus {
+    /// The relay's address.
+    pub server: String,
+    pub email: String,
+    /// The last number of the relay's sequence imported.
+    pub cursor: u64,
+    /// When a sync last completed.
+    pub last_sync: Option<chrono::DateTime<Utc>>,
+    /// This device's events the relay has not acknowledged yet.
+    pub waiting: u64,
+}
+
 /// Everything the command line can ask of a workspace.
 pub trait Service {
     fn add_task(&mut self, new: NewTask) -> Result<Task>;
@@ -202,6 +216,8 @@ pub trait Service {
     fn list_notes(&mut self) -> Result<Vec<Note>>;
     fn log(&mut self, query: LogQuery) -> Result<Vec<LoggedEvent>>;
     fn status(&mut self) -> Result<WorkspaceStatus>;
+    /// The relay sync's state, if this device has an account.
+    fn sync_status(&mut self) -> Result<Option<SyncStatus>>;
     /// Imports JSON Lines `content` (named `source` in error messages), reporting progress.
     fn import(
         &mut self,
@@ -345,6 +361,23 @@ impl Service for Local<'_> {
 
     fn status(&mut self) -> Result<WorkspaceStatus> {
         Ok(self.workspace.status()?)
+    }
+
+    fn sync_status(&mut self) -> Result<Option<SyncStatus>> {
+        let account = adiuva_sync::Account::load(self.workspace).map_err(|error| match error {
+            adiuva_sync::SyncError::Engine(engine) => Error::Engine(engine),
+            other => Error::Reported { code: other.code(), message: other.to_string() },
+        })?;
+        let Some(account) = account else { return Ok(None) };
+        let state = self.workspace.relay_state(&account.server)?;
+        let waiting = self.workspace.relay_waiting(&account.server)?;
+        Ok(Some(SyncStatus {
+            server: account.server,
+            email: account.email,
+            cursor: state.cursor,
+            last_sync: state.last_sync,
+            waiting,
+        }))
     }
 
     fn import(

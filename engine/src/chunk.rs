@@ -119,6 +119,10 @@ pub enum BlobKind {
     Recovery = 9,
     /// A setting of this device only, e.g. its language model providers (local only).
     DeviceSetting = 10,
+    /// What this device knows of a relay: its cursor, what it acknowledged (local only).
+    RelayState = 11,
+    /// A sealed relay unit made and not yet acknowledged by the relay (local only).
+    RelayOutbox = 12,
 }
 
 impl BlobKind {
@@ -134,6 +138,8 @@ impl BlobKind {
             8 => Some(BlobKind::Invite),
             9 => Some(BlobKind::Recovery),
             10 => Some(BlobKind::DeviceSetting),
+            11 => Some(BlobKind::RelayState),
+            12 => Some(BlobKind::RelayOutbox),
             _ => None,
         }
     }

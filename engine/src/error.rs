@@ -123,6 +123,16 @@ pub enum Error {
     RecoveryWrongPhrase,
     #[error("the stored recovery key is not valid: {detail}")]
     RecoveryBlobMalformed { detail: String },
+    #[error("relay unit {unit} belongs to workspace {found}, not this one ({expected})")]
+    UnitForeign { unit: String, expected: String, found: String },
+    #[error("relay unit {unit} failed authentication: it was altered, or sealed without the workspace key")]
+    UnitCorrupt { unit: String },
+    #[error("relay unit {unit} is not a valid unit: {detail}")]
+    UnitMalformed { unit: String, detail: String },
+    #[error("relay unit {unit} is sealed under key epoch {epoch}, which this device does not hold")]
+    UnitEpochUnknown { unit: String, epoch: u32 },
+    #[error("a change of document {document} is {bytes} bytes, more than a relay unit holds")]
+    UnitTooLarge { document: String, bytes: usize },
     /// Serializing something to store failed; nothing was written in its place.
     #[error("could not encode the {what}")]
     Encode { what: &'static str },
@@ -215,6 +225,11 @@ impl Error {
             Error::InviteExpired { .. } => ErrorCode::InviteExpired,
             Error::InviteUnknown { .. } => ErrorCode::InviteUnknown,
             Error::InviteUnauthentic { .. } => ErrorCode::InviteUnauthentic,
+            Error::UnitForeign { .. } => ErrorCode::SyncUnitForeign,
+            Error::UnitCorrupt { .. } => ErrorCode::SyncUnitCorrupt,
+            Error::UnitMalformed { .. } => ErrorCode::SyncUnitMalformed,
+            Error::UnitEpochUnknown { .. } => ErrorCode::UnknownEpoch,
+            Error::UnitTooLarge { .. } => ErrorCode::SyncUnitTooLarge,
             Error::RecoveryPhraseInvalid { .. } => ErrorCode::RecoveryPhraseInvalid,
             Error::RecoveryWrongPhrase => ErrorCode::RecoveryWrongPhrase,
             Error::RecoveryBlobMalformed { .. } => ErrorCode::RecoveryBlobMalformed,

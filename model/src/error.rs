@@ -121,6 +121,17 @@ error_codes! {
     RecoveryPhraseInvalid => "recovery.phrase_invalid", "A recovery phrase is not 12 valid BIP39 words.";
     RecoveryWrongPhrase => "recovery.wrong_phrase", "The recovery phrase does not open the wrapped recovery key.";
     RecoveryBlobMalformed => "recovery.blob_malformed", "A wrapped recovery key is truncated, altered in its header, or of a newer version.";
+    SyncOffline => "sync.offline", "The relay could not be reached; nothing is lost: what waits goes out at the next sync.";
+    SyncNotSignedIn => "sync.not_signed_in", "This device has no relay account; run `adiuva account login` (or `register`).";
+    SyncRelayError => "sync.relay_error", "The relay answered with an error this build does not know.";
+    SyncResponseMalformed => "sync.response_malformed", "The relay answered something that is not its documented format (cut short, or not JSON).";
+    SyncBlobCorrupt => "sync.blob_corrupt", "A blob the relay returned is not the blob asked for: its bytes do not hash to its id.";
+    SyncPageInvalid => "sync.page_invalid", "A page of the relay's changes lists numbers already pulled, out of order, or with a gap (replayed or altered).";
+    SyncPageTruncated => "sync.page_truncated", "A page of the relay's changes stops before the head it announces (cut short).";
+    SyncUnitForeign => "sync.unit_foreign", "A relay unit belongs to another workspace.";
+    SyncUnitCorrupt => "sync.unit_corrupt", "A relay unit failed authentication: altered, or sealed by someone without the workspace key.";
+    SyncUnitMalformed => "sync.unit_malformed", "A relay unit is not in the unit format (truncated, foreign bytes, or a newer version).";
+    SyncUnitTooLarge => "sync.unit_too_large", "A single change is larger than the relay accepts in one blob.";
     ReplayChangeNotFound => "replay.change_not_found", "The audited workspace holds no change with that hash.";
     ReplayChangeAmbiguous => "replay.change_ambiguous", "A change hash prefix matches more than one change.";
     ReplayOutputInsideWorkspace => "replay.output_inside_workspace", "The audit tool writes rebuilt data outside the workspace it audits.";

@@ -26,8 +26,8 @@ use super::{Shared, events, llm_api, resident_bytes};
 use crate::import::{self, ImportProgress, ImportReport};
 use crate::search::{IndexProgress, IndexReport, SearchAnswer, SearchRequest};
 use crate::service::{
-    self, DeviceRef, DeviceRemoval, DeviceRename, Local, LogQuery, NewNote, NewTask, RecordRef, Service, TaskDetail,
-    TaskPatch, TaskQuery,
+    self, DeviceRef, DeviceRemoval, DeviceRename, Local, LogQuery, NewNote, NewTask, RecordRef, Service, SyncStatus,
+    TaskDetail, TaskPatch, TaskQuery,
 };
 
 /// Request bodies above this are refused (413), except an import's.
@@ -56,6 +56,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .routes(routes!(add_note, list_notes))
         .routes(routes!(log))
         .routes(routes!(status))
+        .routes(routes!(sync_status))
         .routes(routes!(run_import))
         .routes(routes!(compact))
         .routes(routes!(list_devices))
@@ -214,6 +215,15 @@ async fn log(
     responses((status = 200, description = "Workspace id, device, counts and storage size", body = serde_json::Value)))]
 async fn status(State(shared): SharedState, correlation: Correlation) -> Result<Json<WorkspaceStatus>, ApiError> {
     Ok(Json(shared.call(correlation, |service| service.status()).await?))
+}
+
+#[utoipa::path(get, path = "/v1/sync", tag = "workspace",
+    responses((status = 200, description = "The relay sync's state (`null` without an account): relay, last sync, events waiting to go out", body = Option<SyncStatus>)))]
+async fn sync_status(
+    State(shared): SharedState,
+    correlation: Correlation,
+) -> Result<Json<Option<SyncStatus>>, ApiError> {
+    Ok(Json(shared.call(correlation, |service| service.sync_status()).await?))
 }
 
 #[utoipa::path(post, path = "/v1/compact", tag = "workspace",

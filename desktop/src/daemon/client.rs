@@ -22,8 +22,8 @@ use crate::import::{ImportProgress, ImportReport};
 use crate::llm::{AskRequest, NewProvider, ProviderInfo, ProviderList, TestReport, UsageReport};
 use crate::search::{IndexProgress, IndexReport, SearchAnswer, SearchRequest};
 use crate::service::{
-    DeviceRef, DeviceRemoval, DeviceRename, Error, LogQuery, NewNote, NewTask, RecordRef, Result, Service, TaskDetail,
-    TaskPatch, TaskQuery,
+    DeviceRef, DeviceRemoval, DeviceRename, Error, LogQuery, NewNote, NewTask, RecordRef, Result, Service, SyncStatus,
+    TaskDetail, TaskPatch, TaskQuery,
 };
 
 /// How long to wait for a daemon's port to accept: it is on this machine, so any answer is fast.
@@ -182,6 +182,10 @@ impl Service for Remote {
 
     fn status(&mut self) -> Result<WorkspaceStatus> {
         self.get("/v1/status", &())
+    }
+
+    fn sync_status(&mut self) -> Result<Option<SyncStatus>> {
+        self.get("/v1/sync", &())
     }
 
     fn import(

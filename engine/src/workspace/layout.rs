@@ -93,6 +93,25 @@ pub fn pending(document: &str, hash: &automerge::ChangeHash) -> Vec<u8> {
     [pending_prefix(document).as_slice(), &hash.0].concat()
 }
 
+/// What this device knows of a relay (`y/RELAY`, RELAY the hash of its address).
+pub fn relay_state(relay: &str) -> Vec<u8> {
+    [b"y/", relay_name(relay).as_bytes()].concat()
+}
+
+pub fn relay_outbox_prefix(relay: &str) -> Vec<u8> {
+    [b"o/", relay_name(relay).as_bytes(), b"\0"].concat()
+}
+
+/// The `index`th sealed unit waiting to be acknowledged by a relay (`o/RELAY\0N`).
+pub fn relay_outbox(relay: &str, index: u64) -> Vec<u8> {
+    numbered(&relay_outbox_prefix(relay), index)
+}
+
+/// A relay's address as a short, store-safe name.
+fn relay_name(relay: &str) -> String {
+    blake3::hash(relay.as_bytes()).to_hex()[..16].to_owned()
+}
+
 /// An open invitation: its secret and expiry (`i/INVITE`).
 pub fn invite(id: ulid::Ulid) -> Vec<u8> {
     [b"i/".as_slice(), &id.to_bytes()].concat()
@@ -156,6 +175,8 @@ pub fn describe(key: &[u8]) -> String {
         [b'v', b'/', rest @ ..] => format!("{} read view", String::from_utf8_lossy(rest)),
         [b'e', b'/', rest @ ..] => format!("{} event index", String::from_utf8_lossy(rest)),
         [b'l', b'/', rest @ ..] => format!("device setting {}", String::from_utf8_lossy(rest)),
+        [b'y', b'/', rest @ ..] => format!("relay state {}", String::from_utf8_lossy(rest)),
+        [b'o', b'/', rest @ ..] => numbered(rest, " relay outbox unit "),
         other => String::from_utf8_lossy(other).into_owned(),
     }
 }

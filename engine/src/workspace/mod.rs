@@ -17,6 +17,7 @@
 //! - `compaction`: folding a tail into a snapshot;
 //! - `query`: reads and status;
 //! - `sync`: heads, export and import of changes;
+//! - `relay`: sealed multi-document units for a relay and the sync state kept per relay;
 //! - `audit`: every stored part of the log checked and every fault kept (the audit tool's
 //!   `verify`, on a workspace opened with [`Workspace::open_read_only`]);
 //! - `upgrade`: bringing a workspace written by an older build to this build's layout and keys.
@@ -35,6 +36,7 @@ mod layout;
 mod log;
 mod query;
 mod recovery;
+mod relay;
 mod settings;
 #[cfg(test)]
 mod store_failures;
@@ -61,6 +63,7 @@ pub use devices::{DeviceInfo, Removal};
 pub use follow::{CommitObserver, Cursor, FollowedEvent};
 pub use invite::{JoinAcceptance, JoinRequest, PendingJoin, Ticket};
 pub use query::{DocumentStatus, EventFilter, LoggedEvent, WorkspaceStatus};
+pub use relay::{RelayState, UnitImport};
 pub use sync::Imported;
 pub use upgrade::Upgrade;
 

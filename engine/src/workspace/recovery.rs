@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use adiuva_model::{Actor, EventKind};
+use adiuva_model::{Actor, DeviceId, EventKind};
 use automerge::ActorId;
 use automerge::transaction::CommitOptions;
 use tracing::info;
@@ -51,6 +51,12 @@ impl Workspace {
     /// Every key epoch this device holds, wrapped under the recovery phrase's key (what the
     /// relay stores); `None` if no phrase was made on this device.
     pub fn wrapped_recovery_key(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.recovery_record()?.map(|(wrapped, _)| wrapped))
+    }
+
+    /// [`Self::wrapped_recovery_key`] with the recovery identity's public key: the verifier
+    /// the relay checks a restoring device's proof of the phrase against.
+    pub fn recovery_record(&self) -> Result<Option<(Vec<u8>, DeviceId)>> {
         let Some(sealed) = self.log.store.get(layout::RECOVERY)? else {
             return Ok(None);
         };
@@ -61,7 +67,7 @@ impl Workspace {
             SecretKey::from_slice(secret).ok_or_else(bad)?,
             salt.try_into().map_err(|_| bad())?,
         );
-        Ok(Some(keys.wrap(self.workspace_id(), self.log.keyring.workspace_keys())?))
+        Ok(Some((keys.wrap(self.workspace_id(), self.log.keyring.workspace_keys())?, keys.identity.device_id())))
     }
 
     /// Restores a workspace into `dir` (empty or missing) from its recovery phrase, the wrapped
@@ -89,13 +95,61 @@ impl Workspace {
         let unlocked = keystore::create_for(unwrapped.workspace_id, protection, identity, unwrapped.epochs)?;
         let (mut workspace, batch) = Workspace::create_empty(dir, unwrapped.workspace_id, unlocked)?;
         workspace.import_into(ROOT_DOCUMENT, &root, batch)?;
-        let me = workspace.device_id();
-        let box_key = workspace.log.identity.box_public_key();
-        let sealed = workspace.seal_all_epochs(&box_key)?;
-        let operation = Operation::AddDevice { device: me, name, box_key: adiuva_model::hex::encode(&box_key), sealed };
-        workspace.commit_root_as(&unwrapped.keys.identity, "device.added", operation)?;
-        info!(workspace = %unwrapped.workspace_id, device = %me.short(), "restored as a new device");
+        workspace.add_restored_device(&unwrapped.keys.identity, name)?;
         Ok(workspace)
+    }
+
+    /// Restores a workspace into `dir` (empty or missing) from a relay: `unwrapped` is the
+    /// relay's wrapped recovery key opened with the phrase, `units` every unit of the relay's
+    /// sequence with its number, in order. The machine becomes a new device with `identity`
+    /// (the one it signed in to the relay as: new keys, a new Automerge actor), added by the
+    /// recovery identity. Every unit is opened and checked (workspace, epoch, authentication,
+    /// signature) before anything is written, so a foreign or altered unit leaves `dir` empty;
+    /// then they import in order through [`Self::open_unit`], which records the relay's cursor.
+    pub fn restore_from_units(
+        dir: &Path,
+        protection: KeyProtection,
+        identity: DeviceIdentity,
+        unwrapped: recovery::Unwrapped,
+        relay: &str,
+        units: &[(u64, Vec<u8>)],
+        name: &str,
+    ) -> Result<Workspace> {
+        let name = device_name(name)?;
+        let workspace_id = unwrapped.workspace_id.to_bytes();
+        let keys = super::relay::bundle_keys(&unwrapped.epochs);
+        let mut root_parts = Vec::new();
+        for (seq, bytes) in units {
+            let opened = super::relay::open_unit_bytes(&format!("#{seq}"), &workspace_id, &keys, bytes)?;
+            root_parts.extend(opened.parts.into_iter().filter(|(document, _)| document == ROOT_DOCUMENT));
+        }
+        let mut root_parts = root_parts.into_iter().map(|(_, signed)| signed);
+        let first = root_parts.next().ok_or_else(|| Error::UnitMalformed {
+            unit: "relay".into(),
+            detail: "the relay holds no root document to restore from".into(),
+        })?;
+        let unlocked = keystore::create_for(unwrapped.workspace_id, protection, identity, unwrapped.epochs)?;
+        let (mut workspace, batch) = Workspace::create_empty(dir, unwrapped.workspace_id, unlocked)?;
+        workspace.import_into(ROOT_DOCUMENT, &first, batch)?;
+        for signed in root_parts {
+            workspace.import_changes(ROOT_DOCUMENT, &signed)?;
+        }
+        workspace.add_restored_device(&unwrapped.keys.identity, name)?;
+        for (seq, bytes) in units {
+            workspace.open_unit(relay, *seq, bytes)?;
+        }
+        Ok(workspace)
+    }
+
+    /// Commits `device.added` for this (restored) device, as the recovery identity.
+    fn add_restored_device(&mut self, recovery: &DeviceIdentity, name: String) -> Result<()> {
+        let me = self.device_id();
+        let box_key = self.log.identity.box_public_key();
+        let sealed = self.seal_all_epochs(&box_key)?;
+        let operation = Operation::AddDevice { device: me, name, box_key: adiuva_model::hex::encode(&box_key), sealed };
+        self.commit_root_as(recovery, "device.added", operation)?;
+        info!(workspace = %self.workspace_id(), device = %me.short(), "restored as a new device");
+        Ok(())
     }
 
     /// Commits a root event authored and attested by `identity` (the recovery identity), under

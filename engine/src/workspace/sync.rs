@@ -82,7 +82,7 @@ impl Workspace {
         self.signed_unit(document, &changes)
     }
 
-    fn signed_unit(&self, document: &str, changes: &[Change]) -> Result<Vec<u8>> {
+    pub(super) fn signed_unit(&self, document: &str, changes: &[Change]) -> Result<Vec<u8>> {
         let loaded = self.loaded(document)?;
         if let Some(unsigned) = changes.iter().find(|change| loaded.attestations.covering(&change.hash()).is_none()) {
             return Err(Error::ChangeUnsigned {

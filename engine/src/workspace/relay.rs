@@ -1,0 +1,470 @@
+//! Relay sync, the engine's side: sealed multi-document **units** (what one push sends to the
+//! relay) and what this device knows of each relay (its **sync state**), kept in the store.
+//! The transport is elsewhere (`adiuva-sync`); nothing here knows HTTP.
+//!
+//! ```text
+//! unit    = "ADVU" | version u8 (=1) | workspace id 16 | frame
+//! frame   = a bundle frame (see `chunk`): sealed under the bundle key of the current key epoch,
+//!           signed by the sending device inside the ciphertext, blob id "relay/unit"
+//! payload = count u32 LE | (name length u16 LE | name | length u32 LE | SignedChanges) × count
+//!           | zeros up to the unit's size bucket
+//! ```
+//!
+//! The workspace id is in clear so a unit of another workspace is named as such
+//! ([`Error::UnitForeign`]) rather than as altered; the frame's associated data binds it too.
+//! Units are padded to powers of two (at least 1 KiB), so the relay learns coarse sizes only.
+//! [`Workspace::open_unit`] imports each document's changes through [`Workspace::import_changes`]:
+//! every change is checked against the device list exactly as any import is. Each document
+//! imports atomically; a unit refused midway keeps the documents it imported before, every
+//! change of which passed those checks.
+//!
+//! **Sync state** (`y/RELAY`, a local blob): the cursor (the last number of the relay's
+//! sequence imported), per document the heads the relay is known to hold (pushed and
+//! acknowledged, or pulled) and how many changes they cover, the devices authorized and revoked
+//! there, the key envelopes and recovery epochs uploaded. **Outbox** (`o/RELAY\0N`): the units
+//! of a push, stored with the heads they cover before they are uploaded and deleted once the
+//! relay acknowledged them all, so a push cut short uploads the same bytes again (the same blob
+//! ids: the relay stores nothing twice) and a reconnect sends only what is new.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use adiuva_model::DeviceId;
+use automerge::{Change, ChangeHash};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::devices::open_epoch_key;
+use super::sync::Imported;
+use super::{ROOT_DOCUMENT, Workspace, layout};
+use crate::authorship::{Decoded, SignedChanges};
+use crate::chunk::{self, BlobKind, ChunkError, ChunkPlace, SealingKey};
+use crate::crypto::{KeyPurpose, SecretKey, WorkspaceKey};
+use crate::encode;
+use crate::error::{Error, Result, json_error};
+use crate::store::WriteBatch;
+
+const UNIT_MAGIC: &[u8; 4] = b"ADVU";
+const UNIT_VERSION: u8 = 1;
+const UNIT_PREFIX_LEN: usize = 4 + 1 + 16;
+const UNIT_BLOB_ID: &[u8] = b"relay/unit";
+/// What a unit adds to its payload: the prefix, the frame header, nonce and tag, the signer and
+/// its signature.
+const UNIT_OVERHEAD: usize = UNIT_PREFIX_LEN + 10 + 24 + 16 + 32 + 64;
+/// The smallest size bucket.
+const SMALLEST_UNIT: usize = 1024;
+/// The largest unit (the relay takes blobs of up to 16 MiB).
+const LARGEST_UNIT: usize = 16 * 1024 * 1024;
+/// Bytes of changes packed into one unit before a new one starts.
+const UNIT_BUDGET: usize = 4 * 1024 * 1024;
+
+/// What this device knows of one relay.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RelayState {
+    /// The last number of the relay's sequence that was imported.
+    pub cursor: u64,
+    /// Per document, heads the relay holds (hex change hashes).
+    #[serde(default)]
+    acked: BTreeMap<String, BTreeSet<String>>,
+    /// Per document, how many changes those heads cover.
+    #[serde(default)]
+    acked_events: BTreeMap<String, u64>,
+    /// What the outbox's units cover, per document: heads and change counts.
+    #[serde(default)]
+    outbox: Option<BTreeMap<String, (BTreeSet<String>, u64)>>,
+    /// The devices authorized on the relay by this device.
+    #[serde(default)]
+    pub authorized: BTreeSet<DeviceId>,
+    /// The devices revoked on the relay by this device.
+    #[serde(default)]
+    pub revoked: BTreeSet<DeviceId>,
+    /// The key envelopes uploaded: (epoch, device).
+    #[serde(default)]
+    pub envelopes: BTreeSet<(u32, DeviceId)>,
+    /// The newest epoch the uploaded recovery key holds.
+    #[serde(default)]
+    pub recovery_epoch: Option<u32>,
+    /// When a sync last completed.
+    #[serde(default)]
+    pub last_sync: Option<DateTime<Utc>>,
+}
+
+/// What opening and importing one unit did.
+#[derive(Debug, Default)]
+pub struct UnitImport {
+    pub imported: Imported,
+    /// The device that sealed the unit.
+    pub sender: Option<DeviceId>,
+}
+
+/// A unit opened: its sender and each document's signed changes, root first as written.
+pub(super) struct OpenedUnit {
+    sender: DeviceId,
+    pub parts: Vec<(String, Vec<u8>)>,
+}
+
+impl Workspace {
+    /// This device's state for `relay` (empty if it never synced with it).
+    pub fn relay_state(&self, relay: &str) -> Result<RelayState> {
+        let key = layout::relay_state(relay);
+        let Some(sealed) = self.log.store.get(&key)? else {
+            return Ok(RelayState::default());
+        };
+        let bytes = self.log.open_local("relay state", &key, &sealed, BlobKind::RelayState)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::WorkspaceFormat { detail: format!("the relay state {}", json_error(&e)) })
+    }
+
+    /// Stores `state` for `relay`, durably.
+    pub fn set_relay_state(&mut self, relay: &str, state: &RelayState) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        self.stage_relay_state(relay, state, &mut batch)?;
+        self.log.write_durably(batch)
+    }
+
+    fn stage_relay_state(&self, relay: &str, state: &RelayState, batch: &mut WriteBatch) -> Result<()> {
+        let key = layout::relay_state(relay);
+        let bytes = encode::json(state, "relay state")?;
+        batch.put(key.clone(), self.log.seal_local(&key, BlobKind::RelayState, &bytes)?);
+        Ok(())
+    }
+
+    /// The units to push to `relay`, in order: those of a push not acknowledged yet (the same
+    /// bytes), else new ones holding every change the relay lacks, stored as the outbox before
+    /// they are returned. Empty when the relay lacks nothing.
+    pub fn relay_outbox(&mut self, relay: &str) -> Result<Vec<Vec<u8>>> {
+        let mut state = self.relay_state(relay)?;
+        if state.outbox.is_some() {
+            let prefix = layout::relay_outbox_prefix(relay);
+            let mut units = Vec::new();
+            for (key, sealed) in self.log.store.scan_prefix(&prefix)? {
+                units.push(self.log.open_local("relay outbox", &key, &sealed, BlobKind::RelayOutbox)?);
+            }
+            return Ok(units);
+        }
+        let mut parts: Vec<(String, Vec<u8>, usize)> = Vec::new();
+        let mut covered = BTreeMap::new();
+        let mut caught_up = false;
+        for document in self.document_names()? {
+            let manifest = self.current_manifest(&document)?;
+            let events = self.event_count(&document, &manifest)?;
+            if state.acked_events.get(&document) == Some(&events) {
+                continue;
+            }
+            let acked = present_heads(&self.document(&document)?.doc, state.acked.get(&document));
+            let doc = &self.document(&document)?.doc;
+            let changes = doc.get_changes(&acked);
+            let total = events;
+            let heads: BTreeSet<String> = doc.get_heads().iter().map(ChangeHash::to_string).collect();
+            if changes.is_empty() {
+                state.acked.insert(document.clone(), heads);
+                state.acked_events.insert(document.clone(), total);
+                caught_up = true;
+                continue;
+            }
+            for group in split_by_size(&changes, &document)? {
+                let bytes: usize = group.iter().map(|c| c.raw_bytes().len()).sum();
+                parts.push((document.clone(), self.signed_unit(&document, group)?, bytes));
+            }
+            covered.insert(document, (heads, total));
+        }
+        if parts.is_empty() {
+            if caught_up {
+                self.set_relay_state(relay, &state)?;
+            }
+            return Ok(Vec::new());
+        }
+        let mut units = Vec::new();
+        let mut current: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut current_bytes = 0;
+        for (document, signed, bytes) in parts {
+            if !current.is_empty() && current_bytes + bytes > UNIT_BUDGET {
+                units.push(self.seal_unit(&std::mem::take(&mut current))?);
+                current_bytes = 0;
+            }
+            current_bytes += bytes;
+            current.push((document, signed));
+        }
+        units.push(self.seal_unit(&current)?);
+        let mut batch = WriteBatch::default();
+        for (index, unit) in units.iter().enumerate() {
+            let key = layout::relay_outbox(relay, index as u64);
+            batch.put(key.clone(), self.log.seal_local(&key, BlobKind::RelayOutbox, unit)?);
+        }
+        state.outbox = Some(covered);
+        self.stage_relay_state(relay, &state, &mut batch)?;
+        self.log.write_durably(batch)?;
+        Ok(units)
+    }
+
+    /// The relay acknowledged every unit of the outbox: what they cover is the relay's now.
+    pub fn relay_outbox_acknowledged(&mut self, relay: &str) -> Result<()> {
+        let mut state = self.relay_state(relay)?;
+        let Some(covered) = state.outbox.take() else { return Ok(()) };
+        for (document, (heads, events)) in covered {
+            let acked = state.acked.entry(document.clone()).or_default();
+            acked.extend(heads);
+            let count = state.acked_events.entry(document.clone()).or_default();
+            *count = (*count).max(events);
+            // Heads pulled meanwhile and those pushed, as one set once they cover the document.
+            let present = present_heads(&self.document(&document)?.doc, Some(&*acked));
+            let doc = &self.document(&document)?.doc;
+            if doc.get_changes(&present).is_empty() {
+                *acked = doc.get_heads().iter().map(ChangeHash::to_string).collect();
+            }
+        }
+        let mut batch = WriteBatch::default();
+        for key in self.log.store.keys_with_prefix(&layout::relay_outbox_prefix(relay))? {
+            batch.delete(key);
+        }
+        self.stage_relay_state(relay, &state, &mut batch)?;
+        self.log.write_durably(batch)
+    }
+
+    /// How many of this device's changes `relay` has not acknowledged (what `status` shows as
+    /// waiting to go out). Reads manifests and event indexes only.
+    pub fn relay_waiting(&mut self, relay: &str) -> Result<u64> {
+        let state = self.relay_state(relay)?;
+        let mut waiting = 0;
+        for document in self.document_names()? {
+            let manifest = self.current_manifest(&document)?;
+            let events = self.event_count(&document, &manifest)?;
+            waiting += events.saturating_sub(state.acked_events.get(&document).copied().unwrap_or(0));
+        }
+        Ok(waiting)
+    }
+
+    /// Seals `parts` (each a document and its signed changes) into one unit under the current
+    /// epoch, padded to its size bucket.
+    fn seal_unit(&self, parts: &[(String, Vec<u8>)]) -> Result<Vec<u8>> {
+        let mut payload = Vec::new();
+        payload.extend_from_slice(&(parts.len() as u32).to_le_bytes());
+        for (document, signed) in parts {
+            let name_len = u16::try_from(document.len()).map_err(|_| Error::Encode { what: "relay unit" })?;
+            let signed_len = u32::try_from(signed.len()).map_err(|_| Error::Encode { what: "relay unit" })?;
+            payload.extend_from_slice(&name_len.to_le_bytes());
+            payload.extend_from_slice(document.as_bytes());
+            payload.extend_from_slice(&signed_len.to_le_bytes());
+            payload.extend_from_slice(signed);
+        }
+        let bucket = (payload.len() + UNIT_OVERHEAD).max(SMALLEST_UNIT).next_power_of_two();
+        if bucket > LARGEST_UNIT {
+            let document = parts.first().map(|(d, _)| d.clone()).unwrap_or_default();
+            return Err(Error::UnitTooLarge { document, bytes: payload.len() });
+        }
+        payload.resize(bucket - UNIT_OVERHEAD, 0);
+        let current =
+            self.log.keyring.workspace_key().ok_or(Error::WorkspaceFormat { detail: "no workspace key".into() })?;
+        let place = ChunkPlace { workspace_id: &self.log.workspace_id, blob_id: UNIT_BLOB_ID };
+        let key = current.key.derive(KeyPurpose::Bundles);
+        let frame = chunk::seal_bundle(place, current.epoch, &key, &self.log.identity, &payload)?;
+        let mut unit = Vec::with_capacity(UNIT_PREFIX_LEN + frame.len());
+        unit.extend_from_slice(UNIT_MAGIC);
+        unit.push(UNIT_VERSION);
+        unit.extend_from_slice(&self.log.workspace_id);
+        unit.extend_from_slice(&frame);
+        Ok(unit)
+    }
+
+    /// Opens unit number `seq` of `relay` (workspace id, epoch, authentication and signature
+    /// checked), imports its changes through the checked import path, and records in the sync
+    /// state that the relay holds them and that the cursor passed `seq`. A unit that fails a
+    /// check of the unit itself is a typed error before anything is imported; one refused while
+    /// importing keeps the documents imported before (see the module docs). Either way the
+    /// cursor stays where it was.
+    pub fn open_unit(&mut self, relay: &str, seq: u64, bytes: &[u8]) -> Result<UnitImport> {
+        let unit = format!("#{seq}");
+        let keys = bundle_keys(self.log.keyring.workspace_keys());
+        let opened = open_unit_bytes(&unit, &self.log.workspace_id, &keys, bytes)?;
+        let mut result = UnitImport { sender: Some(opened.sender), ..UnitImport::default() };
+        let mut state = self.relay_state(relay)?;
+        for (document, signed) in &opened.parts {
+            if document != ROOT_DOCUMENT && !self.device_list()?.devices.contains_key(&opened.sender) {
+                return Err(Error::DeviceUnknown {
+                    device: opened.sender.to_string(),
+                    document: Some(document.clone()),
+                    change: None,
+                });
+            }
+            let imported = self.import_changes(document, signed)?;
+            result.imported.applied += imported.applied;
+            result.imported.pending += imported.pending;
+            result.imported.refused.extend(imported.refused);
+            let acked = state.acked.entry(document.clone()).or_default();
+            for change in unit_changes(document, signed)? {
+                for dependency in change.deps() {
+                    acked.remove(&dependency.to_string());
+                }
+                acked.insert(change.hash().to_string());
+            }
+            let acked_heads = present_heads(&self.document(document)?.doc, Some(&*acked));
+            let uncovered = self.document(document)?.doc.get_changes(&acked_heads).len() as u64;
+            let total = self.event_count(document, &self.current_manifest(document)?)?;
+            state.acked_events.insert(document.clone(), total.saturating_sub(uncovered));
+        }
+        state.cursor = state.cursor.max(seq);
+        self.set_relay_state(relay, &state)?;
+        Ok(result)
+    }
+
+    /// Takes in the key of `epoch` from a key envelope the relay kept for this device (the
+    /// epoch's key sealed to its box key, as `key.rotated` carries it): how a device that was
+    /// away during a rotation opens the units sealed under the new epoch before it holds the
+    /// root change that announces it. The envelope's workspace and epoch are checked inside.
+    pub fn accept_key_envelope(&mut self, epoch: u32, envelope: &[u8]) -> Result<()> {
+        if self.log.keyring.epoch_key(epoch).is_some() {
+            return Ok(());
+        }
+        let key = open_epoch_key(&self.log.identity, &self.log.workspace_id, epoch, envelope)
+            .ok_or(Error::UnitEpochUnknown { unit: "key envelope".into(), epoch })?;
+        self.log.keyring.add_epoch(key);
+        if let Err(error) = self.log.store_keyring() {
+            self.log.keyring.remove_epoch(epoch);
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Every key envelope the relay should keep: each epoch after the first, sealed to each
+    /// device still in the workspace, as the root document holds them.
+    pub fn key_envelopes(&mut self) -> Result<Vec<(u32, DeviceId, Vec<u8>)>> {
+        let list = self.device_list()?;
+        let active: BTreeSet<DeviceId> = list.active().map(|device| device.id).collect();
+        let mut envelopes = Vec::new();
+        for (epoch, sealed) in list.sealed.iter().filter(|(epoch, _)| **epoch > 1) {
+            for (device, bytes) in sealed.iter().filter(|(device, _)| active.contains(device)) {
+                envelopes.push((*epoch, *device, bytes.clone()));
+            }
+        }
+        Ok(envelopes)
+    }
+
+    /// The devices the relay should authorize (those in the workspace) and revoke (those
+    /// removed).
+    pub fn relay_devices(&mut self) -> Result<(Vec<DeviceId>, Vec<DeviceId>)> {
+        let list = self.device_list()?;
+        let (removed, active): (Vec<_>, Vec<_>) = list.devices.values().partition(|device| device.is_removed());
+        Ok((active.iter().map(|d| d.id).collect(), removed.iter().map(|d| d.id).collect()))
+    }
+
+    /// The newest key epoch this device holds.
+    pub fn key_epoch(&self) -> u32 {
+        self.log.keyring.workspace_key().map_or(0, |key| key.epoch)
+    }
+}
+
+/// The bundle key of each epoch of `keys`.
+pub(super) fn bundle_keys(keys: &[WorkspaceKey]) -> BTreeMap<u32, SecretKey> {
+    keys.iter().map(|key| (key.epoch, key.key.derive(KeyPurpose::Bundles))).collect()
+}
+
+/// The heads among `heads` that `doc` holds (a pulled change may wait in the pending area).
+fn present_heads(doc: &automerge::Automerge, heads: Option<&BTreeSet<String>>) -> Vec<ChangeHash> {
+    heads
+        .into_iter()
+        .flatten()
+        .filter_map(|hash| hash.parse::<ChangeHash>().ok())
+        .filter(|hash| doc.get_change_meta_by_hash(hash).is_some())
+        .collect()
+}
+
+/// `changes` cut into runs of at most [`UNIT_BUDGET`] bytes (at least one change each).
+fn split_by_size<'a>(changes: &'a [Change], document: &str) -> Result<Vec<&'a [Change]>> {
+    let mut groups = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (index, change) in changes.iter().enumerate() {
+        let size = change.raw_bytes().len();
+        if size + UNIT_OVERHEAD + 1024 > LARGEST_UNIT {
+            return Err(Error::UnitTooLarge { document: document.to_owned(), bytes: size });
+        }
+        if index > start && bytes + size > UNIT_BUDGET {
+            groups.push(&changes[start..index]);
+            (start, bytes) = (index, 0);
+        }
+        bytes += size;
+    }
+    if start < changes.len() {
+        groups.push(&changes[start..]);
+    }
+    Ok(groups)
+}
+
+/// The changes of one document's part of a unit.
+fn unit_changes(document: &str, signed: &[u8]) -> Result<Vec<Change>> {
+    let malformed = |detail: String| Error::BundleMalformed { document: document.to_owned(), detail };
+    match SignedChanges::decode(signed) {
+        Ok(Decoded::Attested(signed)) => signed
+            .changes
+            .into_iter()
+            .map(|bytes| Change::from_bytes(bytes).map_err(|e| malformed(format!("a change does not parse: {e}"))))
+            .collect(),
+        Ok(Decoded::Legacy) => Err(malformed("no attestations".into())),
+        Err(error) => Err(malformed(error.0.into())),
+    }
+}
+
+/// Opens a unit with the bundle keys `keys` (by epoch). Pure; never panics.
+pub(super) fn open_unit_bytes(
+    unit: &str,
+    workspace_id: &[u8; 16],
+    keys: &BTreeMap<u32, SecretKey>,
+    bytes: &[u8],
+) -> Result<OpenedUnit> {
+    let malformed = |detail: &str| Error::UnitMalformed { unit: unit.to_owned(), detail: detail.to_owned() };
+    let (prefix, frame) = bytes.split_at_checked(UNIT_PREFIX_LEN).ok_or_else(|| malformed("truncated"))?;
+    if &prefix[..4] != UNIT_MAGIC {
+        return Err(malformed("not a relay unit"));
+    }
+    if prefix[4] != UNIT_VERSION {
+        return Err(malformed("a newer unit version than this build reads"));
+    }
+    if &prefix[5..] != workspace_id {
+        let found: [u8; 16] = prefix[5..].try_into().map_err(|_| malformed("truncated"))?;
+        return Err(Error::UnitForeign {
+            unit: unit.to_owned(),
+            expected: ulid::Ulid::from_bytes(*workspace_id).to_string(),
+            found: ulid::Ulid::from_bytes(found).to_string(),
+        });
+    }
+    let place = ChunkPlace { workspace_id, blob_id: UNIT_BLOB_ID };
+    let opened = chunk::open_chunk(frame, place, BlobKind::Changes, |sealing| match sealing {
+        SealingKey::WorkspaceEpoch(epoch) => keys.get(&epoch),
+        SealingKey::Device(_) => None,
+    })
+    .map_err(|error| match error {
+        ChunkError::UnknownKey(SealingKey::WorkspaceEpoch(epoch)) => {
+            Error::UnitEpochUnknown { unit: unit.to_owned(), epoch }
+        }
+        ChunkError::Unauthentic | ChunkError::BadSignature => Error::UnitCorrupt { unit: unit.to_owned() },
+        other => Error::UnitMalformed { unit: unit.to_owned(), detail: other.to_string() },
+    })?;
+    let mut rest = opened.payload.as_slice();
+    let count = u32::from_le_bytes(take(&mut rest, unit)?);
+    let mut parts = Vec::new();
+    for _ in 0..count {
+        let name_len = u16::from_le_bytes(take(&mut rest, unit)?) as usize;
+        let name = std::str::from_utf8(take_slice(&mut rest, name_len, unit)?)
+            .map_err(|_| malformed("a document name is not UTF-8"))?;
+        layout::check_document_name(name)?;
+        let signed_len = u32::from_le_bytes(take(&mut rest, unit)?) as usize;
+        parts.push((name.to_owned(), take_slice(&mut rest, signed_len, unit)?.to_vec()));
+    }
+    if rest.iter().any(|&b| b != 0) {
+        return Err(malformed("bytes after the last document"));
+    }
+    Ok(OpenedUnit { sender: opened.signer, parts })
+}
+
+/// The next `n` bytes of `rest`.
+fn take_slice<'a>(rest: &mut &'a [u8], n: usize, unit: &str) -> Result<&'a [u8]> {
+    let (head, tail) = rest
+        .split_at_checked(n)
+        .ok_or_else(|| Error::UnitMalformed { unit: unit.to_owned(), detail: "truncated payload".into() })?;
+    *rest = tail;
+    Ok(head)
+}
+
+/// The next `N` bytes of `rest`, as an array.
+fn take<const N: usize>(rest: &mut &[u8], unit: &str) -> Result<[u8; N]> {
+    let bytes = take_slice(rest, N, unit)?;
+    bytes.try_into().map_err(|_| Error::UnitMalformed { unit: unit.to_owned(), detail: "truncated payload".into() })
+}

@@ -1,0 +1,26 @@
+//! Relay sync, the client side: a device's account on an `adiuva-server` relay, and syncing
+//! its workspace through it.
+//!
+//! - `client`: the relay's routes over blocking HTTP, typed answers and errors;
+//! - `account`: the account kept in a device setting (never synced), signing in and out, and
+//!   the authorized connection (token refresh, retries with backoff);
+//! - `sync`: one sync ([`sync_once`]): devices, key envelopes and recovery key reconciled, the
+//!   outbox pushed, everything after the cursor pulled;
+//! - `restore`: a workspace brought back on an empty machine from the phrase and a login.
+//!
+//! What crosses the wire is sealed units (`adiuva_engine`'s relay module), opaque to the
+//! relay; what the relay learns is sizes (padded to buckets), times and numbers. The engine
+//! keeps the sync state (cursor, what the relay acknowledged, the outbox), so nothing here
+//! holds state between calls.
+
+mod account;
+mod client;
+mod error;
+mod restore;
+mod sync;
+
+pub use account::{Account, account_view, sign_in, sign_out};
+pub use client::{AccountView, BlobEntry, ChangesPage, RelayClient, Session};
+pub use error::{Result, SyncError};
+pub use restore::{RestoreFrom, restore};
+pub use sync::{Progress, SyncReport, sync_once};

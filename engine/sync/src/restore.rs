@@ -1,0 +1,79 @@
+//! Restoring a workspace on a machine that holds nothing of it: sign in as a new device, open
+//! the relay's wrapped recovery key with the phrase, prove the phrase to the relay (which then
+//! authorizes the device), pull every unit, and rebuild the workspace from them.
+
+use std::path::Path;
+
+use adiuva_engine::identity::DeviceIdentity;
+use adiuva_engine::{KeyProtection, Workspace, recovery};
+
+use crate::account::Relay;
+use crate::client::RelayClient;
+use crate::error::{Result, SyncError};
+use crate::sync::{self, Progress};
+
+/// What a recovery proof signs (the relay's `RECOVERY_PROOF_CONTEXT`), then the workspace,
+/// the device and the challenge, each on a line.
+const RECOVERY_PROOF_CONTEXT: &str = "adiuva relay recovery proof v1";
+
+/// Where to restore from.
+pub struct RestoreFrom<'a> {
+    pub server: &'a str,
+    pub email: &'a str,
+    pub password: &'a str,
+    /// The workspace's id on the relay.
+    pub workspace: &'a str,
+    pub phrase: &'a str,
+}
+
+/// Restores workspace `from.workspace` into `dir` (empty or missing) as a new device named
+/// `name`, then syncs once so the relay holds the device's addition. A wrong phrase, a unit
+/// altered or of another workspace, or a page of the sequence replayed or cut short is a typed
+/// error, and `dir` gets no workspace.
+pub fn restore(
+    dir: &Path,
+    protection: KeyProtection,
+    from: &RestoreFrom<'_>,
+    name: &str,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Workspace> {
+    let identity = DeviceIdentity::generate().map_err(adiuva_engine::Error::from)?;
+    let device = identity.device_id();
+    let client = RelayClient::new(from.server);
+    let session = client.sign_in(false, from.email, from.password, device)?;
+    let token = session.access_token.clone();
+    let record = client.get_recovery(&token, from.workspace)?;
+    let wrapped = adiuva_model::hex::decode(&record.wrapped_key)
+        .ok_or_else(|| SyncError::Malformed { what: "recovery".into(), detail: "wrapped_key is not hex".into() })?;
+    let unwrapped = recovery::unwrap(from.phrase, &wrapped)?;
+    if unwrapped.workspace_id.to_string() != from.workspace {
+        return Err(SyncError::Engine(adiuva_engine::Error::UnitForeign {
+            unit: "recovery key".into(),
+            expected: from.workspace.to_owned(),
+            found: unwrapped.workspace_id.to_string(),
+        }));
+    }
+    let message = format!("{RECOVERY_PROOF_CONTEXT}\n{}\n{device}\n{}", from.workspace, record.challenge);
+    let signature = unwrapped.keys.identity.sign(message.as_bytes());
+    client.authorize_by_recovery(&token, from.workspace, &record.challenge, &signature)?;
+    let mut units = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let page = client.changes(&token, from.workspace, cursor)?;
+        if page.changes.is_empty() {
+            break;
+        }
+        for entry in page.changes {
+            progress(Progress::Pulling { done: cursor, total: page.head });
+            units.push((entry.seq, client.get_blob(&token, from.workspace, &entry.id)?));
+            cursor = entry.seq;
+        }
+    }
+    progress(Progress::Pulling { done: cursor, total: cursor });
+    let relay = Relay::unstored(client, from.email, session);
+    let mut workspace =
+        Workspace::restore_from_units(dir, protection, identity, unwrapped, &relay.account.server, &units, name)?;
+    relay.store(&mut workspace)?;
+    sync::sync_once(&mut workspace, progress)?;
+    Ok(workspace)
+}

@@ -1,0 +1,292 @@
+//! Removal and restore through a real relay: a removed device can no longer pull and cannot
+//! open what was written after its removal even given the bytes, while a device that was away
+//! learns the new epoch when it returns; a restore from the phrase and a login reproduces the
+//! workspace, and a wrong phrase, an altered blob, a blob of another workspace, or a page of
+//! the sequence replayed or cut short (through a tampering proxy) is a typed error that leaves
+//! nothing behind.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use adiuva_engine::Workspace;
+use adiuva_model::{Collection, ErrorCode};
+use adiuva_sync::RestoreFrom;
+use common::*;
+
+#[test]
+fn a_removed_device_cannot_pull_or_open_later_units_and_an_absent_device_learns_the_new_epoch() {
+    let mut relay = Relay::start();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let email = "removal@example.com";
+    let mut a = first_device(&mut relay, dirs[0].path(), email);
+    let mut b = join(&mut a, &relay, dirs[1].path(), email, "b");
+    let mut c = join(&mut a, &relay, dirs[2].path(), email, "c");
+    add_task(&mut a, "before the removal");
+    for device in [&mut a, &mut b, &mut c] {
+        sync(device);
+    }
+    // c is away from here on. a removes b; the relay revokes b at a's next sync.
+    let epoch = a.remove_device(b.device_id()).unwrap();
+    assert_eq!(epoch, 2);
+    let marker = "written after the removal";
+    add_task(&mut a, marker);
+    sync(&mut a);
+
+    let error = adiuva_sync::sync_once(&mut b, &mut |_| {}).unwrap_err();
+    assert_eq!(error.code(), ErrorCode::RelayDeviceNotAuthorized, "{error}");
+    // Given the bytes of what a wrote after the removal, b cannot open them.
+    let client = adiuva_sync::RelayClient::new(&relay.url);
+    let token = client.sign_in(false, email, PASSWORD, a.device_id()).unwrap().access_token;
+    let ws = a.workspace_id().to_string();
+    let page = client.changes(&token, &ws, 0).unwrap();
+    let last = page.changes.last().unwrap();
+    let bytes = client.get_blob(&token, &ws, &last.id).unwrap();
+    let error = b.open_unit("copied", last.seq, &bytes).unwrap_err();
+    assert_eq!(error.code(), ErrorCode::UnknownEpoch, "{error}");
+    assert!(b.list(Collection::Tasks).unwrap().iter().all(|t| t["title"] != marker));
+
+    // c comes back: it learns epoch 2 from its envelope on the relay and reads everything.
+    sync(&mut c);
+    assert_eq!(c.key_epoch(), 2);
+    assert!(c.list(Collection::Tasks).unwrap().iter().any(|t| t["title"] == marker));
+    add_task(&mut c, "by c under the new epoch");
+    sync(&mut c);
+    sync(&mut a);
+    assert_eq!(snapshot(&mut a), snapshot(&mut c));
+}
+
+/// A device with tasks, notes and a recovery phrase whose wrapped key the relay holds.
+fn recoverable(relay: &mut Relay, dir: &Path, email: &str) -> (Workspace, String) {
+    let mut a = first_device(relay, dir, email);
+    for n in 0..5 {
+        add_task(&mut a, &format!("task {n}"));
+        add_note(&mut a, &format!("note {n}"), "a body worth keeping");
+    }
+    sync(&mut a);
+    let phrase = a.create_recovery().unwrap().to_string();
+    add_task(&mut a, "after the phrase");
+    sync(&mut a);
+    (a, phrase)
+}
+
+fn restore(server: &str, email: &str, ws: &str, phrase: &str, dir: &Path) -> adiuva_sync::Result<Workspace> {
+    let from = RestoreFrom { server, email, password: PASSWORD, workspace: ws, phrase };
+    adiuva_sync::restore(dir, protection(), &from, "restored", &mut |_| {})
+}
+
+#[test]
+fn restore_from_the_phrase_reproduces_the_workspace_as_a_new_device() {
+    let mut relay = Relay::start();
+    let (a_dir, r_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let email = "restore@example.com";
+    let (mut a, phrase) = recoverable(&mut relay, a_dir.path(), email);
+    let ws = a.workspace_id().to_string();
+    let target = r_dir.path().join("restored");
+
+    let wrong = adiuva_engine::recovery::new_phrase().unwrap();
+    let error = restore(&relay.url, email, &ws, &wrong, &target).err().unwrap();
+    assert_eq!(error.code(), ErrorCode::RecoveryWrongPhrase, "{error}");
+    assert!(matches!(Workspace::open(&target, || None), Err(adiuva_engine::Error::WorkspaceNotFound { .. })));
+
+    let mut restored = restore(&relay.url, email, &ws, &phrase, &target).unwrap();
+    assert_ne!(restored.device_id(), a.device_id());
+    for document in a.document_names().unwrap().iter().filter(|d| *d != ROOT) {
+        assert_eq!(a.heads(document).unwrap(), restored.heads(document).unwrap(), "{document}");
+    }
+    // The restored device writes as itself, and the first device takes it in.
+    add_task(&mut restored, "by the restored device");
+    sync(&mut restored);
+    sync(&mut a);
+    assert_eq!(snapshot(&mut a), snapshot(&mut restored));
+    assert!(restored.devices().unwrap().iter().any(|d| d.this_device && !d.is_removed()));
+}
+
+/// What the proxy does to the relay's answers.
+#[derive(Clone)]
+enum Tamper {
+    /// Answers passed on as they are.
+    Nothing,
+    /// One byte of each blob flipped.
+    FlipBlob,
+    /// The first entry of the sequence names this blob (of another workspace), which it serves.
+    Foreign { id: String, bytes: Vec<u8> },
+    /// Every page answers as if asked from the start.
+    ReplayPage,
+    /// Every page lists nothing while announcing the head.
+    TruncatePage,
+    /// Every page's body cut in half.
+    CutBody,
+}
+
+/// A loopback HTTP proxy in front of the relay that alters its answers as `tamper` says.
+fn tampering_proxy(relay: String, tamper: Tamper) -> (String, Arc<Mutex<Tamper>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let tamper = Arc::new(Mutex::new(tamper));
+    let mode = tamper.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (relay, tamper) = (relay.clone(), tamper.lock().unwrap().clone());
+            std::thread::spawn(move || serve(stream, &relay, &tamper));
+        }
+    });
+    (address, mode)
+}
+
+fn serve(stream: TcpStream, relay: &str, tamper: &Tamper) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut parts = request_line.split_whitespace();
+    let (method, path) = (parts.next().unwrap().to_owned(), parts.next().unwrap().to_owned());
+    let mut headers = Vec::new();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':').unwrap();
+        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_owned());
+        if name == "content-length" {
+            length = value.parse().unwrap();
+        }
+        if name == "authorization" || name == "content-type" {
+            headers.push((name, value));
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+
+    let foreign = match tamper {
+        Tamper::Foreign { id, bytes } if path.ends_with(&format!("/blobs/{id}")) => Some(bytes.clone()),
+        _ => None,
+    };
+    let forwarded = match (tamper, path.split_once("/changes?after=")) {
+        (Tamper::ReplayPage, Some((base, _))) => format!("{base}/changes?after=0"),
+        _ => path.clone(),
+    };
+    let (status, mut answer) = match foreign {
+        Some(bytes) => (200, bytes),
+        None => forward(relay, &method, &forwarded, &headers, &body),
+    };
+    if status == 200 {
+        if path.contains("/blobs/") && matches!(tamper, Tamper::FlipBlob) {
+            let middle = answer.len() / 2;
+            answer[middle] ^= 1;
+        }
+        if path.contains("/changes?") {
+            let mut page: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+            match tamper {
+                Tamper::Foreign { id, .. } => {
+                    if let Some(first) = page["changes"].get_mut(0) {
+                        first["id"] = id.clone().into();
+                    }
+                }
+                Tamper::TruncatePage => page["changes"] = serde_json::json!([]),
+                _ => {}
+            }
+            answer = page.to_string().into_bytes();
+            if matches!(tamper, Tamper::CutBody) {
+                answer.truncate(answer.len() / 2);
+            }
+        }
+    }
+    let mut stream = stream;
+    let head = format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", answer.len());
+    let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&answer));
+}
+
+fn forward(relay: &str, method: &str, path: &str, headers: &[(String, String)], body: &[u8]) -> (u16, Vec<u8>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let url = format!("{relay}{path}");
+    let response = match method {
+        "GET" | "DELETE" => {
+            let mut request = if method == "GET" { agent.get(&url) } else { agent.delete(&url) };
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            request.call()
+        }
+        _ => {
+            let mut request = if method == "PUT" { agent.put(&url) } else { agent.post(&url) };
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            request.send(body)
+        }
+    };
+    let mut response = response.unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().with_config().limit(64 << 20).read_to_vec().unwrap())
+}
+
+#[test]
+fn altered_foreign_replayed_or_cut_answers_are_typed_errors_that_leave_nothing_behind() {
+    let mut relay = Relay::start();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let email = "tamper@example.com";
+    let (mut a, phrase) = recoverable(&mut relay, dirs[0].path(), email);
+    let ws = a.workspace_id().to_string();
+    // A unit of another workspace of the same account.
+    let mut other = Workspace::init(dirs[1].path(), protection(), "other").unwrap();
+    adiuva_sync::sign_in(&mut other, &relay.url, email, PASSWORD, false).unwrap();
+    add_task(&mut other, "in another workspace");
+    sync(&mut other);
+    let client = adiuva_sync::RelayClient::new(&relay.url);
+    let token = client.sign_in(false, email, PASSWORD, other.device_id()).unwrap().access_token;
+    let other_ws = other.workspace_id().to_string();
+    let foreign_entry = client.changes(&token, &other_ws, 0).unwrap().changes.remove(0);
+    let foreign_bytes = client.get_blob(&token, &other_ws, &foreign_entry.id).unwrap();
+
+    let cases = [
+        (Tamper::FlipBlob, ErrorCode::SyncBlobCorrupt),
+        (Tamper::Foreign { id: foreign_entry.id, bytes: foreign_bytes }, ErrorCode::SyncUnitForeign),
+        (Tamper::ReplayPage, ErrorCode::SyncPageInvalid),
+        (Tamper::TruncatePage, ErrorCode::SyncPageTruncated),
+        (Tamper::CutBody, ErrorCode::SyncResponseMalformed),
+    ];
+    for (n, (tamper, code)) in cases.into_iter().enumerate() {
+        let (proxy, _) = tampering_proxy(relay.url.clone(), tamper);
+        let target = dirs[2].path().join(format!("restore-{n}"));
+        let error = restore(&proxy, email, &ws, &phrase, &target).err().unwrap();
+        assert_eq!(error.code(), code, "case {n}: {error}");
+        assert!(
+            matches!(Workspace::open(&target, || None), Err(adiuva_engine::Error::WorkspaceNotFound { .. })),
+            "case {n} left a workspace behind"
+        );
+    }
+
+    // A device pulling through an altered answer keeps what it had, its position included.
+    let (proxy, mode) = tampering_proxy(relay.url.clone(), Tamper::Nothing);
+    let mut b = join(&mut a, &relay, &dirs[2].path().join("b"), email, "b");
+    adiuva_sync::sign_in(&mut b, &proxy, email, PASSWORD, false).unwrap();
+    sync(&mut a);
+    sync(&mut b);
+    add_task(&mut a, "new on a");
+    sync(&mut a);
+    let before = snapshot(&mut b);
+    let cursor = b.relay_state(&proxy).unwrap().cursor;
+    assert!(cursor > 0);
+    for (tamper, code) in
+        [(Tamper::FlipBlob, ErrorCode::SyncBlobCorrupt), (Tamper::ReplayPage, ErrorCode::SyncPageInvalid)]
+    {
+        *mode.lock().unwrap() = tamper;
+        let error = adiuva_sync::sync_once(&mut b, &mut |_| {}).unwrap_err();
+        assert_eq!(error.code(), code, "{error}");
+        assert_eq!(snapshot(&mut b), before);
+        assert_eq!(b.relay_state(&proxy).unwrap().cursor, cursor);
+    }
+    *mode.lock().unwrap() = Tamper::Nothing;
+    sync(&mut b);
+    assert_eq!(snapshot(&mut a), snapshot(&mut b));
+}
