@@ -10,12 +10,12 @@ use common::*;
 
 fn assert_converged(devices: &mut [&mut adiuva_engine::Workspace]) {
     let first = snapshot(devices[0]);
-    assert!(!first.0.is_empty(), "there are tasks");
+    assert!(!first.tasks.is_empty(), "there are tasks");
     for device in devices.iter_mut().skip(1) {
         let other = snapshot(device);
-        assert_eq!(first.0, other.0, "tasks differ");
-        assert_eq!(first.1, other.1, "notes differ");
-        assert_eq!(first.2, other.2, "heads differ");
+        assert_eq!(first.tasks, other.tasks, "tasks differ");
+        assert_eq!(first.notes, other.notes, "notes differ");
+        assert_eq!(first.heads, other.heads, "heads differ");
     }
 }
 

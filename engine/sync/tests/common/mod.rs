@@ -201,7 +201,14 @@ pub fn add_note(workspace: &mut Workspace, title: &str, body: &str) -> RecordId 
 
 /// Every record of tasks and notes, and every document's heads: what two devices that
 /// converged agree on.
-pub fn snapshot(workspace: &mut Workspace) -> (Vec<Value>, Vec<Value>, Vec<(String, Vec<String>)>) {
+#[derive(Debug, PartialEq)]
+pub struct Snapshot {
+    pub tasks: Vec<Value>,
+    pub notes: Vec<Value>,
+    pub heads: Vec<(String, Vec<String>)>,
+}
+
+pub fn snapshot(workspace: &mut Workspace) -> Snapshot {
     let tasks = workspace.list(Collection::Tasks).unwrap();
     let notes = workspace.list(Collection::Notes).unwrap();
     let mut heads = Vec::new();
@@ -212,7 +219,7 @@ pub fn snapshot(workspace: &mut Workspace) -> (Vec<Value>, Vec<Value>, Vec<(Stri
         document_heads.sort();
         heads.push((name, document_heads));
     }
-    (tasks, notes, heads)
+    Snapshot { tasks, notes, heads }
 }
 
 pub const ROOT: &str = ROOT_DOCUMENT;
