@@ -123,6 +123,8 @@ pub enum BlobKind {
     RelayState = 11,
     /// A sealed relay unit made and not yet acknowledged by the relay (local only).
     RelayOutbox = 12,
+    /// What this device and one peer hold in common, per document (local only).
+    PeerState = 13,
 }
 
 impl BlobKind {
@@ -140,6 +142,7 @@ impl BlobKind {
             10 => Some(BlobKind::DeviceSetting),
             11 => Some(BlobKind::RelayState),
             12 => Some(BlobKind::RelayOutbox),
+            13 => Some(BlobKind::PeerState),
             _ => None,
         }
     }

@@ -87,6 +87,8 @@ pub enum Error {
     Random(#[from] RandomUnavailable),
     #[error(transparent)]
     Seal(#[from] SealError),
+    #[error("document {document}: the peer's sync message is not valid: {detail}")]
+    PeerMessageMalformed { document: String, detail: String },
     #[error("document {document}: the changes received are not a valid signed unit: {detail}")]
     BundleMalformed { document: String, detail: String },
     #[error("change {change} of document {document} carries no attestation by its author")]
@@ -212,6 +214,7 @@ impl Error {
             Error::Random(_) | Error::Seal(SealError::Random(_)) => ErrorCode::StoreIo,
             Error::Seal(SealError::TooLong) | Error::Encode { .. } => ErrorCode::EncodeFailed,
             Error::BundleMalformed { .. } => ErrorCode::BundleMalformed,
+            Error::PeerMessageMalformed { .. } => ErrorCode::PeerMessageMalformed,
             Error::ChangeUnsigned { .. } => ErrorCode::ChangeUnsigned,
             Error::ChangeBadSignature { .. } => ErrorCode::ChangeBadSignature,
             Error::ChangeSignerMismatch { .. } => ErrorCode::ChangeSignerMismatch,

@@ -132,6 +132,17 @@ error_codes! {
     SyncUnitCorrupt => "sync.unit_corrupt", "A relay unit failed authentication: altered, or sealed by someone without the workspace key.";
     SyncUnitMalformed => "sync.unit_malformed", "A relay unit is not in the unit format (truncated, foreign bytes, or a newer version).";
     SyncUnitTooLarge => "sync.unit_too_large", "A single change is larger than the relay accepts in one blob.";
+    PeerMessageMalformed => "peer.message_malformed", "A peer's sync message is not an Automerge sync message, or carries changes outside its signed part.";
+    PeerRefused => "peer.refused", "The peer is not an authorized device of this workspace (unknown, removed, or of another workspace); nothing was exchanged.";
+    PeerForeignWorkspace => "peer.foreign_workspace", "The peer belongs to another workspace.";
+    PeerFrameMalformed => "peer.frame_malformed", "A peer sent bytes that are not a frame of the peer protocol (garbage, truncated, or a newer version).";
+    PeerFrameTooLarge => "peer.frame_too_large", "A peer announced a frame larger than the peer protocol allows.";
+    PeerProtocol => "peer.protocol", "A peer broke the peer protocol's order (an unexpected frame or an unknown document).";
+    PeerUnreachable => "peer.unreachable", "The peer could not be reached, or the connection was lost; the next sync resumes where this one stopped.";
+    PeerStalled => "peer.stalled", "A peer stopped answering in the middle of a sync; the next sync resumes where this one stopped.";
+    PeerSyncLoop => "peer.sync_loop", "A sync with a peer did not settle within the round limit and was ended.";
+    PeerTicketInvalid => "peer.ticket_invalid", "A peer ticket does not decode.";
+    PeerEndpoint => "peer.endpoint", "This device's peer endpoint could not be started (no free port, or no network).";
     ReplayChangeNotFound => "replay.change_not_found", "The audited workspace holds no change with that hash.";
     ReplayChangeAmbiguous => "replay.change_ambiguous", "A change hash prefix matches more than one change.";
     ReplayOutputInsideWorkspace => "replay.output_inside_workspace", "The audit tool writes rebuilt data outside the workspace it audits.";

@@ -112,6 +112,11 @@ fn relay_name(relay: &str) -> String {
     blake3::hash(relay.as_bytes()).to_hex()[..16].to_owned()
 }
 
+/// What this device and a peer hold in common (`q/PEER`, PEER the peer's device id, hex).
+pub fn peer_state(peer: &adiuva_model::DeviceId) -> Vec<u8> {
+    [b"q/", peer.to_string().as_bytes()].concat()
+}
+
 /// An open invitation: its secret and expiry (`i/INVITE`).
 pub fn invite(id: ulid::Ulid) -> Vec<u8> {
     [b"i/".as_slice(), &id.to_bytes()].concat()
@@ -177,6 +182,7 @@ pub fn describe(key: &[u8]) -> String {
         [b'l', b'/', rest @ ..] => format!("device setting {}", String::from_utf8_lossy(rest)),
         [b'y', b'/', rest @ ..] => format!("relay state {}", String::from_utf8_lossy(rest)),
         [b'o', b'/', rest @ ..] => numbered(rest, " relay outbox unit "),
+        [b'q', b'/', rest @ ..] => format!("peer state {}", String::from_utf8_lossy(rest)),
         other => String::from_utf8_lossy(other).into_owned(),
     }
 }

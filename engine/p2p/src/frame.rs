@@ -1,0 +1,173 @@
+//! The peer protocol's frames, and their pure encoder and decoder (the `peer` fuzz target).
+//!
+//! ```text
+//! frame  = length u32 BE | body                  (length ≤ MAX_FRAME)
+//! body   = 1 | "ADVP" | version u8 (=1) | workspace id 16          hello
+//!        | 2 | count u32 BE | entry × count                          round
+//!        | 3 | digest 32                                               heads
+//! entry  = name length u16 BE | name | sync length u32 BE | sync | changes length u32 BE | changes
+//! ```
+//!
+//! A round holds one [`PeerMessage`] per document that had something to say; an empty round
+//! says "nothing more from me". Nothing here trusts its input: every length is checked against
+//! what is left, and a name must be UTF-8 (the engine checks it further before any key is
+//! built from it).
+
+use adiuva_engine::workspace::PeerMessage;
+
+/// The largest frame either side accepts: a round of every document's changes would otherwise
+/// let a peer make this device buffer without bound. A round larger than this is split.
+pub const MAX_FRAME: usize = 128 * 1024 * 1024;
+/// What a round's changes may add up to before the sender starts another round.
+pub const ROUND_BUDGET: usize = 16 * 1024 * 1024;
+
+const HELLO: u8 = 1;
+const ROUND: u8 = 2;
+const HEADS: u8 = 3;
+const MAGIC: &[u8; 4] = b"ADVP";
+pub const VERSION: u8 = 1;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    Hello {
+        version: u8,
+        workspace_id: [u8; 16],
+    },
+    Round(Vec<(String, PeerMessage)>),
+    /// A digest of every document's heads: equal digests, same changes.
+    Heads([u8; 32]),
+}
+
+/// Why bytes are not a frame.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FrameError(pub String);
+
+impl Frame {
+    /// The frame's body (without its length prefix).
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Frame::Hello { version, workspace_id } => {
+                let mut out = vec![HELLO];
+                out.extend_from_slice(MAGIC);
+                out.push(*version);
+                out.extend_from_slice(workspace_id);
+                out
+            }
+            Frame::Round(entries) => {
+                let mut out = vec![ROUND];
+                out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+                for (name, message) in entries {
+                    out.extend_from_slice(&(name.len() as u16).to_be_bytes());
+                    out.extend_from_slice(name.as_bytes());
+                    out.extend_from_slice(&(message.sync.len() as u32).to_be_bytes());
+                    out.extend_from_slice(&message.sync);
+                    out.extend_from_slice(&(message.changes.len() as u32).to_be_bytes());
+                    out.extend_from_slice(&message.changes);
+                }
+                out
+            }
+            Frame::Heads(digest) => [&[HEADS][..], digest].concat(),
+        }
+    }
+
+    /// Decodes a frame's body.
+    pub fn decode(body: &[u8]) -> Result<Frame, FrameError> {
+        let mut input = Input(body);
+        let frame = match input.u8()? {
+            HELLO => {
+                if input.take(4)? != MAGIC {
+                    return Err(FrameError("a hello without the protocol's magic".into()));
+                }
+                let version = input.u8()?;
+                let workspace_id = input.take(16)?.try_into().map_err(|_| FrameError("workspace id".into()))?;
+                Frame::Hello { version, workspace_id }
+            }
+            ROUND => {
+                let count = input.u32()? as usize;
+                // Each entry takes at least 10 bytes: a count beyond that is a lie.
+                if count > input.0.len() / 10 {
+                    return Err(FrameError(format!("a round announcing {count} entries in {} bytes", input.0.len())));
+                }
+                let mut entries = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let name_length = input.u16()? as usize;
+                    let name = std::str::from_utf8(input.take(name_length)?)
+                        .map_err(|_| FrameError("a document name that is not UTF-8".into()))?
+                        .to_owned();
+                    let sync_length = input.u32()? as usize;
+                    let sync = input.take(sync_length)?.to_vec();
+                    let changes_length = input.u32()? as usize;
+                    let changes = input.take(changes_length)?.to_vec();
+                    entries.push((name, PeerMessage { sync, changes }));
+                }
+                Frame::Round(entries)
+            }
+            HEADS => Frame::Heads(input.take(32)?.try_into().map_err(|_| FrameError("digest".into()))?),
+            other => return Err(FrameError(format!("unknown frame kind {other}"))),
+        };
+        if !input.0.is_empty() {
+            return Err(FrameError(format!("{} bytes after the frame", input.0.len())));
+        }
+        Ok(frame)
+    }
+}
+
+/// The length a frame's 4-byte prefix announces, if this side accepts it.
+pub fn frame_length(prefix: [u8; 4]) -> Result<usize, usize> {
+    let length = u32::from_be_bytes(prefix) as usize;
+    if length > MAX_FRAME { Err(length) } else { Ok(length) }
+}
+
+struct Input<'a>(&'a [u8]);
+
+impl<'a> Input<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
+        if n > self.0.len() {
+            return Err(FrameError(format!("cut short: {n} bytes wanted, {} left", self.0.len())));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, FrameError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, FrameError> {
+        Ok(u16::from_be_bytes([self.u8()?, self.u8()?]))
+    }
+
+    fn u32(&mut self) -> Result<u32, FrameError> {
+        let bytes = self.take(4)?;
+        Ok(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_damage_is_an_error() {
+        let hello = Frame::Hello { version: VERSION, workspace_id: [7; 16] };
+        assert_eq!(Frame::decode(&hello.encode()), Ok(hello));
+        let round = Frame::Round(vec![
+            ("root".into(), PeerMessage { sync: vec![1, 2, 3], changes: vec![] }),
+            ("tasks".into(), PeerMessage { sync: vec![4], changes: vec![5; 40] }),
+        ]);
+        let bytes = round.encode();
+        assert_eq!(Frame::decode(&bytes), Ok(round));
+        for cut in 0..bytes.len() {
+            assert!(Frame::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(Frame::decode(&longer).is_err());
+        assert!(Frame::decode(&[2, 0xff, 0xff, 0xff, 0xff]).is_err());
+        assert!(Frame::decode(&[9]).is_err());
+        let heads = Frame::Heads([3; 32]);
+        assert_eq!(Frame::decode(&heads.encode()), Ok(heads));
+        assert_eq!(frame_length((MAX_FRAME as u32 + 1).to_be_bytes()), Err(MAX_FRAME + 1));
+    }
+}

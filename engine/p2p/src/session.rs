@@ -1,0 +1,343 @@
+//! One sync session between two devices over one QUIC stream pair, after each side checked the
+//! other's key against its device list.
+//!
+//! 1. **Hello**: the dialer sends its protocol version and workspace id, the listener answers
+//!    with its own; a different version or workspace ends the session.
+//! 2. **Rounds**, in lockstep: each side sends one round (a message per document that has
+//!    something to say, see [`Frame::Round`]) while it reads the other's, then takes in what it
+//!    read. The session moves on once both sent an empty round in the same round: both sides
+//!    see both rounds, so both decide alike. The root document goes first, alone (it says who
+//!    may write and which documents exist), then every other document together; a peer removed
+//!    by what the root brought is dropped before the second phase.
+//! 3. **Heads**: each side sends a digest of every document's heads; equal digests mean both
+//!    hold the same changes.
+//!
+//! Each round's imports are durable before the peer state naming them is stored, so a session
+//! cut at any point (a peer killed, a connection lost, a stream stalled past the timeout) ends
+//! with a typed error and the next one resumes from what was stored. A session that has not
+//! settled after [`MAX_ROUNDS`] rounds ends too: no session runs forever.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use adiuva_engine::Workspace;
+use adiuva_engine::workspace::{PeerStates, ROOT_DOCUMENT};
+use adiuva_model::DeviceId;
+use iroh::endpoint::{ConnectionError, RecvStream, SendStream};
+use tracing::debug;
+
+use crate::SharedWorkspace;
+use crate::error::{PeerError, Result};
+use crate::frame::{self, Frame, ROUND_BUDGET, VERSION};
+
+/// Rounds per phase before a session is ended as looping. Automerge settles in a handful of
+/// round trips; each round carries up to [`ROUND_BUDGET`] of changes, so this bounds a session
+/// at several GiB moved.
+pub const MAX_ROUNDS: usize = 256;
+
+/// Close codes: the session ended well, the peer is refused, or this side found an error.
+pub const CLOSE_DONE: u32 = 0;
+pub const CLOSE_REFUSED: u32 = 1;
+pub const CLOSE_ERROR: u32 = 2;
+
+/// What one session did.
+#[derive(Clone, Debug, Default)]
+pub struct SessionReport {
+    pub peer: Option<DeviceId>,
+    /// Changes received and applied here.
+    pub applied: usize,
+    /// Changes received and kept in the pending area (missing dependencies, or a removed
+    /// device's beyond its removal).
+    pub pending: usize,
+    pub rounds: usize,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Both sides ended holding the same heads in every document.
+    pub converged: bool,
+}
+
+/// Whether this side dialed or was dialed: the dialer speaks first.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Role {
+    Dialer,
+    Listener,
+}
+
+pub(crate) struct Wire {
+    pub send: SendStream,
+    pub recv: RecvStream,
+    pub connection: iroh::endpoint::Connection,
+    pub peer: DeviceId,
+    pub stall: Duration,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+impl Wire {
+    fn peer_text(&self) -> String {
+        self.peer.to_string()
+    }
+
+    /// Why the connection ended, as the peer said it when it closed it.
+    fn lost(&self, detail: String) -> PeerError {
+        let peer = self.peer_text();
+        match self.connection.close_reason() {
+            Some(ConnectionError::ApplicationClosed(close)) => {
+                let reason = String::from_utf8_lossy(&close.reason).into_owned();
+                match close.error_code.into_inner() {
+                    code if code == u64::from(CLOSE_REFUSED) => PeerError::Refused { peer, reason },
+                    code if code == u64::from(CLOSE_ERROR) => {
+                        PeerError::Protocol { peer, detail: format!("the peer ended the session: {reason}") }
+                    }
+                    _ => PeerError::Unreachable { peer, detail: format!("the peer closed the connection: {reason}") },
+                }
+            }
+            _ => PeerError::Unreachable { peer, detail },
+        }
+    }
+
+    async fn write(send: &mut SendStream, body: &[u8]) -> std::result::Result<(), String> {
+        let length = u32::try_from(body.len()).map_err(|_| "a frame over 4 GiB".to_owned())?;
+        send.write_all(&length.to_be_bytes()).await.map_err(|e| e.to_string())?;
+        send.write_all(body).await.map_err(|e| e.to_string())
+    }
+
+    async fn read(recv: &mut RecvStream, stall: Duration) -> std::result::Result<Vec<u8>, ReadFailure> {
+        let mut prefix = [0u8; 4];
+        tokio::time::timeout(stall, recv.read_exact(&mut prefix))
+            .await
+            .map_err(|_| ReadFailure::Stalled)?
+            .map_err(ReadFailure::lost)?;
+        let length = frame::frame_length(prefix).map_err(ReadFailure::TooLarge)?;
+        let mut body = vec![0u8; length];
+        tokio::time::timeout(stall, recv.read_exact(&mut body))
+            .await
+            .map_err(|_| ReadFailure::Stalled)?
+            .map_err(ReadFailure::lost)?;
+        Ok(body)
+    }
+
+    fn failed(&self, failure: ReadFailure) -> PeerError {
+        let peer = self.peer_text();
+        match failure {
+            ReadFailure::Stalled => PeerError::Stalled { peer, seconds: self.stall.as_secs() },
+            ReadFailure::TooLarge(length) => {
+                PeerError::FrameTooLarge { peer, length: length as u64, limit: frame::MAX_FRAME as u64 }
+            }
+            ReadFailure::Lost(detail) => self.lost(detail),
+        }
+    }
+
+    fn decode(&self, body: &[u8]) -> Result<Frame> {
+        Frame::decode(body).map_err(|e| PeerError::FrameMalformed { peer: self.peer_text(), detail: e.0 })
+    }
+
+    pub async fn send_frame(&mut self, frame: &Frame) -> Result<()> {
+        let body = frame.encode();
+        Self::write(&mut self.send, &body).await.map_err(|detail| self.lost(detail))?;
+        self.bytes_sent += 4 + body.len() as u64;
+        Ok(())
+    }
+
+    pub async fn receive_frame(&mut self) -> Result<Frame> {
+        let body = Self::read(&mut self.recv, self.stall).await.map_err(|failure| self.failed(failure))?;
+        self.bytes_received += 4 + body.len() as u64;
+        self.decode(&body)
+    }
+
+    /// Sends `frame` while reading the peer's: both sides may be writing at once, and a large
+    /// round would otherwise fill both flow-control windows with neither side reading.
+    async fn exchange(&mut self, frame: &Frame) -> Result<Frame> {
+        let body = frame.encode();
+        let (written, read) = tokio::join!(Self::write(&mut self.send, &body), Self::read(&mut self.recv, self.stall));
+        written.map_err(|detail| self.lost(detail))?;
+        let received = read.map_err(|failure| self.failed(failure))?;
+        self.bytes_sent += 4 + body.len() as u64;
+        self.bytes_received += 4 + received.len() as u64;
+        self.decode(&received)
+    }
+}
+
+enum ReadFailure {
+    Stalled,
+    TooLarge(usize),
+    Lost(String),
+}
+
+impl ReadFailure {
+    fn lost(error: impl std::fmt::Display) -> Self {
+        ReadFailure::Lost(error.to_string())
+    }
+}
+
+/// Runs `work` on the workspace on a blocking thread (the engine writes durably).
+pub(crate) async fn with_workspace<R: Send + 'static>(
+    shared: &Arc<dyn SharedWorkspace>,
+    peer: DeviceId,
+    work: impl FnOnce(&mut Workspace) -> adiuva_engine::Result<R> + Send + 'static,
+) -> Result<R> {
+    let shared = shared.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let mut workspace = shared.workspace();
+        work(&mut workspace)
+    })
+    .await;
+    match joined {
+        Ok(result) => result.map_err(|source| PeerError::Engine { peer: peer.to_string(), source }),
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(_) => Err(PeerError::Unreachable { peer: peer.to_string(), detail: "shutting down".into() }),
+    }
+}
+
+/// Runs a session on `wire` (see the module docs).
+pub(crate) async fn run(shared: &Arc<dyn SharedWorkspace>, wire: &mut Wire, role: Role) -> Result<SessionReport> {
+    let peer = wire.peer;
+    let workspace_id = with_workspace(shared, peer, |w| Ok(w.workspace_id().to_bytes())).await?;
+    let hello = Frame::Hello { version: VERSION, workspace_id };
+    let theirs = match role {
+        Role::Dialer => {
+            wire.send_frame(&hello).await?;
+            wire.receive_frame().await?
+        }
+        Role::Listener => {
+            let theirs = wire.receive_frame().await?;
+            check_hello(wire, &theirs, &workspace_id)?;
+            wire.send_frame(&hello).await?;
+            theirs
+        }
+    };
+    check_hello(wire, &theirs, &workspace_id)?;
+
+    let mut report = SessionReport { peer: Some(peer), ..SessionReport::default() };
+    let states = with_workspace(shared, peer, move |w| w.peer_states(&peer)).await?;
+    let states = phase(shared, wire, states, Phase::Root, &mut report).await?;
+    // The root may have brought this peer's removal.
+    with_workspace(shared, peer, move |w| w.check_peer(&peer)).await.map_err(|error| PeerError::Refused {
+        peer: peer.to_string(),
+        reason: format!("{error} (learned during this session)"),
+    })?;
+    let mut states = phase(shared, wire, states, Phase::Documents, &mut report).await?;
+
+    let digest = with_workspace(shared, peer, heads_digest).await?;
+    report.converged = wire.exchange(&Frame::Heads(digest)).await? == Frame::Heads(digest);
+    if report.converged {
+        states.last_sync = Some(chrono::Utc::now());
+    }
+    with_workspace(shared, peer, move |w| w.set_peer_states(&peer, &states)).await?;
+    report.bytes_sent = wire.bytes_sent;
+    report.bytes_received = wire.bytes_received;
+    Ok(report)
+}
+
+fn check_hello(wire: &Wire, frame: &Frame, workspace_id: &[u8; 16]) -> Result<()> {
+    let peer = wire.peer.to_string();
+    match frame {
+        Frame::Hello { version, .. } if *version != VERSION => Err(PeerError::Protocol {
+            peer,
+            detail: format!("protocol version {version}, this device speaks {VERSION}"),
+        }),
+        Frame::Hello { workspace_id: theirs, .. } if theirs != workspace_id => {
+            Err(PeerError::ForeignWorkspace { peer, theirs: adiuva_model::hex::encode(theirs) })
+        }
+        Frame::Hello { .. } => Ok(()),
+        Frame::Round(_) | Frame::Heads(_) => {
+            Err(PeerError::Protocol { peer, detail: "another frame before the hello".into() })
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    Root,
+    Documents,
+}
+
+impl Phase {
+    fn documents(self, workspace: &mut Workspace) -> adiuva_engine::Result<Vec<String>> {
+        Ok(match self {
+            Phase::Root => vec![ROOT_DOCUMENT.to_owned()],
+            Phase::Documents => workspace.document_names()?.into_iter().filter(|name| name != ROOT_DOCUMENT).collect(),
+        })
+    }
+}
+
+async fn phase(
+    shared: &Arc<dyn SharedWorkspace>,
+    wire: &mut Wire,
+    mut states: PeerStates,
+    phase: Phase,
+    report: &mut SessionReport,
+) -> Result<PeerStates> {
+    let peer = wire.peer;
+    for _ in 0..MAX_ROUNDS {
+        let (returned, mine) = with_workspace(shared, peer, move |w| {
+            let mut round = Vec::new();
+            let mut bytes = 0;
+            for document in phase.documents(w)? {
+                // The rest waits for the next round: a message, once made, must be sent.
+                if bytes >= ROUND_BUDGET {
+                    break;
+                }
+                if let Some(message) = w.peer_message(&mut states, &document)? {
+                    bytes += message.sync.len() + message.changes.len();
+                    round.push((document, message));
+                }
+            }
+            Ok((states, round))
+        })
+        .await?;
+        states = returned;
+        report.rounds += 1;
+        let mine_empty = mine.is_empty();
+        let Frame::Round(theirs) = wire.exchange(&Frame::Round(mine)).await? else {
+            return Err(PeerError::Protocol {
+                peer: peer.to_string(),
+                detail: "another frame in place of a round".into(),
+            });
+        };
+        if mine_empty && theirs.is_empty() {
+            debug!(?phase, rounds = report.rounds, "phase settled");
+            return Ok(states);
+        }
+        let (returned, applied, pending, unknown) = with_workspace(shared, peer, move |w| {
+            let known = phase.documents(w)?;
+            let (mut applied, mut pending) = (0, 0);
+            for (document, message) in &theirs {
+                if !known.contains(document) {
+                    return Ok((states, applied, pending, Some(document.clone())));
+                }
+                let imported = w.receive_peer_message(&mut states, document, message)?;
+                applied += imported.applied;
+                pending += imported.pending + imported.refused.len();
+            }
+            // Every import above is durable: the states naming it may be stored.
+            w.set_peer_states(&peer, &states)?;
+            Ok((states, applied, pending, None))
+        })
+        .await?;
+        if let Some(document) = unknown {
+            let detail = format!("a message for {document:?}, which is not a document of this phase here");
+            return Err(PeerError::Protocol { peer: peer.to_string(), detail });
+        }
+        states = returned;
+        report.applied += applied;
+        report.pending += pending;
+    }
+    Err(PeerError::SyncLoop { peer: peer.to_string(), rounds: MAX_ROUNDS })
+}
+
+/// A digest of every document's name and heads, in order.
+fn heads_digest(workspace: &mut Workspace) -> adiuva_engine::Result<[u8; 32]> {
+    let mut hasher = blake3::Hasher::new();
+    for document in workspace.document_names()? {
+        let mut heads = workspace.heads(&document)?;
+        heads.sort();
+        hasher.update(document.as_bytes());
+        hasher.update(&[0]);
+        for head in heads {
+            hasher.update(&head.0);
+        }
+        hasher.update(&[0xff]);
+    }
+    Ok(*hasher.finalize().as_bytes())
+}

@@ -1,0 +1,225 @@
+//! Peer sync, the engine's side: the Automerge sync protocol per document between two devices,
+//! with every change received checked exactly as any import is. The transport is elsewhere
+//! (`adiuva-p2p`); nothing here knows the network.
+//!
+//! A [`PeerMessage`] is an Automerge sync message with its changes taken out, plus those
+//! changes as a [`SignedChanges`](crate::authorship::SignedChanges) (their authors'
+//! attestations, verbatim). [`Workspace::receive_peer_message`] imports the signed part through
+//! [`Workspace::import_changes`] (envelope, attestation, signer, device list; pending area for
+//! missing dependencies) and only then hands Automerge the message, which by then carries no
+//! change: Automerge updates what it knows of the peer and applies nothing itself. A message
+//! carrying changes of its own is refused. Automerge's "send the whole document" shortcut
+//! (format 2 messages) is never taken: the capability flags of received messages are dropped,
+//! so this device never learns that the peer could take one, and each change keeps its
+//! attestation.
+//!
+//! **Peer state** (`q/PEER`, a local blob): per document, the heads this device and the peer
+//! are known to share (Automerge's persisted sync state). It is stored only after what it names
+//! is durable here, so a session cut short resumes from it and a reconnect sends only what is
+//! new; a state the peer no longer matches (it was restored from an older copy) makes Automerge
+//! start that document over (its reset message), never loop.
+
+use std::collections::BTreeMap;
+
+use adiuva_model::DeviceId;
+use automerge::sync::{self, ChunkList, SyncDoc};
+use automerge::{Change, ChangeHash};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::sync::Imported;
+use super::{Workspace, layout};
+use crate::chunk::BlobKind;
+use crate::encode;
+use crate::error::{Error, Result, json_error};
+use crate::store::WriteBatch;
+
+/// One document's turn of the sync protocol: Automerge's message without its changes, and the
+/// changes as a signed unit (empty when the message carries none).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerMessage {
+    pub sync: Vec<u8>,
+    pub changes: Vec<u8>,
+}
+
+/// What this device knows of one peer, per document (Automerge's sync states).
+#[derive(Debug, Default)]
+pub struct PeerStates {
+    documents: BTreeMap<String, sync::State>,
+    /// When a session with the peer last ended with both sides holding the same heads.
+    pub last_sync: Option<DateTime<Utc>>,
+}
+
+/// The stored form of [`PeerStates`]: per document, the encoded persisted sync state, hex.
+#[derive(Serialize, Deserialize)]
+struct StoredPeerStates {
+    documents: BTreeMap<String, String>,
+    #[serde(default)]
+    last_sync: Option<DateTime<Utc>>,
+}
+
+impl PeerStates {
+    fn state(&mut self, document: &str) -> &mut sync::State {
+        self.documents.entry(document.to_owned()).or_default()
+    }
+
+    /// The heads this device last knew the peer to hold for `document`, if any.
+    fn shared_heads(&self, document: &str) -> Option<&[ChangeHash]> {
+        self.documents.get(document).map(|state| state.shared_heads.as_slice())
+    }
+}
+
+impl Workspace {
+    /// The device's Ed25519 signing key, the secret half of its [`DeviceId`]: its peer
+    /// endpoint's key, so a peer's transport proves the same identity its changes are signed by.
+    pub fn endpoint_secret(&self) -> Zeroizing<[u8; 32]> {
+        self.log.identity.signing_secret()
+    }
+
+    /// Whether `peer` may sync with this device: a device of this workspace's list, not removed.
+    /// The error names why not (`device.unknown`, `device.removed`).
+    pub fn check_peer(&mut self, peer: &DeviceId) -> Result<()> {
+        let device = self.device_list()?.devices.get(peer).cloned();
+        match device {
+            None => Err(Error::DeviceUnknown { device: peer.to_string(), document: None, change: None }),
+            Some(device) if device.is_removed() => {
+                Err(Error::DeviceRemoved { device: peer.to_string(), document: None, change: None })
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// What this device knows of `peer` (nothing if they never synced).
+    pub fn peer_states(&self, peer: &DeviceId) -> Result<PeerStates> {
+        let key = layout::peer_state(peer);
+        let Some(sealed) = self.log.store.get(&key)? else {
+            return Ok(PeerStates::default());
+        };
+        let bytes = self.log.open_local("peer state", &key, &sealed, BlobKind::PeerState)?;
+        let stored: StoredPeerStates = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::WorkspaceFormat { detail: format!("the peer state {}", json_error(&e)) })?;
+        let mut documents = BTreeMap::new();
+        for (document, hex) in stored.documents {
+            let state = adiuva_model::hex::decode(&hex).and_then(|bytes| sync::State::decode(&bytes).ok()).ok_or_else(
+                || Error::WorkspaceFormat { detail: format!("the peer state of {document} does not decode") },
+            )?;
+            documents.insert(document, state);
+        }
+        Ok(PeerStates { documents, last_sync: stored.last_sync })
+    }
+
+    /// Stores what this device knows of `peer`, durably. Call it only once every change the
+    /// states name as shared is durable here (each import is, before it returns).
+    pub fn set_peer_states(&mut self, peer: &DeviceId, states: &PeerStates) -> Result<()> {
+        let stored = StoredPeerStates {
+            documents: states
+                .documents
+                .iter()
+                .map(|(document, state)| (document.clone(), adiuva_model::hex::encode(&state.encode())))
+                .collect(),
+            last_sync: states.last_sync,
+        };
+        let key = layout::peer_state(peer);
+        let bytes = encode::json(&stored, "peer state")?;
+        let mut batch = WriteBatch::default();
+        batch.put(key.clone(), self.log.seal_local(&key, BlobKind::PeerState, &bytes)?);
+        self.log.write_durably(batch)
+    }
+
+    /// The peers this device has synced with.
+    pub fn known_peers(&self) -> Result<Vec<DeviceId>> {
+        Ok(self
+            .log
+            .store
+            .keys_with_prefix(b"q/")?
+            .iter()
+            .filter_map(|key| std::str::from_utf8(&key[2..]).ok()?.parse().ok())
+            .collect())
+    }
+
+    /// How many changes of each document `peer` was not known to hold when this device last
+    /// synced with it (documents it lacks nothing of are left out).
+    pub fn peer_lacks(&mut self, peer: &DeviceId) -> Result<BTreeMap<String, usize>> {
+        let states = self.peer_states(peer)?;
+        let mut lacks = BTreeMap::new();
+        for document in self.document_names()? {
+            let doc = &self.document(&document)?.doc;
+            let shared: Vec<ChangeHash> = states
+                .shared_heads(&document)
+                .unwrap_or_default()
+                .iter()
+                .filter(|hash| doc.get_change_meta_by_hash(hash).is_some())
+                .copied()
+                .collect();
+            let missing = doc.get_changes(&shared).len();
+            if missing > 0 {
+                lacks.insert(document, missing);
+            }
+        }
+        Ok(lacks)
+    }
+
+    /// This device's next message to the peer for `document`, or `None` when it has nothing
+    /// to say (Automerge's `generate_sync_message`).
+    pub fn peer_message(&mut self, states: &mut PeerStates, document: &str) -> Result<Option<PeerMessage>> {
+        let state = states.state(document);
+        let doc = &self.document(document)?.doc;
+        let Some(mut message) = doc.generate_sync_message(state) else {
+            return Ok(None);
+        };
+        let changes = std::mem::replace(&mut message.changes, ChunkList::empty());
+        let signed = if changes.is_empty() {
+            Vec::new()
+        } else {
+            let changes = changes
+                .iter()
+                .map(|bytes| {
+                    Change::from_bytes(bytes.to_vec()).map_err(|e| Error::DocumentCorrupt {
+                        document: document.to_owned(),
+                        detail: format!("a change to send does not parse: {e}"),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            self.signed_unit(document, &changes)?
+        };
+        Ok(Some(PeerMessage { sync: message.encode(), changes: signed }))
+    }
+
+    /// Takes in the peer's message for `document`: its changes imported with every check of
+    /// [`Self::import_changes`] (and durable) before Automerge sees the rest of the message.
+    pub fn receive_peer_message(
+        &mut self,
+        states: &mut PeerStates,
+        document: &str,
+        message: &PeerMessage,
+    ) -> Result<Imported> {
+        layout::check_document_name(document)?;
+        let malformed = |detail: String| Error::PeerMessageMalformed { document: document.to_owned(), detail };
+        let mut sync_message =
+            sync::Message::decode(&message.sync).map_err(|e| malformed(format!("it does not decode: {e}")))?;
+        if !sync_message.changes.is_empty() {
+            return Err(malformed("it carries changes outside its signed part".into()));
+        }
+        // Without the flags this device never learns the peer takes format-2 messages, so it
+        // never sends a whole document in place of attested changes.
+        sync_message.flags = None;
+        let imported = if message.changes.is_empty() {
+            Imported::default()
+        } else {
+            self.import_changes(document, &message.changes)?
+        };
+        let state = states.state(document);
+        let doc = &mut self.document(document)?.doc;
+        // The message carries no change by now: Automerge updates its view of the peer only.
+        doc.receive_sync_message(state, sync_message)
+            .map_err(|e| Error::PeerMessageMalformed { document: document.to_owned(), detail: e.to_string() })?;
+        Ok(imported)
+    }
+
+    /// Whether the peer's last message for `document` announced exactly this device's heads.
+    pub fn peer_in_sync(&mut self, states: &PeerStates, document: &str) -> Result<bool> {
+        let heads = self.document(document)?.doc.get_heads();
+        Ok(states.documents.get(document).and_then(|state| state.their_heads.as_ref()) == Some(&heads))
+    }
+}
