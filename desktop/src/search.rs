@@ -4,6 +4,8 @@
 //! Without a daemon a command builds the index from the read views (reusing every stored
 //! vector) and searches it; the daemon keeps one index for its whole life, catching it up with
 //! the log in the background and before every search, so a search sees every committed event.
+//! The daemon embeds outside its locks ([`SearchSlot::prepare`], then [`SearchSlot::apply`]):
+//! a first build of a large workspace takes minutes, and requests go on meanwhile.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use adiuva_engine::Workspace;
 use adiuva_model::Collection;
-use adiuva_search::{Embedder, Filter, Hit, IndexStatus, Indexed, Mode, SearchIndex, SearchQuery};
+use adiuva_search::{Embedder, Filter, Hit, IndexStatus, Indexed, Mode, Pending, SearchIndex, SearchQuery};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -111,6 +113,34 @@ impl SearchSlot {
         Ok(self.index.insert(index))
     }
 
+    /// The first of the three steps of an update that runs the model holding nothing (see
+    /// [`adiuva_search::Pending`]): what the index lacks, a whole build when there is none.
+    pub fn prepare(&self, workspace: &mut Workspace) -> Result<Pending> {
+        Ok(match &self.index {
+            Some(index) => index.prepare_catch_up(workspace)?,
+            None => SearchIndex::prepare_build(workspace, embedder())?,
+        })
+    }
+
+    /// The last step: puts in what [`Self::prepare`] read, embedded since. An update another
+    /// one overtook, or a catch-up of an index dropped meanwhile, changes nothing (`None`).
+    pub fn apply(&mut self, workspace: &mut Workspace, pending: Pending) -> Result<Option<Indexed>> {
+        match &mut self.index {
+            Some(index) => Ok(index.apply(workspace, pending)?),
+            None if pending.is_build() => {
+                let (index, indexed) = SearchIndex::finish_build(workspace, pending)?;
+                self.index = Some(index);
+                Ok(Some(indexed))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Drops the index, so the next update builds it again from the log.
+    pub fn clear(&mut self) {
+        self.index = None;
+    }
+
     /// Builds the index again from the log, reusing the stored vectors of unchanged text.
     pub fn rebuild(
         &mut self,
@@ -118,7 +148,7 @@ impl SearchSlot {
         progress: &mut dyn FnMut(IndexProgress),
     ) -> Result<IndexReport> {
         let started = Instant::now();
-        self.index = None;
+        self.clear();
         let (mut index, indexed) =
             SearchIndex::build(workspace, embedder(), &mut |done, total| progress(IndexProgress { done, total }))?;
         let report = IndexReport {

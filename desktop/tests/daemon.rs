@@ -441,6 +441,7 @@ fn the_openapi_document_validates_and_every_route_answers_as_documented() {
         (("get", "/v1/notes"), ("/v1/notes", vec![])),
         (("get", "/v1/log"), ("/v1/log?kind=task&actor=user&task=ID&limit=5", vec![])),
         (("get", "/v1/status"), ("/v1/status", vec![])),
+        (("get", "/v1/sync"), ("/v1/sync", vec![])),
         (("post", "/v1/import"), ("/v1/import?source=sample.jsonl", b"{\"type\":\"note\",\"title\":\"I\"}\n".to_vec())),
         (("post", "/v1/compact"), ("/v1/compact", vec![])),
         (("get", "/v1/daemon"), ("/v1/daemon", vec![])),
@@ -486,6 +487,54 @@ fn the_openapi_document_validates_and_every_route_answers_as_documented() {
         assert!(status < 300, "{method} {path}: the sample succeeds: {answer}");
     }
     assert!(daemon.wait().unwrap().success(), "the stop route stops the daemon cleanly");
+}
+
+/// A first build of the search index embeds every text, minutes on a large workspace: the
+/// daemon runs the model holding no lock, so writes and reads go on meanwhile, and its status
+/// shows how far the build has got.
+#[test]
+fn requests_go_on_while_the_first_search_index_build_embeds() {
+    const NOTES: usize = 300;
+    let dir = new_workspace();
+    let ws = dir.path();
+    let words =
+        ["garden", "invoice", "river", "meeting", "passport", "tomato", "lecture", "engine", "violin", "harbor"];
+    let lines: Vec<String> = (0..NOTES)
+        .map(|n| {
+            let body: Vec<&str> = (0..80).map(|i| words[(n * 7 + i * i * 3) % words.len()]).collect();
+            json!({"type": "note", "title": format!("Note {n}"), "body": body.join(" ")}).to_string()
+        })
+        .collect();
+    let file = ws.join("notes.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    ok(ws, &["import", file.to_str().unwrap()]);
+    let mut daemon = run_daemon(ws, &[]);
+    let searching = {
+        let ws = ws.to_owned();
+        std::thread::spawn(move || ok(&ws, &["search", "harbor violin", "--json"]))
+    };
+    let mut under_way = false;
+    while !searching.is_finished() {
+        let (status, body) = api(ws, "GET", "/v1/daemon", b"");
+        assert_eq!(status, 200);
+        if body["indexing"]["done"].as_u64().is_some_and(|done| done < NOTES as u64 / 2)
+            && body["indexing"]["total"] == NOTES
+        {
+            under_way = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(under_way, "the daemon answered its status while the build embedded, and showed its progress");
+    let id = ok(ws, &["task", "add", "Written while the index builds"]).trim().to_owned();
+    assert_eq!(ok(ws, &["task", "list", "--json"]).matches(&id).count(), 1);
+    assert!(!searching.is_finished(), "the write and the read did not wait for the build");
+    let hits: Vec<Value> = serde_json::from_str(&searching.join().unwrap()).unwrap();
+    assert!(!hits.is_empty());
+    // What was written during the build is in the next search.
+    assert!(ok(ws, &["search", "written while the index builds", "--json"]).contains(&id));
+    assert_eq!(ok(ws, &["daemon", "stop"]), "daemon stopped\n");
+    assert!(daemon.wait().unwrap().success());
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! from these handlers and served at `/v1/openapi.json`.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use adiuva_engine::WorkspaceStatus;
 use adiuva_http_api::BearerToken;
@@ -104,6 +105,21 @@ impl Shared {
         .await
         .map_err(|e| ApiError::internal(format!("the operation did not finish: {e}")))?
         .map_err(ApiError::from)
+    }
+}
+
+impl Shared {
+    /// Brings the search index up to date on a blocking thread, before a request that reads it.
+    async fn update_search_index_off_lock(self: &Arc<Self>) -> Result<(), ApiError> {
+        let shared = self.clone();
+        let span = Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            shared.update_search_index(false, &mut |_| {})
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("the index update did not finish: {e}")))??;
+        Ok(())
     }
 }
 
@@ -360,12 +376,14 @@ async fn search(
     correlation: Correlation,
     Params(request): Params<SearchRequest>,
 ) -> Result<Json<SearchAnswer>, ApiError> {
+    shared.update_search_index_off_lock().await?;
     Ok(Json(shared.call(correlation, move |service| service.search(request)).await?))
 }
 
 #[utoipa::path(get, path = "/v1/index", tag = "search",
     responses((status = 200, description = "What the search index holds", body = IndexReport)))]
 async fn index_status(State(shared): SharedState, correlation: Correlation) -> Result<Json<IndexReport>, ApiError> {
+    shared.update_search_index_off_lock().await?;
     Ok(Json(shared.call(correlation, |service| service.index_status()).await?))
 }
 
@@ -391,10 +409,15 @@ async fn index_rebuild(State(shared): SharedState, correlation: Correlation) -> 
             bytes.push(b'\n');
             let _ = lines.blocking_send(Bytes::from(bytes));
         };
-        let mut workspace = shared.workspace();
-        let mut search = shared.search();
-        let mut local = Local { workspace: &mut workspace, correlation: correlation.0, search: &mut search };
-        let outcome = local.index_rebuild(&mut |progress| send(IndexLine::Progress(progress)));
+        let started = Instant::now();
+        let outcome =
+            shared.update_search_index(true, &mut |progress| send(IndexLine::Progress(progress))).and_then(|indexed| {
+                let mut workspace = shared.workspace();
+                let mut search = shared.search();
+                let mut local = Local { workspace: &mut workspace, correlation: correlation.0, search: &mut search };
+                let report = local.index_status()?;
+                Ok(IndexReport { indexed, seconds: started.elapsed().as_secs_f64(), ..report })
+            });
         send(match outcome {
             Ok(report) => IndexLine::Done(report),
             Err(error) => IndexLine::Error(ApiError::from(error).body().error),
@@ -417,6 +440,8 @@ pub struct DaemonStatus {
     pub documents_loaded: Vec<String>,
     /// Resident memory of the daemon process, where the platform tells it.
     pub resident_bytes: Option<u64>,
+    /// The search index update under way, if one is: records embedded of those it takes in.
+    pub indexing: Option<IndexProgress>,
 }
 
 #[utoipa::path(get, path = "/v1/daemon", tag = "daemon", responses((status = 200, description = "The daemon's pid, address, uptime, documents loaded and memory", body = DaemonStatus)))]
@@ -429,6 +454,7 @@ async fn daemon_status(State(shared): SharedState, correlation: Correlation) -> 
         uptime_seconds: shared.started.elapsed().as_secs(),
         documents_loaded,
         resident_bytes: resident_bytes(),
+        indexing: *shared.index_progress.lock().unwrap_or_else(|poisoned| poisoned.into_inner()),
     }))
 }
 

@@ -16,8 +16,9 @@ use super::Shared;
 /// next process to open the workspace replays nothing.
 const COMPACT_EVERY: Duration = Duration::from_secs(300);
 
-/// How often the search index takes in what was committed or imported since it last looked, so
-/// new text is embedded off the search path (a search catches up first anyway).
+/// How often the search index takes in what was committed or imported since it last looked
+/// (the first time: builds it), so new text is embedded off the search path and outside the
+/// workspace lock.
 const INDEX_EVERY: Duration = Duration::from_secs(2);
 
 pub struct Registry {
@@ -72,8 +73,7 @@ pub fn register_all(registry: &mut Registry, shared: &Arc<Shared>) {
     });
     let indexing = shared.clone();
     registry.every("search-index", INDEX_EVERY, move || {
-        let mut workspace = indexing.workspace();
-        if let Err(error) = indexing.search().current(&mut workspace) {
+        if let Err(error) = indexing.update_search_index(false, &mut |_| {}) {
             warn!(%error, "indexing failed; will retry");
         }
     });

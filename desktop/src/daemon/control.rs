@@ -213,5 +213,8 @@ fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
         Some(bytes) => writeln!(out, "memory     {:.1} MiB", bytes as f64 / (1024.0 * 1024.0))?,
         None => writeln!(out, "memory     unknown")?,
     }
+    if let Some(progress) = status.indexing {
+        writeln!(out, "indexing   {} of {} records", progress.done, progress.total)?;
+    }
     Ok(())
 }

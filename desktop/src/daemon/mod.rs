@@ -25,13 +25,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use adiuva_engine::{FollowedEvent, Workspace};
+use adiuva_search::Indexed;
 use axum::serve::ListenerExt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 use tracing::{info, warn};
 
-use crate::search::SearchSlot;
+use crate::search::{IndexProgress, SearchSlot};
+use crate::service;
 
 /// The file a running daemon announces itself in, inside the workspace directory.
 const DAEMON_FILE: &str = "daemon.json";
@@ -88,6 +90,11 @@ pub struct Shared {
     /// The search index, kept current by the background job and before every search. Taken
     /// after the workspace, never before.
     search: Mutex<SearchSlot>,
+    /// Held through a whole search index update, so a second one waits for the first rather
+    /// than embed the same text again.
+    indexing: Mutex<()>,
+    /// How far the index update under way has got (`daemon status` shows it).
+    index_progress: Mutex<Option<IndexProgress>>,
     /// Every durable commit group, as the engine reports it.
     committed: broadcast::Sender<Arc<[FollowedEvent]>>,
     /// The address clients must name in `Host` (and `Origin`, if they send one).
@@ -113,6 +120,36 @@ impl Shared {
     fn search(&self) -> MutexGuard<'_, SearchSlot> {
         self.search.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// Brings the search index up to date (`fresh`: from nothing, as a rebuild does). The
+    /// workspace and the index are held only to read what changed and to put the result in,
+    /// never while the model embeds: requests go on during a first build of a large workspace.
+    fn update_search_index(
+        &self,
+        fresh: bool,
+        progress: &mut dyn FnMut(IndexProgress),
+    ) -> service::Result<Option<Indexed>> {
+        let _one_at_a_time = self.indexing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut pending = {
+            let mut workspace = self.workspace();
+            let mut search = self.search();
+            if fresh {
+                search.clear();
+            }
+            search.prepare(&mut workspace)?
+        };
+        let show = |now: Option<IndexProgress>| {
+            *self.index_progress.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = now;
+        };
+        let embedded = pending.embed(&mut |done, total| {
+            show(Some(IndexProgress { done, total }));
+            progress(IndexProgress { done, total });
+        });
+        show(None);
+        embedded?;
+        let mut workspace = self.workspace();
+        self.search().apply(&mut workspace, pending)
+    }
 }
 
 /// Runs the daemon in the foreground until SIGTERM, SIGINT or a stop request.
@@ -136,6 +173,8 @@ async fn serve(dir: &Path, mut workspace: Workspace) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         workspace: Mutex::new(workspace),
         search: Mutex::new(SearchSlot::default()),
+        indexing: Mutex::new(()),
+        index_progress: Mutex::new(None),
         committed,
         address,
         token: guard::new_token()?,

@@ -4,7 +4,8 @@
 //! - **Built** from the collections' read views ([`SearchIndex::build`]); **kept current** by
 //!   reading the events after its [`Cursor`] ([`SearchIndex::catch_up`]): whatever wrote them
 //!   (a command, the daemon, an import from another device), each touched record is read again
-//!   and its chunks replaced.
+//!   and its chunks replaced. Both are also offered in three steps ([`Pending`]) so that a
+//!   process serving requests runs the model without holding the workspace.
 //! - **At rest**: the full-text index lives in memory only and is rebuilt at every open (from
 //!   the read views: no model involved, seconds for a large workspace). The vectors, which cost
 //!   the model's time, are kept as device settings (`search/vectors/XX`, sealed under the
@@ -131,148 +132,51 @@ impl SearchIndex {
         embedder: std::result::Result<Arc<Embedder>, String>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<(Self, Indexed)> {
-        let cursor = workspace.cursor()?;
-        let mut index = Self {
-            text: TextIndex::new()?,
-            vectors: VectorTable::default(),
-            records: HashMap::new(),
-            embedder,
-            cursor,
-            notices: Vec::new(),
-        };
+        let mut pending = Self::prepare_build(workspace, embedder)?;
+        pending.embed(progress)?;
+        Self::finish_build(workspace, pending)
+    }
+
+    /// The first step of a build: every searchable record and the stored vectors.
+    pub fn prepare_build(
+        workspace: &mut Workspace,
+        embedder: std::result::Result<Arc<Embedder>, String>,
+    ) -> Result<Pending> {
+        let to = workspace.cursor()?;
         let mut records = Vec::new();
         for collection in SEARCHED {
             records.extend(workspace.list(collection)?.iter().filter_map(|r| Searchable::from_record(collection, r)));
         }
-        let (mut cache, mut dirty) = index.load_cache(workspace, !records.is_empty());
-        let loaded: BTreeSet<ContentHash> = cache.keys().copied().collect();
-        let stats = index.add_records(&records, &mut cache, &mut dirty, progress)?;
-        // Stored vectors nothing uses any more leave with their shards.
-        let live: BTreeSet<&ContentHash> = index.vectors.entries().map(|(hash, _)| hash).collect();
-        dirty.extend(loaded.iter().filter(|hash| !live.contains(hash)).map(|hash| hash[0]));
-        index.text.commit()?;
-        index.persist(workspace, &dirty)?;
+        let mut notices = Vec::new();
+        let (cache, dirty) = load_cache(workspace, &embedder, !records.is_empty(), &mut notices);
+        let loaded = cache.keys().copied().collect();
+        let changes = Changes { from: None, to, touched: Vec::new(), removed: 0 };
+        Ok(Pending::plan(embedder, changes, records, cache, dirty, loaded, notices))
+    }
+
+    /// The last step of a build: the index, its text committed and its vectors stored.
+    pub fn finish_build(workspace: &mut Workspace, pending: Pending) -> Result<(Self, Indexed)> {
+        let mut index = Self {
+            text: TextIndex::new()?,
+            vectors: VectorTable::default(),
+            records: HashMap::new(),
+            embedder: pending.embedder.clone(),
+            cursor: pending.changes.to.clone(),
+            notices: Vec::new(),
+        };
+        let stats = index.put_in(pending, workspace)?;
         Ok((index, stats))
     }
 
-    /// The stored vectors (when the model is the one they were made with), and the shards
-    /// to rewrite (damaged, missing); every fault becomes a notice.
-    fn load_cache(
-        &mut self,
-        workspace: &Workspace,
-        has_records: bool,
-    ) -> (HashMap<ContentHash, Quantized>, BTreeSet<u8>) {
-        let mut cache = HashMap::new();
-        let mut dirty = BTreeSet::new();
-        let Ok(embedder) = &self.embedder else { return (cache, dirty) };
-        let model = embedder.model_id().to_owned();
-        let manifest = match workspace.device_setting(MANIFEST) {
-            Ok(Some(bytes)) => match serde_json::from_slice::<Manifest>(&bytes) {
-                Ok(manifest) if manifest.v == MANIFEST_VERSION => Some(manifest),
-                Ok(manifest) => {
-                    self.notice(format!("the search index is of format {}: rebuilt", manifest.v));
-                    None
-                }
-                Err(e) => {
-                    self.notice(format!(
-                        "the search index's manifest is damaged ({}): rebuilt",
-                        adiuva_engine::json_error(&e)
-                    ));
-                    None
-                }
-            },
-            Ok(None) => {
-                if has_records {
-                    self.notice("the search index was missing: rebuilt from the log".to_owned());
-                }
-                None
-            }
-            Err(e) => {
-                self.notice(format!("the search index's manifest does not open ({e}): rebuilt"));
-                None
-            }
-        };
-        let listed: BTreeSet<u8> = manifest.as_ref().map(|m| m.shards.iter().copied().collect()).unwrap_or_default();
-        if manifest.as_ref().is_some_and(|m| m.model != model) {
-            self.notice("the embedding model changed: every text is embedded again".to_owned());
-            dirty.extend(listed.iter().copied());
-            return (cache, dirty);
-        }
-        for shard in 0..=u8::MAX {
-            let name = shard_name(shard);
-            let damaged = |detail: String| SearchError::IndexDamaged { part: name.clone(), detail }.to_string();
-            match workspace.device_setting(&name) {
-                Ok(Some(bytes)) => match vectors::decode_shard(&bytes) {
-                    Ok((shard_model, entries)) if shard_model == model => {
-                        cache.extend(entries.into_iter().filter(|(hash, _)| hash[0] == shard));
-                    }
-                    Ok(_) => {
-                        dirty.insert(shard);
-                    }
-                    Err(detail) => {
-                        self.notice(format!("{}: rebuilt", damaged(detail)));
-                        dirty.insert(shard);
-                    }
-                },
-                Ok(None) if listed.contains(&shard) => {
-                    self.notice(format!("the search index part {name} is missing: rebuilt"));
-                    dirty.insert(shard);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    self.notice(format!("{}: rebuilt", damaged(e.to_string())));
-                    dirty.insert(shard);
-                }
-            }
-        }
-        (cache, dirty)
-    }
-
-    fn notice(&mut self, message: String) {
-        tracing::info!("{message}");
-        self.notices.push(message);
-    }
-
-    /// Indexes `records` (none of which is in the index), embedding what `cache` lacks.
-    fn add_records(
-        &mut self,
-        records: &[Searchable],
-        cache: &mut HashMap<ContentHash, Quantized>,
-        dirty: &mut BTreeSet<u8>,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<Indexed> {
-        let mut stats = Indexed { records: records.len(), ..Indexed::default() };
-        let mut planned: Vec<Vec<ContentHash>> = Vec::with_capacity(records.len());
-        let mut missing: Vec<(ContentHash, String, usize)> = Vec::new();
-        if let Ok(embedder) = &self.embedder {
-            let mut wanted = BTreeSet::new();
-            for (n, record) in records.iter().enumerate() {
-                let mut hashes = Vec::with_capacity(record.chunks.len());
-                for chunk in 0..record.chunks.len() {
-                    let text = record.embedding_text(chunk);
-                    let hash = vectors::content_hash(embedder.model_id(), &text);
-                    if cache.contains_key(&hash) {
-                        stats.reused += 1;
-                    } else if wanted.insert(hash) {
-                        missing.push((hash, text, n));
-                    } else {
-                        stats.reused += 1;
-                    }
-                    hashes.push(hash);
-                }
-                planned.push(hashes);
-            }
-        }
-        progress(0, records.len());
-        if let Ok(embedder) = self.embedder.clone() {
-            for group in missing.chunks(EMBED_GROUP) {
-                let texts: Vec<&str> = group.iter().map(|(_, text, _)| text.as_str()).collect();
-                for ((hash, _, _), embedding) in group.iter().zip(embedder.embed(&texts)?) {
-                    cache.insert(*hash, Quantized::new(&embedding));
-                    dirty.insert(hash[0]);
-                }
-                stats.embedded += group.len();
-                progress(group.last().map_or(0, |(_, _, n)| *n), records.len());
+    /// Puts in a prepared and embedded update: its records replace what the index held of
+    /// each record it touched, and its vectors are stored.
+    fn put_in(&mut self, pending: Pending, workspace: &mut Workspace) -> Result<Indexed> {
+        let Pending { changes, records, cache, mut dirty, loaded, planned, mut stats, notices, .. } = pending;
+        self.notices.extend(notices);
+        for id in &changes.touched {
+            if self.records.remove(id).is_some() {
+                self.text.remove(*id);
+                dirty.extend(self.vectors.remove(*id).into_iter().map(|(hash, _)| hash[0]));
             }
         }
         for (n, record) in records.iter().enumerate() {
@@ -293,20 +197,32 @@ impl SearchIndex {
                 },
             );
         }
-        progress(records.len(), records.len());
+        // Stored vectors nothing uses any more leave with their shards.
+        let live: BTreeSet<&ContentHash> = self.vectors.entries().map(|(hash, _)| hash).collect();
+        dirty.extend(loaded.iter().filter(|hash| !live.contains(hash)).map(|hash| hash[0]));
+        self.text.commit()?;
+        self.cursor = changes.to;
+        self.persist(workspace, &dirty)?;
+        stats.removed = changes.removed;
         Ok(stats)
     }
 
     /// Takes in every event committed since the index last looked (by this process or any
     /// other, locally or imported): each record they touched is read again.
     pub fn catch_up(&mut self, workspace: &mut Workspace) -> Result<Indexed> {
+        let mut pending = self.prepare_catch_up(workspace)?;
+        pending.embed(&mut |_, _| {})?;
+        Ok(self.apply(workspace, pending)?.unwrap_or_default())
+    }
+
+    /// The first step of a catch-up: the records the events since the cursor touched, as they
+    /// are now, with the vectors the index already has for them.
+    pub fn prepare_catch_up(&self, workspace: &mut Workspace) -> Result<Pending> {
         let events = workspace.events_after(&self.cursor)?;
-        if events.is_empty() {
-            return Ok(Indexed::default());
-        }
+        let mut to = self.cursor.clone();
         let mut touched: Vec<(Collection, RecordId)> = Vec::new();
         for event in &events {
-            self.cursor.advance(event);
+            to.advance(event);
             let Some(subject) = &event.event.envelope.subject else { continue };
             let Some(collection) = Collection::of_document(&subject.document) else { continue };
             if SEARCHED.contains(&collection) && !touched.contains(&(collection, subject.record)) {
@@ -314,27 +230,27 @@ impl SearchIndex {
             }
         }
         let mut cache = HashMap::new();
-        let mut dirty = BTreeSet::new();
         let mut records = Vec::new();
         let mut removed = 0;
-        for (collection, id) in touched {
-            if self.records.remove(&id).is_some() {
-                self.text.remove(id);
-                for (hash, vector) in self.vectors.remove(id) {
-                    dirty.insert(hash[0]);
-                    cache.insert(hash, vector);
-                }
-            }
+        for &(collection, id) in &touched {
+            cache.extend(self.vectors.of_record(id));
             match workspace.get(collection, id)? {
                 Some(record) => records.extend(Searchable::from_record(collection, &record)),
                 None => removed += 1,
             }
         }
-        let mut stats = self.add_records(&records, &mut cache, &mut dirty, &mut |_, _| {})?;
-        stats.removed = removed;
-        self.text.commit()?;
-        self.persist(workspace, &dirty)?;
-        Ok(stats)
+        let touched = touched.into_iter().map(|(_, id)| id).collect();
+        let changes = Changes { from: Some(self.cursor.clone()), to, touched, removed };
+        Ok(Pending::plan(self.embedder.clone(), changes, records, cache, BTreeSet::new(), BTreeSet::new(), Vec::new()))
+    }
+
+    /// The last step of a catch-up, unless the index moved since it was prepared (another
+    /// update got there first: `None`, and nothing changes).
+    pub fn apply(&mut self, workspace: &mut Workspace, pending: Pending) -> Result<Option<Indexed>> {
+        if pending.changes.from.as_ref() != Some(&self.cursor) {
+            return Ok(None);
+        }
+        Ok(Some(self.put_in(pending, workspace)?))
     }
 
     /// Rewrites the vector shards in `dirty` from the table, then the manifest.
@@ -399,7 +315,7 @@ impl SearchIndex {
                 return Err(SearchError::VectorsUnavailable { reason });
             }
             (Err(reason), true) => {
-                self.notice(format!("searched by words only: {reason}"));
+                notice(&mut self.notices, format!("searched by words only: {reason}"));
                 None
             }
             (_, false) => None,
@@ -445,4 +361,176 @@ impl SearchIndex {
         }
         Ok(hits)
     }
+}
+
+/// Where an update reaches in the log, and what it takes out.
+struct Changes {
+    /// The index's cursor it was read against; `None` for a build.
+    from: Option<Cursor>,
+    to: Cursor,
+    /// Records the events touched: what the index held of them goes.
+    touched: Vec<RecordId>,
+    /// Touched records that no longer exist.
+    removed: usize,
+}
+
+/// An update of the index in three steps, so the model's time holds nothing: `prepare_*` reads
+/// the workspace, [`Pending::embed`] runs the model (a first build of a large workspace takes
+/// minutes) and needs nothing else, `finish_build` or `apply` puts the result in. The
+/// workspace may change in between: the update reaches its own cursor and the next catch-up
+/// takes in the rest.
+pub struct Pending {
+    embedder: std::result::Result<Arc<Embedder>, String>,
+    changes: Changes,
+    records: Vec<Searchable>,
+    /// Vectors at hand, by the hash of what was embedded.
+    cache: HashMap<ContentHash, Quantized>,
+    /// Stored shards to rewrite.
+    dirty: BTreeSet<u8>,
+    /// The stored vectors a build loaded.
+    loaded: BTreeSet<ContentHash>,
+    /// Each record's chunks' hashes.
+    planned: Vec<Vec<ContentHash>>,
+    /// Texts to embed: hash, text, and the record they belong to.
+    missing: Vec<(ContentHash, String, usize)>,
+    stats: Indexed,
+    notices: Vec<String>,
+}
+
+impl Pending {
+    fn plan(
+        embedder: std::result::Result<Arc<Embedder>, String>,
+        changes: Changes,
+        records: Vec<Searchable>,
+        cache: HashMap<ContentHash, Quantized>,
+        dirty: BTreeSet<u8>,
+        loaded: BTreeSet<ContentHash>,
+        notices: Vec<String>,
+    ) -> Self {
+        let mut stats = Indexed { records: records.len(), ..Indexed::default() };
+        let mut planned: Vec<Vec<ContentHash>> = Vec::with_capacity(records.len());
+        let mut missing = Vec::new();
+        if let Ok(embedder) = &embedder {
+            let mut wanted = BTreeSet::new();
+            for (n, record) in records.iter().enumerate() {
+                let mut hashes = Vec::with_capacity(record.chunks.len());
+                for chunk in 0..record.chunks.len() {
+                    let text = record.embedding_text(chunk);
+                    let hash = vectors::content_hash(embedder.model_id(), &text);
+                    if cache.contains_key(&hash) || !wanted.insert(hash) {
+                        stats.reused += 1;
+                    } else {
+                        missing.push((hash, text, n));
+                    }
+                    hashes.push(hash);
+                }
+                planned.push(hashes);
+            }
+        }
+        Self { embedder, changes, records, cache, dirty, loaded, planned, missing, stats, notices }
+    }
+
+    /// Whether this builds an index (rather than catching one up).
+    pub fn is_build(&self) -> bool {
+        self.changes.from.is_none()
+    }
+
+    /// Embeds every text no stored vector covers; `progress(done, total)` is told about records.
+    pub fn embed(&mut self, progress: &mut dyn FnMut(usize, usize)) -> Result<()> {
+        let total = self.records.len();
+        progress(0, total);
+        if let Ok(embedder) = &self.embedder {
+            for group in self.missing.chunks(EMBED_GROUP) {
+                let texts: Vec<&str> = group.iter().map(|(_, text, _)| text.as_str()).collect();
+                for ((hash, _, _), embedding) in group.iter().zip(embedder.embed(&texts)?) {
+                    self.cache.insert(*hash, Quantized::new(&embedding));
+                    self.dirty.insert(hash[0]);
+                }
+                self.stats.embedded += group.len();
+                progress(group.last().map_or(0, |(_, _, n)| *n), total);
+            }
+        }
+        self.missing.clear();
+        progress(total, total);
+        Ok(())
+    }
+}
+
+/// The stored vectors (when the model is the one they were made with), and the shards
+/// to rewrite (damaged, missing); every fault becomes a notice.
+fn load_cache(
+    workspace: &Workspace,
+    embedder: &std::result::Result<Arc<Embedder>, String>,
+    has_records: bool,
+    notices: &mut Vec<String>,
+) -> (HashMap<ContentHash, Quantized>, BTreeSet<u8>) {
+    let mut cache = HashMap::new();
+    let mut dirty = BTreeSet::new();
+    let Ok(embedder) = embedder else { return (cache, dirty) };
+    let model = embedder.model_id().to_owned();
+    let manifest = match workspace.device_setting(MANIFEST) {
+        Ok(Some(bytes)) => match serde_json::from_slice::<Manifest>(&bytes) {
+            Ok(manifest) if manifest.v == MANIFEST_VERSION => Some(manifest),
+            Ok(manifest) => {
+                notice(notices, format!("the search index is of format {}: rebuilt", manifest.v));
+                None
+            }
+            Err(e) => {
+                notice(
+                    notices,
+                    format!("the search index's manifest is damaged ({}): rebuilt", adiuva_engine::json_error(&e)),
+                );
+                None
+            }
+        },
+        Ok(None) => {
+            if has_records {
+                notice(notices, "the search index was missing: rebuilt from the log".to_owned());
+            }
+            None
+        }
+        Err(e) => {
+            notice(notices, format!("the search index's manifest does not open ({e}): rebuilt"));
+            None
+        }
+    };
+    let listed: BTreeSet<u8> = manifest.as_ref().map(|m| m.shards.iter().copied().collect()).unwrap_or_default();
+    if manifest.as_ref().is_some_and(|m| m.model != model) {
+        notice(notices, "the embedding model changed: every text is embedded again".to_owned());
+        dirty.extend(listed.iter().copied());
+        return (cache, dirty);
+    }
+    for shard in 0..=u8::MAX {
+        let name = shard_name(shard);
+        let damaged = |detail: String| SearchError::IndexDamaged { part: name.clone(), detail }.to_string();
+        match workspace.device_setting(&name) {
+            Ok(Some(bytes)) => match vectors::decode_shard(&bytes) {
+                Ok((shard_model, entries)) if shard_model == model => {
+                    cache.extend(entries.into_iter().filter(|(hash, _)| hash[0] == shard));
+                }
+                Ok(_) => {
+                    dirty.insert(shard);
+                }
+                Err(detail) => {
+                    notice(notices, format!("{}: rebuilt", damaged(detail)));
+                    dirty.insert(shard);
+                }
+            },
+            Ok(None) if listed.contains(&shard) => {
+                notice(notices, format!("the search index part {name} is missing: rebuilt"));
+                dirty.insert(shard);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                notice(notices, format!("{}: rebuilt", damaged(e.to_string())));
+                dirty.insert(shard);
+            }
+        }
+    }
+    (cache, dirty)
+}
+
+fn notice(notices: &mut Vec<String>, message: String) {
+    tracing::info!("{message}");
+    notices.push(message);
 }

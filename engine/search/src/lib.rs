@@ -18,5 +18,5 @@ pub mod vectors;
 
 pub use embed::{DIMENSIONS, Embedder, Embedding};
 pub use error::{Result, SearchError};
-pub use index::{Hit, IndexStatus, Indexed, Mode, SearchIndex, SearchQuery};
+pub use index::{Hit, IndexStatus, Indexed, Mode, Pending, SearchIndex, SearchQuery};
 pub use text::Filter;

@@ -104,6 +104,12 @@ impl VectorTable {
         removed
     }
 
+    /// Every chunk of `record`: its hash and vector.
+    pub fn of_record(&self, record: RecordId) -> Vec<(ContentHash, Quantized)> {
+        let rows = self.by_record.get(&record).map(Vec::as_slice).unwrap_or_default();
+        rows.iter().filter_map(|&at| self.rows.get(at)).map(|row| (row.hash, row.vector.clone())).collect()
+    }
+
     /// Every stored vector by its hash (what the cache persists).
     pub fn entries(&self) -> impl Iterator<Item = (&ContentHash, &Quantized)> {
         self.rows.iter().map(|row| (&row.hash, &row.vector))
