@@ -2,6 +2,7 @@
 //! the workspace in this process (a running daemon holds it: stop it first), since they hold
 //! it for as long as the network takes and a password or phrase never crosses the local API.
 
+use std::cell::Cell;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Duration;
@@ -214,34 +215,49 @@ fn coded(error: SyncError) -> anyhow::Error {
     }
 }
 
-/// The progress bar of a long push, pull or restore, on the terminal only.
-struct Bar(Option<ProgressBar>);
+/// The progress of a long push, pull or restore: a bar on a terminal; elsewhere (a log, a
+/// service manager, a script) a line at the start of each phase and at each further tenth.
+enum Bar {
+    Terminal(ProgressBar),
+    Lines(Cell<Option<(&'static str, u64)>>),
+}
 
 impl Bar {
     fn new() -> Self {
-        Self(std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::new(0).with_style(
-                ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        }))
+        if !std::io::stderr().is_terminal() {
+            return Self::Lines(Cell::new(None));
+        }
+        let bar = ProgressBar::new(0).with_style(
+            ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Self::Terminal(bar)
     }
 
     fn show(&self, step: Progress) {
-        let Some(bar) = &self.0 else { return };
         let (message, done, total) = match step {
             Progress::Pushing { done, total } => ("pushing units", done, total),
             Progress::Pulling { done, total } => ("pulling units", done, total),
         };
-        bar.set_message(message);
-        bar.set_length(total);
-        bar.set_position(done);
+        match self {
+            Self::Terminal(bar) => {
+                bar.set_message(message);
+                bar.set_length(total);
+                bar.set_position(done);
+            }
+            Self::Lines(last) => {
+                let tenth = (done * 10).checked_div(total).unwrap_or(10);
+                if last.get() != Some((message, tenth)) {
+                    last.set(Some((message, tenth)));
+                    eprintln!("{message} {done}/{total}");
+                }
+            }
+        }
     }
 
     fn clear(&self) {
-        if let Some(bar) = &self.0 {
+        if let Self::Terminal(bar) = self {
             bar.finish_and_clear();
         }
     }

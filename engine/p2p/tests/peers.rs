@@ -1,6 +1,7 @@
 //! Peer sync between real workspaces over real iroh endpoints on loopback (no relay, no address
 //! lookup): convergence, what a reconnect sends, and peers that must be refused or that
 //! misbehave.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
