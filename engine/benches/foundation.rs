@@ -331,25 +331,26 @@ fn open_and_size(settings: &Settings, dir: &Path, report: &mut Map<String, Value
 }
 
 /// Opening (unlock, root, the store's own checks) and the first read of a task beside many value
-/// files: two copies of the workspace each get N/10 commits of a memory record (compaction
-/// off), one with 100-byte facts (no value file), one with 8 KB facts (its chunk and its view
-/// delta each a value file). Same events, same keys: what differs is only the value files,
-/// which opening must neither read nor list.
+/// files: two copies of the workspace each get N/10 notes (compaction off), one with 100-byte
+/// bodies (no value file), one with 8 KB bodies (the chunk and the view delta of each a value
+/// file). Same events, same documents and keys, and the tasks' read view the same (each note
+/// has a document and a read view of its own, which a task's read does not touch): what
+/// differs is only the value files, which opening must neither read nor list.
 fn open_with_value_files(settings: &Settings, dir: &Path, report: &mut Map<String, Value>) {
     let newest = first_task(dir);
     let commits = settings.events / 10;
     let no_compaction = WorkspaceOptions { compact_after_chunks: u64::MAX, compact_after_bytes: u64::MAX };
     let mut rng = 0x2545_f491_4f6c_dd1du64;
-    println!("open a workspace of {} events + {commits} memory records, with and without value files", settings.events);
+    println!("open a workspace of {} events + {commits} notes, with and without value files", settings.events);
     let mut rows = Vec::new();
-    for fact_bytes in [100, 8_000] {
-        let copy = dir.with_file_name(format!("ws-facts-{fact_bytes}"));
+    for body_bytes in [100, 8_000] {
+        let copy = dir.with_file_name(format!("ws-notes-{body_bytes}"));
         assert!(std::process::Command::new("cp").arg("-a").arg(dir).arg(&copy).status().unwrap().success());
         {
             let mut workspace =
                 Workspace::open_with(&copy, || Some(Zeroizing::new(PASSPHRASE.into())), no_compaction.clone()).unwrap();
-            for _ in 0..commits {
-                let fact: String = (0..fact_bytes)
+            for n in 0..commits {
+                let body: String = (0..body_bytes)
                     .map(|_| {
                         rng ^= rng << 13;
                         rng ^= rng >> 7;
@@ -358,11 +359,10 @@ fn open_with_value_files(settings: &Settings, dir: &Path, report: &mut Map<Strin
                     })
                     .collect();
                 let mut fields = Map::new();
-                fields.insert("fact".into(), fact.into());
-                let effect = Effect::CreateRecord { collection: Collection::Memory, id: RecordId::new(), fields };
-                workspace
-                    .commit(EventDraft::new(EventKind::from_static("memory.created"), Actor::User), effect)
-                    .unwrap();
+                fields.insert("title".into(), format!("Note {n:06}").into());
+                fields.insert("body".into(), body.into());
+                let effect = Effect::CreateRecord { collection: Collection::Notes, id: RecordId::new(), fields };
+                workspace.commit(EventDraft::new(EventKind::from_static("note.created"), Actor::User), effect).unwrap();
             }
         }
         let files = std::fs::read_dir(copy.join("store").join("values")).map(|entries| entries.count()).unwrap_or(0);
@@ -379,12 +379,12 @@ fn open_with_value_files(settings: &Settings, dir: &Path, report: &mut Map<Strin
         firsts.sort();
         let (open, first) = (percentile(&opens, 0.5), percentile(&firsts, 0.5));
         println!(
-            "  {fact_bytes:>5}-byte facts {files:>7} value files   open {:>7.1} ms   + first read {:>7.1} ms",
+            "  {body_bytes:>5}-byte bodies {files:>7} value files   open {:>7.1} ms   + first read {:>7.1} ms",
             ms(open),
             ms(first)
         );
         rows.push(
-            json!({"fact_bytes": fact_bytes, "value_files": files, "open_ms": ms(open), "first_read_ms": ms(first)}),
+            json!({"body_bytes": body_bytes, "value_files": files, "open_ms": ms(open), "first_read_ms": ms(first)}),
         );
         std::fs::remove_dir_all(&copy).unwrap();
     }
