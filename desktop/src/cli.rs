@@ -21,6 +21,7 @@ use crate::import::ImportProgress;
 use crate::llm::AskRequest;
 use crate::llm::commands::{self as llm_commands, LlmCommand};
 use crate::output;
+use crate::peer::{self, PeerCommand};
 use crate::relay::{self, AccountCommand, RestoreArgs};
 use crate::search::{self, IndexCommand, SearchMode, SearchRequest, SearchSlot};
 use crate::service::{DeviceRename, Local, LogQuery, NewNote, NewTask, Service, TaskPatch, TaskQuery};
@@ -116,8 +117,17 @@ pub enum Command {
     #[command(subcommand)]
     Account(AccountCommand),
     /// Sync once with the relay: push what it lacks, pull what is new. Offline is reported, not
-    /// an error: what waits goes out at the next sync.
-    Sync,
+    /// an error: what waits goes out at the next sync. With --peer, with that device directly.
+    Sync {
+        /// Sync with this device directly instead (its ticket: `adiuva peer ticket` there).
+        #[arg(long, value_name = "TICKET")]
+        peer: Option<String>,
+        #[arg(long, requires = "peer")]
+        json: bool,
+    },
+    /// This device as a peer of the workspace's other devices, with no server.
+    #[command(subcommand)]
+    Peer(PeerCommand),
     /// Restore a workspace from the relay into an empty directory (--workspace), as a new device.
     Restore(RestoreArgs),
     /// Ask the language models (the fallback chain, or one provider).
@@ -350,7 +360,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Account(command) => relay::account(&dir, command),
-        Command::Sync => relay::sync(&dir),
+        Command::Sync { peer: None, .. } => relay::sync(&dir),
+        Command::Sync { peer: Some(ticket), json } => peer::sync(&dir, &ticket, json),
+        Command::Peer(command) => peer::run(&dir, command),
         Command::Restore(args) => relay::restore(&dir, args),
         Command::ResetWitness => {
             Workspace::open_resetting_witness(&dir, unlock::passphrase)?;
@@ -398,7 +410,8 @@ fn execute(service: &mut dyn Service, command: Command) -> anyhow::Result<()> {
         | Command::ResetWitness
         | Command::Recovery(_)
         | Command::Account(_)
-        | Command::Sync
+        | Command::Sync { .. }
+        | Command::Peer(_)
         | Command::Restore(_)
         | Command::Upgrade => Ok(()),
         Command::Device(command) => device(service, command),

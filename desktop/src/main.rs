@@ -10,6 +10,7 @@ mod daemon;
 mod import;
 mod llm;
 mod output;
+mod peer;
 mod relay;
 mod search;
 mod service;
