@@ -128,8 +128,12 @@ pub enum Command {
     /// This device as a peer of the workspace's other devices, with no server.
     #[command(subcommand)]
     Peer(PeerCommand),
-    /// Restore a workspace from the relay into an empty directory (--workspace), as a new device.
+    /// Restore a workspace from the relay into an empty directory (--workspace), as a new device;
+    /// or, with --point, bring back into this workspace what a restore point holds.
     Restore(RestoreArgs),
+    /// Restore points on the relay: compacted snapshots of the workspace, sealed.
+    #[command(subcommand)]
+    Backup(relay::BackupCommand),
     /// Ask the language models (the fallback chain, or one provider).
     Ask {
         prompt: String,
@@ -176,6 +180,11 @@ pub enum DeviceCommand {
     /// Remove a device: it keeps what it could read until now and nothing written from now on
     /// (the workspace key is rotated), and its later changes are refused.
     Remove { id: String },
+    /// Invite a new device: prints a single-use, expiring ticket, then waits for the device to
+    /// join (through the relay of this device's account).
+    Invite(relay::InviteArgs),
+    /// Join the workspace of TICKET as a new device, in an empty --workspace directory.
+    Join(relay::JoinArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -305,7 +314,7 @@ impl From<StatusArg> for TaskStatus {
     }
 }
 
-fn default_device_name() -> String {
+pub(crate) fn default_device_name() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
@@ -360,10 +369,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Account(command) => relay::account(&dir, command),
-        Command::Sync { peer: None, .. } => relay::sync(&dir),
+        Command::Sync { peer: None, .. } => relay::sync(&dir, correlation),
         Command::Sync { peer: Some(ticket), json } => peer::sync(&dir, &ticket, json),
         Command::Peer(command) => peer::run(&dir, command),
         Command::Restore(args) => relay::restore(&dir, args),
+        Command::Backup(command) => relay::backup(&dir, command),
+        Command::Device(DeviceCommand::Invite(args)) => relay::invite(&dir, args),
+        Command::Device(DeviceCommand::Join(args)) => relay::join(&dir, args),
         Command::ResetWitness => {
             Workspace::open_resetting_witness(&dir, unlock::passphrase)?;
             println!("recorded a new witness: the store is trusted as it is");
@@ -413,6 +425,7 @@ fn execute(service: &mut dyn Service, command: Command) -> anyhow::Result<()> {
         | Command::Sync { .. }
         | Command::Peer(_)
         | Command::Restore(_)
+        | Command::Backup(_)
         | Command::Upgrade => Ok(()),
         Command::Device(command) => device(service, command),
         Command::Task(command) => task(service, command),
@@ -507,6 +520,8 @@ fn device(service: &mut dyn Service, command: DeviceCommand) -> anyhow::Result<(
             let removal = service.remove_device(&id)?;
             println!("removed {}; the workspace key is now at epoch {}", removal.id.short(), removal.epoch);
         }
+        // Run in this process (`run`), never through a service.
+        DeviceCommand::Invite(_) | DeviceCommand::Join(_) => {}
     }
     Ok(())
 }

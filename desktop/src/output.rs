@@ -171,6 +171,13 @@ pub fn status(status: &WorkspaceStatus, sync: Option<&SyncStatus>, as_json: bool
         Some(sync) => {
             let last = sync.last_sync.map_or("never".to_owned(), |time| time.to_rfc3339());
             writeln!(out, "relay      {} as {}; last sync {last}", sync.server, sync.email)?;
+            match (sync.online, &sync.last_error) {
+                (Some(true), _) => writeln!(out, "live sync  online")?,
+                (Some(false), error) => {
+                    writeln!(out, "live sync  offline ({}); retrying", error.as_deref().unwrap_or("unreachable"))?
+                }
+                (None, _) => {}
+            }
             writeln!(out, "outbox     {} events wait to go out", sync.waiting)?;
         }
         None => writeln!(out, "relay      none (`adiuva account login` to sync through one)")?,

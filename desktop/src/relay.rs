@@ -1,4 +1,5 @@
-//! The relay commands: `account register|login|logout|status`, `sync` and `restore`. They open
+//! The relay commands: `account register|login|logout|status`, `sync`, `restore`, `backup
+//! now|list` and `device invite|join`. They open
 //! the workspace in this process (a running daemon holds it: stop it first), since they hold
 //! it for as long as the network takes and a password or phrase never crosses the local API.
 
@@ -11,6 +12,8 @@ use adiuva_engine::Workspace;
 use adiuva_sync::{Progress, RestoreFrom, SyncError, SyncReport};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
 use crate::unlock;
@@ -47,19 +50,106 @@ pub enum AccountCommand {
 /// `adiuva restore`'s arguments.
 #[derive(clap::Args, Debug)]
 pub struct RestoreArgs {
-    #[arg(long)]
-    pub server: String,
-    #[arg(long)]
-    pub email: String,
+    /// Bring back what restore point ID holds into this workspace (`adiuva backup list`).
+    #[arg(long, value_name = "ID", conflicts_with_all = ["server", "email", "phrase", "workspace_id"])]
+    pub point: Option<String>,
+    #[arg(long, required_unless_present = "point")]
+    pub server: Option<String>,
+    #[arg(long, required_unless_present = "point")]
+    pub email: Option<String>,
     /// The 12-word recovery phrase (`adiuva recovery phrase` showed it).
-    #[arg(long)]
-    pub phrase: String,
+    #[arg(long, required_unless_present = "point")]
+    pub phrase: Option<String>,
     /// The workspace's id (`adiuva status` and `adiuva recovery phrase` show it).
-    #[arg(long = "id", value_name = "WORKSPACE_ID")]
-    pub workspace_id: String,
+    #[arg(long = "id", value_name = "WORKSPACE_ID", required_unless_present = "point")]
+    pub workspace_id: Option<String>,
     /// This new device's name.
     #[arg(long, default_value = "restored")]
     pub device_name: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackupCommand {
+    /// Make a restore point now and keep it on the relay.
+    Now,
+    /// The workspace's restore points on the relay, oldest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `adiuva device invite`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct InviteArgs {
+    /// How long the ticket stays valid, in minutes (at most 7 days).
+    #[arg(long, value_name = "MINUTES", default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=10080))]
+    pub valid_for: u32,
+    /// Print the ticket and return: the next `adiuva sync` (or the daemon) lets the device in.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// `adiuva device join`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct JoinArgs {
+    /// The ticket `adiuva device invite` printed.
+    pub ticket: String,
+    /// This new device's name.
+    #[arg(long, default_value_t = crate::cli::default_device_name())]
+    pub device_name: String,
+}
+
+/// `adiuva device invite`: opens an invitation on the account's relay, prints its ticket, and
+/// (unless `--no-wait`) lets the device in when it joins.
+pub fn invite(dir: &Path, args: InviteArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut workspace = Workspace::open(dir, unlock::passphrase)?;
+    let valid_for = chrono::Duration::minutes(i64::from(args.valid_for));
+    let ticket = adiuva_sync::invite(&mut workspace, valid_for).map_err(coded)?;
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "{}", ticket.encode().as_str())?;
+    stdout.flush()?;
+    let until = ticket.expires_at;
+    eprintln!(
+        "On the new device: adiuva --workspace DIR device join TICKET (single use, valid until {}).",
+        until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    if args.no_wait {
+        return Ok(());
+    }
+    eprintln!("Waiting for the device to join…");
+    let joined = adiuva_sync::wait_for_join(&mut workspace, until).map_err(coded)?;
+    anyhow::ensure!(!joined.is_empty(), "no device joined before the ticket expired");
+    for device in joined {
+        println!("device {} joined", device.short());
+    }
+    Ok(())
+}
+
+/// `adiuva device join TICKET`: an empty directory becomes a new device of the ticket's
+/// workspace.
+pub fn join(dir: &Path, args: JoinArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        adiuva_sync::RelayTicket::is_relay_ticket(&args.ticket),
+        "this is not a ticket `adiuva device invite` prints"
+    );
+    let ticket = adiuva_sync::RelayTicket::decode(&args.ticket).map_err(coded)?;
+    let password = password()?;
+    let protection = unlock::chosen_protection(unlock::KeyStore::Auto)?;
+    eprintln!("Waiting for the inviting device to let this one in…");
+    let bar = Bar::new();
+    let result = adiuva_sync::join(dir, protection, &ticket, &password, &args.device_name, &mut |step| bar.show(step));
+    bar.clear();
+    let workspace = result.map_err(coded)?;
+    println!(
+        "joined workspace {} in {}; this device: {} ({})",
+        workspace.workspace_id(),
+        dir.display(),
+        workspace.device_id().short(),
+        args.device_name
+    );
+    Ok(())
 }
 
 pub fn account(dir: &Path, command: AccountCommand) -> anyhow::Result<()> {
@@ -140,8 +230,13 @@ fn account_status(workspace: &mut Workspace, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `adiuva sync`: once. Offline is not a failure: it says so, and what waits stays queued.
-pub fn sync(dir: &Path) -> anyhow::Result<()> {
+/// `adiuva sync`: once, through the workspace's daemon when one runs. Offline is not a
+/// failure: it says so, and what waits stays queued.
+pub fn sync(dir: &Path, correlation: ulid::Ulid) -> anyhow::Result<()> {
+    if let Some(remote) = crate::daemon::client::Remote::find(dir, correlation) {
+        print_outcome(&remote.sync_now()?);
+        return Ok(());
+    }
     let mut workspace = Workspace::open(dir, unlock::passphrase)?;
     sync_open(&mut workspace)
 }
@@ -151,46 +246,104 @@ pub fn sync_open(workspace: &mut Workspace) -> anyhow::Result<()> {
     let bar = Bar::new();
     let result = adiuva_sync::sync_once(workspace, &mut |step| bar.show(step));
     bar.clear();
-    match result {
-        Ok(report) => {
-            print_report(&report);
-            Ok(())
-        }
+    let outcome = match result {
+        Ok(report) => SyncOutcome::synced(&report),
         Err(error @ SyncError::Offline { .. }) => {
             let server = adiuva_sync::Account::load(workspace).ok().flatten().map(|a| a.server).unwrap_or_default();
-            let waiting = workspace.relay_waiting(&server)?;
-            println!("offline: {error}");
-            println!("{waiting} events wait to go out");
-            Ok(())
+            SyncOutcome::offline(&error, workspace.relay_waiting(&server)?)
         }
-        Err(error) => Err(coded(error)),
+        Err(error) => return Err(coded(error)),
+    };
+    print_outcome(&outcome);
+    Ok(())
+}
+
+/// What one `adiuva sync` did, the same whether it ran here or in the daemon (`POST /v1/sync`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct SyncOutcome {
+    /// Units uploaded.
+    pub pushed: u64,
+    /// Units pulled.
+    pub pulled: u64,
+    /// Changes applied from them.
+    pub applied: usize,
+    /// Changes kept aside until what they build on arrives.
+    pub pending: usize,
+    /// Changes refused as a removed device's.
+    pub refused: usize,
+    /// The relay's sequence number this device has pulled up to.
+    pub cursor: u64,
+    /// This device's events the relay has not acknowledged.
+    pub waiting: u64,
+    /// Why the relay could not be reached, if it could not (what waits stays queued).
+    pub offline: Option<String>,
+}
+
+impl SyncOutcome {
+    pub fn synced(report: &SyncReport) -> Self {
+        Self {
+            pushed: report.pushed,
+            pulled: report.pulled,
+            applied: report.applied,
+            pending: report.pending,
+            refused: report.refused,
+            cursor: report.cursor,
+            waiting: report.waiting,
+            offline: None,
+        }
+    }
+
+    pub fn offline(error: &SyncError, waiting: u64) -> Self {
+        Self { waiting, offline: Some(error.to_string()), ..Self::default() }
     }
 }
 
-fn print_report(report: &SyncReport) {
+pub fn print_outcome(outcome: &SyncOutcome) {
+    if let Some(reason) = &outcome.offline {
+        println!("offline: {reason}");
+        println!("{} events wait to go out", outcome.waiting);
+        return;
+    }
     println!(
         "synced: {} units pushed, {} pulled ({} changes applied{}{}); relay position {}; {} events wait to go out",
-        report.pushed,
-        report.pulled,
-        report.applied,
-        if report.pending > 0 { format!(", {} waiting for what they build on", report.pending) } else { String::new() },
-        if report.refused > 0 { format!(", {} refused", report.refused) } else { String::new() },
-        report.cursor,
-        report.waiting,
+        outcome.pushed,
+        outcome.pulled,
+        outcome.applied,
+        if outcome.pending > 0 {
+            format!(", {} waiting for what they build on", outcome.pending)
+        } else {
+            String::new()
+        },
+        if outcome.refused > 0 { format!(", {} refused", outcome.refused) } else { String::new() },
+        outcome.cursor,
+        outcome.waiting,
     );
 }
 
-/// `adiuva restore`: an empty directory becomes the workspace, as a new device.
+/// `adiuva restore`: an empty directory becomes the workspace, as a new device; with
+/// `--point`, a restore point's content comes back into this workspace.
 pub fn restore(dir: &Path, args: RestoreArgs) -> anyhow::Result<()> {
+    if let Some(point) = &args.point {
+        let mut workspace = Workspace::open(dir, unlock::passphrase)?;
+        let bar = Bar::new();
+        let result = adiuva_sync::restore_point(&mut workspace, point, &mut |step| bar.show(step));
+        bar.clear();
+        let restored = result.map_err(coded)?;
+        println!(
+            "restore point {point} applied: {} changes this device lacked brought back{}",
+            restored.applied,
+            if restored.refused > 0 { format!(", {} refused", restored.refused) } else { String::new() }
+        );
+        return Ok(());
+    }
+    let (Some(server), Some(email), Some(phrase), Some(workspace_id)) =
+        (&args.server, &args.email, &args.phrase, &args.workspace_id)
+    else {
+        anyhow::bail!("--server, --email, --phrase and --id name what to restore");
+    };
     let password = password()?;
     let protection = unlock::chosen_protection(unlock::KeyStore::Auto)?;
-    let from = RestoreFrom {
-        server: &args.server,
-        email: &args.email,
-        password: &password,
-        workspace: &args.workspace_id,
-        phrase: &args.phrase,
-    };
+    let from = RestoreFrom { server, email, password: &password, workspace: workspace_id, phrase };
     let bar = Bar::new();
     let result = adiuva_sync::restore(dir, protection, &from, &args.device_name, &mut |step| bar.show(step));
     bar.clear();
@@ -207,11 +360,52 @@ pub fn restore(dir: &Path, args: RestoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `adiuva backup now|list`.
+pub fn backup(dir: &Path, command: BackupCommand) -> anyhow::Result<()> {
+    let mut workspace = Workspace::open(dir, unlock::passphrase)?;
+    match command {
+        BackupCommand::Now => {
+            let bar = Bar::new();
+            let result = adiuva_sync::backup_now(&mut workspace, &mut |step| bar.show(step));
+            bar.clear();
+            let point = result.map_err(coded)?;
+            println!("restore point {}: {} bytes in {} blobs", point.id, point.size_bytes, point.chunk_count);
+        }
+        BackupCommand::List { json } => {
+            let points = adiuva_sync::backup_list(&mut workspace).map_err(coded)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&points)?);
+            } else if points.is_empty() {
+                println!("no restore points; `adiuva backup now` makes one");
+            } else {
+                for point in points {
+                    println!(
+                        "{}  {}  {} bytes in {} blobs",
+                        point.id,
+                        point.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        point.size_bytes,
+                        point.chunk_count
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A sync error as the error the command line prints with its code.
 fn coded(error: SyncError) -> anyhow::Error {
     match error {
         SyncError::Engine(engine) => engine.into(),
-        other => crate::service::Error::Reported { code: other.code(), message: other.to_string() }.into(),
+        other => service_error(other).into(),
+    }
+}
+
+/// A sync error as a service error (what the daemon answers), its code kept.
+pub fn service_error(error: SyncError) -> crate::service::Error {
+    match error {
+        SyncError::Engine(engine) => crate::service::Error::Engine(engine),
+        other => crate::service::Error::Reported { code: other.code(), message: other.to_string() },
     }
 }
 

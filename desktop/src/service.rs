@@ -202,6 +202,13 @@ pub struct SyncStatus {
     pub last_sync: Option<chrono::DateTime<Utc>>,
     /// This device's events the relay has not acknowledged yet.
     pub waiting: u64,
+    /// Whether the relay answered the daemon's last sync (`null` without a daemon, or before
+    /// its first try).
+    #[serde(default)]
+    pub online: Option<bool>,
+    /// What the daemon's last sync failed with, if it did.
+    #[serde(default)]
+    pub last_error: Option<String>,
 }
 
 /// Everything the command line can ask of a workspace.
@@ -377,6 +384,8 @@ impl Service for Local<'_> {
             cursor: state.cursor,
             last_sync: state.last_sync,
             waiting,
+            online: None,
+            last_error: None,
         }))
     }
 

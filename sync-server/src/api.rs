@@ -60,7 +60,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .routes(routes!(blobs::live))
         .routes(routes!(backup::put, backup::latest))
         .routes(routes!(backup::history))
-        .routes(routes!(backup::delete))
+        .routes(routes!(backup::one, backup::delete))
         .split_for_parts();
     let document = Arc::new(document);
     router

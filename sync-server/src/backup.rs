@@ -1,7 +1,8 @@
 //! Restore points, on the seed's backup routes: a restore point names the blobs (already
 //! uploaded to its workspace) that make up an encrypted compacted snapshot, with its version,
 //! checksum, chunk count and size. The relay checks the blobs exist and otherwise stores the
-//! description as given; it cannot read any of it. Deleting a restore point forgets the
+//! description as given; it cannot read any of it. One restore point is read by its id, with its
+//! blob ids (the history leaves them out). Deleting a restore point forgets the
 //! description; the blobs stay in the workspace's log.
 
 use std::sync::Arc;
@@ -187,4 +188,23 @@ pub async fn delete(
     state.authorize(&caller, &backup.workspace).await?;
     state.storage.compare_and_swap(&key, Some(&bytes), None).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/backup/{id}", tag = "backup",
+    params(("id" = String, Path, description = "The restore point's id")),
+    responses((status = 200, description = "The restore point with its blob ids (a `BackupMetadata`)", body = serde_json::Value),
+              (status = 401, description = "Missing, expired or invalid access token", body = ErrorBody),
+              (status = 403, description = "The calling device is not authorized for its workspace", body = ErrorBody),
+              (status = 404, description = "No such restore point", body = ErrorBody)))]
+pub async fn one(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Segments(id): Segments<String>,
+) -> Result<Json<BackupMetadata>, ApiError> {
+    let not_found = || error::not_found("no such restore point");
+    let id: Ulid = id.parse().map_err(|_| not_found())?;
+    let bytes = state.storage.get(&records::backup_key(caller.account, id)).await?.ok_or_else(not_found)?;
+    let backup: Backup = records::decode(&bytes, "a restore point")?;
+    state.authorize(&caller, &backup.workspace).await?;
+    Ok(Json(metadata(backup, true)))
 }

@@ -134,6 +134,7 @@ fn the_document_validates_and_every_route_answers_as_documented() {
         ),
         (("get", "/api/v1/backup"), ("/api/v1/backup?workspace=ws".into(), Body::None)),
         (("get", "/api/v1/backup/history"), ("/api/v1/backup/history".into(), Body::None)),
+        (("get", "/api/v1/backup/{id}"), ("/api/v1/backup/01J00000000000000000000000".into(), Body::None)),
         (("delete", "/api/v1/backup/{id}"), ("/api/v1/backup/01J00000000000000000000000".into(), Body::None)),
         (
             ("delete", "/api/v1/workspaces/{ws}/devices/{device}"),

@@ -391,6 +391,10 @@ fn restore_points_latest_history_304_and_delete() {
     }
 
     let second_id = second["id"].as_str().unwrap();
+    // One restore point by its id, with its blob ids (an older one than the latest too).
+    let one = server.call("GET", &format!("/api/v1/backup/{}", first["id"].as_str().unwrap()), token, Body::None);
+    assert_eq!(one.expect(200).json()["blob_ids"], json!(ids[..2]));
+    server.call("GET", "/api/v1/backup/not-an-id", token, Body::None).expect_error(404, "relay.not_found");
     server.call("DELETE", &format!("/api/v1/backup/{second_id}"), token, Body::None).expect(204);
     server
         .call("DELETE", &format!("/api/v1/backup/{second_id}"), token, Body::None)

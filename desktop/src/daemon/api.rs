@@ -25,6 +25,7 @@ use utoipa_axum::routes;
 use super::guard::{self, ApiError, Body, Correlation, ErrorBody, Params, Segments};
 use super::{Shared, events, llm_api, resident_bytes};
 use crate::import::{self, ImportProgress, ImportReport};
+use crate::relay::SyncOutcome;
 use crate::search::{IndexProgress, IndexReport, SearchAnswer, SearchRequest};
 use crate::service::{
     self, DeviceRef, DeviceRemoval, DeviceRename, Local, LogQuery, NewNote, NewTask, RecordRef, Service, SyncStatus,
@@ -57,7 +58,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .routes(routes!(add_note, list_notes))
         .routes(routes!(log))
         .routes(routes!(status))
-        .routes(routes!(sync_status))
+        .routes(routes!(sync_status, sync_now))
         .routes(routes!(run_import))
         .routes(routes!(compact))
         .routes(routes!(list_devices))
@@ -239,7 +240,31 @@ async fn sync_status(
     State(shared): SharedState,
     correlation: Correlation,
 ) -> Result<Json<Option<SyncStatus>>, ApiError> {
-    Ok(Json(shared.call(correlation, |service| service.sync_status()).await?))
+    let mut status = shared.call(correlation, |service| service.sync_status()).await?;
+    if let Some(status) = status.as_mut() {
+        let live = shared.live.state();
+        (status.online, status.last_error) = (live.online, live.last_error);
+    }
+    Ok(Json(status))
+}
+
+#[utoipa::path(post, path = "/v1/sync", tag = "workspace",
+    responses((status = 200, description = "Synced once with the relay now (`offline` says why not, and what waits stays queued)", body = SyncOutcome),
+              (status = 409, description = "This device has no relay account (`sync.not_signed_in`)", body = ErrorBody)))]
+async fn sync_now(State(shared): SharedState) -> Result<Json<SyncOutcome>, ApiError> {
+    let worker = shared.clone();
+    let span = Span::current();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let _entered = span.enter();
+        super::live_sync::sync_now(&worker)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the sync did not finish: {e}")))?;
+    match outcome {
+        Ok(Some(outcome)) => Ok(Json(outcome)),
+        Ok(None) => Err(crate::relay::service_error(adiuva_sync::SyncError::NotSignedIn).into()),
+        Err(error) => Err(crate::relay::service_error(error).into()),
+    }
 }
 
 #[utoipa::path(post, path = "/v1/compact", tag = "workspace",

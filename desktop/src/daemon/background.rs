@@ -1,6 +1,7 @@
-//! Background work: one registry, so whatever must run beside the API (compaction and the
-//! search index now; sync, peers and plugins as they land) is started and stopped in one place. Each job
-//! runs on a blocking thread, never while the daemon is stopping, and `stop` waits for it.
+//! Background work: one registry, so whatever must run beside the API (compaction, the search
+//! index and live sync with the relay now; peers and plugins as they land) is started and
+//! stopped in one place. Each job runs on a blocking thread, never while the daemon is
+//! stopping, and `stop` waits for it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,12 +54,46 @@ impl Registry {
         self.jobs.push((name, tokio::spawn(job.instrument(info_span!("background", job = name)))));
     }
 
+    /// Runs `work` once, on a blocking thread of its own, for as long as it likes: it must
+    /// return soon after [`Stopping::is_set`] turns true.
+    pub fn thread(&mut self, name: &'static str, work: impl FnOnce(Stopping) + Send + 'static) {
+        let stopping = Stopping(self.stopping.clone());
+        let span = info_span!("background", job = name);
+        let job = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            work(stopping);
+            debug!("stopped");
+        });
+        self.jobs.push((name, job));
+    }
+
     /// Waits for every job to finish its current run and stop.
     pub async fn stop(self) {
         for (name, job) in self.jobs {
             if let Err(error) = job.await {
                 warn!(job = name, %error, "background job ended abnormally");
             }
+        }
+    }
+}
+
+/// What a long-running blocking job looks at to know the daemon is stopping.
+pub struct Stopping(watch::Receiver<bool>);
+
+impl Stopping {
+    pub fn is_set(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Sleeps for `duration`, or less if the daemon stops meanwhile.
+    pub fn sleep(&self, duration: Duration) {
+        let until = std::time::Instant::now() + duration;
+        while !self.is_set() {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(200)));
         }
     }
 }
@@ -77,4 +112,8 @@ pub fn register_all(registry: &mut Registry, shared: &Arc<Shared>) {
             warn!(%error, "indexing failed; will retry");
         }
     });
+    let syncing = shared.clone();
+    registry.thread("relay-sync", move |stopping| super::live_sync::run_sync(&syncing, &stopping));
+    let listening = shared.clone();
+    registry.thread("relay-live", move |stopping| super::live_sync::run_socket(&listening, &stopping));
 }

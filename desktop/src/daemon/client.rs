@@ -84,6 +84,11 @@ impl Remote {
         self.get("/v1/daemon", &())
     }
 
+    /// Syncs with the relay once, in the daemon (`adiuva sync` while it runs).
+    pub fn sync_now(&self) -> Result<crate::relay::SyncOutcome> {
+        answer(self.post("/v1/sync").send_empty())
+    }
+
     /// Asks the daemon to stop; it does once the requests in flight are answered.
     pub fn stop(&self) -> Result<()> {
         answer(self.post("/v1/daemon/stop").send_empty())

@@ -34,9 +34,11 @@ impl From<service::Error> for ApiError {
             ErrorCode::RecordAmbiguous | ErrorCode::WorkspaceLocked | ErrorCode::DeviceRemoved => StatusCode::CONFLICT,
             ErrorCode::InputInvalid | ErrorCode::RecordInvalid => StatusCode::BAD_REQUEST,
             ErrorCode::LlmUnknownProvider => StatusCode::NOT_FOUND,
-            ErrorCode::LlmNoProvider => StatusCode::CONFLICT,
+            ErrorCode::LlmNoProvider | ErrorCode::SyncNotSignedIn => StatusCode::CONFLICT,
             // A provider's failure: the daemon worked, the service behind it did not.
-            code if code.as_str().starts_with("llm.") => StatusCode::BAD_GATEWAY,
+            code if ["llm.", "relay.", "sync."].iter().any(|prefix| code.as_str().starts_with(prefix)) => {
+                StatusCode::BAD_GATEWAY
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, code, error.to_string())

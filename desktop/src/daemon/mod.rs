@@ -17,6 +17,7 @@ pub mod client;
 pub mod control;
 mod events;
 mod guard;
+mod live_sync;
 mod llm_api;
 
 use std::net::SocketAddr;
@@ -95,6 +96,8 @@ pub struct Shared {
     indexing: Mutex<()>,
     /// How far the index update under way has got (`daemon status` shows it).
     index_progress: Mutex<Option<IndexProgress>>,
+    /// Live sync with the relay: woken by commits and by the relay's announcements.
+    live: Arc<live_sync::LiveSync>,
     /// Every durable commit group, as the engine reports it.
     committed: broadcast::Sender<Arc<[FollowedEvent]>>,
     /// The address clients must name in `Host` (and `Origin`, if they send one).
@@ -163,9 +166,12 @@ async fn serve(dir: &Path, mut workspace: Workspace) -> anyhow::Result<()> {
     DaemonFile::remove_stale(dir);
     let (committed, _) = broadcast::channel(STREAM_BUFFER);
     let sender = committed.clone();
+    let live = Arc::new(live_sync::LiveSync::default());
+    let waker = live.clone();
     workspace.on_commit(Box::new(move |events| {
         // No subscriber is not an error: nobody follows the stream right now.
         let _ = sender.send(events.to_vec().into());
+        waker.wake();
     }));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let address = listener.local_addr()?;
@@ -175,6 +181,7 @@ async fn serve(dir: &Path, mut workspace: Workspace) -> anyhow::Result<()> {
         search: Mutex::new(SearchSlot::default()),
         indexing: Mutex::new(()),
         index_progress: Mutex::new(None),
+        live,
         committed,
         address,
         token: guard::new_token()?,

@@ -41,6 +41,7 @@ use crate::store::{ChunkStore, SledStore, StoreError, WriteBatch};
 const TICKET_PREFIX: &str = "adiuva-invite-1-";
 const REQUEST_DOMAIN: &[u8] = b"adiuva join request v1\0";
 const ACCEPTANCE_DOMAIN: &[u8] = b"adiuva join acceptance v1\0";
+const RELAY_PROOF_DOMAIN: &[u8] = b"adiuva relay invite proof v1\0";
 const MESSAGE_VERSION: u32 = 1;
 
 /// A single-use, expiring invitation to join a workspace. Its secret wipes itself when
@@ -88,6 +89,12 @@ impl Ticket {
             secret: SecretKey::from_slice(&bytes[32..64]).ok_or_else(|| invalid("truncated"))?,
             expires_at: Utc.timestamp_opt(seconds, 0).single().ok_or_else(|| invalid("bad expiry"))?,
         })
+    }
+
+    /// What a joiner shows the relay to post a request to this invite: derived from the
+    /// secret, which it does not reveal; the relay keeps only its BLAKE3 hash until the join.
+    pub fn relay_proof(&self) -> [u8; 32] {
+        self.mac(RELAY_PROOF_DOMAIN, &[])
     }
 
     fn check_expiry(&self) -> Result<()> {
@@ -236,6 +243,26 @@ impl Workspace {
         })
     }
 
+    /// How many invitations are open (made here, neither used nor expired); expired ones are
+    /// deleted on the way.
+    pub fn open_invites(&mut self) -> Result<usize> {
+        let mut open = 0;
+        let mut expired = WriteBatch::default();
+        for (key, sealed) in self.log.store.scan_prefix(b"i/")? {
+            let stored = zeroize::Zeroizing::new(self.log.open_local("invite", &key, &sealed, BlobKind::Invite)?);
+            let seconds = stored.get(32..40).and_then(|bytes| bytes.try_into().ok()).map(i64::from_le_bytes);
+            if seconds.is_some_and(|seconds| Utc::now().timestamp() <= seconds) {
+                open += 1;
+            } else {
+                expired.delete(key);
+            }
+        }
+        if !expired.is_empty() {
+            self.log.write_durably(expired)?;
+        }
+        Ok(open)
+    }
+
     /// The joiner's first step: a new identity for this device and the request to send.
     pub fn request_join(ticket: &str, name: &str) -> Result<(PendingJoin, JoinRequest)> {
         let ticket = Ticket::decode(ticket)?;
@@ -258,6 +285,21 @@ impl Workspace {
 }
 
 impl PendingJoin {
+    pub fn ticket(&self) -> &Ticket {
+        &self.ticket
+    }
+
+    /// The joining device's id (its new identity).
+    pub fn device_id(&self) -> DeviceId {
+        self.identity.device_id()
+    }
+
+    /// Opens bytes sealed to this device's box key (how a transport carries the acceptance
+    /// without reading it).
+    pub fn unseal(&self, sealed: &[u8]) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        self.identity.unseal(sealed)
+    }
+
     /// The joiner's last step: checks the acceptance and creates the workspace in `dir` (empty
     /// or missing) as this new device, holding the root document and every epoch sealed to it.
     pub fn complete(self, dir: &Path, protection: KeyProtection, acceptance: &JoinAcceptance) -> Result<Workspace> {

@@ -38,6 +38,7 @@ mod peer;
 mod query;
 mod recovery;
 mod relay;
+mod restore_point;
 mod settings;
 #[cfg(test)]
 mod store_failures;
@@ -66,6 +67,7 @@ pub use invite::{JoinAcceptance, JoinRequest, PendingJoin, Ticket};
 pub use peer::{PeerMessage, PeerStates};
 pub use query::{DocumentStatus, EventFilter, LoggedEvent, WorkspaceStatus};
 pub use relay::{RelayState, UnitImport};
+pub use restore_point::{RestorePoint, is_restore_point};
 pub use sync::Imported;
 pub use upgrade::Upgrade;
 

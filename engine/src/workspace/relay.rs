@@ -236,16 +236,7 @@ impl Workspace {
     /// Seals `parts` (each a document and its signed changes) into one unit under the current
     /// epoch, padded to its size bucket.
     fn seal_unit(&self, parts: &[(String, Vec<u8>)]) -> Result<Vec<u8>> {
-        let mut payload = Vec::new();
-        payload.extend_from_slice(&(parts.len() as u32).to_le_bytes());
-        for (document, signed) in parts {
-            let name_len = u16::try_from(document.len()).map_err(|_| Error::Encode { what: "relay unit" })?;
-            let signed_len = u32::try_from(signed.len()).map_err(|_| Error::Encode { what: "relay unit" })?;
-            payload.extend_from_slice(&name_len.to_le_bytes());
-            payload.extend_from_slice(document.as_bytes());
-            payload.extend_from_slice(&signed_len.to_le_bytes());
-            payload.extend_from_slice(signed);
-        }
+        let mut payload = encode_parts(parts, "relay unit")?;
         let bucket = (payload.len() + UNIT_OVERHEAD).max(SMALLEST_UNIT).next_power_of_two();
         if bucket > LARGEST_UNIT {
             let document = parts.first().map(|(d, _)| d.clone()).unwrap_or_default();
@@ -304,6 +295,17 @@ impl Workspace {
         state.cursor = state.cursor.max(seq);
         self.set_relay_state(relay, &state)?;
         Ok(result)
+    }
+
+    /// Moves the cursor past number `seq` of `relay`: a blob of the sequence that is not a unit
+    /// (a join acceptance sealed to a joining device, a restore point), with nothing to import.
+    pub fn relay_passed(&mut self, relay: &str, seq: u64) -> Result<()> {
+        let mut state = self.relay_state(relay)?;
+        if state.cursor >= seq {
+            return Ok(());
+        }
+        state.cursor = seq;
+        self.set_relay_state(relay, &state)
     }
 
     /// Takes in the key of `epoch` from a key envelope the relay kept for this device (the
@@ -437,7 +439,30 @@ pub(super) fn open_unit_bytes(
         ChunkError::Unauthentic | ChunkError::BadSignature => Error::UnitCorrupt { unit: unit.to_owned() },
         other => Error::UnitMalformed { unit: unit.to_owned(), detail: other.to_string() },
     })?;
-    let mut rest = opened.payload.as_slice();
+    let parts = decode_parts(&opened.payload, unit)?;
+    Ok(OpenedUnit { sender: opened.signer, parts })
+}
+
+/// `count u32 LE | (name length u16 LE | name | length u32 LE | bytes) × count`: a unit's
+/// payload (and a restore point's), before its padding.
+pub(super) fn encode_parts(parts: &[(String, Vec<u8>)], what: &'static str) -> Result<Vec<u8>> {
+    let mut payload = Vec::new();
+    payload.extend_from_slice(&(parts.len() as u32).to_le_bytes());
+    for (document, signed) in parts {
+        let name_len = u16::try_from(document.len()).map_err(|_| Error::Encode { what })?;
+        let signed_len = u32::try_from(signed.len()).map_err(|_| Error::Encode { what })?;
+        payload.extend_from_slice(&name_len.to_le_bytes());
+        payload.extend_from_slice(document.as_bytes());
+        payload.extend_from_slice(&signed_len.to_le_bytes());
+        payload.extend_from_slice(signed);
+    }
+    Ok(payload)
+}
+
+/// What [`encode_parts`] wrote, followed by zeros only (the padding); every name checked.
+pub(super) fn decode_parts(payload: &[u8], unit: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    let malformed = |detail: &str| Error::UnitMalformed { unit: unit.to_owned(), detail: detail.to_owned() };
+    let mut rest = payload;
     let count = u32::from_le_bytes(take(&mut rest, unit)?);
     let mut parts = Vec::new();
     for _ in 0..count {
@@ -451,7 +476,7 @@ pub(super) fn open_unit_bytes(
     if rest.iter().any(|&b| b != 0) {
         return Err(malformed("bytes after the last document"));
     }
-    Ok(OpenedUnit { sender: opened.signer, parts })
+    Ok(parts)
 }
 
 /// The next `n` bytes of `rest`.

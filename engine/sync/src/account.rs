@@ -42,6 +42,11 @@ impl Account {
         })
     }
 
+    /// The session's access token (it may have expired: [`account_view`] refreshes it).
+    pub(crate) fn access_token(&self) -> &str {
+        &self.session.access_token
+    }
+
     fn store(&self, workspace: &mut Workspace) -> Result<()> {
         let bytes = serde_json::to_vec(self)
             .map_err(|_| SyncError::Engine(adiuva_engine::Error::Encode { what: "relay account" }))?;

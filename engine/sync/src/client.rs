@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use adiuva_model::api::BackupMetadata;
 use adiuva_model::{DeviceId, ErrorCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -56,6 +57,18 @@ pub struct RecoveryView {
     pub wrapped_key: String,
     pub verifier: String,
     pub challenge: String,
+}
+
+/// A join request posted to one of the workspace's invites, as the relay lists it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct JoinView {
+    pub invite_id: String,
+    /// The device that posted it.
+    pub device: String,
+    /// The engine's join request, hex.
+    pub payload: String,
+    /// Whether the device is authorized already (the request was answered).
+    pub authorized: bool,
 }
 
 #[derive(Deserialize)]
@@ -187,6 +200,12 @@ impl RelayClient {
         self.json(answer, &[200], "/auth/refresh")
     }
 
+    /// Whether the relay answers at all (no token needed).
+    pub fn health(&self) -> Result<()> {
+        let answer = self.request("GET", "/health", None, Body::None)?;
+        self.expect(answer, &[200], "/health").map(drop)
+    }
+
     pub fn me(&self, token: &str) -> Result<AccountView> {
         let answer = self.request("GET", "/auth/me", Some(token), Body::None)?;
         self.json(answer, &[200], "/auth/me")
@@ -233,6 +252,62 @@ impl RelayClient {
             Err(SyncError::Relay { code: ErrorCode::RelayNotFound, .. }) => Ok(None),
             Err(error) => Err(error),
         }
+    }
+
+    /// Opens invite `invite_id` for `ws` until `expires_at`; a joiner must show the proof whose
+    /// BLAKE3 is `proof_hash`.
+    pub fn create_invite(
+        &self,
+        token: &str,
+        ws: &str,
+        invite_id: &str,
+        expires_at: chrono::DateTime<chrono::Utc>,
+        proof_hash: &str,
+    ) -> Result<()> {
+        let body = json!({"invite_id": invite_id, "expires_at": expires_at, "proof_hash": proof_hash});
+        let answer = self.request("POST", &format!("/workspaces/{ws}/invites"), Some(token), Body::Json(body))?;
+        self.expect(answer, &[201], "invites").map(drop)
+    }
+
+    /// Posts a join request to invite `invite_id` (single use: the relay marks it used).
+    pub fn post_join(&self, token: &str, invite_id: &str, proof: &[u8], payload: &[u8], mac: &str) -> Result<()> {
+        let hex = adiuva_model::hex::encode;
+        let body = json!({"proof": hex(proof), "payload": hex(payload), "mac": mac});
+        let answer = self.request("POST", &format!("/invites/{invite_id}/join"), Some(token), Body::Json(body))?;
+        self.expect(answer, &[201], "invites/join").map(drop)
+    }
+
+    /// The join requests posted to the workspace's invites.
+    pub fn joins(&self, token: &str, ws: &str) -> Result<Vec<JoinView>> {
+        let answer = self.request("GET", &format!("/workspaces/{ws}/joins"), Some(token), Body::None)?;
+        self.json(answer, &[200], "joins")
+    }
+
+    /// Records a restore point made of blobs the workspace holds.
+    pub fn put_backup(
+        &self,
+        token: &str,
+        ws: &str,
+        checksum: &str,
+        size_bytes: u64,
+        blob_ids: &[String],
+    ) -> Result<BackupMetadata> {
+        let body = json!({"workspace": ws, "version": 1, "checksum": checksum, "chunk_count": blob_ids.len(),
+                          "size_bytes": size_bytes, "blob_ids": blob_ids});
+        let answer = self.request("PUT", "/backup", Some(token), Body::Json(body))?;
+        self.json(answer, &[201], "backup")
+    }
+
+    /// The workspace's restore points, oldest first, without their blob ids.
+    pub fn backup_history(&self, token: &str, ws: &str) -> Result<Vec<BackupMetadata>> {
+        let answer = self.request("GET", &format!("/backup/history?workspace={ws}"), Some(token), Body::None)?;
+        self.json(answer, &[200], "backup/history")
+    }
+
+    /// One restore point, with its blob ids.
+    pub fn backup(&self, token: &str, id: &str) -> Result<BackupMetadata> {
+        let answer = self.request("GET", &format!("/backup/{id}"), Some(token), Body::None)?;
+        self.json(answer, &[200], "backup")
     }
 
     pub fn put_recovery(&self, token: &str, ws: &str, wrapped: &[u8], verifier: &DeviceId) -> Result<()> {

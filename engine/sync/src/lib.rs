@@ -6,7 +6,10 @@
 //!   the authorized connection (token refresh, retries with backoff);
 //! - `sync`: one sync ([`sync_once`]): devices, key envelopes and recovery key reconciled, the
 //!   outbox pushed, everything after the cursor pulled;
-//! - `restore`: a workspace brought back on an empty machine from the phrase and a login.
+//! - `restore`: a workspace brought back on an empty machine from the phrase and a login;
+//! - `invite`: inviting a device and joining through the relay (a [`RelayTicket`]);
+//! - `live`: the relay's live socket, which announces new blobs;
+//! - `backup`: restore points (compacted snapshots under the snapshot key) kept on the relay.
 //!
 //! What crosses the wire is sealed units (`adiuva_engine`'s relay module), opaque to the
 //! relay; what the relay learns is sizes (padded to buckets), times and numbers. The engine
@@ -14,13 +17,19 @@
 //! holds state between calls.
 
 mod account;
+mod backup;
 mod client;
 mod error;
+mod invite;
+mod live;
 mod restore;
 mod sync;
 
 pub use account::{Account, account_view, sign_in, sign_out};
-pub use client::{AccountView, BlobEntry, ChangesPage, RelayClient, Session};
+pub use backup::{PointRestored, backup_list, backup_now, restore_point};
+pub use client::{AccountView, BlobEntry, ChangesPage, JoinView, RelayClient, Session};
 pub use error::{Result, SyncError};
+pub use invite::{RelayTicket, invite, join, wait_for_join};
+pub use live::{LiveEndpoint, LiveSocket};
 pub use restore::{RestoreFrom, restore};
 pub use sync::{Progress, SyncReport, sync_once};

@@ -65,7 +65,10 @@ pub fn restore(
         }
         for entry in page.changes {
             progress(Progress::Pulling { done: cursor, total: page.head });
-            units.push((entry.seq, client.get_blob(&token, from.workspace, &entry.id)?));
+            let bytes = client.get_blob(&token, from.workspace, &entry.id)?;
+            if !sync::passed_over(&bytes) {
+                units.push((entry.seq, bytes));
+            }
             cursor = entry.seq;
         }
     }

@@ -48,6 +48,7 @@ pub fn sync_once(workspace: &mut Workspace, progress: &mut dyn FnMut(Progress)) 
     // is reconciled with a current one (a device back from away must not authorize again a
     // device removed meanwhile).
     pull(workspace, &mut relay, progress, &mut report)?;
+    crate::invite::accept_joins(workspace, &mut relay)?;
     reconcile(workspace, &mut relay)?;
     push(workspace, &mut relay, progress, &mut report)?;
     let server = relay.account.server.clone();
@@ -152,6 +153,11 @@ fn pull(
         for entry in &page.changes {
             progress(Progress::Pulling { done: entry.seq - 1 - start, total });
             let bytes = relay.call(workspace, |client, token| client.get_blob(token, &ws, &entry.id))?;
+            if passed_over(&bytes) {
+                workspace.relay_passed(&server, entry.seq)?;
+                cursor = entry.seq;
+                continue;
+            }
             let imported = match workspace.open_unit(&server, entry.seq, &bytes) {
                 Err(EngineError::UnitEpochUnknown { epoch, .. }) => {
                     let envelope =
@@ -175,4 +181,10 @@ fn pull(
         }
         progress(Progress::Pulling { done: cursor - start, total });
     }
+}
+
+/// Whether a blob of the sequence is not a unit but something devices pass over: a join
+/// acceptance (sealed to the joining device alone) or a restore point's part.
+pub(crate) fn passed_over(bytes: &[u8]) -> bool {
+    bytes.starts_with(crate::invite::ACCEPTANCE_MAGIC) || adiuva_engine::is_restore_point(bytes)
 }

@@ -38,6 +38,8 @@ pub fn server_binary() -> PathBuf {
 pub struct Relay {
     child: Option<Child>,
     binary: PathBuf,
+    /// Where it stores: `--data DIR`, or the cloud backend's options.
+    backend: Vec<String>,
     pub port: u16,
     pub data: PathBuf,
     pub url: String,
@@ -52,6 +54,28 @@ impl Relay {
         let mut relay = Relay {
             child: None,
             binary: server_binary(),
+            backend: vec!["--data".into(), data.to_string_lossy().into_owned()],
+            port,
+            data,
+            url: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        relay.restart();
+        relay
+    }
+
+    /// A relay on the cloud backend: a fresh database of the test PostgreSQL and a fresh bucket
+    /// of the test S3 server (`scripts/test-servers`); its log beside `data`, which holds nothing
+    /// else.
+    pub fn start_cloud(cloud: &Cloud) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut relay = Relay {
+            child: None,
+            binary: server_binary(),
+            backend: cloud.backend(),
             port,
             data,
             url: format!("http://127.0.0.1:{port}"),
@@ -66,8 +90,7 @@ impl Relay {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data.with_extension("log")).unwrap();
         for _ in 0..50 {
             let mut child = Command::new(&self.binary)
-                .args(["--data"])
-                .arg(&self.data)
+                .args(&self.backend)
                 .args(["--listen", &format!("127.0.0.1:{}", self.port)])
                 .stdout(Stdio::piped())
                 .stderr(log.try_clone().unwrap())
@@ -110,8 +133,7 @@ impl Relay {
     pub fn set_tier(&mut self, email: &str, tier: &str, seats: u32) {
         self.stop();
         let output = Command::new(&self.binary)
-            .arg("--data")
-            .arg(&self.data)
+            .args(&self.backend)
             .args(["admin", "set-tier", email, tier, "--seats", &seats.to_string()])
             .output()
             .unwrap();
@@ -123,6 +145,72 @@ impl Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The test S3 server and PostgreSQL `scripts/test-servers` started, with a database and a
+/// bucket of this test's own.
+pub struct Cloud {
+    pub database_url: String,
+    pub s3_endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub bucket: String,
+    /// The bucket's files, and the database cluster's.
+    pub bucket_dir: PathBuf,
+    pub postgres_dir: PathBuf,
+}
+
+impl Cloud {
+    /// From the environment `scripts/test-servers` exports; `None` (and a note) without it.
+    pub fn from_env(test: &str) -> Option<Self> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let (Some(postgres_url), Some(s3_endpoint), Some(s3_dir), Some(postgres_dir)) = (
+            var("ADIUVA_TEST_POSTGRES_URL"),
+            var("ADIUVA_TEST_S3_ENDPOINT"),
+            var("ADIUVA_TEST_S3_DIR"),
+            var("ADIUVA_TEST_POSTGRES_DIR"),
+        ) else {
+            eprintln!("{test}: skipped, no test servers (run it under `source scripts/test-servers`)");
+            return None;
+        };
+        let name = format!("sync_{}", ulid::Ulid::new().to_string().to_lowercase());
+        let psql = ["/usr/lib/postgresql/15/bin/psql", "psql"]
+            .into_iter()
+            .find(|psql| Command::new(psql).arg("--version").output().is_ok())
+            .expect("psql");
+        let created = Command::new(psql)
+            .args([postgres_url.as_str(), "-q", "-c", &format!("CREATE DATABASE {name}")])
+            .status()
+            .unwrap();
+        assert!(created.success(), "creating the test database failed");
+        let bucket = name.replace('_', "-");
+        Some(Self {
+            database_url: format!("{}/{name}", postgres_url.rsplit_once('/').unwrap().0),
+            s3_endpoint,
+            access_key: var("ADIUVA_TEST_S3_ACCESS_KEY").unwrap_or_default(),
+            secret_key: var("ADIUVA_TEST_S3_SECRET_KEY").unwrap_or_default(),
+            bucket_dir: PathBuf::from(s3_dir).join(&bucket),
+            bucket,
+            postgres_dir: PathBuf::from(postgres_dir),
+        })
+    }
+
+    fn backend(&self) -> Vec<String> {
+        [
+            "--postgres",
+            &self.database_url,
+            "--s3-endpoint",
+            &self.s3_endpoint,
+            "--s3-bucket",
+            &self.bucket,
+            "--s3-access-key",
+            &self.access_key,
+            "--s3-secret-key",
+            &self.secret_key,
+        ]
+        .map(str::to_owned)
+        .to_vec()
     }
 }
 
