@@ -36,4 +36,9 @@ fn a_marker_in_a_task_is_nowhere_in_clear_in_the_bucket_or_the_database() {
     for (path, bytes) in bucket.iter().chain(&database) {
         assert!(!contains(bytes, MARKER), "{} holds the marker in clear", path.display());
     }
+    // The search does see what the relay keeps in clear: the account's email.
+    assert!(
+        database.iter().any(|(_, bytes)| contains(bytes, email.as_bytes())),
+        "the search reads the database's files"
+    );
 }
