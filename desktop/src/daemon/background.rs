@@ -102,7 +102,8 @@ impl Stopping {
 pub fn register_all(registry: &mut Registry, shared: &Arc<Shared>) {
     let compacting = shared.clone();
     registry.every("compaction", COMPACT_EVERY, move || {
-        if let Err(error) = compacting.workspace().compact_loaded() {
+        let compacted = compacting.workspace().compact_loaded();
+        if let Err(error) = compacted {
             warn!(%error, "compaction failed; will retry");
         }
     });

@@ -182,7 +182,9 @@ fn restore_point_if_due(shared: &Shared) {
 pub fn run_socket(shared: &Shared, stopping: &Stopping) {
     let mut retry = FIRST_RETRY;
     while !stopping.is_set() {
-        let endpoint = match LiveEndpoint::of(&shared.workspace()) {
+        // Its own statement: a guard in a match's scrutinee would be held through the arms' sleeps.
+        let endpoint = LiveEndpoint::of(&shared.workspace());
+        let endpoint = match endpoint {
             Ok(Some(endpoint)) => endpoint,
             Ok(None) => {
                 stopping.sleep(LONGEST_WAIT);
@@ -211,7 +213,8 @@ pub fn run_socket(shared: &Shared, stopping: &Stopping) {
             }
             Err(SyncError::Relay { code: ErrorCode::RelayTokenExpired, .. }) => {
                 // Asking for the account refreshes the session.
-                if let Err(error) = adiuva_sync::account_view(&mut shared.workspace()) {
+                let refreshed = adiuva_sync::account_view(&mut shared.workspace());
+                if let Err(error) = refreshed {
                     debug!(%error, "cannot refresh the relay session");
                     stopping.sleep(retry);
                     retry = (retry * 2).min(LONGEST_WAIT);

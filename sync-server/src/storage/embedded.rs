@@ -112,7 +112,8 @@ impl Drop for Embedded {
     /// Stops the writer after the uploads it has, which checkpoints the index.
     fn drop(&mut self) {
         self.uploads.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(writer) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(writer) = writer {
             let _ = writer.join();
         }
     }
