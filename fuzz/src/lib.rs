@@ -26,6 +26,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("signed", signed),
     ("invite", invite),
     ("search", search),
+    ("peer", peer),
 ];
 
 /// Commit messages arrive from other devices.
@@ -164,6 +165,25 @@ pub fn search(data: &[u8]) {
         }
         let chunks = adiuva_search::record::chunk(text);
         assert!(!chunks.is_empty());
+    }
+}
+
+/// What a peer sends over the peer protocol: frames (hello, rounds, heads) and, inside a
+/// round, Automerge sync messages; and peer tickets as text.
+pub fn peer(data: &[u8]) {
+    use adiuva_p2p::frame::Frame;
+    if let Ok(frame) = Frame::decode(data) {
+        assert_eq!(frame.encode(), data);
+        if let Frame::Round(entries) = frame {
+            for (_, message) in entries {
+                let _ = automerge::sync::Message::decode(&message.sync);
+            }
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(ticket) = text.parse::<adiuva_p2p::PeerTicket>()
+    {
+        assert_eq!(ticket.to_string().parse::<adiuva_p2p::PeerTicket>().ok(), Some(ticket));
     }
 }
 
