@@ -109,10 +109,16 @@ fn addr(ticket: &PeerTicket) -> EndpointAddr {
 async fn close_code_after(secret: [u8; 32], ticket: &PeerTicket, bytes: &[u8]) -> u64 {
     let endpoint = raw_endpoint(secret).await;
     let connection = endpoint.connect(addr(ticket), ALPN).await.unwrap();
-    let (mut send, mut recv) = connection.open_bi().await.unwrap();
-    let _ = send.write_all(bytes).await;
-    let _ = recv.read_to_end(1 << 20).await;
-    let code = match connection.closed().await {
+    // A listener that refuses the peer at once may close before the stream opens.
+    let closed = match connection.open_bi().await {
+        Ok((mut send, mut recv)) => {
+            let _ = send.write_all(bytes).await;
+            let _ = recv.read_to_end(1 << 20).await;
+            connection.closed().await
+        }
+        Err(refused) => refused,
+    };
+    let code = match closed {
         ConnectionError::ApplicationClosed(close) => close.error_code.into_inner(),
         other => panic!("closed with {other:?}"),
     };
