@@ -128,6 +128,13 @@ pub struct Unwrapped {
 /// Opens a wrapped blob with its phrase: a malformed blob, or one altered, or a wrong phrase,
 /// is a typed error.
 pub fn unwrap(phrase: &str, wrapped: &[u8]) -> Result<Unwrapped> {
+    unwrap_with(wrapped, |salt| RecoveryKeys::from_phrase(phrase, salt))
+}
+
+/// [`unwrap`] with the keys `derive` makes from the blob's salt: the phrase through Argon2id, or
+/// (the fuzz targets, which cannot afford Argon2id per input) a known secret.
+#[doc(hidden)]
+pub fn unwrap_with(wrapped: &[u8], derive: impl FnOnce([u8; 16]) -> Result<RecoveryKeys>) -> Result<Unwrapped> {
     let malformed = |detail: &str| Error::RecoveryBlobMalformed { detail: detail.into() };
     let (header, sealed) = wrapped.split_at_checked(HEADER_LEN).ok_or_else(|| malformed("truncated"))?;
     if &header[..4] != MAGIC {
@@ -138,8 +145,17 @@ pub fn unwrap(phrase: &str, wrapped: &[u8]) -> Result<Unwrapped> {
     }
     let workspace_id: [u8; 16] = header[5..21].try_into().map_err(|_| malformed("truncated"))?;
     let salt: [u8; 16] = header[21..37].try_into().map_err(|_| malformed("truncated"))?;
-    let keys = RecoveryKeys::from_phrase(phrase, salt)?;
+    let keys = derive(salt)?;
     let plaintext = Zeroizing::new(crypto::open(&keys.wrap, header, sealed).map_err(|_| Error::RecoveryWrongPhrase)?);
+    let epochs = decode_epochs(&plaintext)?;
+    Ok(Unwrapped { workspace_id: ulid::Ulid::from_bytes(workspace_id), keys, epochs })
+}
+
+/// `count u16 LE | (epoch u32 LE | key 32) × count`: what a wrapped blob seals (at least one
+/// epoch, nothing after the last).
+#[doc(hidden)]
+pub fn decode_epochs(plaintext: &[u8]) -> Result<Vec<WorkspaceKey>> {
+    let malformed = |detail: &str| Error::RecoveryBlobMalformed { detail: detail.into() };
     let (count, mut rest) = plaintext.split_at_checked(2).ok_or_else(|| malformed("no epochs"))?;
     let count = u16::from_le_bytes([count[0], count[1]]);
     let mut epochs = Vec::with_capacity(count as usize);
@@ -153,5 +169,5 @@ pub fn unwrap(phrase: &str, wrapped: &[u8]) -> Result<Unwrapped> {
     if !rest.is_empty() || epochs.is_empty() {
         return Err(malformed("trailing bytes or no epoch"));
     }
-    Ok(Unwrapped { workspace_id: ulid::Ulid::from_bytes(workspace_id), keys, epochs })
+    Ok(epochs)
 }

@@ -9,9 +9,19 @@
 //! A target must never panic on any input: a decoder's bad input is an `Err`. The assertions
 //! inside check round trips (what decodes re-encodes to the same thing).
 
+use std::sync::LazyLock;
+use std::task::{Context, Poll, Waker};
+
 use adiuva_engine::authorship::{Decoded, SignedChanges, SignedSnapshot};
 use adiuva_engine::chunk::{BlobKind, ChunkPlace, open_chunk, open_local, parse_frame, seal_local};
-use adiuva_engine::crypto::SecretKey;
+use adiuva_engine::crypto::{SecretKey, WorkspaceKey};
+use adiuva_engine::identity::DeviceIdentity;
+use adiuva_engine::recovery::RecoveryKeys;
+use adiuva_engine::workspace::fuzzing;
+use axum::extract::{FromRequest, FromRequestParts};
+use axum::response::IntoResponse;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// A target's body: bytes in, no panic.
 pub type Target = fn(&[u8]);
@@ -27,6 +37,11 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("invite", invite),
     ("search", search),
     ("peer", peer),
+    ("relay_unit", relay_unit),
+    ("key_envelope", key_envelope),
+    ("relay_answer", relay_answer),
+    ("relay_request", relay_request),
+    ("daemon_request", daemon_request),
 ];
 
 /// Commit messages arrive from other devices.
@@ -184,6 +199,256 @@ pub fn peer(data: &[u8]) {
         && let Ok(ticket) = text.parse::<adiuva_p2p::PeerTicket>()
     {
         assert_eq!(ticket.to_string().parse::<adiuva_p2p::PeerTicket>().ok(), Some(ticket));
+    }
+}
+
+/// The workspace the relay targets open units and restore points of.
+const WORKSPACE_ID: [u8; 16] = [1; 16];
+
+/// The workspace key of epoch 1, known to the relay targets.
+fn workspace_key() -> WorkspaceKey {
+    WorkspaceKey { epoch: 1, key: SecretKey::from_bytes([7; 32]) }
+}
+
+/// The device that seals units and restore points, and receives key envelopes.
+static DEVICE: LazyLock<DeviceIdentity> = LazyLock::new(|| fuzzing::identity([3; 32], [4; 32]));
+
+/// What a relay holds of a workspace, as a device pulls it: relay units (each document's signed
+/// changes) and restore points' blobs (each document's signed snapshot), opened with a key the
+/// target knows; then — the first byte picking a unit or a restore point — the rest sealed as
+/// such a blob's payload by the real sealer and opened, to reach the payload decoders behind
+/// the AEAD.
+pub fn relay_unit(data: &[u8]) {
+    use adiuva_engine::Error;
+    let keys = [workspace_key()];
+    if let Ok(unit) = fuzzing::open_relay_unit(&WORKSPACE_ID, &keys, data) {
+        unit_parts(&unit.parts);
+    }
+    if let Ok(blob) = fuzzing::open_restore_point_blob(&WORKSPACE_ID, &keys, data) {
+        restore_point_parts(&blob.parts);
+    }
+    let Some((&selector, payload)) = data.split_first() else {
+        return;
+    };
+    // A blob sealed with the key opens, or is refused for its payload only.
+    let payload_refusal = |error: &Error| {
+        assert!(
+            !matches!(error, Error::UnitCorrupt { .. } | Error::UnitForeign { .. } | Error::UnitEpochUnknown { .. }),
+            "a sealed blob authenticates: {error}"
+        );
+    };
+    if selector % 2 == 0 {
+        let Ok(sealed) = fuzzing::seal_relay_unit(&WORKSPACE_ID, &keys[0], &DEVICE, payload) else { return };
+        match fuzzing::open_relay_unit(&WORKSPACE_ID, &keys, &sealed) {
+            Ok(unit) => {
+                assert_eq!(unit.sender, DEVICE.device_id());
+                unit_parts(&unit.parts);
+            }
+            Err(error) => payload_refusal(&error),
+        }
+    } else {
+        let Ok(sealed) = fuzzing::seal_restore_point_blob(&WORKSPACE_ID, &keys[0], &DEVICE, payload) else { return };
+        match fuzzing::open_restore_point_blob(&WORKSPACE_ID, &keys, &sealed) {
+            Ok(blob) => {
+                assert_eq!(blob.signer, DEVICE.device_id());
+                restore_point_parts(&blob.parts);
+            }
+            Err(error) => payload_refusal(&error),
+        }
+    }
+}
+
+/// A unit's parts decoded as importing them decodes them: signed changes, Automerge changes.
+fn unit_parts(parts: &[(String, Vec<u8>)]) {
+    for (_, signed) in parts {
+        if let Ok(Decoded::Attested(unit)) = SignedChanges::decode(signed) {
+            for change in unit.changes {
+                let _ = automerge::Change::from_bytes(change);
+            }
+        }
+    }
+}
+
+/// A restore point's parts decoded as applying it decodes them: signed snapshots, Automerge
+/// documents and their changes.
+fn restore_point_parts(parts: &[(String, Vec<u8>)]) {
+    for (_, bytes) in parts {
+        if let Ok(Decoded::Attested(snapshot)) = SignedSnapshot::decode(bytes)
+            && let Ok(document) = automerge::Automerge::load(&snapshot.document)
+        {
+            let _ = document.get_changes(&[]);
+        }
+    }
+}
+
+/// The keys a device takes from the relay: key envelopes (an epoch's key sealed to the device,
+/// opened as the device opens them, and — sealed to it by the real sealer — the plaintext's
+/// decoder behind the box), and the wrapped recovery record, opened with a recovery secret the
+/// target knows (the phrase's Argon2id is skipped: it costs a fraction of a second per input),
+/// and the epochs' decoder behind its AEAD.
+pub fn key_envelope(data: &[u8]) {
+    const EPOCH: u32 = 2;
+    let box_key = DEVICE.box_public_key();
+    if let Some(key) = fuzzing::open_key_envelope(&DEVICE, &WORKSPACE_ID, EPOCH, data) {
+        let again = fuzzing::seal_key_envelope(&WORKSPACE_ID, &key, &box_key)
+            .ok()
+            .and_then(|hex| adiuva_model::hex::decode(&hex))
+            .and_then(|sealed| fuzzing::open_key_envelope(&DEVICE, &WORKSPACE_ID, EPOCH, &sealed));
+        assert!(again.is_some_and(|again| same_keys(&[again], &[key])), "a key envelope re-seals to the same key");
+    }
+    if let Ok(sealed) = adiuva_engine::identity::seal_to(&box_key, data) {
+        let _ = fuzzing::open_key_envelope(&DEVICE, &WORKSPACE_ID, EPOCH, &sealed);
+    }
+    let recovery = |salt| Ok(RecoveryKeys::from_secret(SecretKey::from_bytes([9; 32]), salt));
+    if let Ok(unwrapped) = adiuva_engine::recovery::unwrap_with(data, recovery) {
+        let rewrapped = unwrapped.keys.wrap(unwrapped.workspace_id, &unwrapped.epochs).ok();
+        let again = rewrapped.and_then(|wrapped| adiuva_engine::recovery::unwrap_with(&wrapped, recovery).ok());
+        assert!(again.is_some_and(|again| same_keys(&again.epochs, &unwrapped.epochs)), "a record re-wraps");
+    }
+    if let Ok(epochs) = adiuva_engine::recovery::decode_epochs(data) {
+        let keys = RecoveryKeys::from_secret(SecretKey::from_bytes([9; 32]), [5; 16]);
+        let wrapped = keys.wrap(ulid::Ulid::from_bytes(WORKSPACE_ID), &epochs).ok();
+        let again = wrapped.and_then(|wrapped| adiuva_engine::recovery::unwrap_with(&wrapped, recovery).ok());
+        assert!(again.is_some_and(|again| same_keys(&again.epochs, &epochs)), "epochs wrap and unwrap");
+    }
+}
+
+/// Whether `a` and `b` are the same epochs with the same keys (a key shows itself only by what
+/// it opens).
+fn same_keys(a: &[WorkspaceKey], b: &[WorkspaceKey]) -> bool {
+    use adiuva_engine::crypto::{open, seal};
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(a, b)| {
+            a.epoch == b.epoch && seal(&a.key, b"", b"same?").is_ok_and(|sealed| open(&b.key, b"", &sealed).is_ok())
+        })
+}
+
+/// The statuses a relay answer's first byte picks from.
+const STATUSES: [u16; 10] = [200, 201, 204, 400, 401, 404, 409, 429, 500, 503];
+
+/// What the relay answers, as the sync client decodes it: the first byte picks a status, the
+/// rest is the body, read as every route's answer (refusals, sessions, the account, blob
+/// entries, pages of the sequence and their checks, join requests, restore points, the
+/// recovery record); and, as text, the live socket's heads and relay tickets.
+pub fn relay_answer(data: &[u8]) {
+    use adiuva_sync::answers::{Answer, RecoveryView, check_page, decode_head, expect, json};
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    let status = STATUSES[usize::from(selector) % STATUSES.len()];
+    let answer = || Answer { status, retry_after: Some(u64::from(selector)), body: body.to_vec() };
+    let _ = expect(answer(), &[204], "devices");
+    let _ = json::<adiuva_sync::Session>(answer(), &[200, 201], "auth");
+    let _ = json::<adiuva_sync::AccountView>(answer(), &[200], "me");
+    let _ = json::<adiuva_sync::BlobEntry>(answer(), &[200, 201], "blobs");
+    let _ = json::<Vec<adiuva_model::api::BackupMetadata>>(answer(), &[200], "backup/history");
+    let _ = json::<adiuva_model::api::BackupMetadata>(answer(), &[200, 201], "backup");
+    if let Ok(record) = json::<RecoveryView>(answer(), &[200], "recovery") {
+        let _ = adiuva_model::hex::decode(&record.wrapped_key);
+    }
+    if let Ok(joins) = json::<Vec<adiuva_sync::JoinView>>(answer(), &[200], "joins") {
+        for join in joins {
+            let payload = adiuva_model::hex::decode(&join.payload);
+            let _ = payload.map(|bytes| serde_json::from_slice::<adiuva_engine::JoinRequest>(&bytes));
+        }
+    }
+    if let Ok(page) = json::<adiuva_sync::ChangesPage>(answer(), &[200], "changes") {
+        // From the cursor the page claims to follow, and from the start.
+        let after = page.changes.first().map_or(page.head, |entry| entry.seq.saturating_sub(1));
+        let _ = check_page(after, page.clone());
+        let _ = check_page(0, page);
+    }
+    if let Ok(text) = std::str::from_utf8(body) {
+        let _ = decode_head(text);
+        let _ = adiuva_sync::RelayTicket::decode(text);
+    }
+}
+
+/// The relay's request bodies and queries, through the extractors its routes use
+/// (`adiuva-http-api`), and the checks of the fields that are functions of their own; a refusal
+/// must make a response.
+pub fn relay_request(data: &[u8]) {
+    use adiuva_server::{auth, backup, blobs, workspaces};
+    if let Some(credentials) = body::<auth::Credentials>(data) {
+        let _ = auth::normalize_email(&credentials.email);
+        let _ = auth::check_password(&credentials.password);
+    }
+    let _ = body::<auth::RefreshRequest>(data);
+    let _ = body::<backup::NewBackup>(data);
+    if let Some(new) = body::<workspaces::NewWorkspace>(data) {
+        let _ = workspaces::check_name(&new.id, "workspace id");
+    }
+    let _ = body::<workspaces::NewRecovery>(data);
+    let _ = body::<workspaces::RecoveryProof>(data);
+    if let Some(new) = body::<workspaces::NewInvite>(data) {
+        let _ = workspaces::check_name(&new.invite_id, "invite id");
+    }
+    let _ = body::<workspaces::JoinRequest>(data);
+    let _ = query::<blobs::ChangesQuery>(data);
+    let _ = query::<backup::BackupQuery>(data);
+}
+
+/// The daemon's request bodies, through the extractor its routes use (`adiuva-http-api`), as the
+/// model's wire types they are built from and share with the UI and the relay: what decodes
+/// must encode and decode again. (The daemon's own body types live in the `adiuva` binary.)
+pub fn daemon_request(data: &[u8]) {
+    use adiuva_model::{api, record};
+    round_trip(body::<api::ChatRequest>(data));
+    round_trip(body::<api::ChatResponse>(data));
+    round_trip(body::<api::ExecutionPlan>(data));
+    round_trip(body::<api::PermissionRequest>(data));
+    round_trip(body::<api::PluginManifest>(data));
+    round_trip(body::<api::PermissionGrant>(data));
+    round_trip(body::<record::Task>(data));
+    round_trip(body::<record::CalendarEvent>(data));
+    round_trip(body::<record::Note>(data));
+    round_trip(body::<record::MemoryFact>(data));
+}
+
+/// What decodes encodes, and that decodes again.
+fn round_trip<T: Serialize + DeserializeOwned>(value: Option<T>) {
+    if let Some(value) = value {
+        let encoded = serde_json::to_vec(&value).ok();
+        assert!(encoded.is_some_and(|bytes| serde_json::from_slice::<T>(&bytes).is_ok()), "a decoded body re-encodes");
+    }
+}
+
+/// `data` as a JSON request body through `adiuva_http_api::Body`; a refusal becomes its response.
+fn body<T: DeserializeOwned>(data: &[u8]) -> Option<T> {
+    let request = axum::http::Request::builder()
+        .method("POST")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(data.to_vec()))
+        .ok()?;
+    match ready(adiuva_http_api::Body::<T>::from_request(request, &()))? {
+        Ok(adiuva_http_api::Body(value)) => Some(value),
+        Err(refusal) => {
+            drop(refusal.into_response());
+            None
+        }
+    }
+}
+
+/// `data` as a query string through `adiuva_http_api::Params`; a refusal becomes its response.
+fn query<T: DeserializeOwned>(data: &[u8]) -> Option<T> {
+    let text = std::str::from_utf8(data).ok()?;
+    let request = axum::http::Request::builder().uri(format!("/?{text}")).body(()).ok()?;
+    let (mut parts, ()) = request.into_parts();
+    match ready(adiuva_http_api::Params::<T>::from_request_parts(&mut parts, &()))? {
+        Ok(adiuva_http_api::Params(value)) => Some(value),
+        Err(refusal) => {
+            drop(refusal.into_response());
+            None
+        }
+    }
+}
+
+/// The output of a future that needs no waiting (an extractor over a body held in memory).
+fn ready<F: Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    match future.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => None,
     }
 }
 

@@ -299,7 +299,7 @@ async fn view(state: &AppState, account: &Account) -> Result<AccountView, ApiErr
 }
 
 /// Emails are compared lowercased and trimmed.
-fn normalize_email(email: &str) -> Result<String, ApiError> {
+pub fn normalize_email(email: &str) -> Result<String, ApiError> {
     let email = email.trim().to_lowercase();
     let valid = email.len() <= 254
         && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
@@ -307,7 +307,8 @@ fn normalize_email(email: &str) -> Result<String, ApiError> {
     if valid { Ok(email) } else { Err(ApiError::invalid("not a valid email address")) }
 }
 
-fn check_password(password: &str) -> Result<(), ApiError> {
+/// A password as registering takes it: 8 to 1024 bytes, at least 8 characters.
+pub fn check_password(password: &str) -> Result<(), ApiError> {
     if password.chars().count() < MIN_PASSWORD_CHARS || password.len() > MAX_PASSWORD_BYTES {
         return Err(ApiError::invalid("a password has 8 to 1024 bytes' worth of characters (at least 8 characters)"));
     }

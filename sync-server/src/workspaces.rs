@@ -35,7 +35,8 @@ const MAX_INVITE_TTL: Duration = Duration::days(7);
 /// What a recovery proof signs: this, then the workspace, device and challenge, each on a line.
 const RECOVERY_PROOF_CONTEXT: &str = "adiuva relay recovery proof v1";
 
-fn check_name(name: &str, what: &str) -> Result<(), ApiError> {
+/// A workspace's or an invite's id as the routes take it: 1 to 64 letters, digits, `-`, `_`.
+pub fn check_name(name: &str, what: &str) -> Result<(), ApiError> {
     if valid_name(name) {
         Ok(())
     } else {

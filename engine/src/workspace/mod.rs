@@ -30,6 +30,8 @@ mod commit;
 mod compaction;
 mod devices;
 mod follow;
+#[doc(hidden)]
+pub mod fuzzing;
 mod index;
 mod invite;
 mod layout;

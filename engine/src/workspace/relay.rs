@@ -41,6 +41,7 @@ use crate::chunk::{self, BlobKind, ChunkError, ChunkPlace, SealingKey};
 use crate::crypto::{KeyPurpose, SecretKey, WorkspaceKey};
 use crate::encode;
 use crate::error::{Error, Result, json_error};
+use crate::identity::DeviceIdentity;
 use crate::store::WriteBatch;
 
 const UNIT_MAGIC: &[u8; 4] = b"ADVU";
@@ -97,8 +98,8 @@ pub struct UnitImport {
 }
 
 /// A unit opened: its sender and each document's signed changes, root first as written.
-pub(super) struct OpenedUnit {
-    sender: DeviceId,
+pub struct OpenedUnit {
+    pub sender: DeviceId,
     pub parts: Vec<(String, Vec<u8>)>,
 }
 
@@ -245,15 +246,7 @@ impl Workspace {
         payload.resize(bucket - UNIT_OVERHEAD, 0);
         let current =
             self.log.keyring.workspace_key().ok_or(Error::WorkspaceFormat { detail: "no workspace key".into() })?;
-        let place = ChunkPlace { workspace_id: &self.log.workspace_id, blob_id: UNIT_BLOB_ID };
-        let key = current.key.derive(KeyPurpose::Bundles);
-        let frame = chunk::seal_bundle(place, current.epoch, &key, &self.log.identity, &payload)?;
-        let mut unit = Vec::with_capacity(UNIT_PREFIX_LEN + frame.len());
-        unit.extend_from_slice(UNIT_MAGIC);
-        unit.push(UNIT_VERSION);
-        unit.extend_from_slice(&self.log.workspace_id);
-        unit.extend_from_slice(&frame);
-        Ok(unit)
+        seal_unit_payload(&self.log.workspace_id, current, &self.log.identity, &payload)
     }
 
     /// Opens unit number `seq` of `relay` (workspace id, epoch, authentication and signature
@@ -402,6 +395,24 @@ fn unit_changes(document: &str, signed: &[u8]) -> Result<Vec<Change>> {
         Ok(Decoded::Legacy) => Err(malformed("no attestations".into())),
         Err(error) => Err(malformed(error.0.into())),
     }
+}
+
+/// Seals a unit's (padded) payload under the bundle key of `current`, signed by `identity`.
+pub(super) fn seal_unit_payload(
+    workspace_id: &[u8; 16],
+    current: &WorkspaceKey,
+    identity: &DeviceIdentity,
+    payload: &[u8],
+) -> Result<Vec<u8>> {
+    let place = ChunkPlace { workspace_id, blob_id: UNIT_BLOB_ID };
+    let key = current.key.derive(KeyPurpose::Bundles);
+    let frame = chunk::seal_bundle(place, current.epoch, &key, identity, payload)?;
+    let mut unit = Vec::with_capacity(UNIT_PREFIX_LEN + frame.len());
+    unit.extend_from_slice(UNIT_MAGIC);
+    unit.push(UNIT_VERSION);
+    unit.extend_from_slice(workspace_id);
+    unit.extend_from_slice(&frame);
+    Ok(unit)
 }
 
 /// Opens a unit with the bundle keys `keys` (by epoch). Pure; never panics.

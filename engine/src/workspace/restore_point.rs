@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 
+use adiuva_model::DeviceId;
 use automerge::Automerge;
 
 use super::relay::{decode_parts, encode_parts};
@@ -25,8 +26,9 @@ use super::sync::Imported;
 use super::{ROOT_DOCUMENT, Workspace};
 use crate::authorship::{Decoded, SignedChanges, SignedSnapshot};
 use crate::chunk::{self, BlobKind, ChunkError, ChunkPlace, SealingKey};
-use crate::crypto::{KeyPurpose, SecretKey, random_bytes};
+use crate::crypto::{KeyPurpose, SecretKey, WorkspaceKey, random_bytes};
 use crate::error::{Error, Result};
+use crate::identity::DeviceIdentity;
 
 /// How a restore point's blob starts.
 const RESTORE_POINT_MAGIC: &[u8; 4] = b"ADVR";
@@ -48,11 +50,12 @@ pub struct RestorePoint {
 }
 
 /// One blob of a restore point, opened and checked.
-struct OpenedBlob {
-    point: [u8; 16],
-    index: u32,
-    count: u32,
-    parts: Vec<(String, Vec<u8>)>,
+pub struct OpenedBlob {
+    pub signer: DeviceId,
+    pub point: [u8; 16],
+    pub index: u32,
+    pub count: u32,
+    pub parts: Vec<(String, Vec<u8>)>,
 }
 
 /// Whether `bytes` is a blob of a restore point (rather than a relay unit).
@@ -120,15 +123,7 @@ impl Workspace {
         payload.resize(bucket - OVERHEAD, 0);
         let current =
             self.log.keyring.workspace_key().ok_or(Error::WorkspaceFormat { detail: "no workspace key".into() })?;
-        let place = ChunkPlace { workspace_id: &self.log.workspace_id, blob_id: BLOB_ID };
-        let key = current.key.derive(KeyPurpose::Snapshots);
-        let frame = chunk::seal_bundle(place, current.epoch, &key, &self.log.identity, &payload)?;
-        let mut blob = Vec::with_capacity(PREFIX_LEN + frame.len());
-        blob.extend_from_slice(RESTORE_POINT_MAGIC);
-        blob.push(VERSION);
-        blob.extend_from_slice(&self.log.workspace_id);
-        blob.extend_from_slice(&frame);
-        Ok(blob)
+        seal_restore_payload(&self.log.workspace_id, current, &self.log.identity, &payload)
     }
 
     /// Checks every blob of a restore point (format, workspace, epoch, authentication,
@@ -179,53 +174,80 @@ impl Workspace {
         Ok(imported)
     }
 
-    /// One blob opened: its point id, index, count and parts.
+    /// One blob opened (see [`open_restore_blob_bytes`]), sealed by a device of the list.
     fn open_restore_blob(&mut self, name: &str, blob: &[u8]) -> Result<OpenedBlob> {
-        let malformed = |detail: &str| Error::UnitMalformed { unit: name.to_owned(), detail: detail.to_owned() };
-        let (prefix, frame) = blob.split_at_checked(PREFIX_LEN).ok_or_else(|| malformed("truncated"))?;
-        if &prefix[..4] != RESTORE_POINT_MAGIC {
-            return Err(malformed("not a restore point"));
-        }
-        if prefix[4] != VERSION {
-            return Err(malformed("a newer restore point version than this build reads"));
-        }
-        if prefix[5..] != self.log.workspace_id {
-            let found: [u8; 16] = prefix[5..].try_into().map_err(|_| malformed("truncated"))?;
-            return Err(Error::UnitForeign {
-                unit: name.to_owned(),
-                expected: ulid::Ulid::from_bytes(self.log.workspace_id).to_string(),
-                found: ulid::Ulid::from_bytes(found).to_string(),
-            });
-        }
-        let place = ChunkPlace { workspace_id: &self.log.workspace_id, blob_id: BLOB_ID };
-        let keys: BTreeMap<u32, SecretKey> = self
-            .log
-            .keyring
-            .workspace_keys()
-            .iter()
-            .map(|key| (key.epoch, key.key.derive(KeyPurpose::Snapshots)))
-            .collect();
-        let opened = chunk::open_chunk(frame, place, BlobKind::Changes, |sealing| match sealing {
-            SealingKey::WorkspaceEpoch(epoch) => keys.get(&epoch),
-            SealingKey::Device(_) => None,
-        })
-        .map_err(|error| match error {
-            ChunkError::UnknownKey(SealingKey::WorkspaceEpoch(epoch)) => {
-                Error::UnitEpochUnknown { unit: name.to_owned(), epoch }
-            }
-            ChunkError::Unauthentic | ChunkError::BadSignature => Error::UnitCorrupt { unit: name.to_owned() },
-            other => Error::UnitMalformed { unit: name.to_owned(), detail: other.to_string() },
-        })?;
+        let opened = open_restore_blob_bytes(name, &self.log.workspace_id, self.log.keyring.workspace_keys(), blob)?;
         if !self.device_list()?.devices.contains_key(&opened.signer) {
             return Err(Error::DeviceUnknown { device: opened.signer.to_string(), document: None, change: None });
         }
-        let payload = opened.payload.as_slice();
-        let (point, rest) = payload.split_at_checked(16).ok_or_else(|| malformed("truncated"))?;
-        let (index, rest) = rest.split_at_checked(4).ok_or_else(|| malformed("truncated"))?;
-        let (count, rest) = rest.split_at_checked(4).ok_or_else(|| malformed("truncated"))?;
-        let point: [u8; 16] = point.try_into().map_err(|_| malformed("truncated"))?;
-        let index = u32::from_le_bytes(index.try_into().map_err(|_| malformed("truncated"))?);
-        let count = u32::from_le_bytes(count.try_into().map_err(|_| malformed("truncated"))?);
-        Ok(OpenedBlob { point, index, count, parts: decode_parts(rest, name)? })
+        Ok(opened)
     }
+}
+
+/// Seals a restore point blob's (padded) payload under the snapshot key of `current`, signed by
+/// `identity`.
+pub(super) fn seal_restore_payload(
+    workspace_id: &[u8; 16],
+    current: &WorkspaceKey,
+    identity: &DeviceIdentity,
+    payload: &[u8],
+) -> Result<Vec<u8>> {
+    let place = ChunkPlace { workspace_id, blob_id: BLOB_ID };
+    let key = current.key.derive(KeyPurpose::Snapshots);
+    let frame = chunk::seal_bundle(place, current.epoch, &key, identity, payload)?;
+    let mut blob = Vec::with_capacity(PREFIX_LEN + frame.len());
+    blob.extend_from_slice(RESTORE_POINT_MAGIC);
+    blob.push(VERSION);
+    blob.extend_from_slice(workspace_id);
+    blob.extend_from_slice(&frame);
+    Ok(blob)
+}
+
+/// One blob of a restore point opened with the snapshot keys of `keys` (workspace, epoch,
+/// authentication and signature checked): its signer, point id, index, count and parts. Pure;
+/// never panics.
+pub(super) fn open_restore_blob_bytes(
+    name: &str,
+    workspace_id: &[u8; 16],
+    keys: &[WorkspaceKey],
+    blob: &[u8],
+) -> Result<OpenedBlob> {
+    let malformed = |detail: &str| Error::UnitMalformed { unit: name.to_owned(), detail: detail.to_owned() };
+    let (prefix, frame) = blob.split_at_checked(PREFIX_LEN).ok_or_else(|| malformed("truncated"))?;
+    if &prefix[..4] != RESTORE_POINT_MAGIC {
+        return Err(malformed("not a restore point"));
+    }
+    if prefix[4] != VERSION {
+        return Err(malformed("a newer restore point version than this build reads"));
+    }
+    if &prefix[5..] != workspace_id {
+        let found: [u8; 16] = prefix[5..].try_into().map_err(|_| malformed("truncated"))?;
+        return Err(Error::UnitForeign {
+            unit: name.to_owned(),
+            expected: ulid::Ulid::from_bytes(*workspace_id).to_string(),
+            found: ulid::Ulid::from_bytes(found).to_string(),
+        });
+    }
+    let place = ChunkPlace { workspace_id, blob_id: BLOB_ID };
+    let keys: BTreeMap<u32, SecretKey> =
+        keys.iter().map(|key| (key.epoch, key.key.derive(KeyPurpose::Snapshots))).collect();
+    let opened = chunk::open_chunk(frame, place, BlobKind::Changes, |sealing| match sealing {
+        SealingKey::WorkspaceEpoch(epoch) => keys.get(&epoch),
+        SealingKey::Device(_) => None,
+    })
+    .map_err(|error| match error {
+        ChunkError::UnknownKey(SealingKey::WorkspaceEpoch(epoch)) => {
+            Error::UnitEpochUnknown { unit: name.to_owned(), epoch }
+        }
+        ChunkError::Unauthentic | ChunkError::BadSignature => Error::UnitCorrupt { unit: name.to_owned() },
+        other => Error::UnitMalformed { unit: name.to_owned(), detail: other.to_string() },
+    })?;
+    let payload = opened.payload.as_slice();
+    let (point, rest) = payload.split_at_checked(16).ok_or_else(|| malformed("truncated"))?;
+    let (index, rest) = rest.split_at_checked(4).ok_or_else(|| malformed("truncated"))?;
+    let (count, rest) = rest.split_at_checked(4).ok_or_else(|| malformed("truncated"))?;
+    let point: [u8; 16] = point.try_into().map_err(|_| malformed("truncated"))?;
+    let index = u32::from_le_bytes(index.try_into().map_err(|_| malformed("truncated"))?);
+    let count = u32::from_le_bytes(count.try_into().map_err(|_| malformed("truncated"))?);
+    Ok(OpenedBlob { signer: opened.signer, point, index, count, parts: decode_parts(rest, name)? })
 }

@@ -89,10 +89,10 @@ pub struct RelayClient {
 }
 
 /// An answer's status, `Retry-After` and body.
-struct Answer {
-    status: u16,
-    retry_after: Option<u64>,
-    body: Vec<u8>,
+pub struct Answer {
+    pub status: u16,
+    pub retry_after: Option<u64>,
+    pub body: Vec<u8>,
 }
 
 enum Body<'a> {
@@ -157,65 +157,37 @@ impl RelayClient {
         Ok(Answer { status, retry_after, body })
     }
 
-    /// The answer's body if its status is one of `expected`, else the relay's typed refusal.
-    fn expect(&self, answer: Answer, expected: &[u16], what: &str) -> Result<Vec<u8>> {
-        if expected.contains(&answer.status) {
-            return Ok(answer.body);
-        }
-        let (code, message) = match serde_json::from_slice::<ErrorBody>(&answer.body) {
-            Ok(body) => {
-                let code = serde_json::from_value(serde_json::Value::String(body.error.code))
-                    .unwrap_or(ErrorCode::SyncRelayError);
-                (code, body.error.message)
-            }
-            Err(_) if answer.status >= 500 => (ErrorCode::RelayStorage, format!("{what}: the relay failed")),
-            Err(_) => {
-                return Err(SyncError::Malformed {
-                    what: what.to_owned(),
-                    detail: format!("status {} without an error body", answer.status),
-                });
-            }
-        };
-        Err(SyncError::Relay { status: answer.status, code, message, retry_after: answer.retry_after })
-    }
-
-    fn json<T: DeserializeOwned>(&self, answer: Answer, expected: &[u16], what: &str) -> Result<T> {
-        let body = self.expect(answer, expected, what)?;
-        serde_json::from_slice(&body)
-            .map_err(|error| SyncError::Malformed { what: what.to_owned(), detail: adiuva_engine::json_error(&error) })
-    }
-
     /// Creates an account (`register`) or signs in (`login`) for `device`.
     pub fn sign_in(&self, register: bool, email: &str, password: &str, device: DeviceId) -> Result<Session> {
         let (path, expected) = if register { ("/auth/register", 201) } else { ("/auth/login", 200) };
         let body = json!({"email": email, "password": password, "device_id": device.to_string()});
         let answer = self.request("POST", path, None, Body::Json(body))?;
-        self.json(answer, &[expected], path)
+        json(answer, &[expected], path)
     }
 
     /// A new access token and the next refresh token of the session.
     pub fn refresh(&self, refresh_token: &str) -> Result<Session> {
         let answer =
             self.request("POST", "/auth/refresh", None, Body::Json(json!({"refresh_token": refresh_token})))?;
-        self.json(answer, &[200], "/auth/refresh")
+        json(answer, &[200], "/auth/refresh")
     }
 
     /// Whether the relay answers at all (no token needed).
     pub fn health(&self) -> Result<()> {
         let answer = self.request("GET", "/health", None, Body::None)?;
-        self.expect(answer, &[200], "/health").map(drop)
+        expect(answer, &[200], "/health").map(drop)
     }
 
     pub fn me(&self, token: &str) -> Result<AccountView> {
         let answer = self.request("GET", "/auth/me", Some(token), Body::None)?;
-        self.json(answer, &[200], "/auth/me")
+        json(answer, &[200], "/auth/me")
     }
 
     /// Creates workspace `ws` with the calling device as its first; `false` if the account
     /// already has it.
     pub fn create_workspace(&self, token: &str, ws: &str) -> Result<bool> {
         let answer = self.request("POST", "/workspaces", Some(token), Body::Json(json!({"id": ws})))?;
-        match self.expect(answer, &[200, 201], "/workspaces") {
+        match expect(answer, &[200, 201], "/workspaces") {
             Ok(_) => Ok(true),
             Err(SyncError::Relay { code: ErrorCode::RelayWorkspaceExists, .. }) => Ok(false),
             Err(error) => Err(error),
@@ -225,13 +197,13 @@ impl RelayClient {
     pub fn authorize_device(&self, token: &str, ws: &str, device: &DeviceId) -> Result<()> {
         let answer =
             self.request("PUT", &format!("/workspaces/{ws}/devices/{device}"), Some(token), Body::Bytes(&[]))?;
-        self.expect(answer, &[201, 204], "devices").map(drop)
+        expect(answer, &[201, 204], "devices").map(drop)
     }
 
     /// Revokes `device` (nothing if it is not authorized).
     pub fn revoke_device(&self, token: &str, ws: &str, device: &DeviceId) -> Result<()> {
         let answer = self.request("DELETE", &format!("/workspaces/{ws}/devices/{device}"), Some(token), Body::None)?;
-        match self.expect(answer, &[204], "devices") {
+        match expect(answer, &[204], "devices") {
             Err(SyncError::Relay { code: ErrorCode::RelayNotFound, .. }) => Ok(()),
             other => other.map(drop),
         }
@@ -240,14 +212,14 @@ impl RelayClient {
     pub fn put_envelope(&self, token: &str, ws: &str, device: &DeviceId, epoch: u32, bytes: &[u8]) -> Result<()> {
         let path = format!("/workspaces/{ws}/key-envelopes/{device}/{epoch}");
         let answer = self.request("PUT", &path, Some(token), Body::Bytes(bytes))?;
-        self.expect(answer, &[204], "key-envelopes").map(drop)
+        expect(answer, &[204], "key-envelopes").map(drop)
     }
 
     /// The envelope of `epoch` for `device`, if the relay has one.
     pub fn get_envelope(&self, token: &str, ws: &str, device: &DeviceId, epoch: u32) -> Result<Option<Vec<u8>>> {
         let path = format!("/workspaces/{ws}/key-envelopes/{device}/{epoch}");
         let answer = self.request("GET", &path, Some(token), Body::None)?;
-        match self.expect(answer, &[200], "key-envelopes") {
+        match expect(answer, &[200], "key-envelopes") {
             Ok(bytes) => Ok(Some(bytes)),
             Err(SyncError::Relay { code: ErrorCode::RelayNotFound, .. }) => Ok(None),
             Err(error) => Err(error),
@@ -266,7 +238,7 @@ impl RelayClient {
     ) -> Result<()> {
         let body = json!({"invite_id": invite_id, "expires_at": expires_at, "proof_hash": proof_hash});
         let answer = self.request("POST", &format!("/workspaces/{ws}/invites"), Some(token), Body::Json(body))?;
-        self.expect(answer, &[201], "invites").map(drop)
+        expect(answer, &[201], "invites").map(drop)
     }
 
     /// Posts a join request to invite `invite_id` (single use: the relay marks it used).
@@ -274,13 +246,13 @@ impl RelayClient {
         let hex = adiuva_model::hex::encode;
         let body = json!({"proof": hex(proof), "payload": hex(payload), "mac": mac});
         let answer = self.request("POST", &format!("/invites/{invite_id}/join"), Some(token), Body::Json(body))?;
-        self.expect(answer, &[201], "invites/join").map(drop)
+        expect(answer, &[201], "invites/join").map(drop)
     }
 
     /// The join requests posted to the workspace's invites.
     pub fn joins(&self, token: &str, ws: &str) -> Result<Vec<JoinView>> {
         let answer = self.request("GET", &format!("/workspaces/{ws}/joins"), Some(token), Body::None)?;
-        self.json(answer, &[200], "joins")
+        json(answer, &[200], "joins")
     }
 
     /// Records a restore point made of blobs the workspace holds.
@@ -295,37 +267,37 @@ impl RelayClient {
         let body = json!({"workspace": ws, "version": 1, "checksum": checksum, "chunk_count": blob_ids.len(),
                           "size_bytes": size_bytes, "blob_ids": blob_ids});
         let answer = self.request("PUT", "/backup", Some(token), Body::Json(body))?;
-        self.json(answer, &[201], "backup")
+        json(answer, &[201], "backup")
     }
 
     /// The workspace's restore points, oldest first, without their blob ids.
     pub fn backup_history(&self, token: &str, ws: &str) -> Result<Vec<BackupMetadata>> {
         let answer = self.request("GET", &format!("/backup/history?workspace={ws}"), Some(token), Body::None)?;
-        self.json(answer, &[200], "backup/history")
+        json(answer, &[200], "backup/history")
     }
 
     /// One restore point, with its blob ids.
     pub fn backup(&self, token: &str, id: &str) -> Result<BackupMetadata> {
         let answer = self.request("GET", &format!("/backup/{id}"), Some(token), Body::None)?;
-        self.json(answer, &[200], "backup")
+        json(answer, &[200], "backup")
     }
 
     pub fn put_recovery(&self, token: &str, ws: &str, wrapped: &[u8], verifier: &DeviceId) -> Result<()> {
         let body = json!({"wrapped_key": adiuva_model::hex::encode(wrapped), "verifier": verifier.to_string()});
         let answer = self.request("PUT", &format!("/workspaces/{ws}/recovery"), Some(token), Body::Json(body))?;
-        self.expect(answer, &[204], "recovery").map(drop)
+        expect(answer, &[204], "recovery").map(drop)
     }
 
     pub fn get_recovery(&self, token: &str, ws: &str) -> Result<RecoveryView> {
         let answer = self.request("GET", &format!("/workspaces/{ws}/recovery"), Some(token), Body::None)?;
-        self.json(answer, &[200], "recovery")
+        json(answer, &[200], "recovery")
     }
 
     pub fn authorize_by_recovery(&self, token: &str, ws: &str, challenge: &str, signature: &[u8]) -> Result<()> {
         let body = json!({"challenge": challenge, "signature": adiuva_model::hex::encode(signature)});
         let path = format!("/workspaces/{ws}/recovery/authorize");
         let answer = self.request("POST", &path, Some(token), Body::Json(body))?;
-        self.expect(answer, &[201], "recovery/authorize").map(drop)
+        expect(answer, &[201], "recovery/authorize").map(drop)
     }
 
     /// Uploads a blob (its id is its BLAKE3 hash); a retry of the same bytes returns the number
@@ -333,7 +305,7 @@ impl RelayClient {
     pub fn put_blob(&self, token: &str, ws: &str, bytes: &[u8]) -> Result<BlobEntry> {
         let id = blake3::hash(bytes).to_hex().to_string();
         let answer = self.request("PUT", &format!("/workspaces/{ws}/blobs/{id}"), Some(token), Body::Bytes(bytes))?;
-        let entry: BlobEntry = self.json(answer, &[200, 201], "blobs")?;
+        let entry: BlobEntry = json(answer, &[200, 201], "blobs")?;
         if entry.id != id {
             return Err(SyncError::Malformed {
                 what: "blobs".into(),
@@ -346,7 +318,7 @@ impl RelayClient {
     /// Blob `id`, checked against its id.
     pub fn get_blob(&self, token: &str, ws: &str, id: &str) -> Result<Vec<u8>> {
         let answer = self.request("GET", &format!("/workspaces/{ws}/blobs/{id}"), Some(token), Body::None)?;
-        let bytes = self.expect(answer, &[200], "blobs")?;
+        let bytes = expect(answer, &[200], "blobs")?;
         if blake3::hash(&bytes).to_hex().as_str() != id {
             return Err(SyncError::BlobCorrupt { id: id.to_owned() });
         }
@@ -358,35 +330,66 @@ impl RelayClient {
     pub fn changes(&self, token: &str, ws: &str, after: u64) -> Result<ChangesPage> {
         let answer =
             self.request("GET", &format!("/workspaces/{ws}/changes?after={after}"), Some(token), Body::None)?;
-        let page: ChangesPage = self.json(answer, &[200], "changes")?;
-        let mut expected = after + 1;
-        for entry in &page.changes {
-            if entry.seq != expected {
-                let detail = if entry.seq <= after {
-                    format!("number {} was pulled already (a replayed page)", entry.seq)
-                } else {
-                    format!("number {} where {expected} was due", entry.seq)
-                };
-                return Err(SyncError::PageInvalid { cursor: after, detail });
-            }
-            if entry.id.len() != 64 || !entry.id.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(SyncError::PageInvalid {
-                    cursor: after,
-                    detail: format!("{:?} is not a blob id", entry.id),
-                });
-            }
-            expected += 1;
+        check_page(after, json(answer, &[200], "changes")?)
+    }
+}
+
+/// The answer's body if its status is one of `expected`, else the relay's typed refusal.
+pub fn expect(answer: Answer, expected: &[u16], what: &str) -> Result<Vec<u8>> {
+    if expected.contains(&answer.status) {
+        return Ok(answer.body);
+    }
+    let (code, message) = match serde_json::from_slice::<ErrorBody>(&answer.body) {
+        Ok(body) => {
+            let code =
+                serde_json::from_value(serde_json::Value::String(body.error.code)).unwrap_or(ErrorCode::SyncRelayError);
+            (code, body.error.message)
         }
-        let reached = expected - 1;
-        if page.changes.is_empty() && page.head > after {
-            return Err(SyncError::PageTruncated { reached, head: page.head });
-        }
-        if reached > page.head {
-            return Err(SyncError::PageInvalid {
-                cursor: after,
-                detail: format!("entries past the head {}", page.head),
+        Err(_) if answer.status >= 500 => (ErrorCode::RelayStorage, format!("{what}: the relay failed")),
+        Err(_) => {
+            return Err(SyncError::Malformed {
+                what: what.to_owned(),
+                detail: format!("status {} without an error body", answer.status),
             });
         }
-        Ok(page)
+    };
+    Err(SyncError::Relay { status: answer.status, code, message, retry_after: answer.retry_after })
+}
+
+/// The answer's body as a `T` if its status is one of `expected`, else the relay's typed refusal.
+pub fn json<T: DeserializeOwned>(answer: Answer, expected: &[u16], what: &str) -> Result<T> {
+    let body = expect(answer, expected, what)?;
+    serde_json::from_slice(&body)
+        .map_err(|error| SyncError::Malformed { what: what.to_owned(), detail: adiuva_engine::json_error(&error) })
+}
+
+/// `page`, the sequence after `after`, checked: numbered `after + 1, after + 2, …` without a
+/// gap or a repeat, each id a blob id, and not stopping short of the head it announces unless
+/// full.
+pub fn check_page(after: u64, page: ChangesPage) -> Result<ChangesPage> {
+    let mut reached = after;
+    for entry in &page.changes {
+        let due = reached
+            .checked_add(1)
+            .ok_or_else(|| SyncError::PageInvalid { cursor: after, detail: "numbers past the largest one".into() })?;
+        if entry.seq != due {
+            let detail = if entry.seq <= after {
+                format!("number {} was pulled already (a replayed page)", entry.seq)
+            } else {
+                format!("number {} where {due} was due", entry.seq)
+            };
+            return Err(SyncError::PageInvalid { cursor: after, detail });
+        }
+        if entry.id.len() != 64 || !entry.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(SyncError::PageInvalid { cursor: after, detail: format!("{:?} is not a blob id", entry.id) });
+        }
+        reached = due;
     }
+    if page.changes.is_empty() && page.head > after {
+        return Err(SyncError::PageTruncated { reached, head: page.head });
+    }
+    if reached > page.head {
+        return Err(SyncError::PageInvalid { cursor: after, detail: format!("entries past the head {}", page.head) });
+    }
+    Ok(page)
 }

@@ -33,3 +33,11 @@ pub use invite::{RelayTicket, invite, join, wait_for_join};
 pub use live::{LiveEndpoint, LiveSocket};
 pub use restore::{RestoreFrom, restore};
 pub use sync::{Progress, SyncReport, sync_once};
+
+/// The decoders of what the relay answers, without HTTP, for the fuzz targets (`fuzz/`). Not an
+/// API: the client above is the only other caller.
+#[doc(hidden)]
+pub mod answers {
+    pub use crate::client::{Answer, RecoveryView, check_page, expect, json};
+    pub use crate::live::decode_head;
+}

@@ -79,13 +79,7 @@ impl LiveSocket {
     /// error once the socket closed (the relay stopped, or this device was removed).
     pub fn next_head(&mut self) -> Result<Option<u64>> {
         match self.socket.read() {
-            Ok(tungstenite::Message::Text(text)) => {
-                let head: LiveHead = serde_json::from_str(&text).map_err(|error| SyncError::Malformed {
-                    what: "live".into(),
-                    detail: adiuva_engine::json_error(&error),
-                })?;
-                Ok(Some(head.seq))
-            }
+            Ok(tungstenite::Message::Text(text)) => Ok(Some(decode_head(&text)?)),
             Ok(tungstenite::Message::Close(_)) => Err(SyncError::Offline {
                 server: self.server.clone(),
                 detail: "the relay closed the live socket".into(),
@@ -99,4 +93,11 @@ impl LiveSocket {
             Err(error) => Err(SyncError::Offline { server: self.server.clone(), detail: error.to_string() }),
         }
     }
+}
+
+/// The head a live socket's text message announces.
+pub fn decode_head(text: &str) -> Result<u64> {
+    let head: LiveHead = serde_json::from_str(text)
+        .map_err(|error| SyncError::Malformed { what: "live".into(), detail: adiuva_engine::json_error(&error) })?;
+    Ok(head.seq)
 }
