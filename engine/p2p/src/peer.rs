@@ -182,7 +182,8 @@ pub async fn dial(
         .await
         .map_err(|_| unreachable(format!("no answer within {} s", options.stall.as_secs())))?
         .map_err(|e| unreachable(e.to_string()))?;
-    let (send, recv) = connection.open_bi().await.map_err(|e| unreachable(e.to_string()))?;
+    // A listener that refuses this device closes at once, maybe before the stream opens.
+    let (send, recv) = connection.open_bi().await.map_err(|e| session::ended(peer, Some(&e), e.to_string()))?;
     let mut wire = Wire {
         send,
         recv,

@@ -80,20 +80,7 @@ impl Wire {
 
     /// Why the connection ended, as the peer said it when it closed it.
     fn lost(&self, detail: String) -> PeerError {
-        let peer = self.peer_text();
-        match self.connection.close_reason() {
-            Some(ConnectionError::ApplicationClosed(close)) => {
-                let reason = String::from_utf8_lossy(&close.reason).into_owned();
-                match close.error_code.into_inner() {
-                    code if code == u64::from(CLOSE_REFUSED) => PeerError::Refused { peer, reason },
-                    code if code == u64::from(CLOSE_ERROR) => {
-                        PeerError::Protocol { peer, detail: format!("the peer ended the session: {reason}") }
-                    }
-                    _ => PeerError::Unreachable { peer, detail: format!("the peer closed the connection: {reason}") },
-                }
-            }
-            _ => PeerError::Unreachable { peer, detail },
-        }
+        ended(self.peer, self.connection.close_reason().as_ref(), detail)
     }
 
     async fn write(send: &mut SendStream, body: &[u8]) -> std::result::Result<(), String> {
@@ -155,6 +142,25 @@ impl Wire {
         self.bytes_sent += 4 + body.len() as u64;
         self.bytes_received += 4 + received.len() as u64;
         self.decode(&received)
+    }
+}
+
+/// The error for a connection to `peer` that ended with `reason`: a refusal or a session error
+/// when the peer closed it saying so, else unreachable (with `detail`, what failed here).
+pub(crate) fn ended(peer: DeviceId, reason: Option<&ConnectionError>, detail: String) -> PeerError {
+    let peer = peer.to_string();
+    match reason {
+        Some(ConnectionError::ApplicationClosed(close)) => {
+            let reason = String::from_utf8_lossy(&close.reason).into_owned();
+            match close.error_code.into_inner() {
+                code if code == u64::from(CLOSE_REFUSED) => PeerError::Refused { peer, reason },
+                code if code == u64::from(CLOSE_ERROR) => {
+                    PeerError::Protocol { peer, detail: format!("the peer ended the session: {reason}") }
+                }
+                _ => PeerError::Unreachable { peer, detail: format!("the peer closed the connection: {reason}") },
+            }
+        }
+        _ => PeerError::Unreachable { peer, detail },
     }
 }
 
