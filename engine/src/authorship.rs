@@ -27,6 +27,7 @@
 //!
 //! Decoding is pure functions over bytes; they never panic.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use adiuva_model::DeviceId;
@@ -236,14 +237,22 @@ fn decode_attestations(reader: &mut Reader<'_>) -> Result<Vec<Attestation>, Payl
 pub struct Attestations {
     all: Vec<Attestation>,
     by_hash: HashMap<ChangeHash, usize>,
+    /// The first attestation with each signature: finding a duplicate must not scan them all
+    /// (a document of single-event commits holds one attestation per event).
+    by_signature: HashMap<[u8; SIGNATURE_LEN], usize>,
 }
 
 impl Attestations {
     pub fn add(&mut self, attestation: Attestation) {
-        if self.all.contains(&attestation) {
-            return;
-        }
         let index = self.all.len();
+        match self.by_signature.entry(attestation.signature) {
+            Entry::Occupied(first) if self.all.get(*first.get()) == Some(&attestation) => return,
+            // Another attestation under a copied signature is kept: its verification fails.
+            Entry::Occupied(_) => {}
+            Entry::Vacant(slot) => {
+                slot.insert(index);
+            }
+        }
         for hash in &attestation.hashes {
             self.by_hash.entry(*hash).or_insert(index);
         }
