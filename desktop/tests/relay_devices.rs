@@ -7,40 +7,14 @@
 
 #[path = "../../engine/sync/tests/common/mod.rs"]
 mod common;
+mod relay_cli;
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 
 use common::*;
+use relay_cli::{adiuva, succeeded, titles};
 use serde_json::Value;
-
-fn adiuva(dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_adiuva"));
-    command
-        .arg("--workspace")
-        .arg(dir)
-        .env("ADIUVA_PASSPHRASE", PASSPHRASE)
-        .env("ADIUVA_PASSWORD", PASSWORD)
-        .env_remove("ADIUVA_HOME")
-        .env_remove("ADIUVA_LOG")
-        .env_remove("DBUS_SESSION_BUS_ADDRESS");
-    command
-}
-
-fn succeeded(output: Output) -> String {
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
-}
-
-fn titles(dir: &Path) -> Vec<String> {
-    let out = succeeded(adiuva(dir).args(["task", "list", "--json"]).output().unwrap());
-    let tasks: Value = serde_json::from_str(&out).unwrap();
-    let mut titles: Vec<String> =
-        tasks.as_array().unwrap().iter().map(|task| task["title"].as_str().unwrap().to_owned()).collect();
-    titles.sort();
-    titles
-}
 
 #[test]
 fn a_ticket_from_device_invite_makes_a_second_device_once() {
