@@ -4,21 +4,34 @@ use std::collections::HashMap;
 
 use adiuva_model::RecordId;
 
-/// Reciprocal rank fusion's constant (Cormack et al. 2009): damps the weight of the very top.
+/// Reciprocal rank fusion's usual constant (Cormack et al. 2009): damps the weight of the very top.
 pub const RRF_K: f32 = 60.0;
+/// The default hybrid's constant and the share of its words' list (the meaning's is the rest),
+/// chosen on the tuning half of the manual-page questions (`tests/quality.rs`) and checked on
+/// the held-out half (`BENCHMARKS.md`). Equal shares let BM25 rank first whatever shares a
+/// common word with a question, and it ranks paraphrased questions far worse than meaning does:
+/// words then mostly decide between records both sides found.
+pub const HYBRID_K: f32 = 30.0;
+pub const HYBRID_TEXT_WEIGHT: f32 = 0.1;
 
-/// Reciprocal rank fusion: each record scores Σ 1 / (k + rank) over the lists it is in
+/// The default hybrid: reciprocal rank fusion of the words' and the meaning's lists,
+/// weighted [`HYBRID_TEXT_WEIGHT`] to the rest, constant [`HYBRID_K`].
+pub fn hybrid(text: &[RecordId], vector: &[RecordId]) -> Vec<(RecordId, f32)> {
+    reciprocal_rank(&[(text, HYBRID_TEXT_WEIGHT), (vector, 1.0 - HYBRID_TEXT_WEIGHT)], HYBRID_K)
+}
+
+/// Reciprocal rank fusion: each record scores Σ weight / (k + rank) over the lists it is in
 /// (ranks from 1). Ties keep the order of first appearance, text first.
-pub fn reciprocal_rank(lists: &[&[RecordId]]) -> Vec<(RecordId, f32)> {
+pub fn reciprocal_rank(lists: &[(&[RecordId], f32)], k: f32) -> Vec<(RecordId, f32)> {
     let mut scores: HashMap<RecordId, (f32, usize)> = HashMap::new();
     let mut order = 0;
-    for list in lists {
+    for (list, weight) in lists {
         for (rank, record) in list.iter().enumerate() {
             let entry = scores.entry(*record).or_insert_with(|| {
                 order += 1;
                 (0.0, order)
             });
-            entry.0 += 1.0 / (RRF_K + rank as f32 + 1.0);
+            entry.0 += weight / (k + rank as f32 + 1.0);
         }
     }
     sorted(scores)
@@ -59,9 +72,12 @@ mod tests {
     #[test]
     fn a_record_in_both_lists_beats_one_in_either() {
         let [a, b, c] = [RecordId::new(), RecordId::new(), RecordId::new()];
-        let fused = reciprocal_rank(&[&[a, b], &[c, b]]);
+        let fused = reciprocal_rank(&[(&[a, b], 1.0), (&[c, b], 1.0)], RRF_K);
         assert_eq!(fused[0].0, b);
         assert_eq!(fused.iter().map(|f| f.0).collect::<Vec<_>>(), vec![b, a, c]);
+        // The default leans on meaning: a record only its words found comes after one only
+        // meaning found, and one both found leads.
+        assert_eq!(hybrid(&[a, b], &[c, b]).iter().map(|f| f.0).collect::<Vec<_>>(), vec![b, c, a]);
         let fused = weighted(&[(a, 10.0), (b, 5.0)], &[(c, 0.9), (b, 0.8)], 0.5);
         assert_eq!(fused.len(), 3);
         assert_eq!(fused[0].0, a);

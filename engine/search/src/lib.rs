@@ -4,7 +4,8 @@
 //! - [`record`]: what of a record is searchable; long texts cut into chunks.
 //! - [`text`]: the full-text index (tantivy, in memory), with snippets and filters.
 //! - [`vectors`]: the chunks' embeddings in int8, scanned and rescored; their stored form.
-//! - [`fusion`]: reciprocal rank fusion and a weighted fusion of the two sides.
+//! - [`fusion`]: (weighted) reciprocal rank fusion of the two sides, and a weighted sum of
+//!   their scaled scores.
 //! - [`index`]: [`SearchIndex`], built from a workspace's read views and kept current by
 //!   following its log.
 

@@ -2,7 +2,8 @@
 //! record's id, collection, tags, source and time for filters), held in memory.
 //!
 //! Words are cut by [`ScriptTokenizer`]: runs of letters and digits in scripts that separate
-//! words (Latin, Cyrillic, Greek, …) are words, lowercased, accents folded, English-stemmed;
+//! words (Latin, Cyrillic, Greek, …) are words, lowercased, accents folded, the commonest
+//! English function words dropped ([`STOP_WORDS`]), English-stemmed;
 //! Chinese, Japanese and Korean text, which does not separate words, is indexed as overlapping
 //! character pairs (bigrams), so any word of two or more characters is found.
 
@@ -18,7 +19,8 @@ use tantivy::schema::{
 };
 use tantivy::snippet::SnippetGenerator;
 use tantivy::tokenizer::{
-    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, Stemmer, TextAnalyzer, Token, TokenStream, Tokenizer,
+    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, Stemmer, StopWordFilter, TextAnalyzer, Token,
+    TokenStream, Tokenizer,
 };
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
@@ -28,10 +30,19 @@ use crate::record::Searchable;
 const TOKENIZER: &str = "adiuva";
 /// Memory for tantivy's indexing buffer (its minimum is 15 MB per thread).
 const WRITER_MEMORY: usize = 32_000_000;
-/// A title word counts this many times a body word.
-const TITLE_BOOST: f32 = 2.0;
+/// A title word counts this many times a body word. Not more: a title is a field of a few words,
+/// so BM25 already scores a word found there far above the same word in a body, and a common
+/// word that happens to be a record's title (a page called "file") outranked every body.
+const TITLE_BOOST: f32 = 1.0;
 /// Characters of context a snippet shows.
 const SNIPPET_CHARS: usize = 180;
+
+/// English words too common to tell records apart (Lucene's English list): in a question such
+/// as "what is the size of a file" they would match nearly every record.
+pub const STOP_WORDS: &[&str] = &[
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it", "no", "not", "of",
+    "on", "or", "such", "that", "the", "their", "then", "there", "these", "they", "this", "to", "was", "will", "with",
+];
 
 /// Which records a search may return (every condition must hold).
 #[derive(Clone, Debug, Default)]
@@ -96,6 +107,7 @@ pub fn analyzer() -> TextAnalyzer {
         .filter(RemoveLongFilter::limit(64))
         .filter(LowerCaser)
         .filter(AsciiFoldingFilter)
+        .filter(StopWordFilter::remove(STOP_WORDS.iter().map(|w| (*w).to_owned())))
         .filter(Stemmer::new(Language::English))
         .build()
 }
@@ -414,5 +426,27 @@ impl TokenStream for ScriptTokenStream<'_> {
 
     fn token_mut(&mut self) -> &mut Token {
         &mut self.current
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(text: &str) -> Vec<String> {
+        let mut analyzer = analyzer();
+        let mut stream = analyzer.token_stream(text);
+        let mut out = Vec::new();
+        while stream.advance() {
+            out.push(stream.token().text.clone());
+        }
+        out
+    }
+
+    #[test]
+    fn english_stop_words_are_dropped_before_stemming_and_other_scripts_kept() {
+        assert_eq!(tokens("The size of a file, in blocks"), vec!["size", "file", "block"]);
+        assert_eq!(tokens("Паспорт и виза"), vec!["паспорт", "и", "виза"]);
+        assert_eq!(tokens("東京都"), vec!["東京", "京都"]);
     }
 }
