@@ -332,18 +332,26 @@ impl Envelope {
     }
 
     /// Reads a commit message. A newer version than [`ENVELOPE_VERSION`] is refused with
-    /// [`EnvelopeError::UnsupportedVersion`] before any other field is interpreted.
+    /// [`EnvelopeError::UnsupportedVersion`], whatever its other fields say. One parse when
+    /// the message is a valid envelope (every event's is read on open and by the audit).
     pub fn decode(message: &str) -> Result<Self, EnvelopeError> {
         #[derive(Deserialize)]
         struct VersionOnly {
             v: u32,
         }
+        let supported = |v: u32| v != 0 && v <= ENVELOPE_VERSION;
+        let parsed = serde_json::from_str::<Self>(message);
+        if let Ok(envelope) = &parsed
+            && supported(envelope.v)
+        {
+            return parsed.map_err(|e| EnvelopeError::Malformed(e.to_string()));
+        }
         let version: VersionOnly =
             serde_json::from_str(message).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
-        if version.v == 0 || version.v > ENVELOPE_VERSION {
+        if !supported(version.v) {
             return Err(EnvelopeError::UnsupportedVersion { found: version.v, supported: ENVELOPE_VERSION });
         }
-        serde_json::from_str(message).map_err(|e| EnvelopeError::Malformed(e.to_string()))
+        parsed.map_err(|e| EnvelopeError::Malformed(e.to_string()))
     }
 }
 
@@ -403,6 +411,9 @@ mod tests {
     #[test]
     fn newer_envelope_version_is_refused_not_guessed() {
         let message = sample().encode().unwrap().replacen("\"v\":1", "\"v\":2", 1);
+        assert_eq!(Envelope::decode(&message), Err(EnvelopeError::UnsupportedVersion { found: 2, supported: 1 }));
+        // Also when the newer version's other fields are ones this build does not know.
+        let message = message.replacen('{', "{\"added_later\":[1,2],", 1);
         assert_eq!(Envelope::decode(&message), Err(EnvelopeError::UnsupportedVersion { found: 2, supported: 1 }));
     }
 

@@ -7,11 +7,12 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use adiuva_model::{DeviceId, Envelope};
-use automerge::{Automerge, Change, ChangeHash, LoadOptions, VerificationMode};
+use adiuva_model::DeviceId;
+use automerge::{Automerge, Change, ChangeHash, ChangeMetadata, LoadOptions, VerificationMode};
 use chrono::{DateTime, Utc};
 
 use super::devices::DeviceList;
+use super::sync::ChangeFacts;
 use super::{ROOT_DOCUMENT, Workspace, layout};
 use crate::authorship::{Attestations, Decoded, SignedChanges, SignedSnapshot};
 use crate::chunk::BlobKind;
@@ -30,6 +31,46 @@ pub struct DocumentAudit {
     /// Who signed each change, under which epoch, and when its envelope says it was written:
     /// for [`epoch_faults`], which compares changes across documents.
     pub signed: Vec<SignedEvent>,
+}
+
+/// A change the audit checks: one the loaded document holds, or one of the tail it could not
+/// apply (held back for a missing dependency).
+enum AnyChange<'a> {
+    Held(ChangeMetadata<'a>),
+    Parsed(Box<Change>),
+}
+
+impl ChangeFacts for AnyChange<'_> {
+    fn hash(&self) -> ChangeHash {
+        match self {
+            AnyChange::Held(meta) => meta.hash(),
+            AnyChange::Parsed(change) => ChangeFacts::hash(&**change),
+        }
+    }
+    fn seq(&self) -> u64 {
+        match self {
+            AnyChange::Held(meta) => meta.seq(),
+            AnyChange::Parsed(change) => ChangeFacts::seq(&**change),
+        }
+    }
+    fn deps(&self) -> &[ChangeHash] {
+        match self {
+            AnyChange::Held(meta) => ChangeFacts::deps(meta),
+            AnyChange::Parsed(change) => ChangeFacts::deps(&**change),
+        }
+    }
+    fn message(&self) -> Option<&str> {
+        match self {
+            AnyChange::Held(meta) => ChangeFacts::message(meta),
+            AnyChange::Parsed(change) => ChangeFacts::message(&**change),
+        }
+    }
+    fn actor_bytes(&self) -> &[u8] {
+        match self {
+            AnyChange::Held(meta) => meta.actor_bytes(),
+            AnyChange::Parsed(change) => ChangeFacts::actor_bytes(&**change),
+        }
+    }
 }
 
 /// A change as its attestation and envelope describe it.
@@ -191,10 +232,18 @@ impl Workspace {
             audit.faults.extend((expected..next_seq).map(missing));
         }
 
-        let stored: HashSet<ChangeHash> =
-            doc.get_changes_meta(&[]).iter().map(|meta| meta.hash).chain(tail.iter().map(Change::hash)).collect();
+        // The tail applied, every change the document holds is listed by its metadata (the
+        // facts the checks read), not materialized again; a tail change Automerge holds back
+        // for a missing dependency is checked (its envelope, its author) and counted too.
+        if let Err(e) = doc.apply_changes(tail.iter().cloned()) {
+            audit.faults.push(corrupt(format!("the tail does not apply: {e}")));
+        }
+        let held = doc.get_changes_meta(&[]);
+        let applied: HashSet<ChangeHash> = held.iter().map(|meta| meta.hash).collect();
+        let in_tail: HashSet<ChangeHash> = tail.iter().map(Change::hash).collect();
         for change in &tail {
-            for dependency in change.deps().iter().filter(|dependency| !stored.contains(*dependency)) {
+            let stored = |dependency: &&ChangeHash| applied.contains(*dependency) || in_tail.contains(*dependency);
+            for dependency in change.deps().iter().filter(|dependency| !stored(dependency)) {
                 audit.faults.push(Error::ChangeDependencyMissing {
                     document: document.to_owned(),
                     change: change.hash().to_string(),
@@ -202,14 +251,15 @@ impl Workspace {
                 });
             }
         }
-        if let Err(e) = doc.apply_changes(tail.clone()) {
-            audit.faults.push(corrupt(format!("the tail does not apply: {e}")));
-        }
-        // Every stored change, also those Automerge holds back for a missing dependency: each
-        // is still checked (its envelope, its author), and counted.
-        let mut changes = doc.get_changes(&[]);
-        let applied: HashSet<ChangeHash> = changes.iter().map(Change::hash).collect();
-        changes.extend(tail.into_iter().filter(|change| !applied.contains(&change.hash())));
+        let changes: Vec<AnyChange<'_>> = held
+            .into_iter()
+            .map(AnyChange::Held)
+            .chain(
+                tail.into_iter()
+                    .filter(|change| !applied.contains(&change.hash()))
+                    .map(|change| AnyChange::Parsed(Box::new(change))),
+            )
+            .collect();
         audit.changes = changes.len() as u64;
         if let Some(events) = manifest.as_ref().and_then(|manifest| manifest.events)
             && events != audit.changes
@@ -222,29 +272,31 @@ impl Workspace {
             }
         }
 
-        for change in &changes {
-            let (Some(attestation), Ok(envelope)) =
-                (attestations.covering(&change.hash()), Envelope::decode(change.message().unwrap_or_default()))
-            else {
-                continue; // reported by the authorship check below
-            };
-            audit.signed.push(SignedEvent {
-                change: change.hash().to_string(),
-                device: attestation.signer,
-                epoch: attestation.epoch,
-                time: envelope.time,
-            });
-        }
         let list = match document {
             ROOT_DOCUMENT => Ok(DeviceList::read(&doc)),
             _ => self.device_list(),
         };
-        match list {
-            Ok(list) => audit.faults.extend(self.authorship_faults(&list, document, changes, &attestations)),
+        let list = match list {
+            Ok(list) => list,
             Err(e) => {
-                audit.faults.push(corrupt(format!("authorship not checked: the device list is unreadable ({e})")))
+                audit.faults.push(corrupt(format!("authorship not checked: the device list is unreadable ({e})")));
+                return Ok(audit);
             }
-        }
+        };
+        let (faults, checked) = self.authorship_faults(&list, document, changes, &attestations);
+        audit.faults.extend(faults);
+        audit.signed = checked
+            .iter()
+            .filter_map(|checked| {
+                let hash = checked.change.hash();
+                attestations.covering(&hash).map(|attestation| SignedEvent {
+                    change: hash.to_string(),
+                    device: attestation.signer,
+                    epoch: attestation.epoch,
+                    time: checked.time,
+                })
+            })
+            .collect();
         Ok(audit)
     }
 }

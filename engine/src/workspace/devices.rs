@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use super::commit::Operation;
+use super::sync::ChangeFacts;
 use super::{ROOT_DOCUMENT, Workspace};
 use crate::authorship::Attestation;
 use crate::crypto::{SecretKey, WorkspaceKey};
@@ -609,7 +610,7 @@ impl Workspace {
     pub(super) fn check_authorized(
         list: &DeviceList,
         document: &str,
-        change: &automerge::Change,
+        change: &impl ChangeFacts,
         attestation: &Attestation,
     ) -> Result<()> {
         let refusal = match list.authorize(&attestation.signer, document, change.seq(), attestation.epoch) {

@@ -21,7 +21,8 @@
 use std::collections::{HashMap, HashSet};
 
 use adiuva_model::{Collection, Envelope, EventKind};
-use automerge::{Change, ChangeHash, PatchLog, ReadDoc};
+use automerge::{Change, ChangeHash, ChangeMetadata, PatchLog, ReadDoc};
+use chrono::{DateTime, Utc};
 
 use super::commit::Operation;
 use super::devices::DeviceList;
@@ -48,9 +49,58 @@ pub struct Imported {
 }
 
 /// A received change, checked: its envelope decodes and an attestation that verifies covers it.
-struct Received {
-    change: Change,
-    kind: EventKind,
+pub(super) struct Received<C = Change> {
+    pub change: C,
+    pub kind: EventKind,
+    /// When its envelope says it was written.
+    pub time: DateTime<Utc>,
+}
+
+/// What the checks of a change read of it. A change parsed from bytes has it all, and so does
+/// the metadata of a change a loaded document holds, which costs little to list where
+/// materializing the change would encode it again (the audit reads every change there is).
+pub(super) trait ChangeFacts {
+    fn hash(&self) -> ChangeHash;
+    fn seq(&self) -> u64;
+    fn deps(&self) -> &[ChangeHash];
+    fn message(&self) -> Option<&str>;
+    fn actor_bytes(&self) -> &[u8];
+}
+
+impl ChangeFacts for Change {
+    fn hash(&self) -> ChangeHash {
+        Change::hash(self)
+    }
+    fn seq(&self) -> u64 {
+        Change::seq(self)
+    }
+    fn deps(&self) -> &[ChangeHash] {
+        Change::deps(self)
+    }
+    fn message(&self) -> Option<&str> {
+        Change::message(self)
+    }
+    fn actor_bytes(&self) -> &[u8] {
+        self.actor_id().to_bytes()
+    }
+}
+
+impl ChangeFacts for ChangeMetadata<'_> {
+    fn hash(&self) -> ChangeHash {
+        self.hash
+    }
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn deps(&self) -> &[ChangeHash] {
+        &self.deps
+    }
+    fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+    fn actor_bytes(&self) -> &[u8] {
+        self.actor.to_bytes()
+    }
 }
 
 impl Workspace {
@@ -290,28 +340,28 @@ impl Workspace {
 
     /// [`Self::check_received`] for one parsed change; `verified` holds the signatures already
     /// checked.
-    fn check_change(
+    fn check_change<C: ChangeFacts>(
         &self,
         document: &str,
-        change: Change,
+        change: C,
         attestations: &Attestations,
         verified: &mut HashSet<[u8; 64]>,
-    ) -> Result<Received> {
+    ) -> Result<Received<C>> {
         let place = AttestationPlace { workspace_id: &self.log.workspace_id, document };
-        let hash = change.hash().to_string();
+        let hash = change.hash();
         let envelope = Envelope::decode(change.message().unwrap_or_default()).map_err(|source| Error::Envelope {
             document: document.to_owned(),
-            change: hash.clone(),
+            change: hash.to_string(),
             source,
         })?;
         let attestation = attestations
-            .covering(&change.hash())
-            .ok_or_else(|| Error::ChangeUnsigned { document: document.to_owned(), change: hash.clone() })?;
+            .covering(&hash)
+            .ok_or_else(|| Error::ChangeUnsigned { document: document.to_owned(), change: hash.to_string() })?;
         if !verified.contains(&attestation.signature) {
             if !attestation.verify(place) {
                 return Err(Error::ChangeBadSignature {
                     document: document.to_owned(),
-                    change: hash,
+                    change: hash.to_string(),
                     signer: attestation.signer.to_string(),
                 });
             }
@@ -319,7 +369,7 @@ impl Workspace {
         }
         let mismatch = |detail: String| Error::ChangeSignerMismatch {
             document: document.to_owned(),
-            change: hash.clone(),
+            change: hash.to_string(),
             detail,
         };
         if envelope.device != attestation.signer {
@@ -329,10 +379,10 @@ impl Workspace {
                 envelope.device.short()
             )));
         }
-        if change.actor_id().to_bytes() != &attestation.signer.0[..16] {
+        if change.actor_bytes() != &attestation.signer.0[..16] {
             return Err(mismatch(format!("its actor is not the signer {}'s", attestation.signer.short())));
         }
-        Ok(Received { change, kind: envelope.kind })
+        Ok(Received { change, kind: envelope.kind, time: envelope.time })
     }
 
     /// Checks every change `document` holds as an import would (what the audit tool's
@@ -342,17 +392,18 @@ impl Workspace {
         let loaded = self.document(document)?;
         let changes = loaded.doc.get_changes(&[]);
         let attestations = loaded.attestations.clone();
-        Ok(self.authorship_faults(&list, document, changes, &attestations))
+        Ok(self.authorship_faults(&list, document, changes, &attestations).0)
     }
 
-    /// Every authorship fault of `changes` of `document`, checked against `list`.
-    pub(super) fn authorship_faults(
+    /// Every authorship fault of `changes` of `document`, checked against `list`, and the
+    /// changes that passed the checks made without the list.
+    pub(super) fn authorship_faults<C: ChangeFacts>(
         &self,
         list: &DeviceList,
         document: &str,
-        changes: Vec<Change>,
+        changes: Vec<C>,
         attestations: &Attestations,
-    ) -> Vec<Error> {
+    ) -> (Vec<Error>, Vec<Received<C>>) {
         let mut faults = Vec::new();
         let mut verified = HashSet::new();
         let mut received = Vec::with_capacity(changes.len());
@@ -370,7 +421,7 @@ impl Workspace {
                 faults.push(fault);
             }
         }
-        faults
+        (faults, received)
     }
 
     /// A change from the pending area: it was checked when it arrived.
@@ -380,7 +431,7 @@ impl Workspace {
             change: change.hash().to_string(),
             source,
         })?;
-        Ok(Received { change, kind: envelope.kind })
+        Ok(Received { change, kind: envelope.kind, time: envelope.time })
     }
 
     /// How many received changes wait in the pending area (for their dependencies, or as a
@@ -405,7 +456,12 @@ impl Workspace {
 
 /// Whether the device list admits `received`. A workspace's very first change (which creates
 /// it and names its first device) admits itself into an empty root.
-fn admits(list: &DeviceList, document: &str, received: &Received, attestations: &Attestations) -> bool {
+fn admits<C: ChangeFacts>(
+    list: &DeviceList,
+    document: &str,
+    received: &Received<C>,
+    attestations: &Attestations,
+) -> bool {
     let Some(attestation) = attestations.covering(&received.change.hash()) else {
         return false;
     };
@@ -442,13 +498,13 @@ pub(super) fn open_bundle(
 /// a device still authorized built on them, so it held them, and so must everyone. This is how
 /// a removed device's change that reached a device before the removal did stays accepted (see
 /// `devices`, "convergence"); a change the device list refuses outright vouches for nothing.
-fn vouched_for(
+fn vouched_for<C: ChangeFacts>(
     list: &DeviceList,
     document: &str,
-    received: &[Received],
+    received: &[Received<C>],
     attestations: &Attestations,
 ) -> HashSet<ChangeHash> {
-    let by_hash: HashMap<ChangeHash, &Received> = received.iter().map(|r| (r.change.hash(), r)).collect();
+    let by_hash: HashMap<ChangeHash, &Received<C>> = received.iter().map(|r| (r.change.hash(), r)).collect();
     let mut vouched = HashSet::new();
     let mut stack: Vec<ChangeHash> = received
         .iter()
