@@ -333,7 +333,7 @@ impl Envelope {
 
     /// Reads a commit message. A newer version than [`ENVELOPE_VERSION`] is refused with
     /// [`EnvelopeError::UnsupportedVersion`], whatever its other fields say. One parse when
-    /// the message is a valid envelope (every event's is read on open and by the audit).
+    /// the message is a valid envelope (`log`, imports and the audit read every event's).
     pub fn decode(message: &str) -> Result<Self, EnvelopeError> {
         #[derive(Deserialize)]
         struct VersionOnly {
