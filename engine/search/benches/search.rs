@@ -264,7 +264,7 @@ fn search(settings: &Settings, model: &Embedder) {
         let embedding = model.embed(&[q]).unwrap().remove(0);
         let words: Vec<RecordId> = text.search(q, &filter, 30).unwrap().iter().map(|h| h.record).collect();
         let meaning: Vec<RecordId> = vectors.search(&embedding, 30, &|_| true).iter().map(|h| h.record).collect();
-        std::hint::black_box(fusion::hybrid(&words, &meaning));
+        std::hint::black_box(fusion::hybrid(&words, &meaning, 30));
     });
     println!("hybrid     p50 {:.3} ms, p99 {:.3} ms (query embedding + both sides + fusion)", ms(h50), ms(h99));
 }

@@ -6,18 +6,23 @@ use adiuva_model::RecordId;
 
 /// Reciprocal rank fusion's usual constant (Cormack et al. 2009): damps the weight of the very top.
 pub const RRF_K: f32 = 60.0;
-/// The default hybrid's constant and the share of its words' list (the meaning's is the rest),
-/// chosen on the tuning half of the manual-page questions (`tests/quality.rs`) and checked on
-/// the held-out half (`BENCHMARKS.md`). Equal shares let BM25 rank first whatever shares a
-/// common word with a question, and it ranks paraphrased questions far worse than meaning does:
-/// words then mostly decide between records both sides found.
+/// The default hybrid's constant and the share of its words' list when many records share the
+/// query's words (the meaning's is the rest), chosen on the tuning half of the manual-page
+/// questions (`tests/quality.rs`) and checked on the held-out half (`BENCHMARKS.md`). Equal
+/// shares let BM25 rank first whatever shares a common word with a question, and it ranks
+/// paraphrased questions far worse than meaning does: words then mostly decide between
+/// records both sides found.
 pub const HYBRID_K: f32 = 30.0;
 pub const HYBRID_TEXT_WEIGHT: f32 = 0.1;
 
-/// The default hybrid: reciprocal rank fusion of the words' and the meaning's lists,
-/// weighted [`HYBRID_TEXT_WEIGHT`] to the rest, constant [`HYBRID_K`].
-pub fn hybrid(text: &[RecordId], vector: &[RecordId]) -> Vec<(RecordId, f32)> {
-    reciprocal_rank(&[(text, HYBRID_TEXT_WEIGHT), (vector, 1.0 - HYBRID_TEXT_WEIGHT)], HYBRID_K)
+/// The default hybrid: reciprocal rank fusion of the words' and the meaning's lists, each read
+/// `depth` deep, constant [`HYBRID_K`]. When the words fill their list (many records share
+/// them, as with the common words of a question) they weigh [`HYBRID_TEXT_WEIGHT`]; when
+/// fewer records than that contain them (a rare word, a name, a code) they are selective, and
+/// weigh as much as meaning, which scores such a word poorly.
+pub fn hybrid(text: &[RecordId], vector: &[RecordId], depth: usize) -> Vec<(RecordId, f32)> {
+    let text_weight = if text.len() < depth { 0.5 } else { HYBRID_TEXT_WEIGHT };
+    reciprocal_rank(&[(text, text_weight), (vector, 1.0 - text_weight)], HYBRID_K)
 }
 
 /// Reciprocal rank fusion: each record scores Σ weight / (k + rank) over the lists it is in
@@ -75,9 +80,11 @@ mod tests {
         let fused = reciprocal_rank(&[(&[a, b], 1.0), (&[c, b], 1.0)], RRF_K);
         assert_eq!(fused[0].0, b);
         assert_eq!(fused.iter().map(|f| f.0).collect::<Vec<_>>(), vec![b, a, c]);
-        // The default leans on meaning: a record only its words found comes after one only
-        // meaning found, and one both found leads.
-        assert_eq!(hybrid(&[a, b], &[c, b]).iter().map(|f| f.0).collect::<Vec<_>>(), vec![b, c, a]);
+        // Words that fill their list lean on meaning: a record only they found comes after one
+        // only meaning found, and one both found leads; selective words weigh as much as meaning.
+        let order = |fused: Vec<(RecordId, f32)>| fused.into_iter().map(|f| f.0).collect::<Vec<_>>();
+        assert_eq!(order(hybrid(&[a, b], &[c, b], 2)), vec![b, c, a]);
+        assert_eq!(order(hybrid(&[a, b], &[c, b], 3)), vec![b, a, c]);
         let fused = weighted(&[(a, 10.0), (b, 5.0)], &[(c, 0.9), (b, 0.8)], 0.5);
         assert_eq!(fused.len(), 3);
         assert_eq!(fused[0].0, a);

@@ -42,8 +42,8 @@ fn shard_name(shard: u8) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
-    /// Words and meaning, fused by reciprocal rank weighted towards meaning (the default,
-    /// [`fusion::hybrid`]).
+    /// Words and meaning, fused by reciprocal rank weighted towards meaning unless the words
+    /// are rare (the default, [`fusion::hybrid`]).
     Hybrid,
     /// Words only (BM25).
     Text,
@@ -345,7 +345,7 @@ impl SearchIndex {
             Mode::Hybrid => {
                 let text_ids: Vec<RecordId> = text_ranked.iter().map(|(r, _)| *r).collect();
                 let vector_ids: Vec<RecordId> = vector_ranked.iter().map(|(r, _)| *r).collect();
-                fusion::hybrid(&text_ids, &vector_ids)
+                fusion::hybrid(&text_ids, &vector_ids, depth)
             }
             Mode::Weighted { text_weight } => fusion::weighted(&text_ranked, &vector_ranked, text_weight),
         };
