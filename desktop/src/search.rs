@@ -30,7 +30,7 @@ const MAX_LIMIT: usize = 1000;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum SearchMode {
-    /// Words and meaning, fused by reciprocal rank weighted towards meaning.
+    /// Words and meaning, fused by reciprocal rank weighted towards meaning unless the words are rare.
     #[default]
     Hybrid,
     /// Words only.
