@@ -18,9 +18,15 @@ use adiuva_model::Collection;
 use common::adiuva_command;
 use engine_common::{PASSPHRASE, add_task, draft, init, join, open, task_effect};
 
+/// How long a peer may send nothing before the session ends: long enough for a loaded machine
+/// to import thousands of changes in a debug build between two frames.
+const PATIENT: &str = "120";
+/// Where a test kills a side mid-session: the survivor gives up on it quickly.
+const IMPATIENT: &str = "5";
+
 fn adiuva(dir: &Path, args: &[&str]) -> Command {
     let mut command = adiuva_command(dir, PASSPHRASE, args);
-    command.env("ADIUVA_PEER_BIND", "127.0.0.1:0").env("ADIUVA_PEER_STALL_SECS", "5");
+    command.env("ADIUVA_PEER_BIND", "127.0.0.1:0").env("ADIUVA_PEER_STALL_SECS", PATIENT);
     command
 }
 
@@ -32,7 +38,16 @@ struct Serving {
 
 impl Serving {
     fn start(dir: &Path) -> Self {
-        let mut child = adiuva(dir, &["peer", "serve"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        Self::start_with_stall(dir, PATIENT)
+    }
+
+    fn start_with_stall(dir: &Path, stall: &str) -> Self {
+        let mut child = adiuva(dir, &["peer", "serve"])
+            .env("ADIUVA_PEER_STALL_SECS", stall)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         assert!(line.starts_with("adiuva-peer-1-"), "{line:?}");
@@ -148,9 +163,10 @@ fn sigkill_of_either_side_mid_sync_loses_nothing_and_the_next_sync_completes() {
         add_tasks(dirs[0].path(), &format!("a round {round}"), 2000);
         add_tasks(dirs[1].path(), &format!("b round {round}"), 500);
         // The dialer killed.
-        let a = Serving::start(dirs[0].path());
+        let a = Serving::start_with_stall(dirs[0].path(), IMPATIENT);
         delay = (delay * 37 + 11) % 200;
         let mut dialer = adiuva(dirs[1].path(), &["sync", "--peer", &a.ticket])
+            .env("ADIUVA_PEER_STALL_SECS", IMPATIENT)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -160,6 +176,7 @@ fn sigkill_of_either_side_mid_sync_loses_nothing_and_the_next_sync_completes() {
         dialer.wait().unwrap();
         // The listener killed.
         let output = adiuva(dirs[1].path(), &["sync", "--peer", &a.ticket])
+            .env("ADIUVA_PEER_STALL_SECS", IMPATIENT)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
