@@ -498,39 +498,50 @@ fn the_openapi_document_validates_and_every_route_answers_as_documented() {
 /// A first build of the search index embeds every text, minutes on a large workspace: the
 /// daemon runs the model holding no lock, so writes and reads go on meanwhile, and its status
 /// shows how far the build has got.
-#[test]
-fn requests_go_on_while_the_first_search_index_build_embeds() {
-    const NOTES: usize = 300;
+/// A workspace of `notes` notes of 80 words each, imported.
+fn workspace_of_notes(notes: usize) -> tempfile::TempDir {
     let dir = new_workspace();
-    let ws = dir.path();
     let words =
         ["garden", "invoice", "river", "meeting", "passport", "tomato", "lecture", "engine", "violin", "harbor"];
-    let lines: Vec<String> = (0..NOTES)
+    let lines: Vec<String> = (0..notes)
         .map(|n| {
             let body: Vec<&str> = (0..80).map(|i| words[(n * 7 + i * i * 3) % words.len()]).collect();
             json!({"type": "note", "title": format!("Note {n}"), "body": body.join(" ")}).to_string()
         })
         .collect();
-    let file = ws.join("notes.jsonl");
+    let file = dir.path().join("notes.jsonl");
     std::fs::write(&file, lines.join("\n")).unwrap();
-    ok(ws, &["import", file.to_str().unwrap()]);
+    ok(dir.path(), &["import", file.to_str().unwrap()]);
+    dir
+}
+
+/// Waits while `until_done` runs for the daemon's status to show its first search index build
+/// under way, less than half done; whether it did.
+fn first_build_under_way(ws: &Path, notes: usize, until_done: impl Fn() -> bool) -> bool {
+    while !until_done() {
+        let (status, body) = api(ws, "GET", "/v1/daemon", b"");
+        assert_eq!(status, 200);
+        if body["indexing"]["done"].as_u64().is_some_and(|done| done < notes as u64 / 2)
+            && body["indexing"]["total"] == notes
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn requests_go_on_while_the_first_search_index_build_embeds() {
+    const NOTES: usize = 300;
+    let dir = workspace_of_notes(NOTES);
+    let ws = dir.path();
     let mut daemon = run_daemon(ws, &[]);
     let searching = {
         let ws = ws.to_owned();
         std::thread::spawn(move || ok(&ws, &["search", "harbor violin", "--json"]))
     };
-    let mut under_way = false;
-    while !searching.is_finished() {
-        let (status, body) = api(ws, "GET", "/v1/daemon", b"");
-        assert_eq!(status, 200);
-        if body["indexing"]["done"].as_u64().is_some_and(|done| done < NOTES as u64 / 2)
-            && body["indexing"]["total"] == NOTES
-        {
-            under_way = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let under_way = first_build_under_way(ws, NOTES, || searching.is_finished());
     assert!(under_way, "the daemon answered its status while the build embedded, and showed its progress");
     let id = ok(ws, &["task", "add", "Written while the index builds"]).trim().to_owned();
     assert_eq!(ok(ws, &["task", "list", "--json"]).matches(&id).count(), 1);
@@ -541,6 +552,21 @@ fn requests_go_on_while_the_first_search_index_build_embeds() {
     assert!(ok(ws, &["search", "written while the index builds", "--json"]).contains(&id));
     assert_eq!(ok(ws, &["daemon", "stop"]), "daemon stopped\n");
     assert!(daemon.wait().unwrap().success());
+}
+
+#[test]
+fn a_daemon_stopping_during_the_first_search_index_build_does_not_wait_for_it() {
+    const NOTES: usize = 120;
+    let dir = workspace_of_notes(NOTES);
+    let ws = dir.path();
+    let mut daemon = run_daemon(ws, &[]);
+    assert!(first_build_under_way(ws, NOTES, || false));
+    assert_eq!(ok(ws, &["daemon", "stop"]), "daemon stopped\n");
+    assert!(daemon.wait().unwrap().success());
+    // The daemon stopped mid-build, so it stored no vectors: a build now embeds every note
+    // again (one that had waited for the build would find them all stored).
+    let rebuilt = ok(ws, &["index", "rebuild"]);
+    assert!(rebuilt.contains(", 0 reused") && !rebuilt.contains(": 0 chunks embedded"), "{rebuilt}");
 }
 
 #[test]

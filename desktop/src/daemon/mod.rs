@@ -21,6 +21,7 @@ mod live_sync;
 mod llm_api;
 
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -147,9 +148,14 @@ impl Shared {
         let embedded = pending.embed(&mut |done, total| {
             show(Some(IndexProgress { done, total }));
             progress(IndexProgress { done, total });
+            // A stopping daemon does not wait for the model through a large workspace; what
+            // was embedded is dropped, and the next start builds again.
+            if *self.stopping.borrow() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
         });
         show(None);
-        embedded?;
+        if embedded?.is_break() {
+            return Ok(None);
+        }
         let mut workspace = self.workspace();
         self.search().apply(&mut workspace, pending)
     }

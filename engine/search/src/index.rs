@@ -15,6 +15,7 @@
 //!   [`SearchIndex::take_notices`] and rebuilt; it never fails a search.
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use adiuva_engine::{Cursor, Workspace};
@@ -134,7 +135,11 @@ impl SearchIndex {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<(Self, Indexed)> {
         let mut pending = Self::prepare_build(workspace, embedder)?;
-        pending.embed(progress)?;
+        // Nothing here breaks the embedding off: it runs to its end.
+        let _ran_to_its_end = pending.embed(&mut |done, total| {
+            progress(done, total);
+            ControlFlow::Continue(())
+        })?;
         Self::finish_build(workspace, pending)
     }
 
@@ -212,7 +217,7 @@ impl SearchIndex {
     /// other, locally or imported): each record they touched is read again.
     pub fn catch_up(&mut self, workspace: &mut Workspace) -> Result<Indexed> {
         let mut pending = self.prepare_catch_up(workspace)?;
-        pending.embed(&mut |_, _| {})?;
+        let _ran_to_its_end = pending.embed(&mut |_, _| ControlFlow::Continue(()))?;
         Ok(self.apply(workspace, pending)?.unwrap_or_default())
     }
 
@@ -436,24 +441,31 @@ impl Pending {
         self.changes.from.is_none()
     }
 
-    /// Embeds every text no stored vector covers; `progress(done, total)` is told about records.
-    pub fn embed(&mut self, progress: &mut dyn FnMut(usize, usize)) -> Result<()> {
+    /// Embeds every text no stored vector covers; `progress(done, total)` is told about records
+    /// after each group of texts, and stops the work there by breaking (a daemon that stops
+    /// does not wait for the model to get through a large workspace): what was not embedded
+    /// is then left for the next `embed`.
+    pub fn embed(&mut self, progress: &mut dyn FnMut(usize, usize) -> ControlFlow<()>) -> Result<ControlFlow<()>> {
         let total = self.records.len();
-        progress(0, total);
+        if progress(0, total).is_break() {
+            return Ok(ControlFlow::Break(()));
+        }
         if let Ok(embedder) = &self.embedder {
-            for group in self.missing.chunks(EMBED_GROUP) {
+            while !self.missing.is_empty() {
+                let group: Vec<_> = self.missing.drain(..EMBED_GROUP.min(self.missing.len())).collect();
                 let texts: Vec<&str> = group.iter().map(|(_, text, _)| text.as_str()).collect();
                 for ((hash, _, _), embedding) in group.iter().zip(embedder.embed(&texts)?) {
                     self.cache.insert(*hash, Quantized::new(&embedding));
                     self.dirty.insert(hash[0]);
                 }
                 self.stats.embedded += group.len();
-                progress(group.last().map_or(0, |(_, _, n)| *n), total);
+                if progress(group.last().map_or(0, |(_, _, n)| *n), total).is_break() {
+                    return Ok(ControlFlow::Break(()));
+                }
             }
         }
         self.missing.clear();
-        progress(total, total);
-        Ok(())
+        Ok(progress(total, total))
     }
 }
 
