@@ -37,7 +37,7 @@ use super::devices::open_epoch_key;
 use super::sync::Imported;
 use super::{ROOT_DOCUMENT, Workspace, layout};
 use crate::authorship::{Decoded, SignedChanges};
-use crate::chunk::{self, BlobKind, ChunkError, ChunkPlace, SealingKey};
+use crate::chunk::{self, BlobKind, ChunkError, ChunkPlace, SealingKey, VerifiedChunk};
 use crate::crypto::{KeyPurpose, SecretKey, WorkspaceKey};
 use crate::encode;
 use crate::error::{Error, Result, json_error};
@@ -46,11 +46,10 @@ use crate::store::WriteBatch;
 
 const UNIT_MAGIC: &[u8; 4] = b"ADVU";
 const UNIT_VERSION: u8 = 1;
-const UNIT_PREFIX_LEN: usize = 4 + 1 + 16;
 const UNIT_BLOB_ID: &[u8] = b"relay/unit";
 /// What a unit adds to its payload: the prefix, the frame header, nonce and tag, the signer and
 /// its signature.
-const UNIT_OVERHEAD: usize = UNIT_PREFIX_LEN + 10 + 24 + 16 + 32 + 64;
+const UNIT_OVERHEAD: usize = RELAY_FRAME_PREFIX + 10 + 24 + 16 + 32 + 64;
 /// The smallest size bucket.
 const SMALLEST_UNIT: usize = 1024;
 /// The largest unit (the relay takes blobs of up to 16 MiB).
@@ -349,7 +348,7 @@ impl Workspace {
 
 /// The bundle key of each epoch of `keys`.
 pub(super) fn bundle_keys(keys: &[WorkspaceKey]) -> BTreeMap<u32, SecretKey> {
-    keys.iter().map(|key| (key.epoch, key.key.derive(KeyPurpose::Bundles))).collect()
+    UNIT_FRAME.keys(keys)
 }
 
 /// The heads among `heads` that `doc` holds (a pulled change may wait in the pending area).
@@ -397,6 +396,96 @@ fn unit_changes(document: &str, signed: &[u8]) -> Result<Vec<Change>> {
     }
 }
 
+/// How a blob the relay stores is framed: its magic, a version byte and the workspace id in
+/// clear (the relay and a restore tell blobs apart by them), then a bundle frame sealed under
+/// the epoch's key for `purpose`, bound to `blob_id` and signed by the device that made it.
+/// Relay units and restore points are framed so.
+pub(super) struct RelayFrame {
+    pub magic: &'static [u8; 4],
+    pub version: u8,
+    pub blob_id: &'static [u8],
+    pub purpose: KeyPurpose,
+    /// What such a blob is called in errors.
+    pub noun: &'static str,
+}
+
+/// The clear part of a [`RelayFrame`]: magic, version, workspace id.
+pub(super) const RELAY_FRAME_PREFIX: usize = 4 + 1 + 16;
+
+pub(super) const UNIT_FRAME: RelayFrame = RelayFrame {
+    magic: UNIT_MAGIC,
+    version: UNIT_VERSION,
+    blob_id: UNIT_BLOB_ID,
+    purpose: KeyPurpose::Bundles,
+    noun: "relay unit",
+};
+
+impl RelayFrame {
+    /// Seals `payload` (padded) under the key of `current`, signed by `identity`.
+    pub fn seal(
+        &self,
+        workspace_id: &[u8; 16],
+        current: &WorkspaceKey,
+        identity: &DeviceIdentity,
+        payload: &[u8],
+    ) -> Result<Vec<u8>> {
+        let place = ChunkPlace { workspace_id, blob_id: self.blob_id };
+        let key = current.key.derive(self.purpose);
+        let frame = chunk::seal_bundle(place, current.epoch, &key, identity, payload)?;
+        let mut blob = Vec::with_capacity(RELAY_FRAME_PREFIX + frame.len());
+        blob.extend_from_slice(self.magic);
+        blob.push(self.version);
+        blob.extend_from_slice(workspace_id);
+        blob.extend_from_slice(&frame);
+        Ok(blob)
+    }
+
+    /// The keys to open such blobs with, by epoch, from the workspace keys.
+    pub fn keys(&self, keys: &[WorkspaceKey]) -> BTreeMap<u32, SecretKey> {
+        keys.iter().map(|key| (key.epoch, key.key.derive(self.purpose))).collect()
+    }
+
+    /// Opens `bytes`, named `name` in errors, with `keys` (by epoch): workspace, epoch,
+    /// authentication and signature checked. Pure; never panics.
+    pub fn open(
+        &self,
+        name: &str,
+        workspace_id: &[u8; 16],
+        keys: &BTreeMap<u32, SecretKey>,
+        bytes: &[u8],
+    ) -> Result<VerifiedChunk> {
+        let malformed = |detail: String| Error::UnitMalformed { unit: name.to_owned(), detail };
+        let (prefix, frame) =
+            bytes.split_at_checked(RELAY_FRAME_PREFIX).ok_or_else(|| malformed("truncated".into()))?;
+        if &prefix[..4] != self.magic {
+            return Err(malformed(format!("not a {}", self.noun)));
+        }
+        if prefix[4] != self.version {
+            return Err(malformed(format!("a newer {} version than this build reads", self.noun)));
+        }
+        if &prefix[5..] != workspace_id {
+            let found: [u8; 16] = prefix[5..].try_into().map_err(|_| malformed("truncated".into()))?;
+            return Err(Error::UnitForeign {
+                unit: name.to_owned(),
+                expected: ulid::Ulid::from_bytes(*workspace_id).to_string(),
+                found: ulid::Ulid::from_bytes(found).to_string(),
+            });
+        }
+        let place = ChunkPlace { workspace_id, blob_id: self.blob_id };
+        chunk::open_chunk(frame, place, BlobKind::Changes, |sealing| match sealing {
+            SealingKey::WorkspaceEpoch(epoch) => keys.get(&epoch),
+            SealingKey::Device(_) => None,
+        })
+        .map_err(|error| match error {
+            ChunkError::UnknownKey(SealingKey::WorkspaceEpoch(epoch)) => {
+                Error::UnitEpochUnknown { unit: name.to_owned(), epoch }
+            }
+            ChunkError::Unauthentic | ChunkError::BadSignature => Error::UnitCorrupt { unit: name.to_owned() },
+            other => Error::UnitMalformed { unit: name.to_owned(), detail: other.to_string() },
+        })
+    }
+}
+
 /// Seals a unit's (padded) payload under the bundle key of `current`, signed by `identity`.
 pub(super) fn seal_unit_payload(
     workspace_id: &[u8; 16],
@@ -404,15 +493,7 @@ pub(super) fn seal_unit_payload(
     identity: &DeviceIdentity,
     payload: &[u8],
 ) -> Result<Vec<u8>> {
-    let place = ChunkPlace { workspace_id, blob_id: UNIT_BLOB_ID };
-    let key = current.key.derive(KeyPurpose::Bundles);
-    let frame = chunk::seal_bundle(place, current.epoch, &key, identity, payload)?;
-    let mut unit = Vec::with_capacity(UNIT_PREFIX_LEN + frame.len());
-    unit.extend_from_slice(UNIT_MAGIC);
-    unit.push(UNIT_VERSION);
-    unit.extend_from_slice(workspace_id);
-    unit.extend_from_slice(&frame);
-    Ok(unit)
+    UNIT_FRAME.seal(workspace_id, current, identity, payload)
 }
 
 /// Opens a unit with the bundle keys `keys` (by epoch). Pure; never panics.
@@ -422,34 +503,7 @@ pub(super) fn open_unit_bytes(
     keys: &BTreeMap<u32, SecretKey>,
     bytes: &[u8],
 ) -> Result<OpenedUnit> {
-    let malformed = |detail: &str| Error::UnitMalformed { unit: unit.to_owned(), detail: detail.to_owned() };
-    let (prefix, frame) = bytes.split_at_checked(UNIT_PREFIX_LEN).ok_or_else(|| malformed("truncated"))?;
-    if &prefix[..4] != UNIT_MAGIC {
-        return Err(malformed("not a relay unit"));
-    }
-    if prefix[4] != UNIT_VERSION {
-        return Err(malformed("a newer unit version than this build reads"));
-    }
-    if &prefix[5..] != workspace_id {
-        let found: [u8; 16] = prefix[5..].try_into().map_err(|_| malformed("truncated"))?;
-        return Err(Error::UnitForeign {
-            unit: unit.to_owned(),
-            expected: ulid::Ulid::from_bytes(*workspace_id).to_string(),
-            found: ulid::Ulid::from_bytes(found).to_string(),
-        });
-    }
-    let place = ChunkPlace { workspace_id, blob_id: UNIT_BLOB_ID };
-    let opened = chunk::open_chunk(frame, place, BlobKind::Changes, |sealing| match sealing {
-        SealingKey::WorkspaceEpoch(epoch) => keys.get(&epoch),
-        SealingKey::Device(_) => None,
-    })
-    .map_err(|error| match error {
-        ChunkError::UnknownKey(SealingKey::WorkspaceEpoch(epoch)) => {
-            Error::UnitEpochUnknown { unit: unit.to_owned(), epoch }
-        }
-        ChunkError::Unauthentic | ChunkError::BadSignature => Error::UnitCorrupt { unit: unit.to_owned() },
-        other => Error::UnitMalformed { unit: unit.to_owned(), detail: other.to_string() },
-    })?;
+    let opened = UNIT_FRAME.open(unit, workspace_id, keys, bytes)?;
     let parts = decode_parts(&opened.payload, unit)?;
     Ok(OpenedUnit { sender: opened.signer, parts })
 }

@@ -16,27 +16,28 @@
 //! (the root first) through [`Workspace::import_changes`], each change checked as any import:
 //! it brings back whatever this device lacks, and changes nothing it already has.
 
-use std::collections::BTreeMap;
-
 use adiuva_model::DeviceId;
 use automerge::Automerge;
 
-use super::relay::{decode_parts, encode_parts};
+use super::relay::{RELAY_FRAME_PREFIX, RelayFrame, decode_parts, encode_parts};
 use super::sync::Imported;
 use super::{ROOT_DOCUMENT, Workspace};
 use crate::authorship::{Decoded, SignedChanges, SignedSnapshot};
-use crate::chunk::{self, BlobKind, ChunkError, ChunkPlace, SealingKey};
-use crate::crypto::{KeyPurpose, SecretKey, WorkspaceKey, random_bytes};
+use crate::crypto::{KeyPurpose, WorkspaceKey, random_bytes};
 use crate::error::{Error, Result};
 use crate::identity::DeviceIdentity;
 
 /// How a restore point's blob starts.
 const RESTORE_POINT_MAGIC: &[u8; 4] = b"ADVR";
-const VERSION: u8 = 1;
-const PREFIX_LEN: usize = 4 + 1 + 16;
-const BLOB_ID: &[u8] = b"relay/restore-point";
+const RESTORE_POINT_FRAME: RelayFrame = RelayFrame {
+    magic: RESTORE_POINT_MAGIC,
+    version: 1,
+    blob_id: b"relay/restore-point",
+    purpose: KeyPurpose::Snapshots,
+    noun: "restore point",
+};
 /// What a blob adds to its payload: prefix, frame header, nonce, tag, signer and signature.
-const OVERHEAD: usize = PREFIX_LEN + 10 + 24 + 16 + 32 + 64;
+const OVERHEAD: usize = RELAY_FRAME_PREFIX + 10 + 24 + 16 + 32 + 64;
 /// The payload's point id, index and count, and the parts' count.
 const HEADER: usize = 16 + 4 + 4 + 4;
 const SMALLEST: usize = 1024;
@@ -192,15 +193,7 @@ pub(super) fn seal_restore_payload(
     identity: &DeviceIdentity,
     payload: &[u8],
 ) -> Result<Vec<u8>> {
-    let place = ChunkPlace { workspace_id, blob_id: BLOB_ID };
-    let key = current.key.derive(KeyPurpose::Snapshots);
-    let frame = chunk::seal_bundle(place, current.epoch, &key, identity, payload)?;
-    let mut blob = Vec::with_capacity(PREFIX_LEN + frame.len());
-    blob.extend_from_slice(RESTORE_POINT_MAGIC);
-    blob.push(VERSION);
-    blob.extend_from_slice(workspace_id);
-    blob.extend_from_slice(&frame);
-    Ok(blob)
+    RESTORE_POINT_FRAME.seal(workspace_id, current, identity, payload)
 }
 
 /// One blob of a restore point opened with the snapshot keys of `keys` (workspace, epoch,
@@ -213,35 +206,7 @@ pub(super) fn open_restore_blob_bytes(
     blob: &[u8],
 ) -> Result<OpenedBlob> {
     let malformed = |detail: &str| Error::UnitMalformed { unit: name.to_owned(), detail: detail.to_owned() };
-    let (prefix, frame) = blob.split_at_checked(PREFIX_LEN).ok_or_else(|| malformed("truncated"))?;
-    if &prefix[..4] != RESTORE_POINT_MAGIC {
-        return Err(malformed("not a restore point"));
-    }
-    if prefix[4] != VERSION {
-        return Err(malformed("a newer restore point version than this build reads"));
-    }
-    if &prefix[5..] != workspace_id {
-        let found: [u8; 16] = prefix[5..].try_into().map_err(|_| malformed("truncated"))?;
-        return Err(Error::UnitForeign {
-            unit: name.to_owned(),
-            expected: ulid::Ulid::from_bytes(*workspace_id).to_string(),
-            found: ulid::Ulid::from_bytes(found).to_string(),
-        });
-    }
-    let place = ChunkPlace { workspace_id, blob_id: BLOB_ID };
-    let keys: BTreeMap<u32, SecretKey> =
-        keys.iter().map(|key| (key.epoch, key.key.derive(KeyPurpose::Snapshots))).collect();
-    let opened = chunk::open_chunk(frame, place, BlobKind::Changes, |sealing| match sealing {
-        SealingKey::WorkspaceEpoch(epoch) => keys.get(&epoch),
-        SealingKey::Device(_) => None,
-    })
-    .map_err(|error| match error {
-        ChunkError::UnknownKey(SealingKey::WorkspaceEpoch(epoch)) => {
-            Error::UnitEpochUnknown { unit: name.to_owned(), epoch }
-        }
-        ChunkError::Unauthentic | ChunkError::BadSignature => Error::UnitCorrupt { unit: name.to_owned() },
-        other => Error::UnitMalformed { unit: name.to_owned(), detail: other.to_string() },
-    })?;
+    let opened = RESTORE_POINT_FRAME.open(name, workspace_id, &RESTORE_POINT_FRAME.keys(keys), blob)?;
     let payload = opened.payload.as_slice();
     let (point, rest) = payload.split_at_checked(16).ok_or_else(|| malformed("truncated"))?;
     let (index, rest) = rest.split_at_checked(4).ok_or_else(|| malformed("truncated"))?;
