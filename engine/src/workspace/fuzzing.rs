@@ -27,7 +27,7 @@ pub fn seal_relay_unit(
     identity: &DeviceIdentity,
     payload: &[u8],
 ) -> Result<Vec<u8>> {
-    super::relay::seal_unit_payload(workspace_id, current, identity, payload)
+    super::relay::UNIT_FRAME.seal(workspace_id, current, identity, payload)
 }
 
 /// A restore point's blob opened as [`crate::Workspace::apply_restore_point`] opens it, with
@@ -43,7 +43,7 @@ pub fn seal_restore_point_blob(
     identity: &DeviceIdentity,
     payload: &[u8],
 ) -> Result<Vec<u8>> {
-    super::restore_point::seal_restore_payload(workspace_id, current, identity, payload)
+    super::restore_point::RESTORE_POINT_FRAME.seal(workspace_id, current, identity, payload)
 }
 
 /// A key envelope (an epoch's key sealed to a device's box key, as the relay keeps it) opened as

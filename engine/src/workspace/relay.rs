@@ -245,7 +245,7 @@ impl Workspace {
         payload.resize(bucket - UNIT_OVERHEAD, 0);
         let current =
             self.log.keyring.workspace_key().ok_or(Error::WorkspaceFormat { detail: "no workspace key".into() })?;
-        seal_unit_payload(&self.log.workspace_id, current, &self.log.identity, &payload)
+        UNIT_FRAME.seal(&self.log.workspace_id, current, &self.log.identity, &payload)
     }
 
     /// Opens unit number `seq` of `relay` (workspace id, epoch, authentication and signature
@@ -484,16 +484,6 @@ impl RelayFrame {
             other => Error::UnitMalformed { unit: name.to_owned(), detail: other.to_string() },
         })
     }
-}
-
-/// Seals a unit's (padded) payload under the bundle key of `current`, signed by `identity`.
-pub(super) fn seal_unit_payload(
-    workspace_id: &[u8; 16],
-    current: &WorkspaceKey,
-    identity: &DeviceIdentity,
-    payload: &[u8],
-) -> Result<Vec<u8>> {
-    UNIT_FRAME.seal(workspace_id, current, identity, payload)
 }
 
 /// Opens a unit with the bundle keys `keys` (by epoch). Pure; never panics.

@@ -25,11 +25,10 @@ use super::{ROOT_DOCUMENT, Workspace};
 use crate::authorship::{Decoded, SignedChanges, SignedSnapshot};
 use crate::crypto::{KeyPurpose, WorkspaceKey, random_bytes};
 use crate::error::{Error, Result};
-use crate::identity::DeviceIdentity;
 
 /// How a restore point's blob starts.
 const RESTORE_POINT_MAGIC: &[u8; 4] = b"ADVR";
-const RESTORE_POINT_FRAME: RelayFrame = RelayFrame {
+pub(super) const RESTORE_POINT_FRAME: RelayFrame = RelayFrame {
     magic: RESTORE_POINT_MAGIC,
     version: 1,
     blob_id: b"relay/restore-point",
@@ -124,7 +123,7 @@ impl Workspace {
         payload.resize(bucket - OVERHEAD, 0);
         let current =
             self.log.keyring.workspace_key().ok_or(Error::WorkspaceFormat { detail: "no workspace key".into() })?;
-        seal_restore_payload(&self.log.workspace_id, current, &self.log.identity, &payload)
+        RESTORE_POINT_FRAME.seal(&self.log.workspace_id, current, &self.log.identity, &payload)
     }
 
     /// Checks every blob of a restore point (format, workspace, epoch, authentication,
@@ -183,17 +182,6 @@ impl Workspace {
         }
         Ok(opened)
     }
-}
-
-/// Seals a restore point blob's (padded) payload under the snapshot key of `current`, signed by
-/// `identity`.
-pub(super) fn seal_restore_payload(
-    workspace_id: &[u8; 16],
-    current: &WorkspaceKey,
-    identity: &DeviceIdentity,
-    payload: &[u8],
-) -> Result<Vec<u8>> {
-    RESTORE_POINT_FRAME.seal(workspace_id, current, identity, payload)
 }
 
 /// One blob of a restore point opened with the snapshot keys of `keys` (workspace, epoch,
