@@ -40,30 +40,36 @@ enum AnyChange<'a> {
     Parsed(Box<Change>),
 }
 
-impl AnyChange<'_> {
-    fn facts(&self) -> &dyn ChangeFacts {
-        match self {
-            AnyChange::Held(meta) => meta,
-            AnyChange::Parsed(change) => &**change,
-        }
-    }
-}
-
 impl ChangeFacts for AnyChange<'_> {
     fn hash(&self) -> ChangeHash {
-        self.facts().hash()
+        match self {
+            AnyChange::Held(meta) => meta.hash(),
+            AnyChange::Parsed(change) => ChangeFacts::hash(&**change),
+        }
     }
     fn seq(&self) -> u64 {
-        self.facts().seq()
+        match self {
+            AnyChange::Held(meta) => meta.seq(),
+            AnyChange::Parsed(change) => ChangeFacts::seq(&**change),
+        }
     }
     fn deps(&self) -> &[ChangeHash] {
-        self.facts().deps()
+        match self {
+            AnyChange::Held(meta) => ChangeFacts::deps(meta),
+            AnyChange::Parsed(change) => ChangeFacts::deps(&**change),
+        }
     }
     fn message(&self) -> Option<&str> {
-        self.facts().message()
+        match self {
+            AnyChange::Held(meta) => ChangeFacts::message(meta),
+            AnyChange::Parsed(change) => ChangeFacts::message(&**change),
+        }
     }
     fn actor_bytes(&self) -> &[u8] {
-        self.facts().actor_bytes()
+        match self {
+            AnyChange::Held(meta) => meta.actor_bytes(),
+            AnyChange::Parsed(change) => ChangeFacts::actor_bytes(&**change),
+        }
     }
 }
 
