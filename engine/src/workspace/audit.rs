@@ -40,36 +40,30 @@ enum AnyChange<'a> {
     Parsed(Box<Change>),
 }
 
+impl AnyChange<'_> {
+    fn facts(&self) -> &dyn ChangeFacts {
+        match self {
+            AnyChange::Held(meta) => meta,
+            AnyChange::Parsed(change) => &**change,
+        }
+    }
+}
+
 impl ChangeFacts for AnyChange<'_> {
     fn hash(&self) -> ChangeHash {
-        match self {
-            AnyChange::Held(meta) => meta.hash(),
-            AnyChange::Parsed(change) => ChangeFacts::hash(&**change),
-        }
+        self.facts().hash()
     }
     fn seq(&self) -> u64 {
-        match self {
-            AnyChange::Held(meta) => meta.seq(),
-            AnyChange::Parsed(change) => ChangeFacts::seq(&**change),
-        }
+        self.facts().seq()
     }
     fn deps(&self) -> &[ChangeHash] {
-        match self {
-            AnyChange::Held(meta) => ChangeFacts::deps(meta),
-            AnyChange::Parsed(change) => ChangeFacts::deps(&**change),
-        }
+        self.facts().deps()
     }
     fn message(&self) -> Option<&str> {
-        match self {
-            AnyChange::Held(meta) => ChangeFacts::message(meta),
-            AnyChange::Parsed(change) => ChangeFacts::message(&**change),
-        }
+        self.facts().message()
     }
     fn actor_bytes(&self) -> &[u8] {
-        match self {
-            AnyChange::Held(meta) => meta.actor_bytes(),
-            AnyChange::Parsed(change) => ChangeFacts::actor_bytes(&**change),
-        }
+        self.facts().actor_bytes()
     }
 }
 
