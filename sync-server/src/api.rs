@@ -17,7 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{self, ErrorBody};
-use crate::{AppState, auth, backup, blobs, workspaces};
+use crate::{AppState, auth, backup, blobs, grants, workspaces};
 
 /// The header carrying a request's id: the client's if it sent a sane one, else a new ULID.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -52,6 +52,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .routes(routes!(workspaces::list_envelopes))
         .routes(routes!(workspaces::put_recovery, workspaces::get_recovery))
         .routes(routes!(workspaces::recovery_authorize))
+        .routes(routes!(grants::recovery_read))
         .routes(routes!(workspaces::create_invite))
         .routes(routes!(workspaces::join))
         .routes(routes!(workspaces::list_joins))

@@ -119,11 +119,20 @@ pub struct Tokens {
     decoding: DecodingKey,
     validation: Validation,
     pub access_ttl: std::time::Duration,
+    /// Read grants' keys: derived from the same secret under their own context, so a grant is
+    /// never an access token and an access token never a grant.
+    pub(crate) grant_encoding: EncodingKey,
+    pub(crate) grant_decoding: DecodingKey,
+    pub read_grant_ttl: std::time::Duration,
 }
 
 impl Tokens {
     /// The token secret from storage, made on first use.
-    pub async fn load(storage: &dyn Storage, access_ttl: std::time::Duration) -> Result<Self, StorageError> {
+    pub async fn load(
+        storage: &dyn Storage,
+        access_ttl: std::time::Duration,
+        read_grant_ttl: std::time::Duration,
+    ) -> Result<Self, StorageError> {
         let secret = match storage.get(records::TOKEN_SECRET_KEY).await? {
             Some(secret) => secret,
             None => {
@@ -143,11 +152,15 @@ impl Tokens {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "sub"]);
+        let grant_key = blake3::derive_key(crate::grants::GRANT_KEY_CONTEXT, &secret);
         Ok(Self {
             encoding: EncodingKey::from_secret(&secret),
             decoding: DecodingKey::from_secret(&secret),
             validation,
             access_ttl,
+            grant_encoding: EncodingKey::from_secret(&grant_key),
+            grant_decoding: DecodingKey::from_secret(&grant_key),
+            read_grant_ttl,
         })
     }
 

@@ -20,6 +20,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::{self, ApiError, ErrorBody, Params, Segments};
+use crate::grants::GrantHeader;
 use crate::storage::{BlobId, NewBlob};
 
 /// Largest blob: clients chunk larger snapshots.
@@ -121,18 +122,20 @@ pub async fn put_blob(
 }
 
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/blobs/{id}", tag = "blobs",
-    params(("ws" = String, Path, description = "Workspace id"), ("id" = String, Path, description = "BLAKE3 of the blob, hex")),
+    params(("ws" = String, Path, description = "Workspace id"), ("id" = String, Path, description = "BLAKE3 of the blob, hex"),
+           ("x-adiuva-read-grant" = Option<String>, Header, description = "A read grant (`recovery/read`) for this workspace and device: reads without the device being authorized")),
     responses((status = 200, description = "The blob's bytes", content_type = "application/octet-stream", body = Vec<u8>),
               (status = 400, description = "Malformed id", body = ErrorBody),
               (status = 401, description = "Missing, expired or invalid access token", body = ErrorBody),
-              (status = 403, description = "The calling device is not authorized", body = ErrorBody),
+              (status = 403, description = "The calling device is not authorized and brings no read grant, or its grant is not for this workspace and device (`relay.grant_invalid`) or expired (`relay.grant_expired`)", body = ErrorBody),
               (status = 404, description = "No such workspace or blob", body = ErrorBody)))]
 pub async fn get_blob(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    grant: GrantHeader,
     Segments((workspace, id)): Segments<(String, String)>,
 ) -> Result<Response, ApiError> {
-    state.authorize(&caller, &workspace).await?;
+    state.authorize_read(&caller, &workspace, &grant).await?;
     let id = parse_id(&id)?;
     let bytes = state.storage.get_blob(&workspace, &id).await?.ok_or_else(|| error::not_found("no such blob"))?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
@@ -158,19 +161,21 @@ pub struct ChangesPage {
 }
 
 #[utoipa::path(get, path = "/api/v1/workspaces/{ws}/changes", tag = "blobs",
-    params(("ws" = String, Path, description = "Workspace id"), ChangesQuery),
+    params(("ws" = String, Path, description = "Workspace id"), ChangesQuery,
+           ("x-adiuva-read-grant" = Option<String>, Header, description = "A read grant (`recovery/read`) for this workspace and device: reads without the device being authorized")),
     responses((status = 200, description = "The sequence after the cursor", body = ChangesPage),
               (status = 400, description = "Malformed query", body = ErrorBody),
               (status = 401, description = "Missing, expired or invalid access token", body = ErrorBody),
-              (status = 403, description = "The calling device is not authorized", body = ErrorBody),
+              (status = 403, description = "The calling device is not authorized and brings no read grant, or its grant is not for this workspace and device (`relay.grant_invalid`) or expired (`relay.grant_expired`)", body = ErrorBody),
               (status = 404, description = "No such workspace for this account", body = ErrorBody)))]
 pub async fn changes(
     State(state): State<Arc<AppState>>,
     caller: Caller,
+    grant: GrantHeader,
     Segments(workspace): Segments<String>,
     Params(query): Params<ChangesQuery>,
 ) -> Result<Json<ChangesPage>, ApiError> {
-    state.authorize(&caller, &workspace).await?;
+    state.authorize_read(&caller, &workspace, &grant).await?;
     let limit = query.limit.unwrap_or(MAX_CHANGES).clamp(1, MAX_CHANGES);
     let head = state.storage.head(&workspace).await?;
     let changes = state.storage.changes(&workspace, query.after, limit).await?;

@@ -27,6 +27,7 @@ pub mod auth;
 pub mod backup;
 pub mod blobs;
 pub mod error;
+pub mod grants;
 pub mod limits;
 pub mod storage;
 pub mod workspaces;
@@ -50,13 +51,19 @@ use crate::storage::Storage;
 pub struct Config {
     /// How long an access token is valid.
     pub access_token_ttl: Duration,
+    /// How long a read grant (`recovery/read`) is valid.
+    pub read_grant_ttl: Duration,
     /// Requests per minute per client address on the routes without a token.
     pub anonymous_per_minute: u32,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { access_token_ttl: Duration::from_secs(15 * 60), anonymous_per_minute: 60 }
+        Self {
+            access_token_ttl: Duration::from_secs(15 * 60),
+            read_grant_ttl: Duration::from_secs(10 * 60),
+            anonymous_per_minute: 60,
+        }
     }
 }
 
@@ -73,7 +80,7 @@ pub struct AppState {
 impl AppState {
     pub async fn new(storage: Arc<dyn Storage>, config: &Config) -> Result<Self, storage::StorageError> {
         Ok(Self {
-            tokens: Tokens::load(storage.as_ref(), config.access_token_ttl).await?,
+            tokens: Tokens::load(storage.as_ref(), config.access_token_ttl, config.read_grant_ttl).await?,
             storage,
             limits: Limits::new(config.anonymous_per_minute),
             live: Live::default(),

@@ -45,6 +45,9 @@ struct Cli {
     /// Seconds an access token is valid.
     #[arg(long, default_value_t = 900)]
     access_token_ttl: u64,
+    /// Seconds a read grant (an audit's proof of the recovery phrase) is valid.
+    #[arg(long, default_value_t = 600)]
+    read_grant_ttl: u64,
     /// Requests per minute per client address on register, login and refresh.
     #[arg(long, default_value_t = 60)]
     anonymous_per_minute: u32,
@@ -118,6 +121,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("listening on {}", cli.listen))?;
             let config = Config {
                 access_token_ttl: Duration::from_secs(cli.access_token_ttl),
+                read_grant_ttl: Duration::from_secs(cli.read_grant_ttl),
                 anonymous_per_minute: cli.anonymous_per_minute,
             };
             // The test harness and service managers read the bound address from this line.

@@ -32,7 +32,7 @@ pub const SMALL_RECORD_BYTES: usize = 64 * 1024;
 const CHALLENGE_TTL: Duration = Duration::minutes(10);
 /// The longest an invite may live.
 const MAX_INVITE_TTL: Duration = Duration::days(7);
-/// What a recovery proof signs: this, then the workspace, device and challenge, each on a line.
+/// What a proof that authorizes the device signs (see [`recovery_proof_message`]).
 const RECOVERY_PROOF_CONTEXT: &str = "adiuva relay recovery proof v1";
 
 /// A workspace's or an invite's id as the routes take it: 1 to 64 letters, digits, `-`, `_`.
@@ -311,7 +311,8 @@ pub struct RecoveryView {
     pub wrapped_key: String,
     pub verifier: String,
     pub updated_at: DateTime<Utc>,
-    /// To sign (with the phrase-derived private key) to authorize the calling device; single use.
+    /// To sign (with the phrase-derived private key) to authorize the calling device, or for a
+    /// read grant; single use.
     pub challenge: String,
     pub challenge_expires_at: DateTime<Utc>,
 }
@@ -320,7 +321,9 @@ pub struct RecoveryView {
 #[serde(deny_unknown_fields)]
 pub struct RecoveryProof {
     pub challenge: String,
-    /// Ed25519 signature, hex, of `adiuva relay recovery proof v1\nWS\nDEVICE\nCHALLENGE`.
+    /// Ed25519 signature, hex, of `CONTEXT\nWS\nDEVICE\nCHALLENGE`, where CONTEXT is
+    /// `adiuva relay recovery proof v1` (`recovery/authorize`) or `adiuva relay recovery read v1`
+    /// (`recovery/read`).
     pub signature: String,
 }
 
@@ -384,9 +387,10 @@ pub async fn get_recovery(
     }))
 }
 
-/// The message a recovery proof signs.
-pub fn recovery_proof_message(workspace: &str, device: &DeviceId, challenge: &str) -> String {
-    format!("{RECOVERY_PROOF_CONTEXT}\n{workspace}\n{device}\n{challenge}")
+/// The message a recovery proof signs: its context (what the proof is for), then the
+/// workspace, the device and the challenge, each on a line.
+pub fn recovery_proof_message(context: &str, workspace: &str, device: &DeviceId, challenge: &str) -> String {
+    format!("{context}\n{workspace}\n{device}\n{challenge}")
 }
 
 #[utoipa::path(post, path = "/api/v1/workspaces/{ws}/recovery/authorize", tag = "keys", request_body = RecoveryProof,
@@ -404,35 +408,50 @@ pub async fn recovery_authorize(
     Segments(workspace): Segments<String>,
     Body(proof): Body<RecoveryProof>,
 ) -> Result<StatusCode, ApiError> {
-    state.owned_workspace(&caller, &workspace).await?;
-    let refused =
-        || ApiError::new(StatusCode::FORBIDDEN, ErrorCode::RelayProofInvalid, "the recovery proof does not verify");
-    if proof.challenge.len() != 64 || !proof.challenge.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(refused());
-    }
-    let bytes = state
-        .storage
-        .get(&records::recovery_key(&workspace))
-        .await?
-        .ok_or_else(|| error::not_found("the workspace has no recovery record"))?;
-    let record: Recovery = records::decode(&bytes, "a recovery record")?;
-    let challenge_key = records::challenge_key(&workspace, &proof.challenge);
-    let Some(pending_bytes) = state.storage.get(&challenge_key).await? else { return Err(refused()) };
-    let pending: Challenge = records::decode(&pending_bytes, "a recovery challenge")?;
-    // Single use, whatever the outcome: a challenge cannot be tried twice.
-    if !state.storage.compare_and_swap(&challenge_key, Some(&pending_bytes), None).await? {
-        return Err(refused());
-    }
-    if pending.device != caller.device || pending.expires_at <= Utc::now() {
-        return Err(refused());
-    }
-    let mut signature = [0u8; 64];
-    hex::decode_to_slice(&proof.signature, &mut signature).map_err(|_| refused())?;
-    let verifier = VerifyingKey::from_bytes(&record.verifier).map_err(|_| refused())?;
-    let message = recovery_proof_message(&workspace, &caller.device, &proof.challenge);
-    verifier.verify_strict(message.as_bytes(), &Signature::from_bytes(&signature)).map_err(|_| refused())?;
+    state.check_recovery_proof(&caller, &workspace, &proof, RECOVERY_PROOF_CONTEXT).await?;
     state.add_device(&workspace, &caller.device, &caller.device).await?;
     Ok(StatusCode::CREATED)
+}
+
+impl AppState {
+    /// Checks a proof of the recovery phrase: a challenge `GET recovery` issued to the calling
+    /// device, unexpired, consumed by this attempt whatever its outcome, and signed by the
+    /// record's verifier over `context`, the workspace, the device and the challenge.
+    pub async fn check_recovery_proof(
+        &self,
+        caller: &Caller,
+        workspace: &str,
+        proof: &RecoveryProof,
+        context: &str,
+    ) -> Result<(), ApiError> {
+        self.owned_workspace(caller, workspace).await?;
+        let refused =
+            || ApiError::new(StatusCode::FORBIDDEN, ErrorCode::RelayProofInvalid, "the recovery proof does not verify");
+        if proof.challenge.len() != 64 || !proof.challenge.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(refused());
+        }
+        let bytes = self
+            .storage
+            .get(&records::recovery_key(workspace))
+            .await?
+            .ok_or_else(|| error::not_found("the workspace has no recovery record"))?;
+        let record: Recovery = records::decode(&bytes, "a recovery record")?;
+        let challenge_key = records::challenge_key(workspace, &proof.challenge);
+        let Some(pending_bytes) = self.storage.get(&challenge_key).await? else { return Err(refused()) };
+        let pending: Challenge = records::decode(&pending_bytes, "a recovery challenge")?;
+        // Single use, whatever the outcome: a challenge cannot be tried twice.
+        if !self.storage.compare_and_swap(&challenge_key, Some(&pending_bytes), None).await? {
+            return Err(refused());
+        }
+        if pending.device != caller.device || pending.expires_at <= Utc::now() {
+            return Err(refused());
+        }
+        let mut signature = [0u8; 64];
+        hex::decode_to_slice(&proof.signature, &mut signature).map_err(|_| refused())?;
+        let verifier = VerifyingKey::from_bytes(&record.verifier).map_err(|_| refused())?;
+        let message = recovery_proof_message(context, workspace, &caller.device, &proof.challenge);
+        verifier.verify_strict(message.as_bytes(), &Signature::from_bytes(&signature)).map_err(|_| refused())
+    }
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -109,6 +109,13 @@ fn the_document_validates_and_every_route_answers_as_documented() {
             ),
         ),
         (
+            ("post", "/api/v1/workspaces/{ws}/recovery/read"),
+            (
+                "/api/v1/workspaces/ws/recovery/read".into(),
+                Body::Json(json!({"challenge": hex(&[0; 32]), "signature": hex(&[0; 64])})),
+            ),
+        ),
+        (
             ("post", "/api/v1/workspaces/{ws}/invites"),
             (
                 "/api/v1/workspaces/ws/invites".into(),
