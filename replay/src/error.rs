@@ -9,6 +9,15 @@ use adiuva_model::ErrorCode;
 pub enum ReplayError {
     #[error(transparent)]
     Engine(#[from] adiuva_engine::Error),
+    /// Reading a relay backup failed (the relay's refusal, a wrong phrase, a unit that fails a
+    /// check, a page replayed or cut short).
+    #[error(transparent)]
+    Relay(#[from] adiuva_sync::SyncError),
+    #[error("could not make the private copy of the relay backup: {source}")]
+    Copy {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("no change {hash} in this workspace")]
     ChangeNotFound { hash: String },
     #[error("{matches} changes start with {prefix}; give more of the hash")]
@@ -35,6 +44,8 @@ impl ReplayError {
     pub fn code(&self) -> ErrorCode {
         match self {
             ReplayError::Engine(error) => error.code(),
+            ReplayError::Relay(error) => error.code(),
+            ReplayError::Copy { .. } => ErrorCode::ReplayCopyFailed,
             ReplayError::ChangeNotFound { .. } => ErrorCode::ReplayChangeNotFound,
             ReplayError::ChangeAmbiguous { .. } => ErrorCode::ReplayChangeAmbiguous,
             ReplayError::RecordNotFound { .. } => ErrorCode::RecordNotFound,

@@ -2,17 +2,18 @@
 //! workspace read-only, prints; exit status 0 when all is well, 1 when `verify` found faults,
 //! 2 when the command itself failed (printed as `error[code]: message`).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use adiuva_replay::events::{self, Filter, Format};
 use adiuva_replay::state::{self, Point};
 use adiuva_replay::verify::{self, Progress};
-use adiuva_replay::{ReplayError, history, rebuild};
+use adiuva_replay::{Audited, PASSWORD_ENV, RelayBackup, RelayProgress, ReplayError, history, rebuild};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use zeroize::Zeroizing;
 
 #[derive(Parser)]
 #[command(name = "adiuva-replay", version, about = "Audit, verify and time-travel an Adiuva workspace, read-only.")]
@@ -25,14 +26,22 @@ struct Cli {
 enum Command {
     /// Check every tag, signature, hash, dependency, manifest and envelope; report every fault.
     Verify {
-        path: PathBuf,
+        /// The workspace directory; without it, the relay backup named by --server.
+        #[arg(required_unless_present = "server", conflicts_with = "server")]
+        path: Option<PathBuf>,
+        #[command(flatten)]
+        relay: RelayArgs,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
     /// List events (from the event index), filtered.
     Events {
-        path: PathBuf,
+        /// The workspace directory; without it, the relay backup named by --server.
+        #[arg(required_unless_present = "server", conflicts_with = "server")]
+        path: Option<PathBuf>,
+        #[command(flatten)]
+        relay: RelayArgs,
         #[arg(long)]
         actor: Option<String>,
         #[arg(long)]
@@ -53,15 +62,24 @@ enum Command {
         format: OutputFormat,
     },
     /// Every event that touched a record, with its provenance chain.
+    #[command(allow_missing_positional = true)]
     History {
-        path: PathBuf,
+        /// The workspace directory; without it, the relay backup named by --server.
+        #[arg(required_unless_present = "server", conflicts_with = "server")]
+        path: Option<PathBuf>,
+        #[command(flatten)]
+        relay: RelayArgs,
         record: String,
         #[arg(long)]
         json: bool,
     },
     /// The state of every collection at a time or change.
     At {
-        path: PathBuf,
+        /// The workspace directory; without it, the relay backup named by --server.
+        #[arg(required_unless_present = "server", conflicts_with = "server")]
+        path: Option<PathBuf>,
+        #[command(flatten)]
+        relay: RelayArgs,
         #[arg(long, value_parser = parse_time, conflicts_with = "change", required_unless_present = "change")]
         time: Option<DateTime<Utc>>,
         #[arg(long)]
@@ -71,18 +89,44 @@ enum Command {
     },
     /// What changed between two points (change hashes or times), record by record.
     Diff {
-        path: PathBuf,
-        a: String,
-        b: String,
+        /// The workspace directory (absent for the relay backup named by --server), then the
+        /// two points.
+        #[arg(value_name = "[PATH] A B", num_args = 2..=3, required = true)]
+        points: Vec<String>,
+        #[command(flatten)]
+        relay: RelayArgs,
         #[arg(long)]
         json: bool,
     },
     /// Rebuild derived data (read views, events) from the log into another directory.
     RebuildIndex {
-        path: PathBuf,
+        /// The workspace directory; without it, the relay backup named by --server.
+        #[arg(required_unless_present = "server", conflicts_with = "server")]
+        path: Option<PathBuf>,
+        #[command(flatten)]
+        relay: RelayArgs,
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// A relay backup as the audited workspace, read with a read grant (no device is added to the
+/// relay or to the workspace). The account's password comes from `ADIUVA_PASSWORD`, else a
+/// prompt.
+#[derive(clap::Args)]
+struct RelayArgs {
+    /// The relay holding the backup, e.g. https://relay.example.com.
+    #[arg(long, requires_all = ["email", "phrase", "workspace_id"])]
+    server: Option<String>,
+    /// The account's email.
+    #[arg(long, requires = "server")]
+    email: Option<String>,
+    /// The workspace's 12-word recovery phrase.
+    #[arg(long, requires = "server")]
+    phrase: Option<String>,
+    /// The workspace's id (`adiuva status` and `adiuva recovery phrase` show it).
+    #[arg(long = "id", value_name = "WORKSPACE_ID", requires = "server")]
+    workspace_id: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -119,14 +163,61 @@ fn main() -> ExitCode {
     }
 }
 
+/// The audited workspace: the directory `path`, or the relay backup `relay` names.
+fn open(path: Option<PathBuf>, relay: RelayArgs) -> anyhow::Result<Audited> {
+    let from_relay = (relay.server, relay.email, relay.phrase, relay.workspace_id);
+    match (path, from_relay) {
+        (Some(_), (Some(_), ..)) => anyhow::bail!("give either a workspace directory or --server, not both"),
+        (Some(path), _) => Ok(adiuva_replay::open(&path)?.into()),
+        (None, (Some(server), Some(email), Some(phrase), Some(workspace))) => {
+            let password = password()?;
+            let from = RelayBackup {
+                server: &server,
+                email: &email,
+                password: &password,
+                workspace: &workspace,
+                phrase: &phrase,
+            };
+            let bar = ProgressBar::hidden();
+            let opened = adiuva_replay::open_relay(&from, &mut |progress| {
+                let RelayProgress::Pulling { done, total } = progress else { return };
+                if bar.is_hidden() {
+                    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                    bar.set_style(
+                        ProgressStyle::with_template("{bar:40} {pos}/{len} relay blobs pulled")
+                            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    );
+                }
+                bar.set_length(total);
+                bar.set_position(done);
+            });
+            bar.finish_and_clear();
+            Ok(opened?)
+        }
+        _ => anyhow::bail!(
+            "give the workspace directory, or a relay backup: --server URL --email E --phrase \"…\" --id WORKSPACE_ID"
+        ),
+    }
+}
+
+/// The relay account's password: `ADIUVA_PASSWORD`, else a prompt on the terminal.
+fn password() -> anyhow::Result<Zeroizing<String>> {
+    if let Some(password) = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()) {
+        return Ok(Zeroizing::new(password));
+    }
+    anyhow::ensure!(std::io::stdin().is_terminal(), "set {PASSWORD_ENV} or run on a terminal to enter the password");
+    Ok(Zeroizing::new(rpassword::prompt_password("Account password: ")?))
+}
+
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match command {
-        Command::Verify { path, json } => {
-            let mut workspace = adiuva_replay::open(&path)?;
+        Command::Verify { path, relay, json } => {
+            let mut audited = open(path, relay)?;
+            let workspace = &mut audited.workspace;
             let bar = ProgressBar::hidden();
-            let report = verify::verify(&mut workspace, &mut |progress| match progress {
+            let report = verify::verify(workspace, &mut |progress| match progress {
                 Progress::Documents(count) => {
                     bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
                     bar.set_length(count as u64);
@@ -161,10 +252,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             out.flush()?;
             Ok(if report.faults.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Command::Events { path, actor, kind, record, device, correlation, since, until, format } => {
-            let mut workspace = adiuva_replay::open(&path)?;
+        Command::Events { path, relay, actor, kind, record, device, correlation, since, until, format } => {
+            let mut audited = open(path, relay)?;
+            let workspace = &mut audited.workspace;
             let filter = Filter { actor, kind, record, device, correlation, since, until };
-            let found = events::events(&mut workspace, &filter)?;
+            let found = events::events(workspace, &filter)?;
             let format = match format {
                 OutputFormat::Table => Format::Table,
                 OutputFormat::Json => Format::Json,
@@ -174,9 +266,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::History { path, record, json } => {
-            let mut workspace = adiuva_replay::open(&path)?;
-            let found = history::history(&mut workspace, &record)?;
+        Command::History { path, relay, record, json } => {
+            let mut audited = open(path, relay)?;
+            let workspace = &mut audited.workspace;
+            let found = history::history(workspace, &record)?;
             if json {
                 serde_json::to_writer_pretty(&mut out, &found)?;
                 writeln!(out)?;
@@ -186,14 +279,15 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::At { path, time, change, format } => {
+        Command::At { path, relay, time, change, format } => {
             let point = match (time, change) {
                 (Some(time), _) => Point::Time(time),
                 (None, Some(change)) => change.parse()?,
                 (None, None) => anyhow::bail!("give --time or --change"),
             };
-            let mut workspace = adiuva_replay::open(&path)?;
-            let state = state::at(&mut workspace, &point)?;
+            let mut audited = open(path, relay)?;
+            let workspace = &mut audited.workspace;
+            let state = state::at(workspace, &point)?;
             match format {
                 StateFormat::Json => {
                     serde_json::to_writer_pretty(&mut out, &state)?;
@@ -210,11 +304,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Diff { path, a, b, json } => {
+        Command::Diff { mut points, relay, json } => {
+            let (Some(b), Some(a)) = (points.pop(), points.pop()) else { anyhow::bail!("give two points to compare") };
+            let path = points.pop().map(PathBuf::from);
             let (a, b): (Point, Point) = (a.parse()?, b.parse()?);
-            let mut workspace = adiuva_replay::open(&path)?;
-            let before = state::at(&mut workspace, &a)?;
-            let after = state::at(&mut workspace, &b)?;
+            let mut audited = open(path, relay)?;
+            let workspace = &mut audited.workspace;
+            let before = state::at(workspace, &a)?;
+            let after = state::at(workspace, &b)?;
             let diff = state::diff(&before, &after);
             if json {
                 serde_json::to_writer_pretty(&mut out, &diff)?;
@@ -232,9 +329,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::RebuildIndex { path, out: dir } => {
-            let mut workspace = adiuva_replay::open(&path)?;
-            let rebuilt = rebuild::rebuild(&mut workspace, &dir)?;
+        Command::RebuildIndex { path, relay, out: dir } => {
+            let mut audited = open(path, relay)?;
+            let workspace = &mut audited.workspace;
+            let rebuilt = rebuild::rebuild(workspace, &dir)?;
             writeln!(
                 out,
                 "rebuilt {} read views ({} records) and {} events into {}",

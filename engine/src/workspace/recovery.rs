@@ -12,9 +12,10 @@ use zeroize::Zeroizing;
 use super::commit::{EventDraft, Operation};
 use super::devices::device_name;
 use super::log::Attest;
+use super::relay::{OpenedUnit, bundle_keys, open_unit_bytes};
 use super::{ROOT_DOCUMENT, Workspace, layout};
 use crate::chunk::BlobKind;
-use crate::crypto::{SecretKey, random_bytes};
+use crate::crypto::{SecretKey, WorkspaceKey, random_bytes};
 use crate::error::{Error, Result};
 use crate::identity::DeviceIdentity;
 use crate::keystore::{self, KeyProtection};
@@ -116,29 +117,72 @@ impl Workspace {
         name: &str,
     ) -> Result<Workspace> {
         let name = device_name(name)?;
-        let workspace_id = unwrapped.workspace_id.to_bytes();
-        let keys = super::relay::bundle_keys(&unwrapped.epochs);
-        let mut root_parts = Vec::new();
-        for (seq, bytes) in units {
-            let opened = super::relay::open_unit_bytes(&format!("#{seq}"), &workspace_id, &keys, bytes)?;
-            root_parts.extend(opened.parts.into_iter().filter(|(document, _)| document == ROOT_DOCUMENT));
-        }
-        let mut root_parts = root_parts.into_iter().map(|(_, signed)| signed);
-        let first = root_parts.next().ok_or_else(|| Error::UnitMalformed {
-            unit: "relay".into(),
-            detail: "the relay holds no root document to restore from".into(),
-        })?;
-        let unlocked = keystore::create_for(unwrapped.workspace_id, protection, identity, unwrapped.epochs)?;
-        let (mut workspace, batch) = Workspace::create_empty(dir, unwrapped.workspace_id, unlocked)?;
-        workspace.import_into(ROOT_DOCUMENT, &first, batch)?;
-        for signed in root_parts {
-            workspace.import_changes(ROOT_DOCUMENT, &signed)?;
-        }
-        workspace.add_restored_device(&unwrapped.keys.identity, name)?;
+        let recovery::Unwrapped { workspace_id, keys, epochs } = unwrapped;
+        let (mut workspace, _) = Self::root_from_units(dir, protection, identity, workspace_id, epochs, units)?;
+        workspace.add_restored_device(&keys.identity, name)?;
         for (seq, bytes) in units {
             workspace.open_unit(relay, *seq, bytes)?;
         }
         Ok(workspace)
+    }
+
+    /// A private copy, in `dir` (empty or missing), of the log a relay holds, for reading only
+    /// (the audit tool's `--server`): every unit opened and checked as
+    /// [`Self::restore_from_units`] does, imported through the same checked path, but nothing
+    /// committed and nothing of the relay recorded: no `device.added`, no sync state. The copy's
+    /// device (`identity`, shown to no one) is not in its device list: the copy holds the
+    /// relay's log and nothing more.
+    pub fn copy_from_units(
+        dir: &Path,
+        protection: KeyProtection,
+        identity: DeviceIdentity,
+        unwrapped: recovery::Unwrapped,
+        units: &[(u64, Vec<u8>)],
+    ) -> Result<Workspace> {
+        let (mut workspace, opened) =
+            Self::root_from_units(dir, protection, identity, unwrapped.workspace_id, unwrapped.epochs, units)?;
+        for unit in &opened {
+            // The root came in whole, in order, before.
+            for (document, signed) in unit.parts.iter().filter(|(document, _)| document != ROOT_DOCUMENT) {
+                workspace.check_unit_sender(document, &unit.sender)?;
+                workspace.import_changes(document, signed)?;
+            }
+        }
+        Ok(workspace)
+    }
+
+    /// Opens and checks every unit, then creates the workspace in `dir` with `identity` and
+    /// the key `epochs`, holding the root document of the units in their order. Returns it and
+    /// the opened units.
+    fn root_from_units(
+        dir: &Path,
+        protection: KeyProtection,
+        identity: DeviceIdentity,
+        workspace_id: ulid::Ulid,
+        epochs: Vec<WorkspaceKey>,
+        units: &[(u64, Vec<u8>)],
+    ) -> Result<(Workspace, Vec<OpenedUnit>)> {
+        let keys = bundle_keys(&epochs);
+        let mut opened = Vec::with_capacity(units.len());
+        for (seq, bytes) in units {
+            opened.push(open_unit_bytes(&format!("#{seq}"), &workspace_id.to_bytes(), &keys, bytes)?);
+        }
+        let mut root_parts = opened
+            .iter()
+            .flat_map(|unit| unit.parts.iter())
+            .filter(|(document, _)| document == ROOT_DOCUMENT)
+            .map(|(_, signed)| signed);
+        let first = root_parts.next().ok_or_else(|| Error::UnitMalformed {
+            unit: "relay".into(),
+            detail: "the relay holds no root document to restore from".into(),
+        })?;
+        let unlocked = keystore::create_for(workspace_id, protection, identity, epochs)?;
+        let (mut workspace, batch) = Workspace::create_empty(dir, workspace_id, unlocked)?;
+        workspace.import_into(ROOT_DOCUMENT, first, batch)?;
+        for signed in root_parts {
+            workspace.import_changes(ROOT_DOCUMENT, signed)?;
+        }
+        Ok((workspace, opened))
     }
 
     /// Commits `device.added` for this (restored) device, as the recovery identity.

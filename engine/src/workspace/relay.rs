@@ -261,13 +261,7 @@ impl Workspace {
         let mut result = UnitImport { sender: Some(opened.sender), ..UnitImport::default() };
         let mut state = self.relay_state(relay)?;
         for (document, signed) in &opened.parts {
-            if document != ROOT_DOCUMENT && !self.device_list()?.devices.contains_key(&opened.sender) {
-                return Err(Error::DeviceUnknown {
-                    device: opened.sender.to_string(),
-                    document: Some(document.clone()),
-                    change: None,
-                });
-            }
+            self.check_unit_sender(document, &opened.sender)?;
             let imported = self.import_changes(document, signed)?;
             result.imported.applied += imported.applied;
             result.imported.pending += imported.pending;
@@ -287,6 +281,19 @@ impl Workspace {
         state.cursor = state.cursor.max(seq);
         self.set_relay_state(relay, &state)?;
         Ok(result)
+    }
+
+    /// Refuses a unit's part for `document` sealed by `sender` if the sender is not in the
+    /// device list (the root, which the list comes from, excepted).
+    pub(super) fn check_unit_sender(&mut self, document: &str, sender: &DeviceId) -> Result<()> {
+        if document != ROOT_DOCUMENT && !self.device_list()?.devices.contains_key(sender) {
+            return Err(Error::DeviceUnknown {
+                device: sender.to_string(),
+                document: Some(document.to_owned()),
+                change: None,
+            });
+        }
+        Ok(())
     }
 
     /// Moves the cursor past number `seq` of `relay`: a blob of the sequence that is not a unit

@@ -132,19 +132,26 @@ impl Relay {
                     self.account.store(workspace)?;
                     debug!("access token refreshed");
                 }
-                Err(error) if error.is_transient() && attempt + 1 < ATTEMPTS => {
-                    let wait = match &error {
-                        SyncError::Relay { retry_after: Some(seconds), .. } => {
-                            Duration::from_secs(*seconds).min(LONGEST_WAIT)
-                        }
-                        _ => FIRST_BACKOFF * 2u32.pow(attempt),
-                    };
-                    debug!(%error, attempt, wait_ms = wait.as_millis() as u64, "retrying");
-                    std::thread::sleep(wait);
-                    attempt += 1;
-                }
+                Err(error) if retry_after_wait(&error, &mut attempt) => {}
                 other => return other,
             }
         }
     }
+}
+
+/// Whether a request that failed with `error` on attempt number `attempt` (from 0) is worth
+/// another: if the failure is transient and attempts remain, waits (exponential backoff, or
+/// the relay's `Retry-After`, capped), counts the attempt and says yes.
+pub(crate) fn retry_after_wait(error: &SyncError, attempt: &mut u32) -> bool {
+    if !error.is_transient() || *attempt + 1 >= ATTEMPTS {
+        return false;
+    }
+    let wait = match error {
+        SyncError::Relay { retry_after: Some(seconds), .. } => Duration::from_secs(*seconds).min(LONGEST_WAIT),
+        _ => FIRST_BACKOFF * 2u32.pow(*attempt),
+    };
+    debug!(%error, attempt = *attempt, wait_ms = wait.as_millis() as u64, "retrying");
+    std::thread::sleep(wait);
+    *attempt += 1;
+    true
 }

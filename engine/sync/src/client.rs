@@ -19,6 +19,8 @@ const MAX_ANSWER: u64 = 17 * 1024 * 1024;
 /// How long one request may take in all (a 16 MiB blob on a slow link included).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The header a read grant travels in (the relay's `grants::READ_GRANT_HEADER`).
+const READ_GRANT_HEADER: &str = "x-adiuva-read-grant";
 
 /// A session with the relay: tokens for one account and device.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -57,6 +59,13 @@ pub struct RecoveryView {
     pub wrapped_key: String,
     pub verifier: String,
     pub challenge: String,
+}
+
+/// A read grant: this device may read the workspace's sequence until `expires_at`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ReadGrant {
+    pub grant: String,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// A join request posted to one of the workspace's invites, as the relay lists it.
@@ -117,6 +126,18 @@ impl RelayClient {
     }
 
     fn request(&self, method: &str, path: &str, token: Option<&str>, body: Body<'_>) -> Result<Answer> {
+        self.send(method, path, token, None, body)
+    }
+
+    /// A request, with a read grant (`recovery/read`) beside the token if `grant` is given.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        grant: Option<&str>,
+        body: Body<'_>,
+    ) -> Result<Answer> {
         let url = format!("{}/api/v1{path}", self.server);
         let offline =
             |error: ureq::Error| SyncError::Offline { server: self.server.clone(), detail: error.to_string() };
@@ -129,6 +150,9 @@ impl RelayClient {
                 };
                 if let Some(bearer) = &bearer {
                     request = request.header("authorization", bearer);
+                }
+                if let Some(grant) = grant {
+                    request = request.header(READ_GRANT_HEADER, grant);
                 }
                 request.call()
             }
@@ -293,6 +317,16 @@ impl RelayClient {
         json(answer, &[200], "recovery")
     }
 
+    /// A read grant for `ws` from a proof of the recovery phrase: this device may then read
+    /// the sequence and its blobs ([`Self::changes_granted`], [`Self::get_blob_granted`]) until
+    /// it expires, without being authorized.
+    pub fn read_grant(&self, token: &str, ws: &str, challenge: &str, signature: &[u8]) -> Result<ReadGrant> {
+        let body = json!({"challenge": challenge, "signature": adiuva_model::hex::encode(signature)});
+        let path = format!("/workspaces/{ws}/recovery/read");
+        let answer = self.request("POST", &path, Some(token), Body::Json(body))?;
+        json(answer, &[201], "recovery/read")
+    }
+
     pub fn authorize_by_recovery(&self, token: &str, ws: &str, challenge: &str, signature: &[u8]) -> Result<()> {
         let body = json!({"challenge": challenge, "signature": adiuva_model::hex::encode(signature)});
         let path = format!("/workspaces/{ws}/recovery/authorize");
@@ -317,7 +351,12 @@ impl RelayClient {
 
     /// Blob `id`, checked against its id.
     pub fn get_blob(&self, token: &str, ws: &str, id: &str) -> Result<Vec<u8>> {
-        let answer = self.request("GET", &format!("/workspaces/{ws}/blobs/{id}"), Some(token), Body::None)?;
+        self.get_blob_granted(token, None, ws, id)
+    }
+
+    /// [`Self::get_blob`] with a read grant, if given.
+    pub fn get_blob_granted(&self, token: &str, grant: Option<&str>, ws: &str, id: &str) -> Result<Vec<u8>> {
+        let answer = self.send("GET", &format!("/workspaces/{ws}/blobs/{id}"), Some(token), grant, Body::None)?;
         let bytes = expect(answer, &[200], "blobs")?;
         if blake3::hash(&bytes).to_hex().as_str() != id {
             return Err(SyncError::BlobCorrupt { id: id.to_owned() });
@@ -328,8 +367,13 @@ impl RelayClient {
     /// The sequence after `after`, checked: numbered `after + 1, after + 2, …` without a gap or a
     /// repeat, each id a blob id, and not stopping short of the head it announces unless full.
     pub fn changes(&self, token: &str, ws: &str, after: u64) -> Result<ChangesPage> {
-        let answer =
-            self.request("GET", &format!("/workspaces/{ws}/changes?after={after}"), Some(token), Body::None)?;
+        self.changes_granted(token, None, ws, after)
+    }
+
+    /// [`Self::changes`] with a read grant, if given.
+    pub fn changes_granted(&self, token: &str, grant: Option<&str>, ws: &str, after: u64) -> Result<ChangesPage> {
+        let path = format!("/workspaces/{ws}/changes?after={after}");
+        let answer = self.send("GET", &path, Some(token), grant, Body::None)?;
         check_page(after, json(answer, &[200], "changes")?)
     }
 }

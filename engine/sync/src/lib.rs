@@ -7,6 +7,8 @@
 //! - `sync`: one sync ([`sync_once`]): devices, key envelopes and recovery key reconciled, the
 //!   outbox pushed, everything after the cursor pulled;
 //! - `restore`: a workspace brought back on an empty machine from the phrase and a login;
+//! - `audit`: a private copy of the relay's log for the audit tool, read through a read grant
+//!   (no device authorized, nothing committed);
 //! - `invite`: inviting a device and joining through the relay (a [`RelayTicket`]);
 //! - `live`: the relay's live socket, which announces new blobs;
 //! - `backup`: restore points (compacted snapshots under the snapshot key) kept on the relay.
@@ -17,6 +19,7 @@
 //! holds state between calls.
 
 mod account;
+mod audit;
 mod backup;
 mod client;
 mod error;
@@ -26,8 +29,9 @@ mod restore;
 mod sync;
 
 pub use account::{Account, account_view, sign_in, sign_out};
+pub use audit::{AuditCopy, copy_for_audit};
 pub use backup::{PointRestored, backup_list, backup_now, restore_point};
-pub use client::{AccountView, BlobEntry, ChangesPage, JoinView, RelayClient, Session};
+pub use client::{AccountView, BlobEntry, ChangesPage, JoinView, ReadGrant, RelayClient, Session};
 pub use error::{Result, SyncError};
 pub use invite::{RelayTicket, invite, join, wait_for_join};
 pub use live::{LiveEndpoint, LiveSocket};

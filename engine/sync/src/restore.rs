@@ -8,7 +8,7 @@ use adiuva_engine::identity::DeviceIdentity;
 use adiuva_engine::{KeyProtection, Workspace, recovery};
 
 use crate::account::Relay;
-use crate::client::RelayClient;
+use crate::client::{RecoveryView, RelayClient};
 use crate::error::{Result, SyncError};
 use crate::sync::{self, Progress};
 
@@ -24,6 +24,22 @@ pub struct RestoreFrom<'a> {
     /// The workspace's id on the relay.
     pub workspace: &'a str,
     pub phrase: &'a str,
+}
+
+/// The relay's recovery record opened with the phrase: a wrong phrase, or a record of another
+/// workspace, is a typed error.
+pub(crate) fn unwrap_record(record: &RecoveryView, from: &RestoreFrom<'_>) -> Result<recovery::Unwrapped> {
+    let wrapped = adiuva_model::hex::decode(&record.wrapped_key)
+        .ok_or_else(|| SyncError::Malformed { what: "recovery".into(), detail: "wrapped_key is not hex".into() })?;
+    let unwrapped = recovery::unwrap(from.phrase, &wrapped)?;
+    if unwrapped.workspace_id.to_string() != from.workspace {
+        return Err(SyncError::Engine(adiuva_engine::Error::UnitForeign {
+            unit: "recovery key".into(),
+            expected: from.workspace.to_owned(),
+            found: unwrapped.workspace_id.to_string(),
+        }));
+    }
+    Ok(unwrapped)
 }
 
 /// Restores workspace `from.workspace` into `dir` (empty or missing) as a new device named
@@ -43,16 +59,7 @@ pub fn restore(
     let session = client.sign_in(false, from.email, from.password, device)?;
     let token = session.access_token.clone();
     let record = client.get_recovery(&token, from.workspace)?;
-    let wrapped = adiuva_model::hex::decode(&record.wrapped_key)
-        .ok_or_else(|| SyncError::Malformed { what: "recovery".into(), detail: "wrapped_key is not hex".into() })?;
-    let unwrapped = recovery::unwrap(from.phrase, &wrapped)?;
-    if unwrapped.workspace_id.to_string() != from.workspace {
-        return Err(SyncError::Engine(adiuva_engine::Error::UnitForeign {
-            unit: "recovery key".into(),
-            expected: from.workspace.to_owned(),
-            found: unwrapped.workspace_id.to_string(),
-        }));
-    }
+    let unwrapped = unwrap_record(&record, from)?;
     let message = format!("{RECOVERY_PROOF_CONTEXT}\n{}\n{device}\n{}", from.workspace, record.challenge);
     let signature = unwrapped.keys.identity.sign(message.as_bytes());
     client.authorize_by_recovery(&token, from.workspace, &record.challenge, &signature)?;

@@ -3,7 +3,7 @@
 //! learns the new epoch when it returns; a restore from the phrase and a login reproduces the
 //! workspace, and a wrong phrase, an altered blob, a blob of another workspace, or a page of
 //! the sequence replayed or cut short (through a tampering proxy) is a typed error that leaves
-//! nothing behind.
+//! nothing behind, for a restore and for an audit's copy alike.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -160,7 +160,7 @@ fn serve(stream: TcpStream, relay: &str, tamper: &Tamper) {
         if name == "content-length" {
             length = value.parse().unwrap();
         }
-        if name == "authorization" || name == "content-type" {
+        if ["authorization", "content-type", "x-adiuva-read-grant"].contains(&name.as_str()) {
             headers.push((name, value));
         }
     }
@@ -264,6 +264,12 @@ fn altered_foreign_replayed_or_cut_answers_are_typed_errors_that_leave_nothing_b
             matches!(Workspace::open(&target, || None), Err(adiuva_engine::Error::WorkspaceNotFound { .. })),
             "case {n} left a workspace behind"
         );
+        // An audit's copy, read through the same answers, fails the same way before any copy.
+        let target = dirs[2].path().join(format!("audit-{n}"));
+        let from = RestoreFrom { server: &proxy, email, password: PASSWORD, workspace: &ws, phrase: &phrase };
+        let error = adiuva_sync::copy_for_audit(&target, protection(), &from, &mut |_| {}).unwrap_err();
+        assert_eq!(error.code(), code, "audit, case {n}: {error}");
+        assert!(!target.exists(), "audit, case {n} left a copy behind");
     }
 
     // A device pulling through an altered answer keeps what it had, its position included.

@@ -48,13 +48,20 @@ pub struct Relay {
 
 impl Relay {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A relay started with `extra` options too (e.g. `--read-grant-ttl 2`).
+    pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut backend = vec!["--data".into(), data.to_string_lossy().into_owned()];
+        backend.extend(extra.iter().map(|option| option.to_string()));
         let mut relay = Relay {
             child: None,
             binary: server_binary(),
-            backend: vec!["--data".into(), data.to_string_lossy().into_owned()],
+            backend,
             port,
             data,
             url: format!("http://127.0.0.1:{port}"),
