@@ -1,0 +1,265 @@
+//! Peer sync over real iroh endpoints on loopback, each figure beside raw in-memory Automerge
+//! sync of the same history measured in the same run:
+//! - full sync of N events (default 100,000 task creations, groups of 1000) to a device that
+//!   has none of them: time, bytes on the wire in both directions, bytes per change;
+//! - one new change to a device that has everything else (sync state persisted from the last
+//!   session): time and bytes per session, p50 and p99 of [`ONE_CHANGE_ROUNDS`]. Each session
+//!   dials afresh, so the QUIC handshake is in it.
+//!
+//! The baseline is one Automerge document holding the same N changes (same fields, same
+//! envelope messages), synced to an empty document with Automerge's sync protocol until neither
+//! side has a message, then one more change with both sync states kept.
+//!
+//! Run: `cargo bench -p adiuva-p2p --bench p2p [-- --events N]`.
+
+// A benchmark that hits an error must stop loudly rather than report partial figures.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use adiuva_engine::{Effect, EventDraft, KeyProtection, Workspace};
+use adiuva_model::envelope::{ENVELOPE_VERSION, Subject};
+use adiuva_model::{Actor, Collection, DeviceId, Envelope, EventId, EventKind, RecordId};
+use adiuva_p2p::{PeerOptions, PeerServer, SessionReport, SharedWorkspace, sync_once};
+use automerge::sync::SyncDoc;
+use automerge::transaction::CommitOptions;
+use serde_json::{Map, Value, json};
+use zeroize::Zeroizing;
+
+/// The allocator the app (`adiuva`) runs with, so the figures are the app's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const GROUP: usize = 1000;
+const ONE_CHANGE_ROUNDS: usize = 30;
+
+fn protection() -> KeyProtection {
+    KeyProtection::Passphrase(Zeroizing::new("benchmark passphrase".into()))
+}
+
+fn events_setting() -> usize {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--events" {
+            return args.next().and_then(|n| n.parse().ok()).unwrap_or(100_000);
+        }
+    }
+    100_000
+}
+
+fn task_fields(index: usize) -> Map<String, Value> {
+    let priority = ["low", "medium", "high", "urgent"][index % 4];
+    let value = json!({
+        "title": format!("Task number {index}: follow up on the quarterly report"),
+        "description": "",
+        "status": "todo",
+        "priority": priority,
+        "tags": ["work", format!("batch-{}", index / 1000)],
+        "project": "benchmarks",
+        "created_at": "2026-11-29T10:00:00Z",
+    });
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+fn task(index: usize) -> (EventDraft, Effect) {
+    let draft = EventDraft::new(EventKind::from_static("task.created"), Actor::User);
+    (draft, Effect::CreateRecord { collection: Collection::Tasks, id: RecordId::new(), fields: task_fields(index) })
+}
+
+fn join(inviter: &mut Workspace, dir: &Path) -> Workspace {
+    let ticket = inviter.invite(chrono::Duration::minutes(10)).unwrap();
+    let (pending, request) = Workspace::request_join(&ticket.encode(), "second").unwrap();
+    let acceptance = inviter.accept_join(&request).unwrap();
+    pending.complete(dir, protection(), &acceptance).unwrap()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+fn wire_bytes(report: &SessionReport) -> u64 {
+    report.bytes_sent + report.bytes_received
+}
+
+struct Figures {
+    full: Duration,
+    full_bytes: u64,
+    one: Vec<Duration>,
+    one_bytes: Vec<u64>,
+}
+
+async fn ours(events: usize) -> Figures {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut source = Workspace::init(dirs[0].path(), protection(), "source").unwrap();
+    let target = join(&mut source, dirs[1].path());
+    for start in (0..events).step_by(GROUP) {
+        source.commit_batch((start..(start + GROUP).min(events)).map(task).collect()).unwrap();
+    }
+    source.compact().unwrap();
+    let source = Arc::new(Mutex::new(source));
+    let target: Arc<dyn SharedWorkspace> = Arc::new(Mutex::new(target));
+    let server = PeerServer::start(source.clone(), PeerOptions::loopback()).await.unwrap();
+    let ticket = server.ticket();
+    let options = PeerOptions::loopback();
+
+    let started = Instant::now();
+    let full = sync_once(target.clone(), &ticket, &options).await.unwrap();
+    let full_time = started.elapsed();
+    assert!(full.converged && full.applied >= events, "{full:?}");
+
+    let (mut one, mut one_bytes) = (Vec::new(), Vec::new());
+    for index in 0..ONE_CHANGE_ROUNDS {
+        let (draft, effect) = task(events + index);
+        source.lock().unwrap().commit(draft, effect).unwrap();
+        let started = Instant::now();
+        let report = sync_once(target.clone(), &ticket, &options).await.unwrap();
+        one.push(started.elapsed());
+        assert!(report.converged && report.applied == 1, "{report:?}");
+        one_bytes.push(wire_bytes(&report));
+    }
+    server.shutdown().await;
+    Figures { full: full_time, full_bytes: wire_bytes(&full), one, one_bytes }
+}
+
+/// A change like the engine's: the task's fields and its envelope as the commit message.
+fn raw_change(doc: &mut automerge::Automerge, index: usize) {
+    let id = RecordId::new();
+    let envelope = Envelope {
+        v: ENVELOPE_VERSION,
+        id: EventId::new(),
+        kind: EventKind::from_static("task.created"),
+        actor: Actor::User,
+        device: DeviceId([7; 32]),
+        time: chrono::Utc::now(),
+        correlation: None,
+        causation: None,
+        subject: Some(Subject { document: "tasks".into(), record: id }),
+    };
+    let effect = Effect::CreateRecord { collection: Collection::Tasks, id, fields: task_fields(index) };
+    let options =
+        CommitOptions::default().with_message(envelope.encode().unwrap()).with_time(envelope.time.timestamp_millis());
+    doc.transact_with(|_| options, |tx| effect.apply(tx)).unwrap();
+}
+
+/// How the raw baseline may send what the other side lacks.
+#[derive(Clone, Copy)]
+enum Shortcut {
+    /// Automerge as it comes: an empty peer gets the whole document, compressed.
+    WholeDocument,
+    /// Change by change, as the engine sends them (each keeps its attestation): the
+    /// capability flags are dropped on receipt, as the engine drops them.
+    ChangesOnly,
+}
+
+/// Passes one message from one side to the other; returns its bytes.
+fn pass(
+    message: automerge::sync::Message,
+    to: &mut automerge::Automerge,
+    state: &mut automerge::sync::State,
+    shortcut: Shortcut,
+) -> u64 {
+    let encoded = message.encode();
+    let mut received = automerge::sync::Message::decode(&encoded).unwrap();
+    if let Shortcut::ChangesOnly = shortcut {
+        received.flags = None;
+    }
+    to.receive_sync_message(state, received).unwrap();
+    encoded.len() as u64
+}
+
+/// Runs Automerge's sync protocol between `a` and `b` until neither has a message; returns
+/// the bytes of every message exchanged.
+fn raw_sync(
+    a: &mut automerge::Automerge,
+    a_state: &mut automerge::sync::State,
+    b: &mut automerge::Automerge,
+    b_state: &mut automerge::sync::State,
+    shortcut: Shortcut,
+) -> u64 {
+    let mut bytes = 0;
+    loop {
+        let mut moved = false;
+        if let Some(message) = a.generate_sync_message(a_state) {
+            bytes += pass(message, b, b_state, shortcut);
+            moved = true;
+        }
+        if let Some(message) = b.generate_sync_message(b_state) {
+            bytes += pass(message, a, a_state, shortcut);
+            moved = true;
+        }
+        if !moved {
+            return bytes;
+        }
+    }
+}
+
+fn raw(events: usize, shortcut: Shortcut) -> Figures {
+    let mut source = automerge::Automerge::new();
+    for index in 0..events {
+        raw_change(&mut source, index);
+    }
+    let mut target = automerge::Automerge::new();
+    let (mut source_state, mut target_state) = (automerge::sync::State::new(), automerge::sync::State::new());
+    let started = Instant::now();
+    let full_bytes = raw_sync(&mut source, &mut source_state, &mut target, &mut target_state, shortcut);
+    let full = started.elapsed();
+    assert_eq!(source.get_heads(), target.get_heads());
+
+    let (mut one, mut one_bytes) = (Vec::new(), Vec::new());
+    for index in 0..ONE_CHANGE_ROUNDS {
+        raw_change(&mut source, events + index);
+        let started = Instant::now();
+        one_bytes.push(raw_sync(&mut source, &mut source_state, &mut target, &mut target_state, shortcut));
+        one.push(started.elapsed());
+        assert_eq!(source.get_heads(), target.get_heads());
+    }
+    Figures { full, full_bytes, one, one_bytes }
+}
+
+fn main() {
+    let events = events_setting();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rows = [
+        ("adiuva", runtime.block_on(ours(events))),
+        ("automerge, whole document", raw(events, Shortcut::WholeDocument)),
+        ("automerge, changes only", raw(events, Shortcut::ChangesOnly)),
+    ];
+    println!("peer sync on loopback, {events} task events, beside raw in-memory Automerge sync");
+    println!(
+        "  {:<26} {:>12} {:>12} {:>9}   one new change ({ONE_CHANGE_ROUNDS} rounds): {:>9} {:>9} {:>8}",
+        "", "full sync", "bytes", "B/change", "p50", "p99", "bytes"
+    );
+    let mut report = Map::new();
+    for (name, mut figures) in rows {
+        figures.one.sort();
+        figures.one_bytes.sort();
+        let (p50, p99) = (percentile(&figures.one, 0.5), percentile(&figures.one, 0.99));
+        let one_bytes = figures.one_bytes[figures.one_bytes.len() / 2];
+        println!(
+            "  {name:<26} {:>9.1} ms {:>12} {:>9.1}   {:>47.2} ms {:>6.2} ms {:>8}",
+            ms(figures.full),
+            figures.full_bytes,
+            figures.full_bytes as f64 / events as f64,
+            ms(p50),
+            ms(p99),
+            one_bytes
+        );
+        report.insert(
+            name.into(),
+            json!({"full_ms": ms(figures.full), "full_bytes": figures.full_bytes, "one_p50_ms": ms(p50),
+                   "one_p99_ms": ms(p99), "one_bytes_p50": one_bytes}),
+        );
+    }
+    println!("  (adiuva's sessions each dial afresh: the QUIC handshake is in every one)");
+    report.insert("events".into(), json!(events));
+    println!("{}", Value::Object(report));
+}
