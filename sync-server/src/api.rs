@@ -45,6 +45,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .routes(routes!(auth::login))
         .routes(routes!(auth::refresh))
         .routes(routes!(auth::me))
+        .routes(routes!(auth::logout))
         .routes(routes!(workspaces::create))
         .routes(routes!(workspaces::list_devices))
         .routes(routes!(workspaces::add_device, workspaces::remove_device))

@@ -1,4 +1,4 @@
-//! Accounts and sessions: `register`, `login`, `refresh`, `me`, and [`Caller`], the extractor
+//! Accounts and sessions: `register`, `login`, `refresh`, `me`, `logout`, and [`Caller`], the extractor
 //! every other route starts with.
 //!
 //! - Passwords are hashed with Argon2id (t=3, m=64 MiB, p=1) on a blocking thread, at most
@@ -203,6 +203,8 @@ pub struct Caller {
     pub device: DeviceId,
     pub tier: BillingTier,
     pub seats: u32,
+    /// The session family (one login) the token belongs to.
+    pub family: Ulid,
 }
 
 impl Caller {
@@ -240,7 +242,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         if state.storage.get(&records::family_key(family)).await?.is_some() {
             return Err(error::unauthorized("this session was revoked"));
         }
-        let caller = Caller { account, email: claims.email, device, tier: claims.tier, seats: claims.seats };
+        let caller = Caller { account, email: claims.email, device, tier: claims.tier, seats: claims.seats, family };
         state.limits.check_account(account, caller.requests_per_minute())?;
         Ok(caller)
     }
@@ -499,4 +501,14 @@ pub async fn me(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Js
         .filter(|account| account.id == caller.account)
         .ok_or_else(|| error::unauthorized("the account no longer exists"))?;
     Ok(Json(view(&state, &account).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+    responses((status = 204, description = "The caller's session is revoked: its access tokens and its refresh token are refused from now on"),
+              (status = 401, description = "Missing, expired or invalid access token", body = ErrorBody),
+              (status = 429, description = "Rate limit of the tier reached", body = ErrorBody)))]
+pub async fn logout(State(state): State<Arc<AppState>>, caller: Caller) -> Result<StatusCode, ApiError> {
+    let revoked = RevokedFamily { revoked_at: Utc::now() };
+    state.storage.put(&records::family_key(caller.family), &records::encode(&revoked)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -83,6 +83,19 @@ fn refresh_rotates_and_reuse_revokes_the_whole_family() {
 }
 
 #[test]
+fn logout_revokes_the_session_and_only_it() {
+    let (_dir, data) = data_dir();
+    let server = Server::start(&data, &[]);
+    let device = TestDevice::new(1);
+    let session = register(&server, "logout@example.com", &device);
+    let other_login = login(&server, "logout@example.com", &device);
+    server.call("POST", "/api/v1/auth/logout", Some(&session.access), Body::None).expect(204);
+    server.call("GET", "/api/v1/auth/me", Some(&session.access), Body::None).expect_error(401, "relay.unauthorized");
+    refresh(&server, &session).expect_error(401, "relay.refresh_invalid");
+    server.call("GET", "/api/v1/auth/me", Some(&other_login.access), Body::None).expect(200);
+}
+
+#[test]
 fn missing_forged_and_expired_tokens_are_refused() {
     let (_dir, data) = data_dir();
     let server = Server::start(&data, &["--access-token-ttl", "1"]);

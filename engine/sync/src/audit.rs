@@ -9,7 +9,7 @@ use adiuva_engine::identity::DeviceIdentity;
 use adiuva_engine::recovery::Unwrapped;
 use adiuva_engine::{KeyProtection, Workspace};
 use adiuva_model::ErrorCode;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::account::retry_after_wait;
 use crate::client::{RelayClient, Session};
@@ -34,7 +34,8 @@ pub struct AuditCopy {
 /// Copies workspace `from.workspace` as the relay holds it into `dir` (a fresh, private
 /// directory the caller removes afterwards), for reading: signs in as a throwaway device, opens
 /// the recovery record with the phrase, proves the phrase for a read grant (renewed if it
-/// expires during a long pull), pulls every unit with the page checks of any pull, then builds
+/// expires during a long pull), pulls every unit with the page checks of any pull, signs the
+/// throwaway session out (revoked on the relay, success or not), then builds
 /// the copy with [`Workspace::copy_from_units`] (every unit opened and checked first; nothing
 /// committed) and closes it, ready for `Workspace::open_read_only`. The relay's device list is
 /// not touched. A wrong phrase, a unit altered or of another workspace, or a page replayed or
@@ -48,36 +49,24 @@ pub fn copy_for_audit(
     let identity = DeviceIdentity::generate().map_err(adiuva_engine::Error::from)?;
     let client = RelayClient::new(from.server);
     let session = client.sign_in(false, from.email, from.password, identity.device_id())?;
-    let record = client.get_recovery(&session.access_token, from.workspace)?;
-    let unwrapped = unwrap_record(&record, from)?;
     let mut reader = GrantedReader { client, session, grant: String::new(), from, identity: &identity };
-    reader.renew_grant(&unwrapped, Some(&record.challenge))?;
-    let mut units = Vec::new();
-    let mut cursor = 0;
-    loop {
-        let page = reader.call(&unwrapped, |client, token, grant| {
-            client.changes_granted(token, Some(grant), from.workspace, cursor)
-        })?;
-        if page.changes.is_empty() {
-            break;
-        }
-        for entry in page.changes {
-            progress(Progress::Pulling { done: cursor, total: page.head });
-            let bytes = reader.call(&unwrapped, |client, token, grant| {
-                client.get_blob_granted(token, Some(grant), from.workspace, &entry.id)
-            })?;
-            if !sync::passed_over(&bytes) {
-                units.push((entry.seq, bytes));
-            }
-            cursor = entry.seq;
-        }
-    }
-    progress(Progress::Pulling { done: cursor, total: cursor });
+    let pulled = reader.pull(progress);
+    // The throwaway session goes too, whatever happened: nothing granted outlives the audit.
+    reader.sign_out();
+    let Pulled { unwrapped, units, head } = pulled?;
     let workspace_id = unwrapped.workspace_id;
     let copy = Workspace::copy_from_units(dir, protection, identity, unwrapped, &units)?;
     // Closing records the copy's witness, which its read-only opening checks.
     drop(copy);
-    Ok(AuditCopy { workspace_id, units: units.len(), head: cursor })
+    Ok(AuditCopy { workspace_id, units: units.len(), head })
+}
+
+/// What an audit pulled: the recovery record opened with the phrase, every unit of the
+/// sequence with its number, and the sequence number reached.
+struct Pulled {
+    unwrapped: Unwrapped,
+    units: Vec<(u64, Vec<u8>)>,
+    head: u64,
 }
 
 /// A session reading with a read grant: an expired access token is refreshed, an expired
@@ -91,6 +80,37 @@ struct GrantedReader<'a> {
 }
 
 impl GrantedReader<'_> {
+    /// Opens the recovery record with the phrase, takes a read grant, and pulls every unit of
+    /// the sequence (blobs that are not units passed over).
+    fn pull(&mut self, progress: &mut dyn FnMut(Progress)) -> Result<Pulled> {
+        let workspace = self.from.workspace;
+        let record = self.client.get_recovery(&self.session.access_token, workspace)?;
+        let unwrapped = unwrap_record(&record, self.from)?;
+        self.renew_grant(&unwrapped, Some(&record.challenge))?;
+        let mut units = Vec::new();
+        let mut cursor = 0;
+        loop {
+            let page = self.call(&unwrapped, |client, token, grant| {
+                client.changes_granted(token, Some(grant), workspace, cursor)
+            })?;
+            if page.changes.is_empty() {
+                break;
+            }
+            for entry in page.changes {
+                progress(Progress::Pulling { done: cursor, total: page.head });
+                let bytes = self.call(&unwrapped, |client, token, grant| {
+                    client.get_blob_granted(token, Some(grant), workspace, &entry.id)
+                })?;
+                if !sync::passed_over(&bytes) {
+                    units.push((entry.seq, bytes));
+                }
+                cursor = entry.seq;
+            }
+        }
+        progress(Progress::Pulling { done: cursor, total: cursor });
+        Ok(Pulled { unwrapped, units, head: cursor })
+    }
+
     /// A new grant, from `challenge` if one is at hand, else from a fresh recovery record's.
     fn renew_grant(&mut self, unwrapped: &Unwrapped, challenge: Option<&str>) -> Result<()> {
         let fresh;
@@ -108,6 +128,20 @@ impl GrantedReader<'_> {
         debug!(expires_at = %grant.expires_at, "read grant");
         self.grant = grant.grant;
         Ok(())
+    }
+
+    /// Revokes the session on the relay (refreshed first if its access token expired).
+    fn sign_out(&mut self) {
+        let mut signed_out = self.client.logout(&self.session.access_token);
+        if let Err(SyncError::Relay { code: ErrorCode::RelayTokenExpired, .. }) = signed_out {
+            signed_out = self
+                .client
+                .refresh(&self.session.refresh_token)
+                .and_then(|session| self.client.logout(&session.access_token));
+        }
+        if let Err(error) = signed_out {
+            warn!(%error, "could not end the audit's session on the relay");
+        }
     }
 
     fn call<T>(&mut self, unwrapped: &Unwrapped, request: impl Fn(&RelayClient, &str, &str) -> Result<T>) -> Result<T> {

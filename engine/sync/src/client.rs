@@ -202,6 +202,12 @@ impl RelayClient {
         expect(answer, &[200], "/health").map(drop)
     }
 
+    /// Revokes the session `token` belongs to (its refresh token with it).
+    pub fn logout(&self, token: &str) -> Result<()> {
+        let answer = self.request("POST", "/auth/logout", Some(token), Body::Bytes(&[]))?;
+        expect(answer, &[204], "/auth/logout").map(drop)
+    }
+
     pub fn me(&self, token: &str) -> Result<AccountView> {
         let answer = self.request("GET", "/auth/me", Some(token), Body::None)?;
         json(answer, &[200], "/auth/me")

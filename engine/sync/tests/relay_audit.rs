@@ -96,7 +96,11 @@ fn an_audit_copy_holds_the_relays_log_and_adds_no_device_anywhere() {
     assert_eq!(copy_devices, in_workspace, "the copy's device list is the workspace's");
     assert!(!copy_devices.iter().any(|(id, _)| *id == audited.device_id().to_string()), "the copy is no device");
 
-    // Nothing granted lasts, nothing was added: on the relay, and in the log after a sync.
+    // Nothing granted lasts, nothing was added: on the relay (the audit's session revoked too),
+    // and in the log after a sync.
+    let log = std::fs::read_to_string(relay.data.with_extension("log")).unwrap();
+    let logouts = log.lines().filter(|line| line.contains("/api/v1/auth/logout") && line.contains("204")).count();
+    assert_eq!(logouts, 2, "the wrong phrase's session and the copy's were both revoked");
     assert_eq!(devices_on_relay(&relay, email, &a), on_relay);
     sync(&mut a);
     assert_eq!(device_ids(&mut a), in_workspace);
