@@ -88,10 +88,11 @@ enum Command {
         format: StateFormat,
     },
     /// What changed between two points (change hashes or times), record by record.
+    #[command(override_usage = "adiuva-replay diff [OPTIONS] [PATH] <A> <B>")]
     Diff {
         /// The workspace directory (absent for the relay backup named by --server), then the
         /// two points.
-        #[arg(value_name = "[PATH] A B", num_args = 2..=3, required = true)]
+        #[arg(value_name = "POINT", num_args = 2..=3, required = true)]
         points: Vec<String>,
         #[command(flatten)]
         relay: RelayArgs,
