@@ -129,8 +129,16 @@ impl ProtocolHandler for SyncProtocol {
                 return Ok(());
             }
         };
-        let mut wire =
-            Wire { send, recv, connection: connection.clone(), peer, stall, bytes_sent: 0, bytes_received: 0 };
+        let mut wire = Wire {
+            send,
+            recv,
+            connection: connection.clone(),
+            peer,
+            stall,
+            peer_busy: Duration::ZERO,
+            bytes_sent: 0,
+            bytes_received: 0,
+        };
         match session::run(&self.shared, &mut wire, Role::Listener).await {
             Ok(report) => {
                 info!(peer = %peer, applied = report.applied, rounds = report.rounds, converged = report.converged, "peer session ended");
@@ -190,6 +198,7 @@ pub async fn dial(
         connection: connection.clone(),
         peer,
         stall: options.stall,
+        peer_busy: Duration::ZERO,
         bytes_sent: 0,
         bytes_received: 0,
     };

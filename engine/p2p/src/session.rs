@@ -35,6 +35,12 @@ use crate::frame::{self, Frame, ROUND_BUDGET, VERSION};
 /// at several GiB moved.
 pub const MAX_ROUNDS: usize = 256;
 
+/// The slowest rate at which a peer is expected to take in a round it received (check every
+/// change, import it, make it durable). Before its next frame a peer may be silent beyond the
+/// stall limit for as long as taking in our last round takes at this rate: a new device taking
+/// in a large workspace is busy, not stalled. Bounded, since a round is bounded.
+const IMPORT_RATE_FLOOR_BYTES_PER_S: f64 = 64.0 * 1024.0;
+
 /// Close codes: the session ended well, the peer is refused, or this side found an error.
 pub const CLOSE_DONE: u32 = 0;
 pub const CLOSE_REFUSED: u32 = 1;
@@ -69,6 +75,9 @@ pub(crate) struct Wire {
     pub connection: iroh::endpoint::Connection,
     pub peer: DeviceId,
     pub stall: Duration,
+    /// How long, beyond `stall`, the peer may take before its next frame starts: the time it
+    /// needs to take in the round this side sent last.
+    pub peer_busy: Duration,
     pub bytes_sent: u64,
     pub bytes_received: u64,
 }
@@ -89,9 +98,14 @@ impl Wire {
         send.write_all(body).await.map_err(|e| e.to_string())
     }
 
-    async fn read(recv: &mut RecvStream, stall: Duration) -> std::result::Result<Vec<u8>, ReadFailure> {
+    /// Reads one frame: its start within `first_byte`, the rest with no gap over `stall`.
+    async fn read(
+        recv: &mut RecvStream,
+        first_byte: Duration,
+        stall: Duration,
+    ) -> std::result::Result<Vec<u8>, ReadFailure> {
         let mut prefix = [0u8; 4];
-        tokio::time::timeout(stall, recv.read_exact(&mut prefix))
+        tokio::time::timeout(first_byte, recv.read_exact(&mut prefix))
             .await
             .map_err(|_| ReadFailure::Stalled)?
             .map_err(ReadFailure::lost)?;
@@ -127,7 +141,7 @@ impl Wire {
     }
 
     pub async fn receive_frame(&mut self) -> Result<Frame> {
-        let body = Self::read(&mut self.recv, self.stall).await.map_err(|failure| self.failed(failure))?;
+        let body = Self::read(&mut self.recv, self.stall, self.stall).await.map_err(|failure| self.failed(failure))?;
         self.bytes_received += 4 + body.len() as u64;
         self.decode(&body)
     }
@@ -136,9 +150,13 @@ impl Wire {
     /// round would otherwise fill both flow-control windows with neither side reading.
     async fn exchange(&mut self, frame: &Frame) -> Result<Frame> {
         let body = frame.encode();
-        let (written, read) = tokio::join!(Self::write(&mut self.send, &body), Self::read(&mut self.recv, self.stall));
+        let first_byte = self.stall + self.peer_busy;
+        let (written, read) =
+            tokio::join!(Self::write(&mut self.send, &body), Self::read(&mut self.recv, first_byte, self.stall));
         written.map_err(|detail| self.lost(detail))?;
         let received = read.map_err(|failure| self.failed(failure))?;
+        // The peer takes this frame in before it sends its next one.
+        self.peer_busy = Duration::from_secs_f64(body.len() as f64 / IMPORT_RATE_FLOOR_BYTES_PER_S);
         self.bytes_sent += 4 + body.len() as u64;
         self.bytes_received += 4 + received.len() as u64;
         self.decode(&received)

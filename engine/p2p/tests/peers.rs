@@ -29,15 +29,20 @@ fn join(inviter: &mut Workspace, dir: &Path, name: &str) -> Workspace {
     pending.complete(dir, protection(), &acceptance).unwrap()
 }
 
-fn add_task(workspace: &mut Workspace, title: &str) -> RecordId {
-    let id = RecordId::new();
+fn task_event(title: &str) -> (EventDraft, Effect) {
     let Value::Object(fields) = json!({"title": title, "description": "", "status": "todo", "priority": "medium",
                                        "tags": [], "created_at": "2026-12-03T10:00:00Z"})
     else {
         unreachable!()
     };
-    let effect = Effect::CreateRecord { collection: Collection::Tasks, id, fields };
-    workspace.commit(EventDraft::new(EventKind::new("task.created").unwrap(), Actor::User), effect).unwrap();
+    let effect = Effect::CreateRecord { collection: Collection::Tasks, id: RecordId::new(), fields };
+    (EventDraft::new(EventKind::new("task.created").unwrap(), Actor::User), effect)
+}
+
+fn add_task(workspace: &mut Workspace, title: &str) -> RecordId {
+    let (draft, effect) = task_event(title);
+    let id = effect.record();
+    workspace.commit(draft, effect).unwrap();
     id
 }
 
@@ -225,5 +230,25 @@ async fn a_hostile_peer_gets_a_closed_connection_and_the_device_serves_others() 
 
     let report = sync_once(dyn_shared(&shared(honest)), &ticket, &options()).await.unwrap();
     assert!(report.converged, "{report:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_busy_taking_in_a_large_round_is_not_taken_for_stalled() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut a = Workspace::init(dirs[0].path(), protection(), "a").unwrap();
+    let b = join(&mut a, dirs[1].path(), "b");
+    // Enough changes that the new device takes longer than the stall limit to take them in.
+    for group in 0..10 {
+        let events = (0..1000).map(|i| task_event(&format!("task {group}.{i}"))).collect();
+        a.commit_batch(events).unwrap();
+    }
+    let (a, b) = (shared(a), shared(b));
+    let quick = PeerOptions { stall: Duration::from_secs(1), ..PeerOptions::loopback() };
+    let server = PeerServer::start(dyn_shared(&a), quick.clone()).await.unwrap();
+
+    let report = sync_once(dyn_shared(&b), &server.ticket(), &quick).await.unwrap();
+    assert!(report.converged, "{report:?}");
+    assert_eq!(b.lock().unwrap().list(Collection::Tasks).unwrap().len(), 10_000);
     server.shutdown().await;
 }
