@@ -30,6 +30,11 @@ const MAX_CHANGES: usize = 10_000;
 /// How often a live socket re-reads the head and re-checks the device from storage: this is
 /// how it learns of blobs stored through another instance, and of its device's removal.
 const LIVE_RECHECK: Duration = Duration::from_secs(2);
+/// A live socket's read buffer: devices send nothing but pings and a close, and the default
+/// (128 KiB, allocated and zeroed per socket) made a thousand idle sockets cost 130 MiB.
+const LIVE_READ_BUFFER: usize = 4 * 1024;
+/// The largest message a device may send on its live socket (it has nothing to say).
+const LIVE_MAX_MESSAGE: usize = 64 * 1024;
 
 /// Each workspace's latest sequence number, for the live sockets of this instance.
 #[derive(Default)]
@@ -205,7 +210,11 @@ pub async fn live(
 ) -> Result<Response, ApiError> {
     state.authorize(&caller, &workspace).await?;
     let upgrade = upgrade.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
-    Ok(upgrade.on_upgrade(move |socket| follow(state, caller, workspace, socket)))
+    Ok(upgrade
+        .read_buffer_size(LIVE_READ_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(LIVE_MAX_MESSAGE)
+        .on_upgrade(move |socket| follow(state, caller, workspace, socket)))
 }
 
 async fn follow(state: Arc<AppState>, caller: Caller, workspace: String, mut socket: WebSocket) {
