@@ -1,10 +1,13 @@
 //! Relay throughput on loopback, each figure beside its baseline measured in the same run:
 //! durable 1 KiB blob PUT/s and GET/s against the real `adiuva-server` (embedded backend,
 //! release build), beside s3s-fs (an S3 server on a folder, which does not fsync) serving the
-//! same blobs, and nginx serving them as static files. `scripts/bench-relay` installs the
-//! baselines (s3s-fs, Debian nginx) and runs this; results go to `BENCHMARKS.md`.
+//! same blobs, and nginx serving them as static files; then the server's resident memory with
+//! `RELAY_BENCH_SOCKETS` live WebSockets open beside the same process idle, and how long one
+//! upload takes to reach all of them. `scripts/bench-relay` installs the baselines (s3s-fs,
+//! Debian nginx) and runs this; results go to `BENCHMARKS.md`.
 //!
-//! Environment: `RELAY_BENCH_BLOBS` (default 50000), `RELAY_BENCH_CONCURRENCY` (default 64).
+//! Environment: `RELAY_BENCH_BLOBS` (default 50000), `RELAY_BENCH_CONCURRENCY` (default 64),
+//! `RELAY_BENCH_SOCKETS` (default 1000).
 //! Prints a table and one JSON line.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -125,17 +128,19 @@ where
 
 type Worker = Box<dyn FnMut(usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>;
 
-/// A worker sending one request per index on its own kept-alive connection.
+/// A worker sending one request per index on its own kept-alive connection, about blob
+/// `first + index`.
 async fn http_worker(
     address: String,
     token: Option<String>,
     method: &'static str,
-    path: Arc<dyn Fn(usize) -> String + Send + Sync>,
+    (first, path): (usize, Arc<dyn Fn(usize) -> String + Send + Sync>),
     expect: &'static [u16],
 ) -> Worker {
     let connection = Arc::new(tokio::sync::Mutex::new(Connection::open(&address).await));
     Box::new(move |index| {
         let (connection, token, path) = (connection.clone(), token.clone(), path.clone());
+        let index = first + index;
         Box::pin(async move {
             let body = if method == "PUT" { blob(index) } else { Vec::new() };
             let (status, answer) = connection.lock().await.request(method, &path(index), token.as_deref(), &body).await;
@@ -212,10 +217,14 @@ async fn json_call(address: &str, path: &str, body: serde_json::Value) -> serde_
     serde_json::from_slice(&answer).unwrap()
 }
 
+fn credentials() -> serde_json::Value {
+    serde_json::json!({"email": "bench@example.com", "password": "benchmark password", "device_id": "11".repeat(32)})
+}
+
 /// A relay with an account able to send everything the benchmark sends (a team tier with
 /// enough seats that the rate limit never applies), and a workspace.
 async fn relay_session(data: &Path) -> (Child, String, String) {
-    let credentials = serde_json::json!({"email": "bench@example.com", "password": "benchmark password", "device_id": "11".repeat(32)});
+    let credentials = credentials();
     let (mut child, address) = spawn_relay(data);
     json_call(&address, "/api/v1/auth/register", credentials.clone()).await;
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
@@ -266,9 +275,75 @@ fn which(name: &str) -> Option<PathBuf> {
     candidates.into_iter().chain([home]).map(PathBuf::from).find(|p| p.is_file())
 }
 
+/// The resident memory of a process, in MiB (`VmRSS`).
+fn resident_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|line| line.starts_with("VmRSS:")).unwrap();
+    let kib: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib / 1024.0
+}
+
+/// What the live sockets cost the relay.
+struct LiveFigures {
+    sockets: usize,
+    idle_mib: f64,
+    open_mib: f64,
+    /// From one upload's answer to its head read on the last of the sockets.
+    fan_out_ms: f64,
+}
+
+/// A fresh relay process on the benchmark's data: its memory idle (after a few requests), then
+/// with `sockets` live WebSockets of the workspace open (each has sent its first head and the
+/// relay has gone through a recheck round), then the time one upload takes to reach them all.
+fn live_sockets(data: &Path, sockets: usize) -> LiveFigures {
+    use tungstenite::client::IntoClientRequest;
+    let (mut relay, address) = spawn_relay(data);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // A fresh login: the first one's access token may have expired by now.
+    let session = runtime.block_on(json_call(&address, "/api/v1/auth/login", credentials()));
+    let token = session["access_token"].as_str().unwrap().to_owned();
+    let token = token.as_str();
+    let put = |index: usize| {
+        runtime.block_on(async {
+            let mut connection = Connection::open(&address).await;
+            let path = format!("/api/v1/workspaces/bench/blobs/{}", blake3::hash(&blob(index)).to_hex());
+            let (status, _) = connection.request("PUT", &path, Some(token), &blob(index)).await;
+            assert_eq!(status, 201);
+        })
+    };
+    put(20_000_000);
+    std::thread::sleep(Duration::from_secs(3));
+    let idle_mib = resident_mib(relay.id());
+    let mut open = Vec::with_capacity(sockets);
+    for _ in 0..sockets {
+        let mut request = format!("ws://{address}/api/v1/workspaces/bench/live").into_client_request().unwrap();
+        request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let stream = std::net::TcpStream::connect(&address).unwrap();
+        let (mut socket, _) = tungstenite::client(request, stream).unwrap();
+        let first = socket.read().unwrap();
+        assert!(first.to_text().unwrap().contains("\"seq\""), "{first:?}");
+        open.push(socket);
+    }
+    // A recheck round (every 2 s) re-reads the head and the device for every socket.
+    std::thread::sleep(Duration::from_secs(5));
+    let open_mib = resident_mib(relay.id());
+    let started = Instant::now();
+    put(20_000_001);
+    for socket in &mut open {
+        let head = socket.read().unwrap();
+        assert!(head.to_text().unwrap().contains("\"seq\""), "{head:?}");
+    }
+    let fan_out_ms = started.elapsed().as_secs_f64() * 1000.0;
+    drop(open);
+    let _ = relay.kill();
+    let _ = relay.wait();
+    LiveFigures { sockets, idle_mib, open_mib, fan_out_ms }
+}
+
 fn main() {
     let count = env_number("RELAY_BENCH_BLOBS", 50_000);
     let concurrency = env_number("RELAY_BENCH_CONCURRENCY", 64);
+    let sockets = env_number("RELAY_BENCH_SOCKETS", 1000);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     // On disk (not a tmpfs), so fdatasync means what it says.
     let scratch = tempfile::Builder::new().prefix("relay-bench").tempdir_in("/var/tmp").unwrap();
@@ -278,11 +353,11 @@ fn main() {
         let (mut relay, address, token) = relay_session(&scratch.path().join("relay")).await;
         let put_path: Arc<dyn Fn(usize) -> String + Send + Sync> =
             Arc::new(|i| format!("/api/v1/workspaces/bench/blobs/{}", blake3::hash(&blob(i)).to_hex()));
-        let figure = measure(count, concurrency, || http_worker(address.clone(), Some(token.clone()), "PUT", put_path.clone(), &[201])).await;
+        let figure = measure(count, concurrency, || http_worker(address.clone(), Some(token.clone()), "PUT", (0, put_path.clone()), &[201])).await;
         results.push(("relay durable PUT (group commit)".into(), figure));
-        let figure = measure(count.min(2000), 1, || http_worker(address.clone(), Some(token.clone()), "PUT", Arc::new(|i| format!("/api/v1/workspaces/bench/blobs/{}", blake3::hash(&blob(i + 10_000_000)).to_hex())), &[201])).await;
+        let figure = measure(count.min(2000), 1, || http_worker(address.clone(), Some(token.clone()), "PUT", (10_000_000, put_path.clone()), &[201])).await;
         results.push(("relay durable PUT, one at a time".into(), figure));
-        let figure = measure(count, concurrency, || http_worker(address.clone(), Some(token.clone()), "GET", put_path.clone(), &[200])).await;
+        let figure = measure(count, concurrency, || http_worker(address.clone(), Some(token.clone()), "GET", (0, put_path.clone()), &[200])).await;
         results.push(("relay GET".into(), figure));
         let _ = relay.kill();
         let _ = relay.wait();
@@ -342,17 +417,28 @@ fn main() {
                 root = root.display()
             );
             std::fs::write(root.join("nginx.conf"), config).unwrap();
-            let mut server = Command::new(nginx).arg("-c").arg(root.join("nginx.conf")).arg("-p").arg(&root).stderr(Stdio::null()).spawn().unwrap();
+            let mut server = Command::new(nginx)
+                .arg("-c")
+                .arg(root.join("nginx.conf"))
+                .arg("-p")
+                .arg(&root)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
             let address = format!("127.0.0.1:{port}");
             wait_for(&address);
             let get_path: Arc<dyn Fn(usize) -> String + Send + Sync> = Arc::new(|i| format!("/{}", blake3::hash(&blob(i)).to_hex()));
-            results.push(("nginx GET (static files)".into(), measure(count, concurrency, || http_worker(address.clone(), None, "GET", get_path.clone(), &[200])).await));
-            let _ = server.kill();
+            results.push(("nginx GET (static files)".into(), measure(count, concurrency, || http_worker(address.clone(), None, "GET", (0, get_path.clone()), &[200])).await));
+            // SIGTERM, so the master stops its workers (SIGKILL would leave them running).
+            Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
             let _ = server.wait();
         } else {
             eprintln!("nginx not installed: its baseline is left out (scripts/bench-relay installs it)");
         }
     });
+    drop(runtime);
+    let live = live_sockets(&scratch.path().join("relay"), sockets);
 
     println!(
         "{count} blobs of {BLOB_BYTES} B, {concurrency} connections, loopback, client and server on the same machine"
@@ -361,9 +447,18 @@ fn main() {
     for (name, figure) in &results {
         println!("{name:<45} {:>12.0} {:>10.3} {:>10.3}", figure.per_second, figure.p50_ms, figure.p99_ms);
     }
+    println!(
+        "relay resident memory: idle {:.1} MiB, with {} live sockets {:.1} MiB ({:.1} KiB per socket); one upload reached them all in {:.1} ms",
+        live.idle_mib,
+        live.sockets,
+        live.open_mib,
+        (live.open_mib - live.idle_mib) * 1024.0 / live.sockets as f64,
+        live.fan_out_ms
+    );
     let json: Vec<serde_json::Value> = results
         .iter()
         .map(|(name, f)| serde_json::json!({"name": name, "per_second": f.per_second.round(), "p50_ms": f.p50_ms, "p99_ms": f.p99_ms}))
         .collect();
-    println!("{}", serde_json::json!({"blobs": count, "concurrency": concurrency, "results": json}));
+    let live = serde_json::json!({"sockets": live.sockets, "idle_rss_mib": live.idle_mib, "open_rss_mib": live.open_mib, "fan_out_ms": live.fan_out_ms});
+    println!("{}", serde_json::json!({"blobs": count, "concurrency": concurrency, "results": json, "live": live}));
 }
