@@ -166,7 +166,7 @@ pub fn invite(data: &[u8]) {
 /// index cuts into words and chunks (notes from other devices).
 pub fn search(data: &[u8]) {
     if let Ok((model, entries)) = adiuva_search::vectors::decode_shard(data) {
-        let refs: Vec<_> = entries.iter().map(|(hash, vector)| (hash, vector)).collect();
+        let refs: Vec<_> = entries.iter().map(|(hash, vector)| (hash, vector.view())).collect();
         assert_eq!(adiuva_search::vectors::encode_shard(&model, &refs), data);
     }
     if let Ok(text) = std::str::from_utf8(data) {

@@ -250,7 +250,7 @@ fn search(settings: &Settings, model: &Embedder) {
     let query_vectors: Vec<Vec<f32>> = (0..QUERIES).map(|_| unit_vector(&mut random)).collect();
     let mut next = 0;
     let (v50, v99) = time(&mut |_| {
-        vectors.search(&query_vectors[next % QUERIES], 30, &|_| true);
+        vectors.search(&query_vectors[next % QUERIES], 30, None);
         next += 1;
     });
     println!(
@@ -260,10 +260,15 @@ fn search(settings: &Settings, model: &Embedder) {
         vectors.len()
     );
 
+    let (e50, e99) = time(&mut |q| {
+        std::hint::black_box(model.embed(&[q]).unwrap());
+    });
+    println!("query      p50 {:.3} ms, p99 {:.3} ms (embedding one query of 3 words alone)", ms(e50), ms(e99));
+
     let (h50, h99) = time(&mut |q| {
         let embedding = model.embed(&[q]).unwrap().remove(0);
         let words: Vec<RecordId> = text.search(q, &filter, 30).unwrap().iter().map(|h| h.record).collect();
-        let meaning: Vec<RecordId> = vectors.search(&embedding, 30, &|_| true).iter().map(|h| h.record).collect();
+        let meaning: Vec<RecordId> = vectors.search(&embedding, 30, None).iter().map(|h| h.record).collect();
         std::hint::black_box(fusion::hybrid(&words, &meaning, 30));
     });
     println!("hybrid     p50 {:.3} ms, p99 {:.3} ms (query embedding + both sides + fusion)", ms(h50), ms(h99));

@@ -7,6 +7,7 @@
 //! padded position is masked out of attention and pooling, so a text embeds the same alone or
 //! in any batch (to float rounding).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -74,8 +75,8 @@ impl Embedder {
         // The file is read (not mapped): a mapping would read undefined memory if the file changed.
         let bytes = std::fs::read(&weights).map_err(|e| failed(e.to_string()))?;
         let id = format!("all-MiniLM-L6-v2:{}", &blake3::hash(&bytes).to_hex()[..16]);
-        let vb =
-            VarBuilder::from_buffered_safetensors(bytes, DType::F32, &device).map_err(|e| failed(e.to_string()))?;
+        let tensors = dense_weights_transposed(&bytes, &device).map_err(|e| failed(e.to_string()))?;
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         let model = BertModel::load(vb, &config).map_err(|e| failed(e.to_string()))?;
         Ok(Self { dir: dir.to_owned(), model, tokenizer, device, id })
     }
@@ -132,6 +133,23 @@ impl Embedder {
     fn failed(&self, detail: String) -> SearchError {
         SearchError::ModelFailed { dir: self.dir.clone(), detail }
     }
+}
+
+/// The model's tensors, each dense layer's weight (`[out, in]`) stored transposed in memory.
+///
+/// A dense layer multiplies by the weight's transpose. Stored as the file has it, that
+/// transpose is strided, and the matrix kernel (gemm) then copies the whole weight into a
+/// packed buffer at every call: for a query of a few tokens that copy cost far more than the
+/// arithmetic. Stored transposed, the same view is contiguous and read in place. Same values,
+/// same products: only where they sit in memory changes.
+fn dense_weights_transposed(bytes: &[u8], device: &Device) -> candle_core::Result<HashMap<String, Tensor>> {
+    let mut tensors = candle_core::safetensors::load_buffer(bytes, device)?;
+    for (name, tensor) in tensors.iter_mut() {
+        if tensor.rank() == 2 && name.contains("encoder.layer.") && name.ends_with(".weight") {
+            *tensor = tensor.to_dtype(DType::F32)?.t()?.contiguous()?.t()?;
+        }
+    }
+    Ok(tensors)
 }
 
 /// The cosine of two embeddings of unit length.

@@ -28,7 +28,7 @@ use crate::error::{Result, SearchError};
 use crate::fusion;
 use crate::record::{SEARCHED, Searchable};
 use crate::text::{Filter, TextIndex};
-use crate::vectors::{self, ContentHash, Quantized, VectorTable};
+use crate::vectors::{self, ContentHash, Quantized, VectorRef, VectorTable};
 
 const MANIFEST: &str = "search/manifest";
 const MANIFEST_VERSION: u32 = 1;
@@ -263,7 +263,7 @@ impl SearchIndex {
     fn persist(&self, workspace: &mut Workspace, dirty: &BTreeSet<u8>) -> Result<()> {
         let Ok(embedder) = &self.embedder else { return Ok(()) };
         let model = embedder.model_id().to_owned();
-        let mut shards: HashMap<u8, HashMap<&ContentHash, &Quantized>> = HashMap::new();
+        let mut shards: HashMap<u8, HashMap<&ContentHash, VectorRef<'_>>> = HashMap::new();
         let mut present = BTreeSet::new();
         for (hash, vector) in self.vectors.entries() {
             present.insert(hash[0]);
@@ -275,7 +275,8 @@ impl SearchIndex {
             let name = shard_name(*shard);
             match shards.get(shard) {
                 Some(entries) => {
-                    let mut entries: Vec<(&ContentHash, &Quantized)> = entries.iter().map(|(h, v)| (*h, *v)).collect();
+                    let mut entries: Vec<(&ContentHash, VectorRef<'_>)> =
+                        entries.iter().map(|(h, v)| (*h, *v)).collect();
                     entries.sort_by_key(|(h, _)| **h);
                     workspace.set_device_setting(&name, &vectors::encode_shard(&model, &entries))?
                 }
@@ -338,7 +339,9 @@ impl SearchIndex {
                 let admit = |id: RecordId| {
                     records.get(&id).is_some_and(|m| filter.admits(m.collection, &m.tags, m.source.as_deref(), m.time))
                 };
-                self.vectors.search(embedding, if query.mode == Mode::Vector { limit } else { depth }, &admit)
+                // Every row of the table is a record the index holds: without a filter, all pass.
+                let admit: Option<&dyn Fn(RecordId) -> bool> = if filter.is_empty() { None } else { Some(&admit) };
+                self.vectors.search(embedding, if query.mode == Mode::Vector { limit } else { depth }, admit)
             }
             None => Vec::new(),
         };

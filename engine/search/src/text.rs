@@ -56,6 +56,15 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// Whether this lets every record through.
+    pub fn is_empty(&self) -> bool {
+        self.collection.is_none()
+            && self.tags.is_empty()
+            && self.source.is_none()
+            && self.after.is_none()
+            && self.before.is_none()
+    }
+
     /// Whether a record's metadata passes (for results found without tantivy).
     pub fn admits(
         &self,
