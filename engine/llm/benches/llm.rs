@@ -1,8 +1,9 @@
 //! Benchmarks of the language model client, each beside its baseline measured in the same run:
 //!
 //! - the local model (SmolLM2-135M-Instruct, Q4_1 GGUF): time to first token and generation
-//!   tokens/s, beside llama.cpp (`llama-cpp-python`) on the same file, prompt and greedy
-//!   decoding; and the memory the loaded model takes;
+//!   tokens/s, beside llama.cpp (`llama-cpp-python`) and beside candle's own quantized llama
+//!   driven directly (the library adiuva-llm is built on, alone), on the same file, prompt
+//!   tokens and greedy decoding; and the memory each loaded model takes;
 //! - the router's own cost per call against a provider double on loopback, beside a bare HTTP
 //!   call of the same request to the same double.
 //!
@@ -33,6 +34,7 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     println!("machine: {}", machine());
     let model = PathBuf::from(std::env::var("ADIUVA_SMOLLM2_GGUF").expect("ADIUVA_SMOLLM2_GGUF"));
+    raw_candle(&model);
     runtime.block_on(local_model(&model));
     llama_cpp(&model);
     runtime.block_on(router_overhead());
@@ -106,6 +108,55 @@ async fn local_model(path: &std::path::Path) {
         median(first_token),
         median(rate),
         generated
+    );
+}
+
+/// candle-transformers' quantized llama alone: the same file and prompt tokens, greedy argmax,
+/// its own attention cache, one `forward` for the prompt then one per token, no adiuva-llm code
+/// in the loop (adiuva-llm only supplies the prompt's token ids and the stop tokens).
+fn raw_candle(path: &std::path::Path) {
+    use candle_core::quantized::gguf_file;
+    use candle_core::{Device, Tensor};
+    use candle_transformers::models::quantized_llama::ModelWeights;
+
+    let ours = LocalModel::load(path).unwrap();
+    let mut request = ChatRequest::new(vec![Message::user(PROMPT)]);
+    request.max_tokens = Some(MAX_TOKENS);
+    let prompt = ours.prompt_tokens(&request).unwrap();
+    let stop = ours.stop_tokens().to_vec();
+    drop(ours);
+    let before = resident_kib();
+    let started = Instant::now();
+    let mut file = std::fs::File::open(path).unwrap();
+    let content = gguf_file::Content::read(&mut file).unwrap();
+    let mut weights = ModelWeights::from_gguf(content, &mut file, &Device::Cpu).unwrap();
+    let load = started.elapsed();
+    let loaded = resident_kib();
+    let argmax = |logits: Tensor| logits.squeeze(0).unwrap().argmax(0).unwrap().to_scalar::<u32>().unwrap();
+    let (mut first_token, mut rate, mut generated) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..ROUNDS {
+        weights.clear_kv_cache();
+        let started = Instant::now();
+        let input = Tensor::new(prompt.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let mut next = argmax(weights.forward(&input, 0).unwrap());
+        let first = started.elapsed();
+        generated = 0;
+        while !stop.contains(&next) && generated < MAX_TOKENS as usize {
+            generated += 1;
+            let input = Tensor::new(&[next], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+            next = argmax(weights.forward(&input, prompt.len() + generated - 1).unwrap());
+        }
+        let total = started.elapsed();
+        first_token.push(first.as_secs_f64() * 1e3);
+        rate.push(generated.saturating_sub(1) as f64 / (total - first).as_secs_f64());
+    }
+    println!(
+        "candle alone (quantized_llama::ModelWeights, candle 0.11.1): load {:.0} ms, resident +{} MiB, first token p50 {:.1} ms, generation p50 {:.1} tokens/s ({generated} tokens, {} prompt tokens, {ROUNDS} rounds)",
+        load.as_secs_f64() * 1e3,
+        loaded.saturating_sub(before) / 1024,
+        median(first_token),
+        median(rate),
+        prompt.len()
     );
 }
 

@@ -83,6 +83,11 @@ impl LocalModel {
         self.context_window
     }
 
+    /// The tokens that end an answer: `<|im_end|>` and the file's end of sequence.
+    pub fn stop_tokens(&self) -> &[u32] {
+        &self.stop_tokens
+    }
+
     fn fail(&self, detail: impl std::fmt::Display) -> LlmError {
         LlmError::LocalModel { path: self.path.display().to_string(), detail: detail.to_string() }
     }
@@ -106,7 +111,8 @@ impl LocalModel {
         prompt
     }
 
-    fn prompt_tokens(&self, request: &ChatRequest) -> Result<Vec<u32>> {
+    /// The token ids of `request`'s prompt.
+    pub fn prompt_tokens(&self, request: &ChatRequest) -> Result<Vec<u32>> {
         let encoding = self.tokenizer.encode(LocalModel::prompt(request), false).map_err(|e| self.fail(e))?;
         Ok(encoding.get_ids().to_vec())
     }
