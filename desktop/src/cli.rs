@@ -124,6 +124,10 @@ pub enum Command {
         peer: Option<String>,
         #[arg(long, requires = "peer")]
         json: bool,
+        /// With --peer: stay connected, each side's new changes reaching the other as they are
+        /// committed, until Ctrl-C or SIGTERM (held by the daemon while one runs).
+        #[arg(long, requires = "peer")]
+        live: bool,
     },
     /// This device as a peer of the workspace's other devices, with no server.
     #[command(subcommand)]
@@ -370,8 +374,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         Command::Account(command) => relay::account(&dir, command),
         Command::Sync { peer: None, .. } => relay::sync(&dir, correlation),
-        Command::Sync { peer: Some(ticket), json } => peer::sync(&dir, &ticket, json),
-        Command::Peer(command) => peer::run(&dir, command),
+        Command::Sync { peer: Some(ticket), json, live } => peer::sync(&dir, &ticket, json, live),
+        Command::Peer(command @ (PeerCommand::Serve { .. } | PeerCommand::Ticket)) => peer::run(&dir, command),
         Command::Restore(args) => relay::restore(&dir, args),
         Command::Backup(command) => relay::backup(&dir, command),
         Command::Device(DeviceCommand::Invite(args)) => relay::invite(&dir, args),
@@ -423,17 +427,20 @@ fn execute(service: &mut dyn Service, command: Command) -> anyhow::Result<()> {
         | Command::Recovery(_)
         | Command::Account(_)
         | Command::Sync { .. }
-        | Command::Peer(_)
+        | Command::Peer(PeerCommand::Serve { .. } | PeerCommand::Ticket)
         | Command::Restore(_)
         | Command::Backup(_)
         | Command::Upgrade => Ok(()),
+        Command::Peer(command) => peer::switch(service, &command),
         Command::Device(command) => device(service, command),
         Command::Task(command) => task(service, command),
         Command::Note(command) => note(service, command),
         Command::Log { json, kind, actor, task, limit } => {
             output::events(&service.log(LogQuery { kind, actor, task, limit })?, json)
         }
-        Command::Status { json } => output::status(&service.status()?, service.sync_status()?.as_ref(), json),
+        Command::Status { json } => {
+            output::status(&service.status()?, service.sync_status()?.as_ref(), &service.peer_status()?, json)
+        }
         Command::Import { file } => import(service, &file),
         Command::Compact => {
             service.compact()?;

@@ -3,6 +3,7 @@
 
 use std::io::{BufWriter, StdoutLock, Write};
 
+use crate::peer::PeerStatus;
 use crate::service::SyncStatus;
 use adiuva_engine::{FieldConflict, LoggedEvent, WorkspaceStatus};
 use adiuva_model::record::{Note, Task};
@@ -152,11 +153,17 @@ pub fn events(events: &[LoggedEvent], as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn status(status: &WorkspaceStatus, sync: Option<&SyncStatus>, as_json: bool) -> anyhow::Result<()> {
+pub fn status(
+    status: &WorkspaceStatus,
+    sync: Option<&SyncStatus>,
+    peers: &PeerStatus,
+    as_json: bool,
+) -> anyhow::Result<()> {
     if as_json {
         let mut value = serde_json::to_value(status)?;
         if let Some(object) = value.as_object_mut() {
             object.insert("sync".into(), serde_json::to_value(sync)?);
+            object.insert("peers".into(), serde_json::to_value(peers)?);
         }
         return json(&value);
     }
@@ -181,6 +188,22 @@ pub fn status(status: &WorkspaceStatus, sync: Option<&SyncStatus>, as_json: bool
             writeln!(out, "outbox     {} events wait to go out", sync.waiting)?;
         }
         None => writeln!(out, "relay      none (`adiuva account login` to sync through one)")?,
+    }
+    match (&peers.listening, peers.on) {
+        (Some(ticket), _) => writeln!(out, "peers      listening at {ticket}")?,
+        (None, true) => writeln!(out, "peers      on: the daemon listens while it runs")?,
+        (None, false) => writeln!(out, "peers      not listening (`adiuva peer on`)")?,
+    }
+    for peer in &peers.peers {
+        let name = peer.name.as_deref().unwrap_or("not in the device list");
+        let state = if peer.connected { "connected" } else { "not connected" };
+        let last = peer.last_sync.map_or("never".to_owned(), |time| time.to_rfc3339());
+        writeln!(
+            out,
+            "peer       {} ({name}): {state}, lacks {} changes; last in sync {last}",
+            peer.id.short(),
+            peer.lacks
+        )?;
     }
     writeln!(out, "{:<20}  {:>8}  {:>8}  {:>6}  SNAPSHOT", "DOCUMENT", "RECORDS", "EVENTS", "TAIL")?;
     for document in &status.documents {

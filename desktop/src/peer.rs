@@ -1,7 +1,9 @@
 //! The peer commands: `peer serve` (this device listening for the workspace's other devices, in
-//! the foreground), `peer ticket` (the address a listening device is dialed at) and
-//! `sync --peer TICKET` (one session with a device). Like relay sync they open the workspace in
-//! this process: they hold it for as long as the network takes.
+//! the foreground), `peer on|off` (the daemon listening while it runs), `peer ticket` (the
+//! address a listening device is dialed at) and `sync --peer TICKET [--live]` (one session with
+//! a device, or a connection that stays open). `peer serve` and `sync --peer` without a daemon
+//! open the workspace in this process, holding it for as long as the network takes; with a
+//! daemon, `sync --peer --live` asks it to hold the connection until this command ends.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -10,11 +12,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use adiuva_engine::Workspace;
-use adiuva_p2p::{PeerError, PeerOptions, PeerServer, PeerTicket, SessionReport, SharedWorkspace};
+use adiuva_model::DeviceId;
+use adiuva_p2p::{PeerError, PeerOptions, PeerServer, PeerTicket, Peers, SessionReport, SharedWorkspace};
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use clap::Subcommand;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
+use crate::service::{self, Service};
 use crate::unlock;
+
+/// The device setting that says whether the daemon listens for peers (`on` or absent).
+pub const LISTEN_SETTING: &str = "peer/listen";
 
 /// Where a listening device writes its ticket, beside the workspace's store, while it listens.
 const TICKET_FILE: &str = "peer-ticket";
@@ -28,11 +38,20 @@ pub enum PeerCommand {
         #[arg(long, env = "ADIUVA_PEER_BIND")]
         bind: Option<SocketAddr>,
     },
-    /// Print the ticket of this device while `peer serve` runs: what `sync --peer` dials.
+    /// Print the ticket of this device while it listens: what `sync --peer` dials.
     Ticket,
+    /// Have the daemon listen for this workspace's other devices whenever it runs.
+    On,
+    /// Stop the daemon listening for peers.
+    Off,
 }
 
-/// How long a peer may send nothing mid-session before the session ends (tests shorten it).
+/// Listening options from the environment: `ADIUVA_PEER_BIND` (the daemon's bind address) and
+/// how long a peer may send nothing mid-session before the session ends (tests shorten it).
+pub fn options_from_env() -> PeerOptions {
+    options(std::env::var("ADIUVA_PEER_BIND").ok().and_then(|addr| addr.parse().ok()))
+}
+
 fn options(bind: Option<SocketAddr>) -> PeerOptions {
     let mut options = match bind {
         Some(addr) if addr.ip().is_loopback() => PeerOptions { bind: Some(addr), ..PeerOptions::loopback() },
@@ -53,15 +72,32 @@ fn shared(dir: &Path) -> anyhow::Result<Arc<dyn SharedWorkspace>> {
     Ok(Arc::new(Mutex::new(workspace)))
 }
 
-fn coded(error: PeerError) -> anyhow::Error {
+/// A peer error as the service reports it, its code kept.
+pub fn service_error(error: PeerError) -> service::Error {
     match error {
         PeerError::Engine { source, .. } => source.into(),
-        other => crate::service::Error::Reported { code: other.code(), message: other.to_string() }.into(),
+        other => service::Error::Reported { code: other.code(), message: other.to_string() },
     }
+}
+
+fn coded(error: PeerError) -> anyhow::Error {
+    service_error(error).into()
+}
+
+/// `peer on|off`, through the daemon when one runs.
+pub fn switch(service: &mut dyn Service, command: &PeerCommand) -> anyhow::Result<()> {
+    let status = service.set_peer_listening(matches!(command, PeerCommand::On))?;
+    match (&status.listening, matches!(command, PeerCommand::On)) {
+        (Some(ticket), _) => println!("listening at {ticket}"),
+        (None, true) => println!("peers on: the daemon listens for this workspace's devices when it runs"),
+        (None, false) => println!("peers off: this device does not listen for peers"),
+    }
+    Ok(())
 }
 
 pub fn run(dir: &Path, command: PeerCommand) -> anyhow::Result<()> {
     match command {
+        PeerCommand::On | PeerCommand::Off => Ok(()),
         PeerCommand::Serve { bind } => serve(dir, options(bind)),
         PeerCommand::Ticket => {
             let path = dir.join(TICKET_FILE);
@@ -77,7 +113,7 @@ pub fn run(dir: &Path, command: PeerCommand) -> anyhow::Result<()> {
 fn serve(dir: &Path, options: PeerOptions) -> anyhow::Result<()> {
     let shared = shared(dir)?;
     runtime()?.block_on(async {
-        let server = PeerServer::start(shared, options).await.map_err(coded)?;
+        let server = PeerServer::start(shared, Peers::new(), options).await.map_err(coded)?;
         let ticket = server.ticket().to_string();
         let ticket_file = TicketFile::write(dir, &ticket)?;
         println!("{ticket}");
@@ -91,7 +127,7 @@ fn serve(dir: &Path, options: PeerOptions) -> anyhow::Result<()> {
 }
 
 /// Waits for Ctrl-C or SIGTERM.
-async fn stop_signal() -> anyhow::Result<()> {
+pub async fn stop_signal() -> anyhow::Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         interrupted = tokio::signal::ctrl_c() => interrupted?,
@@ -101,10 +137,10 @@ async fn stop_signal() -> anyhow::Result<()> {
 }
 
 /// The ticket file, removed when the device stops listening.
-struct TicketFile(PathBuf);
+pub struct TicketFile(PathBuf);
 
 impl TicketFile {
-    fn write(dir: &Path, ticket: &str) -> anyhow::Result<Self> {
+    pub fn write(dir: &Path, ticket: &str) -> anyhow::Result<Self> {
         let path = dir.join(TICKET_FILE);
         std::fs::write(&path, format!("{ticket}\n")).with_context(|| format!("writing {}", path.display()))?;
         Ok(Self(path))
@@ -117,36 +153,160 @@ impl Drop for TicketFile {
     }
 }
 
-/// `adiuva sync --peer TICKET`: one session with the device the ticket names.
-pub fn sync(dir: &Path, ticket: &str, json: bool) -> anyhow::Result<()> {
+/// `adiuva sync --peer TICKET [--live]`: one session with the device the ticket names, or a
+/// connection that stays open until Ctrl-C or SIGTERM.
+pub fn sync(dir: &Path, ticket: &str, json: bool, live: bool) -> anyhow::Result<()> {
     let ticket: PeerTicket = ticket.parse().map_err(coded)?;
-    let loopback = ticket.addrs.iter().all(|addr| addr.ip().is_loopback());
-    let options = options(loopback.then(|| SocketAddr::from(([127, 0, 0, 1], 0))));
+    if live && let Some(remote) = crate::daemon::client::Remote::find(dir, ulid::Ulid::new()) {
+        return live_through_daemon(&remote, &ticket, json);
+    }
+    let options = dialing_options(&ticket);
     let shared = shared(dir)?;
-    let report = runtime()?.block_on(adiuva_p2p::sync_once(shared, &ticket, &options)).map_err(coded)?;
-    print_report(&ticket, &report, json)
+    let runtime = runtime()?;
+    if !live {
+        let report = runtime.block_on(adiuva_p2p::sync_once(shared, &ticket, &options)).map_err(coded)?;
+        return print_report(&SessionView::of(ticket.device, &report), json);
+    }
+    let mut printed = Ok(());
+    let result = runtime.block_on(async {
+        let stop = async {
+            if let Err(error) = stop_signal().await {
+                tracing::warn!(%error, "cannot wait for signals; ending now");
+            }
+        };
+        adiuva_p2p::sync_live(shared, Peers::new(), &ticket, &options, stop, |report| {
+            if printed.is_ok() {
+                printed = print_report(&SessionView::of(ticket.device, report), json);
+            }
+        })
+        .await
+    });
+    result.map_err(coded)?;
+    printed?;
+    eprintln!("live sync with peer {} ended", ticket.device.short());
+    Ok(())
 }
 
-fn print_report(ticket: &PeerTicket, report: &SessionReport, json: bool) -> anyhow::Result<()> {
+/// A dialer on loopback when every address of the ticket is.
+pub fn dialing_options(ticket: &PeerTicket) -> PeerOptions {
+    let loopback = ticket.addrs.iter().all(|addr| addr.ip().is_loopback());
+    options(loopback.then(|| SocketAddr::from(([127, 0, 0, 1], 0))))
+}
+
+/// `sync --peer --live` while a daemon runs: the daemon holds the connection (and its commits
+/// reach the peer) until this command is stopped.
+fn live_through_daemon(remote: &crate::daemon::client::Remote, ticket: &PeerTicket, json: bool) -> anyhow::Result<()> {
+    let first = remote.peer_live_start(&ticket.to_string())?;
+    print_report(&first, json)?;
+    eprintln!("live with peer {} through the daemon; Ctrl-C ends it", ticket.device.short());
+    runtime()?.block_on(stop_signal())?;
+    remote.peer_live_stop(&ticket.device.to_string())?;
+    eprintln!("live sync with peer {} ended", ticket.device.short());
+    Ok(())
+}
+
+/// What one peer session did, as `sync --peer` prints it and the daemon's API answers it.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionView {
+    #[schema(value_type = String)]
+    pub peer: DeviceId,
+    /// Changes received and applied here.
+    pub applied: usize,
+    /// Changes received and kept aside until what they build on arrives.
+    pub pending: usize,
+    pub rounds: usize,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Both sides ended holding the same changes.
+    pub converged: bool,
+}
+
+impl SessionView {
+    pub fn of(peer: DeviceId, report: &SessionReport) -> Self {
+        Self {
+            peer,
+            applied: report.applied,
+            pending: report.pending,
+            rounds: report.rounds,
+            bytes_sent: report.bytes_sent,
+            bytes_received: report.bytes_received,
+            converged: report.converged,
+        }
+    }
+}
+
+fn print_report(report: &SessionView, json: bool) -> anyhow::Result<()> {
     if json {
-        let view = serde_json::json!({
-            "peer": ticket.device.to_string(),
-            "applied": report.applied,
-            "pending": report.pending,
-            "rounds": report.rounds,
-            "bytes_sent": report.bytes_sent,
-            "bytes_received": report.bytes_received,
-            "converged": report.converged,
-        });
-        println!("{view}");
+        println!("{}", serde_json::to_string(report)?);
     } else {
         let state = if report.converged { "both hold the same changes" } else { "not yet the same changes" };
         println!(
             "synced with peer {}: {} changes received, {} waiting; {state}",
-            ticket.device.short(),
+            report.peer.short(),
             report.applied,
             report.pending
         );
+    }
+    // A live sync prints as sessions end: whoever reads it sees each at once.
+    std::io::stdout().flush()?;
+    Ok(())
+}
+
+/// This device's peers, as `status` shows them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct PeerStatus {
+    /// Whether the daemon listens for peers when it runs (`peer on`).
+    pub on: bool,
+    /// The ticket this device is listening at, if it is (the daemon only).
+    pub listening: Option<String>,
+    /// Peers connected now, then the others this device synced with before.
+    pub peers: Vec<PeerView>,
+}
+
+/// One peer of this device.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct PeerView {
+    #[schema(value_type = String)]
+    pub id: DeviceId,
+    /// Its name in the device list.
+    pub name: Option<String>,
+    pub connected: bool,
+    /// Changes of this device the peer was not known to hold at the last session's end.
+    pub lacks: usize,
+    /// When a session with it last ended with both holding the same changes.
+    pub last_sync: Option<DateTime<Utc>>,
+}
+
+/// Every peer this device synced with or is connected to (`connected`), with what each lacks.
+pub fn peer_status(
+    workspace: &mut Workspace,
+    connected: &[DeviceId],
+    listening: Option<String>,
+) -> service::Result<PeerStatus> {
+    let on = workspace.device_setting(LISTEN_SETTING)?.is_some_and(|value| value == b"on");
+    let devices = workspace.devices()?;
+    let mut ids: Vec<DeviceId> = connected.to_vec();
+    for known in workspace.known_peers()? {
+        if !ids.contains(&known) {
+            ids.push(known);
+        }
+    }
+    let mut peers = Vec::with_capacity(ids.len());
+    for id in ids {
+        let lacks = workspace.peer_lacks(&id)?.values().sum();
+        let last_sync = workspace.peer_states(&id)?.last_sync;
+        let name = devices.iter().find(|device| device.id == id).map(|device| device.name.clone());
+        peers.push(PeerView { id, name, connected: connected.contains(&id), lacks, last_sync });
+    }
+    Ok(PeerStatus { on, listening, peers })
+}
+
+/// Stores whether the daemon listens for peers.
+pub fn set_listening(workspace: &mut Workspace, on: bool) -> service::Result<()> {
+    if on {
+        workspace.set_device_setting(LISTEN_SETTING, b"on")?;
+    } else {
+        workspace.remove_device_setting(LISTEN_SETTING)?;
     }
     Ok(())
 }

@@ -18,6 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::import::{self, ImportProgress, ImportReport};
 use crate::llm::{self, AskRequest, NewProvider, ProviderInfo, ProviderList, TestReport, UsageReport};
+use crate::peer::{self, PeerStatus};
 use crate::search::{IndexProgress, IndexReport, SearchAnswer, SearchRequest, SearchSlot};
 
 /// A failure with its stable code: from the engine, from checking a request, or reported by a
@@ -225,6 +226,10 @@ pub trait Service {
     fn status(&mut self) -> Result<WorkspaceStatus>;
     /// The relay sync's state, if this device has an account.
     fn sync_status(&mut self) -> Result<Option<SyncStatus>>;
+    /// This device's peers: connected ones (a daemon's), the others synced with, what each lacks.
+    fn peer_status(&mut self) -> Result<PeerStatus>;
+    /// Whether the daemon listens for peers (`peer on|off`); a running daemon starts or stops now.
+    fn set_peer_listening(&mut self, on: bool) -> Result<PeerStatus>;
     /// Imports JSON Lines `content` (named `source` in error messages), reporting progress.
     fn import(
         &mut self,
@@ -387,6 +392,15 @@ impl Service for Local<'_> {
             online: None,
             last_error: None,
         }))
+    }
+
+    fn peer_status(&mut self) -> Result<PeerStatus> {
+        peer::peer_status(self.workspace, &[], None)
+    }
+
+    fn set_peer_listening(&mut self, on: bool) -> Result<PeerStatus> {
+        peer::set_listening(self.workspace, on)?;
+        self.peer_status()
     }
 
     fn import(

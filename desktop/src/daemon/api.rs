@@ -23,7 +23,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::guard::{self, ApiError, Body, Correlation, ErrorBody, Params, Segments};
-use super::{Shared, events, llm_api, resident_bytes};
+use super::{Shared, events, llm_api, peers, resident_bytes};
 use crate::import::{self, ImportProgress, ImportReport};
 use crate::relay::SyncOutcome;
 use crate::search::{IndexProgress, IndexReport, SearchAnswer, SearchRequest};
@@ -59,6 +59,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .routes(routes!(log))
         .routes(routes!(status))
         .routes(routes!(sync_status, sync_now))
+        .routes(routes!(peers::peer_status, peers::set_listening))
+        .routes(routes!(peers::start_live))
+        .routes(routes!(peers::stop_live))
         .routes(routes!(run_import))
         .routes(routes!(compact))
         .routes(routes!(list_devices))

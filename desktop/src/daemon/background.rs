@@ -1,5 +1,5 @@
 //! Background work: one registry, so whatever must run beside the API (compaction, the search
-//! index and live sync with the relay now; peers and plugins as they land) is started and
+//! index, live sync with the relay and listening for peers now; plugins as they land) is started and
 //! stopped in one place. Each job runs on a blocking thread, never while the daemon is
 //! stopping, and `stop` waits for it.
 
@@ -67,6 +67,16 @@ impl Registry {
         self.jobs.push((name, job));
     }
 
+    /// Runs `job` (given the daemon's stopping flag) as a task of its own; it must return soon
+    /// after the flag turns true.
+    pub fn task<F>(&mut self, name: &'static str, job: impl FnOnce(watch::Receiver<bool>) -> F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let job = job(self.stopping.clone());
+        self.jobs.push((name, tokio::spawn(job.instrument(info_span!("background", job = name)))));
+    }
+
     /// Waits for every job to finish its current run and stop.
     pub async fn stop(self) {
         for (name, job) in self.jobs {
@@ -99,7 +109,7 @@ impl Stopping {
 }
 
 /// The daemon's background jobs.
-pub fn register_all(registry: &mut Registry, shared: &Arc<Shared>) {
+pub fn register_all(registry: &mut Registry, shared: &Arc<Shared>, dir: &std::path::Path) {
     let compacting = shared.clone();
     registry.every("compaction", COMPACT_EVERY, move || {
         let compacted = compacting.workspace().compact_loaded();
@@ -117,4 +127,7 @@ pub fn register_all(registry: &mut Registry, shared: &Arc<Shared>) {
     registry.thread("relay-sync", move |stopping| super::live_sync::run_sync(&syncing, &stopping));
     let listening = shared.clone();
     registry.thread("relay-live", move |stopping| super::live_sync::run_socket(&listening, &stopping));
+    let peering = shared.clone();
+    let dir = dir.to_owned();
+    registry.task("peer-listener", move |stopping| super::peers::listen(peering, dir, stopping));
 }

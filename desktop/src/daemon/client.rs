@@ -18,8 +18,10 @@ use super::DaemonFile;
 use super::api::{DaemonStatus, ImportLine, IndexLine};
 use super::guard::{CORRELATION_HEADER, ErrorBody};
 use super::llm_api::{AskLine, Chain};
+use super::peers::{Listening, LiveRequest};
 use crate::import::{ImportProgress, ImportReport};
 use crate::llm::{AskRequest, NewProvider, ProviderInfo, ProviderList, TestReport, UsageReport};
+use crate::peer::{PeerStatus, SessionView};
 use crate::search::{IndexProgress, IndexReport, SearchAnswer, SearchRequest};
 use crate::service::{
     DeviceRef, DeviceRemoval, DeviceRename, Error, LogQuery, NewNote, NewTask, RecordRef, Result, Service, SyncStatus,
@@ -87,6 +89,17 @@ impl Remote {
     /// Syncs with the relay once, in the daemon (`adiuva sync` while it runs).
     pub fn sync_now(&self) -> Result<crate::relay::SyncOutcome> {
         answer(self.post("/v1/sync").send_empty())
+    }
+
+    /// Has the daemon stay connected to the peer `ticket` names (`sync --peer --live`); answers
+    /// with the first session.
+    pub fn peer_live_start(&self, ticket: &str) -> Result<SessionView> {
+        self.send(self.post("/v1/peers/live"), &LiveRequest { ticket: ticket.to_owned() })
+    }
+
+    /// Ends the daemon's live connection to `device`, once it is closed.
+    pub fn peer_live_stop(&self, device: &str) -> Result<PeerStatus> {
+        answer(self.headers(self.agent.delete(self.url(&format!("/v1/peers/live/{}", encode(device))))).call())
     }
 
     /// Asks the daemon to stop; it does once the requests in flight are answered.
@@ -191,6 +204,14 @@ impl Service for Remote {
 
     fn sync_status(&mut self) -> Result<Option<SyncStatus>> {
         self.get("/v1/sync", &())
+    }
+
+    fn peer_status(&mut self) -> Result<PeerStatus> {
+        self.get("/v1/peers", &())
+    }
+
+    fn set_peer_listening(&mut self, on: bool) -> Result<PeerStatus> {
+        self.send(self.headers(self.agent.put(self.url("/v1/peers"))), &Listening { on })
     }
 
     fn import(

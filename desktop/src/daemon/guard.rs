@@ -32,11 +32,13 @@ impl From<service::Error> for ApiError {
                 StatusCode::NOT_FOUND
             }
             ErrorCode::RecordAmbiguous | ErrorCode::WorkspaceLocked | ErrorCode::DeviceRemoved => StatusCode::CONFLICT,
-            ErrorCode::InputInvalid | ErrorCode::RecordInvalid => StatusCode::BAD_REQUEST,
+            ErrorCode::InputInvalid | ErrorCode::RecordInvalid | ErrorCode::PeerTicketInvalid => {
+                StatusCode::BAD_REQUEST
+            }
             ErrorCode::LlmUnknownProvider => StatusCode::NOT_FOUND,
             ErrorCode::LlmNoProvider | ErrorCode::SyncNotSignedIn => StatusCode::CONFLICT,
             // A provider's failure: the daemon worked, the service behind it did not.
-            code if ["llm.", "relay.", "sync."].iter().any(|prefix| code.as_str().starts_with(prefix)) => {
+            code if ["llm.", "relay.", "sync.", "peer."].iter().any(|prefix| code.as_str().starts_with(prefix)) => {
                 StatusCode::BAD_GATEWAY
             }
             _ => StatusCode::INTERNAL_SERVER_ERROR,

@@ -19,6 +19,7 @@ mod events;
 mod guard;
 mod live_sync;
 mod llm_api;
+mod peers;
 
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
@@ -99,6 +100,8 @@ pub struct Shared {
     index_progress: Mutex<Option<IndexProgress>>,
     /// Live sync with the relay: woken by commits and by the relay's announcements.
     live: Arc<live_sync::LiveSync>,
+    /// Peers: listening while peers are on, live connections, told of every commit.
+    peer: peers::DaemonPeers,
     /// Every durable commit group, as the engine reports it.
     committed: broadcast::Sender<Arc<[FollowedEvent]>>,
     /// The address clients must name in `Host` (and `Origin`, if they send one).
@@ -174,10 +177,13 @@ async fn serve(dir: &Path, mut workspace: Workspace) -> anyhow::Result<()> {
     let sender = committed.clone();
     let live = Arc::new(live_sync::LiveSync::default());
     let waker = live.clone();
+    let peer = peers::DaemonPeers::default();
+    let live_peers = peer.peers.clone();
     workspace.on_commit(Box::new(move |events| {
         // No subscriber is not an error: nobody follows the stream right now.
         let _ = sender.send(events.to_vec().into());
         waker.wake();
+        live_peers.changed();
     }));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let address = listener.local_addr()?;
@@ -188,6 +194,7 @@ async fn serve(dir: &Path, mut workspace: Workspace) -> anyhow::Result<()> {
         indexing: Mutex::new(()),
         index_progress: Mutex::new(None),
         live,
+        peer,
         committed,
         address,
         token: guard::new_token()?,
@@ -197,7 +204,7 @@ async fn serve(dir: &Path, mut workspace: Workspace) -> anyhow::Result<()> {
         stop: stop.clone(),
     });
     let mut background = background::Registry::new(stopping.clone());
-    background::register_all(&mut background, &shared);
+    background::register_all(&mut background, &shared, dir);
     let app = api::router(shared.clone());
     let announced =
         DaemonFile { pid: std::process::id(), address, token: shared.token.clone(), started_at: shared.started_at };
@@ -225,6 +232,7 @@ async fn serve(dir: &Path, mut workspace: Workspace) -> anyhow::Result<()> {
     // Reached once every accepted request is answered (so every acknowledged commit is durable).
     let _ = stop.send(true);
     background.stop().await;
+    shared.peer.stop_links().await;
     DaemonFile::remove_stale(dir);
     drop(app_state_into_workspace(shared));
     info!("daemon stopped");

@@ -107,7 +107,7 @@ async fn ours(events: usize) -> Figures {
     source.compact().unwrap();
     let source = Arc::new(Mutex::new(source));
     let target: Arc<dyn SharedWorkspace> = Arc::new(Mutex::new(target));
-    let server = PeerServer::start(source.clone(), PeerOptions::loopback()).await.unwrap();
+    let server = PeerServer::start(source.clone(), adiuva_p2p::Peers::new(), PeerOptions::loopback()).await.unwrap();
     let ticket = server.ticket();
     let options = PeerOptions::loopback();
 

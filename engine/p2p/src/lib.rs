@@ -11,6 +11,8 @@
 //! - A session runs the Automerge sync protocol per document (see [`session`]); every change
 //!   received goes through the engine's import checks
 //!   ([`Workspace::receive_peer_message`](adiuva_engine::Workspace::receive_peer_message)).
+//! - A live connection stays open after its first session and runs another whenever either
+//!   side gained changes ([`live`]).
 //! - Frames are length-prefixed and bounded ([`frame`]); a peer that sends garbage, too much,
 //!   or nothing for [`PeerOptions::stall`] gets a typed error and a closed connection.
 
@@ -20,12 +22,14 @@ use adiuva_engine::Workspace;
 
 pub mod error;
 pub mod frame;
+pub mod live;
 mod peer;
 pub mod session;
 pub mod ticket;
 
 pub use error::{PeerError, Result};
-pub use peer::{PeerOptions, PeerServer, dial, sync_once};
+pub use live::Peers;
+pub use peer::{PeerOptions, PeerServer, dial, sync_live, sync_once};
 pub use session::SessionReport;
 pub use ticket::PeerTicket;
 

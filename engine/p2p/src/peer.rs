@@ -1,5 +1,6 @@
 //! This device's iroh endpoint: listening ([`PeerServer`]) and dialing ([`sync_once`]).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,9 +9,11 @@ use adiuva_model::DeviceId;
 use iroh::endpoint::{Connection, PortmapperConfig, VarInt, presets};
 use iroh::protocol::{AcceptError, ProtocolHandler, Router};
 use iroh::{Endpoint, EndpointAddr, RelayMode, SecretKey, TransportAddr};
-use tracing::{info, warn};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
 
 use crate::error::{PeerError, Result};
+use crate::live::{self, Peers};
 use crate::session::{self, CLOSE_DONE, CLOSE_ERROR, CLOSE_REFUSED, Role, SessionReport, Wire, with_workspace};
 use crate::ticket::PeerTicket;
 use crate::{ALPN, SharedWorkspace};
@@ -63,9 +66,11 @@ pub struct PeerServer {
 }
 
 impl PeerServer {
-    pub async fn start(shared: Arc<dyn SharedWorkspace>, options: PeerOptions) -> Result<Self> {
+    /// Starts listening. `peers` is shared with this device's other connections: what one
+    /// peer brings, the others connected live are told of.
+    pub async fn start(shared: Arc<dyn SharedWorkspace>, peers: Arc<Peers>, options: PeerOptions) -> Result<Self> {
         let endpoint = bind(&shared, &options).await?;
-        let handler = SyncProtocol { shared, options };
+        let handler = SyncProtocol { shared, peers, options };
         Ok(Self { router: Router::builder(endpoint).accept(ALPN, handler).spawn() })
     }
 
@@ -93,6 +98,7 @@ impl PeerServer {
 #[derive(Clone)]
 struct SyncProtocol {
     shared: Arc<dyn SharedWorkspace>,
+    peers: Arc<Peers>,
     options: PeerOptions,
 }
 
@@ -115,42 +121,68 @@ impl ProtocolHandler for SyncProtocol {
             connection.close(VarInt::from_u32(CLOSE_REFUSED), error.code().as_str().as_bytes());
             return Ok(());
         }
-        let stall = self.options.stall;
-        let streams = tokio::time::timeout(stall, connection.accept_bi()).await;
-        let (send, recv) = match streams {
-            Ok(Ok(streams)) => streams,
-            Ok(Err(error)) => {
-                warn!(peer = %peer, %error, "a peer left before its session began");
-                return Ok(());
-            }
-            Err(_) => {
-                warn!(peer = %peer, "a peer opened no stream; closing");
-                connection.close(VarInt::from_u32(CLOSE_ERROR), b"peer.stalled");
-                return Ok(());
-            }
-        };
-        let mut wire = Wire {
-            send,
-            recv,
-            connection: connection.clone(),
-            peer,
-            stall,
-            peer_busy: Duration::ZERO,
-            bytes_sent: 0,
-            bytes_received: 0,
-        };
-        match session::run(&self.shared, &mut wire, Role::Listener).await {
-            Ok(report) => {
-                info!(peer = %peer, applied = report.applied, rounds = report.rounds, converged = report.converged, "peer session ended");
-                // The dialer closes once it read everything; wait for it, not forever.
-                let _ = tokio::time::timeout(stall, connection.closed()).await;
-            }
-            Err(error) => {
-                warn!(peer = %peer, code = error.code().as_str(), %error, "peer session failed");
-                connection.close(VarInt::from_u32(CLOSE_ERROR), error.code().as_str().as_bytes());
-            }
+        let _link = self.peers.link(peer);
+        let (ended_with, last) = watch::channel(None);
+        let notices = live::send_notices(self.shared.clone(), self.peers.clone(), connection.clone(), peer, last);
+        tokio::select! {
+            () = self.sessions(&connection, peer, &ended_with) => {}
+            // Returns only when the connection is gone.
+            () = notices => {}
         }
         Ok(())
+    }
+}
+
+impl SyncProtocol {
+    /// The sessions the dialer opens on `connection`, one at a time, until it closes it (a dialer
+    /// syncing once does after its session; a live one stays). Each session's heads, when both
+    /// sides ended with them, go to `ended_with`.
+    async fn sessions(&self, connection: &Connection, peer: DeviceId, ended_with: &watch::Sender<Option<[u8; 32]>>) {
+        let stall = self.options.stall;
+        let mut first = true;
+        loop {
+            // The first stream comes at once; later ones whenever the dialer has news, for as
+            // long as the connection lives (QUIC keep-alives and idle timeout watch it).
+            let streams = if first {
+                match tokio::time::timeout(stall, connection.accept_bi()).await {
+                    Ok(streams) => streams,
+                    Err(_) => {
+                        warn!(peer = %peer, "a peer opened no stream; closing");
+                        connection.close(VarInt::from_u32(CLOSE_ERROR), b"peer.stalled");
+                        return;
+                    }
+                }
+            } else {
+                connection.accept_bi().await
+            };
+            let (send, recv) = match streams {
+                Ok(streams) => streams,
+                Err(error) => {
+                    if first {
+                        warn!(peer = %peer, %error, "a peer left before its session began");
+                    } else {
+                        debug!(peer = %peer, %error, "peer connection ended");
+                    }
+                    return;
+                }
+            };
+            first = false;
+            let mut wire = Wire::new(send, recv, connection.clone(), peer, stall);
+            match session::run(&self.shared, &mut wire, Role::Listener).await {
+                Ok(report) => {
+                    info!(peer = %peer, applied = report.applied, rounds = report.rounds, converged = report.converged, "peer session ended");
+                    ended_with.send_replace(report.converged.then_some(report.digest));
+                    if report.applied > 0 {
+                        self.peers.changed();
+                    }
+                }
+                Err(error) => {
+                    warn!(peer = %peer, code = error.code().as_str(), %error, "peer session failed");
+                    connection.close(VarInt::from_u32(CLOSE_ERROR), error.code().as_str().as_bytes());
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -162,6 +194,22 @@ pub async fn sync_once(
 ) -> Result<SessionReport> {
     let endpoint = bind(&shared, &options_for_dialing(options)).await?;
     let result = dial(&shared, &endpoint, ticket, options).await;
+    endpoint.close().await;
+    result
+}
+
+/// Stays connected to the device `ticket` names until `stop` completes, syncing whenever
+/// either side gained changes (see [`live`](crate::live)); `reported` is told about each session.
+pub async fn sync_live(
+    shared: Arc<dyn SharedWorkspace>,
+    peers: Arc<Peers>,
+    ticket: &PeerTicket,
+    options: &PeerOptions,
+    stop: impl Future<Output = ()>,
+    reported: impl FnMut(&SessionReport),
+) -> Result<()> {
+    let endpoint = bind(&shared, &options_for_dialing(options)).await?;
+    let result = live::live(shared, peers, &endpoint, ticket, options, stop, reported).await;
     endpoint.close().await;
     result
 }
@@ -178,6 +226,22 @@ pub async fn dial(
     ticket: &PeerTicket,
     options: &PeerOptions,
 ) -> Result<SessionReport> {
+    let connection = connect(shared, endpoint, ticket, options).await?;
+    let result = live::session_on(shared, &connection, ticket.device, options).await;
+    match &result {
+        Ok(_) => connection.close(VarInt::from_u32(CLOSE_DONE), b"done"),
+        Err(error) => connection.close(VarInt::from_u32(CLOSE_ERROR), error.code().as_str().as_bytes()),
+    }
+    result
+}
+
+/// Connects to the device `ticket` names, which must be a device of this workspace's list.
+pub(crate) async fn connect(
+    shared: &Arc<dyn SharedWorkspace>,
+    endpoint: &Endpoint,
+    ticket: &PeerTicket,
+    options: &PeerOptions,
+) -> Result<Connection> {
     let peer = ticket.device;
     // This device talks to devices of its own list only.
     with_workspace(shared, peer, move |w| w.check_peer(&peer))
@@ -186,26 +250,8 @@ pub async fn dial(
     let unreachable = |detail: String| PeerError::Unreachable { peer: peer.to_string(), detail };
     let id = iroh::PublicKey::from_bytes(&peer.0).map_err(|e| unreachable(format!("not a valid key: {e}")))?;
     let addr = EndpointAddr::from_parts(id, ticket.addrs.iter().copied().map(TransportAddr::Ip));
-    let connection = tokio::time::timeout(options.stall, endpoint.connect(addr, ALPN))
+    tokio::time::timeout(options.stall, endpoint.connect(addr, ALPN))
         .await
         .map_err(|_| unreachable(format!("no answer within {} s", options.stall.as_secs())))?
-        .map_err(|e| unreachable(e.to_string()))?;
-    // A listener that refuses this device closes at once, maybe before the stream opens.
-    let (send, recv) = connection.open_bi().await.map_err(|e| session::ended(peer, Some(&e), e.to_string()))?;
-    let mut wire = Wire {
-        send,
-        recv,
-        connection: connection.clone(),
-        peer,
-        stall: options.stall,
-        peer_busy: Duration::ZERO,
-        bytes_sent: 0,
-        bytes_received: 0,
-    };
-    let result = session::run(shared, &mut wire, Role::Dialer).await;
-    match &result {
-        Ok(_) => connection.close(VarInt::from_u32(CLOSE_DONE), b"done"),
-        Err(error) => connection.close(VarInt::from_u32(CLOSE_ERROR), error.code().as_str().as_bytes()),
-    }
-    result
+        .map_err(|e| unreachable(e.to_string()))
 }

@@ -60,6 +60,8 @@ pub struct SessionReport {
     pub bytes_received: u64,
     /// Both sides ended holding the same heads in every document.
     pub converged: bool,
+    /// A digest of this side's heads as the session ended.
+    pub digest: [u8; 32],
 }
 
 /// Whether this side dialed or was dialed: the dialer speaks first.
@@ -83,6 +85,16 @@ pub(crate) struct Wire {
 }
 
 impl Wire {
+    pub fn new(
+        send: SendStream,
+        recv: RecvStream,
+        connection: iroh::endpoint::Connection,
+        peer: DeviceId,
+        stall: Duration,
+    ) -> Self {
+        Self { send, recv, connection, peer, stall, peer_busy: Duration::ZERO, bytes_sent: 0, bytes_received: 0 }
+    }
+
     fn peer_text(&self) -> String {
         self.peer.to_string()
     }
@@ -242,9 +254,12 @@ pub(crate) async fn run(shared: &Arc<dyn SharedWorkspace>, wire: &mut Wire, role
     })?;
     let mut states = phase(shared, wire, states, Phase::Documents, &mut report).await?;
 
-    let digest = with_workspace(shared, peer, heads_digest).await?;
+    let heads = with_workspace(shared, peer, |w| w.peer_heads()).await?;
+    let digest = heads.digest();
     report.converged = wire.exchange(&Frame::Heads(digest)).await? == Frame::Heads(digest);
+    report.digest = digest;
     if report.converged {
+        states.settled(&heads);
         states.last_sync = Some(chrono::Utc::now());
     }
     with_workspace(shared, peer, move |w| w.set_peer_states(&peer, &states)).await?;
@@ -348,20 +363,4 @@ async fn phase(
         report.pending += pending;
     }
     Err(PeerError::SyncLoop { peer: peer.to_string(), rounds: MAX_ROUNDS })
-}
-
-/// A digest of every document's name and heads, in order.
-fn heads_digest(workspace: &mut Workspace) -> adiuva_engine::Result<[u8; 32]> {
-    let mut hasher = blake3::Hasher::new();
-    for document in workspace.document_names()? {
-        let mut heads = workspace.heads(&document)?;
-        heads.sort();
-        hasher.update(document.as_bytes());
-        hasher.update(&[0]);
-        for head in heads {
-            hasher.update(&head.0);
-        }
-        hasher.update(&[0xff]);
-    }
-    Ok(*hasher.finalize().as_bytes())
 }

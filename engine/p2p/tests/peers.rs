@@ -80,7 +80,8 @@ fn dyn_shared(workspace: &Arc<Mutex<Workspace>>) -> Arc<dyn SharedWorkspace> {
 }
 
 async fn serve(workspace: &Arc<Mutex<Workspace>>) -> (PeerServer, PeerTicket) {
-    let server = PeerServer::start(dyn_shared(workspace), PeerOptions::loopback()).await.unwrap();
+    let server =
+        PeerServer::start(dyn_shared(workspace), adiuva_p2p::Peers::new(), PeerOptions::loopback()).await.unwrap();
     let ticket = server.ticket();
     assert!(!ticket.addrs.is_empty());
     (server, ticket)
@@ -245,7 +246,7 @@ async fn a_peer_busy_taking_in_a_large_round_is_not_taken_for_stalled() {
     }
     let (a, b) = (shared(a), shared(b));
     let quick = PeerOptions { stall: Duration::from_secs(1), ..PeerOptions::loopback() };
-    let server = PeerServer::start(dyn_shared(&a), quick.clone()).await.unwrap();
+    let server = PeerServer::start(dyn_shared(&a), adiuva_p2p::Peers::new(), quick.clone()).await.unwrap();
 
     let report = sync_once(dyn_shared(&b), &server.ticket(), &quick).await.unwrap();
     assert!(report.converged, "{report:?}");

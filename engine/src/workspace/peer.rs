@@ -59,7 +59,42 @@ struct StoredPeerStates {
     last_sync: Option<DateTime<Utc>>,
 }
 
+/// Every document's heads at one moment, and their digest: what the two sides of a session
+/// compare at its end.
+#[derive(Clone, Debug, Default)]
+pub struct PeerHeads {
+    documents: BTreeMap<String, Vec<ChangeHash>>,
+}
+
+impl PeerHeads {
+    /// A digest of every document's name and heads, in order: equal digests, same changes.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new();
+        for (document, heads) in &self.documents {
+            let mut heads = heads.clone();
+            heads.sort();
+            hasher.update(document.as_bytes());
+            hasher.update(&[0]);
+            for head in heads {
+                hasher.update(&head.0);
+            }
+            hasher.update(&[0xff]);
+        }
+        *hasher.finalize().as_bytes()
+    }
+}
+
 impl PeerStates {
+    /// Records that the peer holds exactly `heads` (a session ended with both sides' digests
+    /// equal). Automerge alone may not know: a side that took the last changes in says nothing
+    /// more once its heads equal the heads the other announced, so the other would keep its
+    /// older view of what they share.
+    pub fn settled(&mut self, heads: &PeerHeads) {
+        for (document, heads) in &heads.documents {
+            self.state(document).shared_heads.clone_from(heads);
+        }
+    }
+
     fn state(&mut self, document: &str) -> &mut sync::State {
         self.documents.entry(document.to_owned()).or_default()
     }
@@ -88,6 +123,16 @@ impl Workspace {
             }
             Some(_) => Ok(()),
         }
+    }
+
+    /// Every document's heads now.
+    pub fn peer_heads(&mut self) -> Result<PeerHeads> {
+        let mut documents = BTreeMap::new();
+        for document in self.document_names()? {
+            let heads = self.document(&document)?.doc.get_heads();
+            documents.insert(document, heads);
+        }
+        Ok(PeerHeads { documents })
     }
 
     /// What this device knows of `peer` (nothing if they never synced).

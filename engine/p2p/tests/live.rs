@@ -1,0 +1,142 @@
+//! Live peer sync over real iroh endpoints on loopback: a connection that stays open carries
+//! each new change as it is committed, in both directions and on to the listener's other live
+//! peers, and ends cleanly when asked to.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use adiuva_engine::Workspace;
+use adiuva_model::{Collection, RecordId};
+use adiuva_p2p::{PeerOptions, PeerTicket, Peers, SessionReport, sync_live};
+use common::*;
+use tokio::sync::{mpsc, oneshot};
+
+/// Long enough for a loaded machine; the tests wait for events, never for this.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+fn patient() -> PeerOptions {
+    PeerOptions { stall: PATIENCE, ..PeerOptions::loopback() }
+}
+
+/// A device: its workspace and what its connections share.
+struct Device {
+    workspace: Arc<Mutex<Workspace>>,
+    peers: Arc<Peers>,
+}
+
+impl Device {
+    fn new(workspace: Workspace) -> Self {
+        Self { workspace: shared(workspace), peers: Peers::new() }
+    }
+
+    /// A local commit, told to this device's live connections as the daemon does.
+    fn add_task(&self, title: &str) -> RecordId {
+        let id = add_task(&mut self.workspace.lock().unwrap(), title);
+        self.peers.changed();
+        id
+    }
+
+    fn has(&self, id: RecordId) -> bool {
+        self.workspace.lock().unwrap().list(Collection::Tasks).unwrap().iter().any(|task| task["id"] == id.to_string())
+    }
+}
+
+/// A live dialer running: its session reports, and the switch that stops it.
+struct LiveDialer {
+    reports: mpsc::UnboundedReceiver<SessionReport>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<adiuva_p2p::Result<()>>,
+}
+
+impl LiveDialer {
+    fn start(device: &Device, ticket: &PeerTicket) -> Self {
+        let (sender, reports) = mpsc::unbounded_channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (shared, peers, ticket) = (dyn_shared(&device.workspace), device.peers.clone(), ticket.clone());
+        let task = tokio::spawn(async move {
+            let stop = async move {
+                let _ = stopped.await;
+            };
+            sync_live(shared, peers, &ticket, &patient(), stop, move |report| {
+                let _ = sender.send(report.clone());
+            })
+            .await
+        });
+        Self { reports, stop: Some(stop), task }
+    }
+
+    /// Waits, session by session, until `until` holds.
+    async fn wait_for(&mut self, what: &str, until: impl Fn() -> bool) {
+        let waited = tokio::time::timeout(PATIENCE, async {
+            while !until() {
+                self.reports.recv().await.expect("the live connection ended");
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "{what}: not within {PATIENCE:?}");
+    }
+
+    async fn stop(mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Waits until `device` has no peer connected (a peer that closed is counted out once its
+/// listener read the close).
+async fn wait_until_alone(device: &Device) {
+    let waited = tokio::time::timeout(PATIENCE, async {
+        while !device.peers.connected().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "peers still connected: {:?}", device.peers.connected());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_connection_carries_each_new_change_both_ways_and_on_to_other_live_peers() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut a = Workspace::init(dirs[0].path(), protection(), "a").unwrap();
+    let b = join(&mut a, dirs[1].path(), "b");
+    let c = join(&mut a, dirs[2].path(), "c");
+    add_task(&mut a, "before the connection");
+    let (a, b, c) = (Device::new(a), Device::new(b), Device::new(c));
+    let (server, ticket) = serve_sharing(&a.workspace, a.peers.clone()).await;
+
+    let mut b_live = LiveDialer::start(&b, &ticket);
+    let mut c_live = LiveDialer::start(&c, &ticket);
+    // The first session brings what was there before.
+    b_live
+        .wait_for("the first session", || b.workspace.lock().unwrap().list(Collection::Tasks).unwrap().len() == 1)
+        .await;
+
+    // The listener's change reaches the dialer, with no sync asked for.
+    let from_a = a.add_task("on the listener");
+    b_live.wait_for("a's change on b", || b.has(from_a)).await;
+    // The dialer's change reaches the listener, and through it the listener's other live peer.
+    let from_b = b.add_task("on a dialer");
+    c_live.wait_for("b's change on c", || c.has(from_b)).await;
+    assert!(a.has(from_b));
+    assert_eq!(a.peers.connected().len(), 2);
+    // Neither side believes the other lacks anything: the side that sent the last change knows
+    // the other took it, though the other had nothing more to say.
+    let a_id = a.workspace.lock().unwrap().device_id();
+    let b_id = b.workspace.lock().unwrap().device_id();
+    b_live
+        .wait_for("b's session with a ended", || b.workspace.lock().unwrap().peer_lacks(&a_id).unwrap().is_empty())
+        .await;
+    assert!(a.workspace.lock().unwrap().peer_lacks(&b_id).unwrap().is_empty());
+
+    // Stopping ends the connection cleanly: the listener counts the peer out.
+    b_live.stop().await;
+    c_live.stop().await;
+    wait_until_alone(&a).await;
+    let mut all = [&a, &b, &c].map(|device| heads(&mut device.workspace.lock().unwrap()));
+    all.sort();
+    assert_eq!(all[0], all[2]);
+    server.shutdown().await;
+}
