@@ -8,6 +8,7 @@
 
 use adiuva_model::{Collection, RecordId};
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 /// The collections searched: those whose records people write and look for.
@@ -15,9 +16,6 @@ pub const SEARCHED: [Collection; 4] = [Collection::Notes, Collection::Tasks, Col
 
 /// About 200 tokens of English: room for the title the model reads before each chunk.
 pub const CHUNK_BUDGET: usize = 800;
-
-/// The long-text fields, in the order their text is joined.
-const TEXT_FIELDS: [&str; 5] = ["body", "description", "location", "text", "content"];
 
 /// A record as the index sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,36 +30,108 @@ pub struct Searchable {
     pub chunks: Vec<String>,
 }
 
+/// The fields of a record the index reads, deserialized straight from the read view's JSON.
+/// Not the whole record as a `Value` (a map and a string per field): a first build of 100k
+/// records held about 100 MB of those at once, and the daemon kept much of it afterwards as
+/// allocator pages its long-lived data was scattered over. A field of another type than the
+/// index reads counts as absent, as a missing one does.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SearchedFields {
+    #[serde(deserialize_with = "text")]
+    id: Option<String>,
+    #[serde(deserialize_with = "text")]
+    title: Option<String>,
+    #[serde(deserialize_with = "text")]
+    body: Option<String>,
+    #[serde(deserialize_with = "text")]
+    description: Option<String>,
+    #[serde(deserialize_with = "text")]
+    location: Option<String>,
+    #[serde(deserialize_with = "text")]
+    text: Option<String>,
+    #[serde(deserialize_with = "text")]
+    content: Option<String>,
+    #[serde(deserialize_with = "text")]
+    namespace: Option<String>,
+    #[serde(deserialize_with = "text")]
+    key: Option<String>,
+    value: Option<Value>,
+    #[serde(deserialize_with = "texts")]
+    tags: Vec<String>,
+    #[serde(deserialize_with = "text")]
+    start: Option<String>,
+    #[serde(deserialize_with = "text")]
+    created_at: Option<String>,
+    #[serde(deserialize_with = "text")]
+    source: Option<String>,
+}
+
+/// A string field; anything else (a number, `null`, an object) as absent.
+fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    Ok(match Value::deserialize(deserializer)? {
+        Value::String(text) => Some(text),
+        _ => None,
+    })
+}
+
+/// The strings of an array field; anything else as none.
+fn texts<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    Ok(match Value::deserialize(deserializer)? {
+        Value::Array(items) => items
+            .into_iter()
+            .filter_map(|item| match item {
+                Value::String(text) => Some(text),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
 impl Searchable {
     /// The searchable parts of `record` (a read view's JSON), or `None` for one without an id.
     pub fn from_record(collection: Collection, record: &Value) -> Option<Self> {
-        let id: RecordId = record.get("id")?.as_str()?.parse().ok()?;
-        let text_of = |field: &str| record.get(field).and_then(Value::as_str).unwrap_or_default().trim();
-        let mut title = text_of("title").to_owned();
+        Self::from_fields(collection, SearchedFields::deserialize(record).ok()?)
+    }
+
+    /// The searchable parts of a record's fields, or `None` for one without an id.
+    pub fn from_fields(collection: Collection, fields: SearchedFields) -> Option<Self> {
+        let id: RecordId = fields.id.as_deref()?.parse().ok()?;
+        let trimmed = |field: &Option<String>| field.as_deref().unwrap_or_default().trim().to_owned();
+        let mut title = trimmed(&fields.title);
         let mut parts: Vec<String> =
-            TEXT_FIELDS.iter().map(|f| text_of(f)).filter(|t| !t.is_empty()).map(str::to_owned).collect();
+            [&fields.body, &fields.description, &fields.location, &fields.text, &fields.content]
+                .into_iter()
+                .map(trimmed)
+                .filter(|t| !t.is_empty())
+                .collect();
         if collection == Collection::Memory {
             // A memory fact: `namespace/key` names it, its value is what it says.
-            title = format!("{} {}", text_of("namespace"), text_of("key")).trim().to_owned();
-            match record.get("value") {
-                Some(Value::String(text)) => parts.push(text.clone()),
+            title = format!("{} {}", trimmed(&fields.namespace), trimmed(&fields.key)).trim().to_owned();
+            match fields.value {
+                Some(Value::String(text)) => parts.push(text),
                 Some(value @ (Value::Object(_) | Value::Array(_) | Value::Number(_) | Value::Bool(_))) => {
                     parts.push(value.to_string())
                 }
                 _ => {}
             }
         }
-        let tags = match record.get("tags") {
-            Some(Value::Array(tags)) => tags.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
-            _ => Vec::new(),
-        };
-        let time = ["start", "created_at"]
-            .iter()
-            .find_map(|f| record.get(f).and_then(Value::as_str))
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        // The first of `start` and `created_at` that is text, if it is a time.
+        let time = fields
+            .start
+            .or(fields.created_at)
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
             .map(|t| t.with_timezone(&Utc));
-        let source = record.get("source").and_then(Value::as_str).map(str::to_owned);
-        Some(Self { id, collection, title, tags, source, time, chunks: chunk(&parts.join("\n\n")) })
+        Some(Self {
+            id,
+            collection,
+            title,
+            tags: fields.tags,
+            source: fields.source,
+            time,
+            chunks: chunk(&parts.join("\n\n")),
+        })
     }
 
     /// What the model reads for chunk `n`: the title, then the chunk.

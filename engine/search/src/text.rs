@@ -24,7 +24,7 @@ use tantivy::tokenizer::{
 };
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
-use crate::error::Result;
+use crate::error::{Result, SearchError};
 use crate::record::Searchable;
 
 const TOKENIZER: &str = "adiuva";
@@ -81,10 +81,11 @@ impl Filter {
     }
 }
 
-/// A record found by its words: its best chunk's score and snippet.
+/// A record found by its words: its title, its best chunk's score and snippet.
 #[derive(Clone, Debug)]
 pub struct TextHit {
     pub record: RecordId,
+    pub title: String,
     pub score: f32,
     /// The best chunk's passage, matched words marked `**like this**`.
     pub snippet: String,
@@ -92,8 +93,9 @@ pub struct TextHit {
 
 #[derive(Clone, Copy)]
 struct Fields {
+    /// `RECORD/N`: chunk `N` of a record, its only unique term (a second one naming the record
+    /// alone cost 2.5 MB of terms per 100k records, and as much again stored).
     key: Field,
-    record: Field,
     collection: Field,
     tags: Field,
     source: Field,
@@ -104,7 +106,10 @@ struct Fields {
 
 /// The in-memory full-text index.
 pub struct TextIndex {
-    writer: IndexWriter,
+    index: Index,
+    /// Open only while an update is staged: an open writer keeps a queue for 10,000 documents
+    /// (2.4 MB) and its threads, which an idle index does not need.
+    writer: Option<IndexWriter>,
     reader: IndexReader,
     fields: Fields,
     analyzer: TextAnalyzer,
@@ -130,8 +135,7 @@ impl TextIndex {
                 .set_index_option(IndexRecordOption::WithFreqsAndPositions),
         );
         let fields = Fields {
-            key: schema.add_text_field("key", STRING),
-            record: schema.add_text_field("record", STRING | STORED),
+            key: schema.add_text_field("key", STRING | STORED),
             collection: schema.add_text_field("collection", STRING),
             tags: schema.add_text_field("tags", STRING),
             source: schema.add_text_field("source", STRING),
@@ -141,9 +145,21 @@ impl TextIndex {
         };
         let index = Index::create_in_ram(schema.build());
         index.tokenizers().register(TOKENIZER, analyzer());
-        let writer = index.writer_with_num_threads(1, WRITER_MEMORY)?;
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
-        Ok(Self { writer, reader, fields, analyzer: analyzer() })
+        Ok(Self { index, writer: None, reader, fields, analyzer: analyzer() })
+    }
+
+    /// The writer, opened for the update being staged.
+    fn writer(&mut self) -> Result<&mut IndexWriter> {
+        if self.writer.is_none() {
+            self.writer = Some(self.index.writer_with_num_threads(1, WRITER_MEMORY)?);
+        }
+        self.writer.as_mut().ok_or_else(|| SearchError::IndexFailed { detail: "no index writer".into() })
+    }
+
+    /// The record chunk `key` names.
+    fn record_of(key: &str) -> Option<RecordId> {
+        key.split_once('/')?.0.parse().ok()
     }
 
     /// The key of chunk `n` of a record (unique in the index).
@@ -157,7 +173,6 @@ impl TextIndex {
         for (n, chunk) in record.chunks.iter().enumerate() {
             let mut doc = TantivyDocument::default();
             doc.add_text(f.key, Self::key(record.id, n));
-            doc.add_text(f.record, record.id.to_string());
             doc.add_text(f.collection, record.collection.name());
             for tag in &record.tags {
                 doc.add_text(f.tags, tag);
@@ -170,19 +185,28 @@ impl TextIndex {
             }
             doc.add_text(f.title, &record.title);
             doc.add_text(f.body, chunk);
-            self.writer.add_document(doc)?;
+            self.writer()?.add_document(doc)?;
         }
         Ok(())
     }
 
-    /// Stages the removal of every chunk of `record`.
-    pub fn remove(&mut self, record: RecordId) {
-        self.writer.delete_term(Term::from_field_text(self.fields.record, &record.to_string()));
+    /// Stages the removal of the `chunks` chunks of `record`.
+    pub fn remove(&mut self, record: RecordId, chunks: usize) -> Result<()> {
+        let key = self.fields.key;
+        let writer = self.writer()?;
+        for n in 0..chunks {
+            writer.delete_term(Term::from_field_text(key, &Self::key(record, n)));
+        }
+        Ok(())
     }
 
-    /// Makes what was staged searchable.
+    /// Makes what was staged searchable, and closes the writer once the merges its commit
+    /// started are done.
     pub fn commit(&mut self) -> Result<()> {
-        self.writer.commit()?;
+        if let Some(mut writer) = self.writer.take() {
+            writer.commit()?;
+            writer.wait_merging_threads()?;
+        }
         self.reader.reload()?;
         Ok(())
     }
@@ -255,9 +279,7 @@ impl TextIndex {
             let mut seen = HashSet::new();
             for (score, address) in top {
                 let doc: TantivyDocument = searcher.doc(address)?;
-                let Some(record) = doc.get_first(f.record).and_then(|v| v.as_str()).and_then(|t| t.parse().ok()) else {
-                    continue;
-                };
+                let Some(record) = Self::record_of(text_of(&doc, f.key)) else { continue };
                 if seen.insert(record) {
                     best.push((record, score, address));
                 }
@@ -276,11 +298,12 @@ impl TextIndex {
                         snippet = titles.snippet_from_doc(&doc);
                     }
                     let snippet = if snippet.highlighted().is_empty() {
-                        opening(doc.get_first(f.body).and_then(|v| v.as_str()).unwrap_or_default())
+                        opening(text_of(&doc, f.body))
                     } else {
                         marked(&snippet)
                     };
-                    hits.push(TextHit { record, score, snippet });
+                    let title = text_of(&doc, f.title).to_owned();
+                    hits.push(TextHit { record, title, score, snippet });
                 }
                 return Ok(hits);
             }
@@ -288,8 +311,8 @@ impl TextIndex {
         }
     }
 
-    /// The text of chunk `n` of `record` (for the snippet of a record found by meaning).
-    pub fn chunk_text(&self, record: RecordId, n: usize) -> Result<Option<String>> {
+    /// The title of `record` and the opening of its chunk `n` (for a record found by meaning).
+    pub fn passage(&self, record: RecordId, n: usize) -> Result<Option<(String, String)>> {
         let query =
             TermQuery::new(Term::from_field_text(self.fields.key, &Self::key(record, n)), IndexRecordOption::Basic);
         let searcher = self.reader.searcher();
@@ -298,13 +321,18 @@ impl TextIndex {
             return Ok(None);
         };
         let doc: TantivyDocument = searcher.doc(address)?;
-        Ok(doc.get_first(self.fields.body).and_then(|v| v.as_str()).map(opening))
+        Ok(Some((text_of(&doc, self.fields.title).to_owned(), opening(text_of(&doc, self.fields.body)))))
     }
 
     /// How many chunks the index holds (deleted ones excluded).
     pub fn chunk_count(&self) -> u64 {
         self.reader.searcher().num_docs()
     }
+}
+
+/// A stored text field of a document ("" if it has none).
+fn text_of(doc: &TantivyDocument, field: Field) -> &str {
+    doc.get_first(field).and_then(|v| v.as_str()).unwrap_or_default()
 }
 
 /// A snippet with its matched words marked `**…**`.
