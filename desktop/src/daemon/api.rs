@@ -2,6 +2,7 @@
 //! [`Service`] method the command line runs without a daemon. The OpenAPI document is generated
 //! from these handlers and served at `/v1/openapi.json`.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -92,22 +93,23 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 impl Shared {
-    /// Runs `operation` on the workspace, on a blocking thread, in the request's span.
-    pub(super) async fn call<T: Send + 'static>(
+    /// Runs `operation` on the workspace, on this worker thread: the runtime hands its other
+    /// tasks to another thread meanwhile. Not sent to a blocking thread and awaited: that costs
+    /// every request two thread wake-ups, most of what the API added to a commit
+    /// (`BENCHMARKS.md`). A panic in `operation` is an internal error, as it was there.
+    pub(super) async fn call<T>(
         self: &Arc<Self>,
         correlation: Correlation,
-        operation: impl FnOnce(&mut Local<'_>) -> service::Result<T> + Send + 'static,
+        operation: impl FnOnce(&mut Local<'_>) -> service::Result<T>,
     ) -> Result<T, ApiError> {
-        let shared = self.clone();
-        let span = Span::current();
-        tokio::task::spawn_blocking(move || {
-            let _entered = span.enter();
-            let mut workspace = shared.workspace();
-            let mut search = shared.search();
-            operation(&mut Local { workspace: &mut workspace, correlation: correlation.0, search: &mut search })
+        tokio::task::block_in_place(|| {
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let mut workspace = self.workspace();
+                let mut search = self.search();
+                operation(&mut Local { workspace: &mut workspace, correlation: correlation.0, search: &mut search })
+            }))
         })
-        .await
-        .map_err(|e| ApiError::internal(format!("the operation did not finish: {e}")))?
+        .map_err(|_| ApiError::internal("the operation did not finish: it panicked"))?
         .map_err(ApiError::from)
     }
 }
