@@ -463,6 +463,10 @@ fn the_openapi_document_validates_and_every_route_answers_as_documented() {
         (("get", "/v1/search"), ("/v1/search?q=Documented&mode=text&collection=tasks&limit=5", vec![])),
         (("get", "/v1/index"), ("/v1/index", vec![])),
         (("post", "/v1/index/rebuild"), ("/v1/index/rebuild", vec![])),
+        (("get", "/v1/peers"), ("/v1/peers", vec![])),
+        (("put", "/v1/peers"), ("/v1/peers", br#"{"on":false}"#.to_vec())),
+        (("post", "/v1/peers/live"), ("/v1/peers/live", br#"{"ticket":"not a peer ticket"}"#.to_vec())),
+        (("delete", "/v1/peers/live/{id}"), ("/v1/peers/live/DEVICE", vec![])),
     ]);
     let mut documented = BTreeSet::new();
     for (path, operations) in document["paths"].as_object().unwrap() {
@@ -485,9 +489,16 @@ fn the_openapi_document_validates_and_every_route_answers_as_documented() {
             responses.get(status.to_string()).is_some(),
             "{method} {path} answered {status}, not documented: {answer}"
         );
-        if (*method, *template) == ("post", "/v1/sync") {
-            // No relay account here: the documented refusal, with its code.
-            assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("sync.not_signed_in")), "{answer}");
+        // Routes whose success needs another party (a relay account, a listening peer): the
+        // documented refusal, with its code.
+        let refusal = match (*method, *template) {
+            ("post", "/v1/sync") => Some((409, "sync.not_signed_in")),
+            ("post", "/v1/peers/live") => Some((400, "peer.ticket_invalid")),
+            ("delete", "/v1/peers/live/{id}") => Some((404, "device.not_found")),
+            _ => None,
+        };
+        if let Some((expected, code)) = refusal {
+            assert_eq!((status, answer["error"]["code"].as_str()), (expected, Some(code)), "{method} {path}: {answer}");
             continue;
         }
         assert!(status < 300, "{method} {path}: the sample succeeds: {answer}");
