@@ -3,134 +3,15 @@
 //! misbehave.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::Duration;
 
-use adiuva_engine::{Effect, EventDraft, KeyProtection, Workspace};
-use adiuva_model::{Actor, Collection, ErrorCode, EventKind, RecordId};
+use adiuva_engine::Workspace;
+use adiuva_model::{Collection, ErrorCode};
 use adiuva_p2p::session::{CLOSE_ERROR, CLOSE_REFUSED};
-use adiuva_p2p::{ALPN, PeerOptions, PeerServer, PeerTicket, SharedWorkspace, sync_once};
-use iroh::endpoint::{ConnectionError, presets};
-use iroh::{Endpoint, EndpointAddr, RelayMode, SecretKey, TransportAddr};
-use serde_json::{Map, Value, json};
-use zeroize::Zeroizing;
-
-const PASSPHRASE: &str = "correct horse battery staple";
-
-fn protection() -> KeyProtection {
-    KeyProtection::Passphrase(Zeroizing::new(PASSPHRASE.into()))
-}
-
-fn join(inviter: &mut Workspace, dir: &Path, name: &str) -> Workspace {
-    let ticket = inviter.invite(chrono::Duration::minutes(10)).unwrap();
-    let (pending, request) = Workspace::request_join(&ticket.encode(), name).unwrap();
-    let acceptance = inviter.accept_join(&request).unwrap();
-    pending.complete(dir, protection(), &acceptance).unwrap()
-}
-
-fn task_event(title: &str) -> (EventDraft, Effect) {
-    let Value::Object(fields) = json!({"title": title, "description": "", "status": "todo", "priority": "medium",
-                                       "tags": [], "created_at": "2026-12-03T10:00:00Z"})
-    else {
-        unreachable!()
-    };
-    let effect = Effect::CreateRecord { collection: Collection::Tasks, id: RecordId::new(), fields };
-    (EventDraft::new(EventKind::new("task.created").unwrap(), Actor::User), effect)
-}
-
-fn add_task(workspace: &mut Workspace, title: &str) -> RecordId {
-    let (draft, effect) = task_event(title);
-    let id = effect.record();
-    workspace.commit(draft, effect).unwrap();
-    id
-}
-
-fn add_note(workspace: &mut Workspace, title: &str) {
-    let fields: Map<String, Value> = [
-        ("title".to_owned(), json!(title)),
-        ("body".to_owned(), json!("a body")),
-        ("tags".to_owned(), json!([])),
-        ("created_at".to_owned(), json!("2026-12-03T10:00:00Z")),
-    ]
-    .into_iter()
-    .collect();
-    let effect = Effect::CreateRecord { collection: Collection::Notes, id: RecordId::new(), fields };
-    workspace.commit(EventDraft::new(EventKind::new("note.created").unwrap(), Actor::User), effect).unwrap();
-}
-
-/// Every document's name and sorted heads.
-fn heads(workspace: &mut Workspace) -> Vec<(String, Vec<String>)> {
-    let mut all = Vec::new();
-    for name in workspace.document_names().unwrap() {
-        let mut heads: Vec<String> = workspace.heads(&name).unwrap().iter().map(|h| h.to_string()).collect();
-        heads.sort();
-        all.push((name, heads));
-    }
-    all.sort();
-    all
-}
-
-fn shared(workspace: Workspace) -> Arc<Mutex<Workspace>> {
-    Arc::new(Mutex::new(workspace))
-}
-
-fn dyn_shared(workspace: &Arc<Mutex<Workspace>>) -> Arc<dyn SharedWorkspace> {
-    workspace.clone()
-}
-
-async fn serve(workspace: &Arc<Mutex<Workspace>>) -> (PeerServer, PeerTicket) {
-    let server =
-        PeerServer::start(dyn_shared(workspace), adiuva_p2p::Peers::new(), PeerOptions::loopback()).await.unwrap();
-    let ticket = server.ticket();
-    assert!(!ticket.addrs.is_empty());
-    (server, ticket)
-}
-
-fn options() -> PeerOptions {
-    PeerOptions { stall: Duration::from_secs(5), ..PeerOptions::loopback() }
-}
-
-/// A bare iroh endpoint with `secret` as its key: a peer that speaks whatever a test makes it.
-async fn raw_endpoint(secret: [u8; 32]) -> Endpoint {
-    Endpoint::builder(presets::Minimal)
-        .secret_key(SecretKey::from_bytes(&secret))
-        .relay_mode(RelayMode::Disabled)
-        .clear_ip_transports()
-        .bind_addr("127.0.0.1:0")
-        .unwrap()
-        .bind()
-        .await
-        .unwrap()
-}
-
-fn addr(ticket: &PeerTicket) -> EndpointAddr {
-    EndpointAddr::from_parts(
-        iroh::PublicKey::from_bytes(&ticket.device.0).unwrap(),
-        ticket.addrs.iter().copied().map(TransportAddr::Ip),
-    )
-}
-
-/// Sends `bytes` as a raw peer and returns the close code the listener ended the connection with.
-async fn close_code_after(secret: [u8; 32], ticket: &PeerTicket, bytes: &[u8]) -> u64 {
-    let endpoint = raw_endpoint(secret).await;
-    let connection = endpoint.connect(addr(ticket), ALPN).await.unwrap();
-    // A listener that refuses the peer at once may close before the stream opens.
-    let closed = match connection.open_bi().await {
-        Ok((mut send, mut recv)) => {
-            let _ = send.write_all(bytes).await;
-            let _ = recv.read_to_end(1 << 20).await;
-            connection.closed().await
-        }
-        Err(refused) => refused,
-    };
-    let code = match closed {
-        ConnectionError::ApplicationClosed(close) => close.error_code.into_inner(),
-        other => panic!("closed with {other:?}"),
-    };
-    endpoint.close().await;
-    code
-}
+use adiuva_p2p::{PeerOptions, PeerServer, sync_once};
+use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_devices_converge_and_a_reconnect_sends_only_what_is_new() {

@@ -26,15 +26,20 @@ pub fn join(inviter: &mut Workspace, dir: &Path, name: &str) -> Workspace {
     pending.complete(dir, protection(), &acceptance).unwrap()
 }
 
-pub fn add_task(workspace: &mut Workspace, title: &str) -> RecordId {
-    let id = RecordId::new();
+pub fn task_event(title: &str) -> (EventDraft, Effect) {
     let Value::Object(fields) = json!({"title": title, "description": "", "status": "todo", "priority": "medium",
                                        "tags": [], "created_at": "2026-12-03T10:00:00Z"})
     else {
         unreachable!()
     };
-    let effect = Effect::CreateRecord { collection: Collection::Tasks, id, fields };
-    workspace.commit(EventDraft::new(EventKind::new("task.created").unwrap(), Actor::User), effect).unwrap();
+    let effect = Effect::CreateRecord { collection: Collection::Tasks, id: RecordId::new(), fields };
+    (EventDraft::new(EventKind::new("task.created").unwrap(), Actor::User), effect)
+}
+
+pub fn add_task(workspace: &mut Workspace, title: &str) -> RecordId {
+    let (draft, effect) = task_event(title);
+    let id = effect.record();
+    workspace.commit(draft, effect).unwrap();
     id
 }
 
