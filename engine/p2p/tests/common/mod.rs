@@ -19,6 +19,24 @@ pub fn protection() -> KeyProtection {
     KeyProtection::Passphrase(Zeroizing::new(PASSPHRASE.into()))
 }
 
+pub fn open(dir: &Path) -> Workspace {
+    Workspace::open(dir, || Some(Zeroizing::new(PASSPHRASE.into()))).unwrap()
+}
+
+/// Copies a closed workspace's directory: an older copy to restore, or a fork.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
 pub fn join(inviter: &mut Workspace, dir: &Path, name: &str) -> Workspace {
     let ticket = inviter.invite(chrono::Duration::minutes(10)).unwrap();
     let (pending, request) = Workspace::request_join(&ticket.encode(), name).unwrap();
@@ -94,9 +112,15 @@ pub fn options() -> PeerOptions {
 
 /// A bare iroh endpoint with `secret` as its key: a peer that speaks whatever a test makes it.
 pub async fn raw_endpoint(secret: [u8; 32]) -> Endpoint {
+    raw_endpoint_accepting(secret, Vec::new()).await
+}
+
+/// [`raw_endpoint`], accepting connections for `alpns`.
+pub async fn raw_endpoint_accepting(secret: [u8; 32], alpns: Vec<Vec<u8>>) -> Endpoint {
     Endpoint::builder(presets::Minimal)
         .secret_key(SecretKey::from_bytes(&secret))
         .relay_mode(RelayMode::Disabled)
+        .alpns(alpns)
         .clear_ip_transports()
         .bind_addr("127.0.0.1:0")
         .unwrap()
