@@ -9,12 +9,18 @@
 //! once. A change is "one the peer may lack" when this device's heads differ from those the
 //! link's last session ended with on both sides, so a session's own imports wake nobody.
 //!
+//! A link whose peer goes away (closed, unreachable, stalled) after a session completed is
+//! dialed again, waiting [`RECONNECT_FIRST`] and doubling up to [`RECONNECT_MAX`]; the first
+//! session of the new connection brings whatever either side gained meanwhile.
+//!
 //! [`Peers`] is what every connection of a device shares: that counter of changes, and which
 //! peers are connected now (what `adiuva status` shows).
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use adiuva_model::DeviceId;
 use iroh::Endpoint;
@@ -23,7 +29,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::error::Result;
+use crate::error::{PeerError, Result};
 use crate::peer::connect;
 use crate::session::{self, CLOSE_DONE, CLOSE_ERROR, Role, SessionReport, Wire, with_workspace};
 use crate::{PeerOptions, PeerTicket, SharedWorkspace};
@@ -107,10 +113,16 @@ async fn gained_since(shared: &Arc<dyn SharedWorkspace>, peer: DeviceId, last: O
     Ok(Some(now) != last)
 }
 
-/// Stays connected to the device `ticket` names until `stop` completes or the connection
-/// fails: a session at once, then one whenever either side gained changes (see the module
-/// docs). `reported` is told about each session. Ends with the connection closed as done on
-/// `stop`, or with the error that ended it.
+/// The first wait before dialing a peer again after a live link was lost; it doubles on each
+/// failed attempt up to [`RECONNECT_MAX`], and starts over once a session completes.
+pub const RECONNECT_FIRST: Duration = Duration::from_millis(500);
+pub const RECONNECT_MAX: Duration = Duration::from_secs(30);
+
+/// Stays connected to the device `ticket` names until `stop` completes: a session at once, then
+/// one whenever either side gained changes (see the module docs). `reported` is told about each
+/// session. A link lost once a session completed (the peer went away, or stalled) is dialed
+/// again, with backoff, until it comes back; a refusal, a protocol error, or any failure before
+/// the first session ends it with that error. Ends with the connection closed as done on `stop`.
 pub(crate) async fn live(
     shared: Arc<dyn SharedWorkspace>,
     peers: Arc<Peers>,
@@ -121,22 +133,64 @@ pub(crate) async fn live(
     mut reported: impl FnMut(&SessionReport),
 ) -> Result<()> {
     let peer = ticket.device;
-    let connection = connect(&shared, endpoint, ticket, options).await?;
+    let mut stop = std::pin::pin!(stop);
+    let mut delay = RECONNECT_FIRST;
+    let mut sessions = 0;
+    loop {
+        let before = sessions;
+        let attempt = async {
+            let connection = connect(&shared, endpoint, ticket, options).await?;
+            linked(&shared, &peers, &connection, peer, options, &mut reported, &mut sessions).await
+        };
+        let error = tokio::select! {
+            () = &mut stop => return Ok(()),
+            result = attempt => match result {
+                Ok(never) => match never {},
+                Err(error) => error,
+            },
+        };
+        let transient = matches!(error, PeerError::Unreachable { .. } | PeerError::Stalled { .. });
+        if sessions == 0 || !transient {
+            return Err(error);
+        }
+        if sessions > before {
+            delay = RECONNECT_FIRST;
+        }
+        warn!(peer = %peer, code = error.code().as_str(), %error, retry_in_ms = delay.as_millis() as u64, "live peer link lost; dialing again");
+        tokio::select! {
+            () = &mut stop => return Ok(()),
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(RECONNECT_MAX);
+    }
+}
+
+/// One live connection: sessions as the module docs say, until it fails (`stop` is the
+/// caller's: dropping this future closes the connection as done). `sessions` counts those that
+/// completed.
+async fn linked(
+    shared: &Arc<dyn SharedWorkspace>,
+    peers: &Arc<Peers>,
+    connection: &Connection,
+    peer: DeviceId,
+    options: &PeerOptions,
+    reported: &mut impl FnMut(&SessionReport),
+    sessions: &mut usize,
+) -> Result<Infallible> {
     let _link = peers.link(peer);
+    // Closed as done when the caller stops this future; with the error when it fails.
+    let closing = Closing(connection.clone());
     info!(peer = %peer, "live with peer");
     let mut changes = peers.subscribe();
     let (noticed, mut notices) = mpsc::channel(1);
     let _listening = Aborting(tokio::spawn(forward_notices(connection.clone(), noticed)));
-    let mut stop = std::pin::pin!(stop);
     let result = async {
         loop {
             // Whatever is committed from here on wakes the next session, if this one misses it.
             changes.borrow_and_update();
-            let report = tokio::select! {
-                // Every round's imports are durable as it ends: a session may stop anywhere.
-                () = &mut stop => return Ok(()),
-                report = session_on(&shared, &connection, peer, options) => report?,
-            };
+            // Every round's imports are durable as it ends: a session may stop anywhere.
+            let report = session_on(shared, connection, peer, options).await?;
+            *sessions += 1;
             if report.applied > 0 {
                 peers.changed();
             }
@@ -145,9 +199,8 @@ pub(crate) async fn live(
             let last = report.converged.then_some(report.digest);
             loop {
                 tokio::select! {
-                    () = &mut stop => return Ok(()),
                     changed = changes.changed() => {
-                        if changed.is_ok() && gained_since(&shared, peer, last).await? {
+                        if changed.is_ok() && gained_since(shared, peer, last).await? {
                             break;
                         }
                     }
@@ -160,11 +213,20 @@ pub(crate) async fn live(
         }
     }
     .await;
-    match &result {
-        Ok(_) => connection.close(VarInt::from_u32(CLOSE_DONE), b"done"),
-        Err(error) => connection.close(VarInt::from_u32(CLOSE_ERROR), error.code().as_str().as_bytes()),
+    if let Err(error) = &result {
+        closing.0.close(VarInt::from_u32(CLOSE_ERROR), error.code().as_str().as_bytes());
     }
     result
+}
+
+/// Closes a live connection as done when dropped (a connection already closed keeps the
+/// reason it was closed with).
+struct Closing(Connection);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        self.0.close(VarInt::from_u32(CLOSE_DONE), b"done");
+    }
 }
 
 /// One session on a new stream of `connection`, as its dialer.

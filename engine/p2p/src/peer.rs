@@ -199,7 +199,8 @@ pub async fn sync_once(
 }
 
 /// Stays connected to the device `ticket` names until `stop` completes, syncing whenever
-/// either side gained changes (see [`live`](crate::live)); `reported` is told about each session.
+/// either side gained changes and dialing it again when it went away (see
+/// [`live`](crate::live)); `reported` is told about each session.
 pub async fn sync_live(
     shared: Arc<dyn SharedWorkspace>,
     peers: Arc<Peers>,

@@ -1,6 +1,7 @@
 //! Live peer sync over real iroh endpoints on loopback: a connection that stays open carries
 //! each new change as it is committed, in both directions and on to the listener's other live
-//! peers, and ends cleanly when asked to.
+//! peers, dials its peer again when it went away until it is back, and ends cleanly when asked
+//! to.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use adiuva_engine::Workspace;
 use adiuva_model::{Collection, RecordId};
-use adiuva_p2p::{PeerOptions, PeerTicket, Peers, SessionReport, sync_live};
+use adiuva_p2p::{PeerOptions, PeerServer, PeerTicket, Peers, SessionReport, sync_live};
 use common::*;
 use tokio::sync::{mpsc, oneshot};
 
@@ -138,5 +139,30 @@ async fn a_live_connection_carries_each_new_change_both_ways_and_on_to_other_liv
     let mut all = [&a, &b, &c].map(|device| heads(&mut device.workspace.lock().unwrap()));
     all.sort();
     assert_eq!(all[0], all[2]);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_link_whose_listener_goes_away_dials_again_until_it_is_back() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut a = Workspace::init(dirs[0].path(), protection(), "a").unwrap();
+    let b = join(&mut a, dirs[1].path(), "b");
+    let (a, b) = (Device::new(a), Device::new(b));
+    let (server, ticket) = serve_sharing(&a.workspace, a.peers.clone()).await;
+    let mut b_live = LiveDialer::start(&b, &ticket);
+    let first = a.add_task("before the listener goes away");
+    b_live.wait_for("the first change on b", || b.has(first)).await;
+
+    // Gone, and back at the same address: each side wrote meanwhile.
+    server.shutdown().await;
+    wait_until_alone(&b).await;
+    let from_a = a.add_task("on a, while apart");
+    let from_b = b.add_task("on b, while apart");
+    let again = PeerOptions { bind: Some(ticket.addrs[0]), ..patient() };
+    let server = PeerServer::start(dyn_shared(&a.workspace), a.peers.clone(), again).await.unwrap();
+    assert_eq!(server.ticket(), ticket);
+    b_live.wait_for("both changes on both sides", || b.has(from_a) && a.has(from_b)).await;
+    assert_eq!(heads(&mut a.workspace.lock().unwrap()), heads(&mut b.workspace.lock().unwrap()));
+    b_live.stop().await;
     server.shutdown().await;
 }
