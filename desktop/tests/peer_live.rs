@@ -1,8 +1,8 @@
 //! Live peer sync through the real binary on loopback, with no relay: a daemon listening while
 //! peers are on (`peer on|off`), `sync --peer TICKET --live` held by the other device's daemon
 //! or run in its own process, tasks added on either side reaching the other with no sync
-//! command, `status` listing the connected peers and what each lacks, and SIGTERM ending a live
-//! sync cleanly.
+//! command, `status` listing the connected peers and what each lacks, SIGTERM ending a live
+//! sync cleanly, and live links dialing again once a listener that went away is back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -79,11 +79,13 @@ impl Drop for Daemons {
     }
 }
 
-/// Two devices of one workspace, apart so far.
-fn two_devices() -> [tempfile::TempDir; 2] {
-    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+/// `N` devices of one workspace, apart so far.
+fn devices<const N: usize>() -> [tempfile::TempDir; N] {
+    let dirs: [tempfile::TempDir; N] = std::array::from_fn(|_| tempfile::tempdir().unwrap());
     let mut a = init(dirs[0].path());
-    join(&mut a, dirs[1].path(), "b");
+    for (n, dir) in dirs[1..].iter().enumerate() {
+        join(&mut a, dir.path(), &format!("device {n}"));
+    }
     dirs
 }
 
@@ -137,7 +139,7 @@ impl LiveSync {
 
 #[test]
 fn a_live_connection_through_the_daemons_carries_each_new_task_both_ways() {
-    let dirs = two_devices();
+    let dirs = devices::<2>();
     let (a, b) = (dirs[0].path(), dirs[1].path());
     let daemons = Daemons::start(&[a, b]);
     let ticket = peers_on(a);
@@ -177,7 +179,7 @@ fn a_live_connection_through_the_daemons_carries_each_new_task_both_ways() {
 
 #[test]
 fn a_live_sync_in_its_own_process_takes_in_each_new_task_and_ends_on_sigterm() {
-    let dirs = two_devices();
+    let dirs = devices::<2>();
     let (a, b) = (dirs[0].path(), dirs[1].path());
     let daemons = Daemons::start(&[a]);
     let ticket = peers_on(a);
@@ -196,5 +198,37 @@ fn a_live_sync_in_its_own_process_takes_in_each_new_task_and_ends_on_sigterm() {
     let tasks = open(b).list(Collection::Tasks).unwrap();
     assert!(tasks.iter().any(|task| task["title"] == "added while b syncs live"), "{tasks:?}");
     eventually("b no longer connected on a", || peers(a)["peers"][0]["connected"] == false);
+    drop(daemons);
+}
+
+#[test]
+fn live_links_dial_again_once_the_listener_is_back() {
+    let dirs = devices::<3>();
+    let (a, b, c) = (dirs[0].path(), dirs[1].path(), dirs[2].path());
+    // a listens at the same address each time peers are on.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let daemons = Daemons(vec![a.to_owned(), c.to_owned()]);
+    let started = adiuva(a, &["daemon", "start"]).env("ADIUVA_PEER_BIND", format!("127.0.0.1:{port}")).output();
+    assert!(succeeded(started.unwrap()).contains("daemon started"));
+    assert!(ok(c, &["daemon", "start"]).contains("daemon started"));
+    let ticket = peers_on(a);
+    // b's link in its own process, c's held by its daemon.
+    let (b_live, c_live) = (LiveSync::start(b, &ticket), LiveSync::start(c, &ticket));
+    assert_eq!(b_live.next_session()["converged"], true);
+    assert_eq!(c_live.next_session()["converged"], true);
+
+    assert!(ok(a, &["peer", "off"]).contains("peers off"));
+    ok(a, &["task", "add", "on a while its peers are off"]);
+    ok(c, &["task", "add", "on c while a is away"]);
+    assert_eq!(peers_on(a), ticket);
+
+    // Both links come back by themselves and carry what was written meanwhile.
+    while b_live.next_session()["applied"].as_u64().unwrap() == 0 {}
+    eventually("c's task reaches a", || titles(a).contains(&"on c while a is away".to_owned()));
+    eventually("a's task reaches c", || titles(c).contains(&"on a while its peers are off".to_owned()));
+    b_live.terminate();
+    c_live.terminate();
+    let tasks = open(b).list(Collection::Tasks).unwrap();
+    assert!(tasks.iter().any(|task| task["title"] == "on a while its peers are off"), "{tasks:?}");
     drop(daemons);
 }
