@@ -1,7 +1,8 @@
 //! The peer commands: `peer serve` (this device listening for the workspace's other devices, in
 //! the foreground), `peer on|off` (the daemon listening while it runs), `peer ticket` (the
 //! address a listening device is dialed at) and `sync --peer TICKET [--live]` (one session with
-//! a device, or a connection that stays open). `peer serve` and `sync --peer` without a daemon
+//! a device, or a connection that stays open), and `device invite --p2p` / `device join` with
+//! its ticket (a device let in with no relay). `peer serve` and `sync --peer` without a daemon
 //! open the workspace in this process, holding it for as long as the network takes; with a
 //! daemon, `sync --peer --live` asks it to hold the connection until this command ends.
 
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use adiuva_engine::Workspace;
 use adiuva_model::DeviceId;
-use adiuva_p2p::{PeerError, PeerOptions, PeerServer, PeerTicket, Peers, SessionReport, SharedWorkspace};
+use adiuva_p2p::{JoinTicket, PeerError, PeerOptions, PeerServer, PeerTicket, Peers, SessionReport, SharedWorkspace};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
@@ -124,6 +125,81 @@ fn serve(dir: &Path, options: PeerOptions) -> anyhow::Result<()> {
         drop(ticket_file);
         Ok(())
     })
+}
+
+/// `adiuva device invite --p2p`: listens with an invitation open and prints a ticket naming
+/// both; returns once a device joined and its first session ended (it takes in the workspace
+/// at once), or fails when the invitation expired or on Ctrl-C or SIGTERM.
+pub fn invite(dir: &Path, valid_for: chrono::Duration) -> anyhow::Result<()> {
+    let shared = shared(dir)?;
+    let invitation = shared.workspace().invite(valid_for)?;
+    let (invite, until) = (invitation.encode(), invitation.expires_at);
+    drop(invitation);
+    runtime()?.block_on(async {
+        let (peers, options) = (Peers::new(), options_from_env());
+        let started = PeerServer::start_inviting(shared.clone(), peers.clone(), options.clone()).await;
+        let (server, mut joins) = started.map_err(coded)?;
+        let ticket = JoinTicket { invite, peer: server.ticket() };
+        println!("{ticket}");
+        std::io::stdout().flush()?;
+        eprintln!(
+            "On the new device: adiuva --workspace DIR device join TICKET (single use, valid until {}, while this runs).",
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        let expiry = (until - Utc::now()).to_std().unwrap_or_default();
+        let outcome = async {
+            let joined = tokio::select! {
+                joined = joins.recv() => joined,
+                () = tokio::time::sleep(expiry) => None,
+            };
+            let device = joined.context("no device joined before the ticket expired")?;
+            println!("device {} joined", device.short());
+            std::io::stdout().flush()?;
+            // Done once a session with it ended with both sides holding the same; given up once
+            // it left without one, or never came.
+            let (joined_at, mut seen) = (std::time::Instant::now(), false);
+            let synced = || anyhow::Ok(shared.workspace().peer_states(&device)?.last_sync.is_some());
+            while !synced()? {
+                let connected = peers.connected().contains(&device);
+                seen |= connected;
+                if !connected && (seen || joined_at.elapsed() > options.stall) && !synced()? {
+                    anyhow::bail!("the device joined but did not take in the workspace: `adiuva sync --peer` there, while this device listens, does");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            anyhow::Ok(())
+        };
+        let result = tokio::select! {
+            result = outcome => result,
+            stopped = stop_signal() => stopped.and(Err(anyhow::anyhow!("stopped before a device joined and synced"))),
+        };
+        server.shutdown().await;
+        result
+    })
+}
+
+/// `adiuva device join TICKET` with a ticket of `device invite --p2p`: asks the inviter, which
+/// must still be listening, to let this device in, creates the workspace in `dir`, and takes in
+/// the rest from the inviter.
+pub fn join(dir: &Path, ticket: &str, name: &str) -> anyhow::Result<()> {
+    let ticket: JoinTicket = ticket.parse().map_err(coded)?;
+    let (pending, request) = Workspace::request_join(&ticket.invite, name)?;
+    let protection = unlock::chosen_protection(unlock::KeyStore::Auto)?;
+    let options = dialing_options(&ticket.peer);
+    let runtime = runtime()?;
+    eprintln!("Asking the inviting device to let this one in…");
+    let acceptance = runtime.block_on(adiuva_p2p::join::request(&request, &ticket.peer, &options)).map_err(coded)?;
+    let workspace = pending.complete(dir, protection, &acceptance)?;
+    let (workspace_id, device) = (workspace.workspace_id(), workspace.device_id());
+    let shared: Arc<dyn SharedWorkspace> = Arc::new(Mutex::new(workspace));
+    let report = runtime.block_on(adiuva_p2p::sync_once(shared, &ticket.peer, &options)).map_err(coded)?;
+    println!(
+        "joined workspace {workspace_id} in {}; this device: {} ({name}); {} changes taken in",
+        dir.display(),
+        device.short(),
+        report.applied
+    );
+    Ok(())
 }
 
 /// Waits for Ctrl-C or SIGTERM.

@@ -88,6 +88,10 @@ pub struct InviteArgs {
     /// Print the ticket and return: the next `adiuva sync` (or the daemon) lets the device in.
     #[arg(long)]
     pub no_wait: bool,
+    /// Invite with no relay: this device listens, the ticket names where, and the command waits
+    /// until the new device joined and took in the workspace.
+    #[arg(long, conflicts_with = "no_wait")]
+    pub p2p: bool,
 }
 
 /// `adiuva device join`'s arguments.
@@ -104,8 +108,11 @@ pub struct JoinArgs {
 /// (unless `--no-wait`) lets the device in when it joins.
 pub fn invite(dir: &Path, args: InviteArgs) -> anyhow::Result<()> {
     use std::io::Write;
-    let mut workspace = Workspace::open(dir, unlock::passphrase)?;
     let valid_for = chrono::Duration::minutes(i64::from(args.valid_for));
+    if args.p2p {
+        return crate::peer::invite(dir, valid_for);
+    }
+    let mut workspace = Workspace::open(dir, unlock::passphrase)?;
     let ticket = adiuva_sync::invite(&mut workspace, valid_for).map_err(coded)?;
     let mut stdout = std::io::stdout();
     writeln!(stdout, "{}", ticket.encode().as_str())?;
@@ -130,6 +137,9 @@ pub fn invite(dir: &Path, args: InviteArgs) -> anyhow::Result<()> {
 /// `adiuva device join TICKET`: an empty directory becomes a new device of the ticket's
 /// workspace.
 pub fn join(dir: &Path, args: JoinArgs) -> anyhow::Result<()> {
+    if adiuva_p2p::JoinTicket::is_join_ticket(&args.ticket) {
+        return crate::peer::join(dir, &args.ticket, &args.device_name);
+    }
     anyhow::ensure!(
         adiuva_sync::RelayTicket::is_relay_ticket(&args.ticket),
         "this is not a ticket `adiuva device invite` prints"

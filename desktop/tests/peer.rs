@@ -1,5 +1,6 @@
 //! Peer-to-peer sync through the real binary, each device its own `adiuva` process, on
-//! loopback with no relay: three devices converge; a removed device is refused (and the
+//! loopback with no relay: three devices converge; `device invite --p2p` lets a device join
+//! with no relay (a forged ticket refused); a removed device is refused (and the
 //! refusal logged with its id); SIGKILL of either side mid-sync, repeated, loses nothing and
 //! the next sync completes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -74,9 +75,7 @@ fn sync(dir: &Path, ticket: &str) -> Output {
 }
 
 fn synced(dir: &Path, ticket: &str) -> serde_json::Value {
-    let output = sync(dir, ticket);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).unwrap()
+    serde_json::from_str(&succeeded(sync(dir, ticket))).unwrap()
 }
 
 fn heads(workspace: &mut Workspace) -> Vec<(String, Vec<String>)> {
@@ -127,6 +126,49 @@ fn three_devices_editing_apart_converge_over_p2p_alone() {
         assert_eq!(heads(workspace), expected);
         assert_eq!(workspace.list(Collection::Tasks).unwrap().len(), 3 * 31 + 1);
     }
+}
+
+fn succeeded(output: Output) -> String {
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn a_device_invited_over_p2p_joins_with_no_relay_and_a_forged_ticket_is_refused() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (a, b, forger) = (dirs[0].path(), dirs[1].path().join("joined"), dirs[2].path());
+    add_task(&mut init(a), "written before the invite", "");
+    let mut inviter =
+        adiuva(a, &["device", "invite", "--p2p"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stdout = BufReader::new(inviter.stdout.take().unwrap());
+    let mut ticket = String::new();
+    stdout.read_line(&mut ticket).unwrap();
+    let ticket = ticket.trim();
+    assert!(ticket.starts_with("adiuva-join-p2p-1-adiuva-invite-1-"), "{ticket:?}");
+
+    // The invitation's secret changed: refused, and nothing created.
+    let secret_at = "adiuva-join-p2p-1-adiuva-invite-1-".len() + 70;
+    let flipped = if ticket.as_bytes()[secret_at] == b'0' { "1" } else { "0" };
+    let forged = format!("{}{flipped}{}", &ticket[..secret_at], &ticket[secret_at + 1..]);
+    let refused = adiuva(forger, &["device", "join", &forged]).output().unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("invite.unauthentic"), "{stderr}");
+    assert!(!forger.join("store").exists());
+
+    let joined =
+        succeeded(adiuva(&b, &["device", "join", ticket, "--device-name", "joined-over-p2p"]).output().unwrap());
+    assert!(joined.contains("joined workspace"), "{joined}");
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert!(inviter.wait().unwrap().success(), "the inviter failed");
+    assert!(rest.contains("joined"), "{rest}");
+    let devices: serde_json::Value =
+        serde_json::from_str(&succeeded(adiuva(&b, &["device", "list", "--json"]).output().unwrap())).unwrap();
+    assert_eq!(devices.as_array().unwrap().len(), 2, "{devices}");
+    let (mut a, mut b) = (open(a), open(&b));
+    assert_eq!(heads(&mut a), heads(&mut b));
+    assert_eq!(b.list(Collection::Tasks).unwrap().len(), 1);
 }
 
 #[test]

@@ -13,6 +13,8 @@
 //!   ([`Workspace::receive_peer_message`](adiuva_engine::Workspace::receive_peer_message)).
 //! - A live connection stays open after its first session and runs another whenever either
 //!   side gained changes ([`live`]).
+//! - A device joins over P2P with an invitation ([`join`]): `device invite --p2p` listens with
+//!   it open on a protocol of its own, and the joiner syncs the rest as a device afterwards.
 //! - Frames are length-prefixed and bounded ([`frame`]); a peer that sends garbage, too much,
 //!   or nothing for [`PeerOptions::stall`] gets a typed error and a closed connection.
 
@@ -22,12 +24,14 @@ use adiuva_engine::Workspace;
 
 pub mod error;
 pub mod frame;
+pub mod join;
 pub mod live;
 mod peer;
 pub mod session;
 pub mod ticket;
 
 pub use error::{PeerError, Result};
+pub use join::JoinTicket;
 pub use live::Peers;
 pub use peer::{PeerOptions, PeerServer, dial, sync_live, sync_once};
 pub use session::SessionReport;

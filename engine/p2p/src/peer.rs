@@ -9,10 +9,11 @@ use adiuva_model::DeviceId;
 use iroh::endpoint::{Connection, PortmapperConfig, VarInt, presets};
 use iroh::protocol::{AcceptError, ProtocolHandler, Router};
 use iroh::{Endpoint, EndpointAddr, RelayMode, SecretKey, TransportAddr};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::error::{PeerError, Result};
+use crate::join::{JOIN_ALPN, JoinProtocol};
 use crate::live::{self, Peers};
 use crate::session::{self, CLOSE_DONE, CLOSE_ERROR, CLOSE_REFUSED, Role, SessionReport, Wire, with_workspace};
 use crate::ticket::PeerTicket;
@@ -47,10 +48,13 @@ impl PeerOptions {
 async fn bind(shared: &Arc<dyn SharedWorkspace>, options: &PeerOptions) -> Result<Endpoint> {
     let me = shared.workspace().device_id();
     let secret = with_workspace(shared, me, |w| Ok(w.endpoint_secret())).await?;
-    let key = SecretKey::from_bytes(&secret);
+    bind_with(SecretKey::from_bytes(&secret), options, vec![ALPN.to_vec()]).await
+}
+
+/// Binds an endpoint with `key`, accepting `alpns` (a router sets its own).
+pub(crate) async fn bind_with(key: SecretKey, options: &PeerOptions, alpns: Vec<Vec<u8>>) -> Result<Endpoint> {
     let failed = |detail: String| PeerError::Endpoint { detail };
-    let mut builder =
-        Endpoint::builder(presets::Minimal).secret_key(key).relay_mode(RelayMode::Disabled).alpns(vec![ALPN.to_vec()]);
+    let mut builder = Endpoint::builder(presets::Minimal).secret_key(key).relay_mode(RelayMode::Disabled).alpns(alpns);
     if !options.portmapper {
         builder = builder.portmapper_config(PortmapperConfig::Disabled);
     }
@@ -72,6 +76,22 @@ impl PeerServer {
         let endpoint = bind(&shared, &options).await?;
         let handler = SyncProtocol { shared, peers, options };
         Ok(Self { router: Router::builder(endpoint).accept(ALPN, handler).spawn() })
+    }
+
+    /// Starts listening with invitations open too: a device holding one of this workspace's
+    /// invitations may join on [`JOIN_ALPN`] (see [`join`](crate::join)); each device let in is
+    /// sent on the receiver.
+    pub async fn start_inviting(
+        shared: Arc<dyn SharedWorkspace>,
+        peers: Arc<Peers>,
+        options: PeerOptions,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<DeviceId>)> {
+        let endpoint = bind(&shared, &options).await?;
+        let (joined, joins) = mpsc::unbounded_channel();
+        let join = JoinProtocol { shared: shared.clone(), joined, stall: options.stall };
+        let handler = SyncProtocol { shared, peers, options };
+        let router = Router::builder(endpoint).accept(ALPN, handler).accept(JOIN_ALPN, join).spawn();
+        Ok((Self { router }, joins))
     }
 
     /// The ticket a peer dials this device with.
