@@ -11,6 +11,7 @@
 
 use std::sync::LazyLock;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use adiuva_engine::authorship::{Decoded, SignedChanges, SignedSnapshot};
 use adiuva_engine::chunk::{BlobKind, ChunkPlace, open_chunk, open_local, parse_frame, seal_local};
@@ -42,6 +43,10 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("relay_answer", relay_answer),
     ("relay_request", relay_request),
     ("daemon_request", daemon_request),
+    ("import", import),
+    ("relay_token", relay_token),
+    ("peer_notice", peer_notice),
+    ("llm_answer", llm_answer),
 ];
 
 /// Commit messages arrive from other devices.
@@ -365,8 +370,8 @@ pub fn relay_answer(data: &[u8]) {
 }
 
 /// The relay's request bodies and queries, through the extractors its routes use
-/// (`adiuva-http-api`), and the checks of the fields that are functions of their own; a refusal
-/// must make a response.
+/// (`adiuva-http-api`), the checks and decoders of their fields (names, hex keys, proofs,
+/// signatures, sizes), and the path segments that are ids; a refusal must make a response.
 pub fn relay_request(data: &[u8]) {
     use adiuva_server::{auth, backup, blobs, workspaces};
     if let Some(credentials) = body::<auth::Credentials>(data) {
@@ -378,21 +383,59 @@ pub fn relay_request(data: &[u8]) {
     if let Some(new) = body::<workspaces::NewWorkspace>(data) {
         let _ = workspaces::check_name(&new.id, "workspace id");
     }
-    let _ = body::<workspaces::NewRecovery>(data);
-    let _ = body::<workspaces::RecoveryProof>(data);
+    if let Some(new) = body::<workspaces::NewRecovery>(data) {
+        let _ = new.decode();
+    }
+    if let Some(proof) = body::<workspaces::RecoveryProof>(data) {
+        let _ = proof.signature();
+    }
     if let Some(new) = body::<workspaces::NewInvite>(data) {
         let _ = workspaces::check_name(&new.invite_id, "invite id");
+        let _ = new.proof_hash();
     }
-    let _ = body::<workspaces::JoinRequest>(data);
+    if let Some(request) = body::<workspaces::JoinRequest>(data) {
+        let _ = request.decode();
+    }
     let _ = query::<blobs::ChangesQuery>(data);
     let _ = query::<backup::BackupQuery>(data);
+    // Path segments: device ids and blob ids.
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = workspaces::parse_device(text);
+        if let Some(id) = adiuva_server::storage::BlobId::parse(text) {
+            assert_eq!(id.to_string(), text, "a blob id has one form");
+        }
+    }
 }
 
-/// The daemon's request bodies, through the extractor its routes use (`adiuva-http-api`), as the
-/// model's wire types they are built from and share with the UI and the relay: what decodes
-/// must encode and decode again. (The daemon's own body types live in the `adiuva` binary.)
+/// The daemon's request bodies and queries, through the extractors its routes use
+/// (`adiuva-http-api`): its own types (tasks, notes, devices, language models, peers, search,
+/// the event stream's and an import's queries) and the model's wire types it shares with the UI
+/// and the relay, whose decoded values must encode and decode again; the event stream's cursor
+/// (a query or `Last-Event-ID`), which reads back as it prints; and `daemon.json`, the file a
+/// daemon announces itself in.
 pub fn daemon_request(data: &[u8]) {
+    use adiuva::fuzzing as daemon;
     use adiuva_model::{api, record};
+    round_trip(body::<daemon::NewTask>(data));
+    round_trip(body::<daemon::TaskPatch>(data));
+    round_trip(body::<daemon::NewNote>(data));
+    round_trip(body::<daemon::DeviceRename>(data));
+    round_trip(body::<daemon::NewProvider>(data));
+    round_trip(body::<daemon::Chain>(data));
+    round_trip(body::<daemon::AskRequest>(data));
+    round_trip(body::<daemon::Listening>(data));
+    round_trip(body::<daemon::LiveRequest>(data));
+    let _ = query::<daemon::TaskQuery>(data);
+    let _ = query::<daemon::LogQuery>(data);
+    let _ = query::<daemon::SearchRequest>(data);
+    let _ = query::<daemon::FollowQuery>(data);
+    let _ = query::<daemon::ImportQuery>(data);
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(cursor) = text.parse::<adiuva_engine::Cursor>()
+    {
+        assert_eq!(cursor.to_string().parse::<adiuva_engine::Cursor>().ok(), Some(cursor), "a cursor reads back");
+    }
+    round_trip(serde_json::from_slice::<daemon::DaemonFile>(data).ok());
     round_trip(body::<api::ChatRequest>(data));
     round_trip(body::<api::ChatResponse>(data));
     round_trip(body::<api::ExecutionPlan>(data));
@@ -403,6 +446,101 @@ pub fn daemon_request(data: &[u8]) {
     round_trip(body::<record::CalendarEvent>(data));
     round_trip(body::<record::Note>(data));
     round_trip(body::<record::MemoryFact>(data));
+}
+
+/// A file to import (JSON Lines of tasks and notes, from anywhere), read and checked line by
+/// line as `adiuva import` and `POST /v1/import` read it before committing anything.
+pub fn import(data: &[u8]) {
+    let _ = adiuva::fuzzing::parse_import("fuzz.jsonl", data);
+}
+
+/// How long the `relay_token` target's grants last: long, so that the grants among its seeds
+/// stay unexpired.
+const GRANT_LIFETIME: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// The relay's token secret, known to the `relay_token` target.
+static TOKENS: LazyLock<adiuva_server::auth::Tokens> =
+    LazyLock::new(|| adiuva_server::auth::Tokens::from_secret(&[11; 32], Duration::from_secs(15 * 60), GRANT_LIFETIME));
+
+/// The caller (account, device, session) the `relay_token` target's seeds are issued to.
+fn token_caller() -> adiuva_server::auth::Caller {
+    adiuva_server::auth::Caller {
+        account: ulid::Ulid::from_bytes([2; 16]),
+        email: "person@example.com".into(),
+        device: adiuva_model::DeviceId([3; 32]),
+        tier: adiuva_model::api::BillingTier::Free,
+        seats: 1,
+        family: ulid::Ulid::from_bytes([4; 16]),
+    }
+}
+
+/// The workspace the `relay_token` target's grants read.
+const GRANTED_WORKSPACE: &str = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+
+/// What the relay reads of a request's credentials: the read grant header through its
+/// extractor, checked for the caller's workspace, and an access token (what follows `Bearer `)
+/// checked and read for its caller, under a token secret the target knows; a refusal must make
+/// a response. A grant issued for a workspace named by the input reads that workspace only.
+pub fn relay_token(data: &[u8]) {
+    use adiuva_server::grants::{GrantHeader, READ_GRANT_HEADER};
+    let caller = token_caller();
+    let refused = |outcome: Result<(), adiuva_http_api::ApiError>| {
+        if let Err(refusal) = outcome {
+            drop(refusal.into_response());
+        }
+    };
+    if let Ok(request) = axum::http::Request::builder().header(READ_GRANT_HEADER, data).body(()) {
+        let (mut parts, ()) = request.into_parts();
+        match ready(GrantHeader::from_request_parts(&mut parts, &())) {
+            Some(Ok(GrantHeader(Some(grant)))) => refused(TOKENS.check_grant(&grant, &caller, GRANTED_WORKSPACE)),
+            Some(Err(refusal)) => drop(refusal.into_response()),
+            _ => {}
+        }
+    }
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    refused(TOKENS.caller(text).map(drop));
+    if let Ok(issued) = TOKENS.grant(&caller, text) {
+        assert!(TOKENS.check_grant(&issued.grant, &caller, text).is_ok(), "a grant reads its workspace");
+        let other = if text == GRANTED_WORKSPACE { "another" } else { GRANTED_WORKSPACE };
+        assert!(TOKENS.check_grant(&issued.grant, &caller, other).is_err(), "a grant reads its workspace only");
+    }
+}
+
+/// What a live peer's listener sends on its one-way stream of notices (any bytes, read in
+/// turns of up to 64): a stream with bytes is one waiting notice, an empty one none.
+pub fn peer_notice(data: &[u8]) {
+    let (noticed, mut notices) = tokio::sync::mpsc::channel(1);
+    assert!(ready(adiuva_p2p::live::read_notices(data, &noticed)).is_some(), "a stream in memory is read at once");
+    assert_eq!(notices.try_recv().is_ok(), !data.is_empty());
+    assert!(notices.try_recv().is_err(), "one waiting notice is as good as many");
+}
+
+/// What a language model provider answers, as a call reads it: the first byte picks a status,
+/// the second how the body arrives in parts; the body is read as a whole answer, a model list,
+/// embeddings, the error of a refused call (and, as text, a `Retry-After` value), and as an
+/// event stream, whose pieces do not depend on where the connection cut it; the pieces are put
+/// together as the router does.
+pub fn llm_answer(data: &[u8]) {
+    use adiuva_llm::fuzzing;
+    let [selector, cut, body @ ..] = data else { return };
+    let status = STATUSES[usize::from(*selector) % STATUSES.len()];
+    if let Ok(pieces) = fuzzing::answer(body) {
+        fuzzing::assemble(pieces);
+    }
+    let _ = fuzzing::models(body);
+    let _ = fuzzing::embeddings(body, usize::from(*selector % 4));
+    let retry_after = std::str::from_utf8(body).unwrap_or_default();
+    let _ = fuzzing::refusal(status, retry_after, body);
+    let _ = fuzzing::refusal(429, retry_after, b"");
+    let whole = ready(fuzzing::stream(vec![body.to_vec()]));
+    let parts = body.chunks(usize::from(*cut).max(1)).map(<[u8]>::to_vec).collect();
+    let cut = ready(fuzzing::stream(parts));
+    let text = |read: Option<adiuva_llm::Result<Vec<fuzzing::Piece>>>| read.map(|read| read.map_err(|e| e.to_string()));
+    let (whole, cut) = (text(whole), text(cut));
+    assert_eq!(whole, cut, "a stream's pieces do not depend on its parts");
+    if let Some(Ok(pieces)) = whole {
+        fuzzing::assemble(pieces);
+    }
 }
 
 /// What decodes encodes, and that decodes again.

@@ -149,19 +149,21 @@ impl Tokens {
                     .ok_or_else(|| StorageError::Corrupt { what: "the token secret vanished".into() })?
             }
         };
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        let grant_key = blake3::derive_key(crate::grants::GRANT_KEY_CONTEXT, &secret);
-        Ok(Self {
-            encoding: EncodingKey::from_secret(&secret),
-            decoding: DecodingKey::from_secret(&secret),
-            validation,
+        Ok(Self::from_secret(&secret, access_ttl, read_grant_ttl))
+    }
+
+    /// The tokens of the token secret `secret`.
+    pub fn from_secret(secret: &[u8], access_ttl: std::time::Duration, read_grant_ttl: std::time::Duration) -> Self {
+        let grant_key = blake3::derive_key(crate::grants::GRANT_KEY_CONTEXT, secret);
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation: validation(),
             access_ttl,
             grant_encoding: EncodingKey::from_secret(&grant_key),
             grant_decoding: DecodingKey::from_secret(&grant_key),
             read_grant_ttl,
-        })
+        }
     }
 
     fn issue(&self, account: &Account, device: &DeviceId, family: Ulid) -> Result<String, ApiError> {
@@ -180,18 +182,38 @@ impl Tokens {
             .map_err(|_| ApiError::internal("could not sign an access token"))
     }
 
-    fn check(&self, token: &str) -> Result<Claims, ApiError> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map(|data| data.claims).map_err(
-            |error| match error.kind() {
+    /// The account and device an access token (the text after `Bearer `) is for, if it is valid
+    /// and unexpired; whether its session was revoked is for the caller to check.
+    pub fn caller(&self, token: &str) -> Result<Caller, ApiError> {
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|error| match error.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     ErrorCode::RelayTokenExpired,
                     "the access token has expired",
                 ),
                 _ => error::unauthorized("the access token is not valid"),
-            },
-        )
+            })?;
+        let invalid = || error::unauthorized("the access token is not valid");
+        Ok(Caller {
+            account: claims.sub.parse().map_err(|_| invalid())?,
+            email: claims.email,
+            device: claims.dev.parse().map_err(|_| invalid())?,
+            tier: claims.tier,
+            seats: claims.seats,
+            family: claims.fam.parse().map_err(|_| invalid())?,
+        })
     }
+}
+
+/// How tokens and read grants are checked: HS256 only, no leeway on expiry, `exp` and `sub`
+/// required.
+pub(crate) fn validation() -> Validation {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.leeway = 0;
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    validation
 }
 
 /// The account and device a request is made for, from its bearer token; rate-limited by the
@@ -234,16 +256,11 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
             .ok_or_else(|| error::unauthorized("a bearer access token is required"))?;
-        let claims = state.tokens.check(token)?;
-        let invalid = || error::unauthorized("the access token is not valid");
-        let account: Ulid = claims.sub.parse().map_err(|_| invalid())?;
-        let device: DeviceId = claims.dev.parse().map_err(|_| invalid())?;
-        let family: Ulid = claims.fam.parse().map_err(|_| invalid())?;
-        if state.storage.get(&records::family_key(family)).await?.is_some() {
+        let caller = state.tokens.caller(token)?;
+        if state.storage.get(&records::family_key(caller.family)).await?.is_some() {
             return Err(error::unauthorized("this session was revoked"));
         }
-        let caller = Caller { account, email: claims.email, device, tier: claims.tier, seats: claims.seats, family };
-        state.limits.check_account(account, caller.requests_per_minute())?;
+        state.limits.check_account(caller.account, caller.requests_per_minute())?;
         Ok(caller)
     }
 }

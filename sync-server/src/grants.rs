@@ -19,12 +19,12 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
-use jsonwebtoken::{Algorithm, Header, Validation};
+use jsonwebtoken::{Algorithm, Header};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::auth::Caller;
+use crate::auth::{Caller, Tokens, validation};
 use crate::error::{ApiError, Body, ErrorBody, Segments};
 use crate::storage::records::Workspace;
 use crate::workspaces::RecoveryProof;
@@ -63,10 +63,10 @@ pub struct ReadGrant {
 /// The read grant a request carries, if any.
 pub struct GrantHeader(pub Option<String>);
 
-impl FromRequestParts<Arc<AppState>> for GrantHeader {
+impl<S: Send + Sync> FromRequestParts<S> for GrantHeader {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &Arc<AppState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         match parts.headers.get(READ_GRANT_HEADER) {
             None => Ok(Self(None)),
             Some(value) => value.to_str().map(|grant| Self(Some(grant.to_owned()))).map_err(|_| grant_invalid()),
@@ -82,21 +82,27 @@ fn grant_invalid() -> ApiError {
     )
 }
 
-impl AppState {
-    /// The workspace, if the caller may read it: an authorized device, or the device a valid,
-    /// unexpired read grant for this workspace was issued to.
-    pub async fn authorize_read(
-        &self,
-        caller: &Caller,
-        workspace: &str,
-        grant: &GrantHeader,
-    ) -> Result<Workspace, ApiError> {
-        let Some(grant) = &grant.0 else { return self.authorize(caller, workspace).await };
-        let record = self.owned_workspace(caller, workspace).await?;
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        let claims = jsonwebtoken::decode::<GrantClaims>(grant, &self.tokens.grant_decoding, &validation)
+impl Tokens {
+    /// A read grant of `workspace` for the caller's device, from now on.
+    pub fn grant(&self, caller: &Caller, workspace: &str) -> Result<ReadGrant, ApiError> {
+        let now = Utc::now();
+        let expires_at = now + self.read_grant_ttl;
+        let claims = GrantClaims {
+            sub: caller.account.to_string(),
+            dev: caller.device.to_string(),
+            ws: workspace.to_owned(),
+            scope: READ_SCOPE.into(),
+            iat: now.timestamp(),
+            exp: expires_at.timestamp(),
+        };
+        let grant = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.grant_encoding)
+            .map_err(|_| ApiError::internal("could not sign a read grant"))?;
+        Ok(ReadGrant { grant, expires_at })
+    }
+
+    /// Whether `grant` lets the caller's device read `workspace` now.
+    pub fn check_grant(&self, grant: &str, caller: &Caller, workspace: &str) -> Result<(), ApiError> {
+        let claims = jsonwebtoken::decode::<GrantClaims>(grant, &self.grant_decoding, &validation())
             .map_err(|error| match error.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => ApiError::new(
                     StatusCode::FORBIDDEN,
@@ -110,9 +116,22 @@ impl AppState {
             && claims.dev == caller.device.to_string()
             && claims.ws == workspace
             && claims.scope == READ_SCOPE;
-        if !matches {
-            return Err(grant_invalid());
-        }
+        if matches { Ok(()) } else { Err(grant_invalid()) }
+    }
+}
+
+impl AppState {
+    /// The workspace, if the caller may read it: an authorized device, or the device a valid,
+    /// unexpired read grant for this workspace was issued to.
+    pub async fn authorize_read(
+        &self,
+        caller: &Caller,
+        workspace: &str,
+        grant: &GrantHeader,
+    ) -> Result<Workspace, ApiError> {
+        let Some(grant) = &grant.0 else { return self.authorize(caller, workspace).await };
+        let record = self.owned_workspace(caller, workspace).await?;
+        self.tokens.check_grant(grant, caller, workspace)?;
         Ok(record)
     }
 }
@@ -133,17 +152,5 @@ pub async fn recovery_read(
     Body(proof): Body<RecoveryProof>,
 ) -> Result<(StatusCode, Json<ReadGrant>), ApiError> {
     state.check_recovery_proof(&caller, &workspace, &proof, READ_PROOF_CONTEXT).await?;
-    let now = Utc::now();
-    let expires_at = now + state.tokens.read_grant_ttl;
-    let claims = GrantClaims {
-        sub: caller.account.to_string(),
-        dev: caller.device.to_string(),
-        ws: workspace,
-        scope: READ_SCOPE.into(),
-        iat: now.timestamp(),
-        exp: expires_at.timestamp(),
-    };
-    let grant = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &state.tokens.grant_encoding)
-        .map_err(|_| ApiError::internal("could not sign a read grant"))?;
-    Ok((StatusCode::CREATED, Json(ReadGrant { grant, expires_at })))
+    Ok((StatusCode::CREATED, Json(state.tokens.grant(&caller, &workspace)?)))
 }

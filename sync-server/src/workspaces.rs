@@ -44,7 +44,8 @@ pub fn check_name(name: &str, what: &str) -> Result<(), ApiError> {
     }
 }
 
-fn parse_device(text: &str) -> Result<DeviceId, ApiError> {
+/// A device id in a path: an Ed25519 public key, hex.
+pub fn parse_device(text: &str) -> Result<DeviceId, ApiError> {
     text.parse().map_err(|_| ApiError::invalid("a device id is 64 hex digits (an Ed25519 public key)"))
 }
 
@@ -305,6 +306,21 @@ pub struct NewRecovery {
     pub verifier: String,
 }
 
+impl NewRecovery {
+    /// The wrapped key (at most 64 KiB) and the verifier (an Ed25519 public key), from hex.
+    pub fn decode(&self) -> Result<(Vec<u8>, [u8; 32]), ApiError> {
+        let wrapped_key = hex::decode(&self.wrapped_key).map_err(|_| ApiError::invalid("wrapped_key is hex"))?;
+        if wrapped_key.len() > SMALL_RECORD_BYTES {
+            return Err(too_large());
+        }
+        let mut verifier = [0u8; 32];
+        hex::decode_to_slice(&self.verifier, &mut verifier)
+            .map_err(|_| ApiError::invalid("verifier is 64 hex digits"))?;
+        VerifyingKey::from_bytes(&verifier).map_err(|_| ApiError::invalid("verifier is not an Ed25519 public key"))?;
+        Ok((wrapped_key, verifier))
+    }
+}
+
 /// The recovery record as a device of the account reads it, with a fresh challenge.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct RecoveryView {
@@ -327,6 +343,15 @@ pub struct RecoveryProof {
     pub signature: String,
 }
 
+impl RecoveryProof {
+    /// The signature, if it is 128 hex digits.
+    pub fn signature(&self) -> Option<Signature> {
+        let mut signature = [0u8; 64];
+        hex::decode_to_slice(&self.signature, &mut signature).ok()?;
+        Some(Signature::from_bytes(&signature))
+    }
+}
+
 #[utoipa::path(put, path = "/api/v1/workspaces/{ws}/recovery", tag = "keys", request_body = NewRecovery,
     params(("ws" = String, Path, description = "Workspace id")),
     responses((status = 204, description = "Stored (replacing the earlier record)"),
@@ -343,13 +368,7 @@ pub async fn put_recovery(
     Body(new): Body<NewRecovery>,
 ) -> Result<StatusCode, ApiError> {
     state.authorize(&caller, &workspace).await?;
-    let wrapped_key = hex::decode(&new.wrapped_key).map_err(|_| ApiError::invalid("wrapped_key is hex"))?;
-    if wrapped_key.len() > SMALL_RECORD_BYTES {
-        return Err(too_large());
-    }
-    let mut verifier = [0u8; 32];
-    hex::decode_to_slice(&new.verifier, &mut verifier).map_err(|_| ApiError::invalid("verifier is 64 hex digits"))?;
-    VerifyingKey::from_bytes(&verifier).map_err(|_| ApiError::invalid("verifier is not an Ed25519 public key"))?;
+    let (wrapped_key, verifier) = new.decode()?;
     let record = Recovery { wrapped_key, verifier, updated_at: Utc::now() };
     state.storage.put(&records::recovery_key(&workspace), &records::encode(&record)).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -446,11 +465,10 @@ impl AppState {
         if pending.device != caller.device || pending.expires_at <= Utc::now() {
             return Err(refused());
         }
-        let mut signature = [0u8; 64];
-        hex::decode_to_slice(&proof.signature, &mut signature).map_err(|_| refused())?;
+        let signature = proof.signature().ok_or_else(refused)?;
         let verifier = VerifyingKey::from_bytes(&record.verifier).map_err(|_| refused())?;
         let message = recovery_proof_message(context, workspace, &caller.device, &proof.challenge);
-        verifier.verify_strict(message.as_bytes(), &Signature::from_bytes(&signature)).map_err(|_| refused())
+        verifier.verify_strict(message.as_bytes(), &signature).map_err(|_| refused())
     }
 }
 
@@ -464,6 +482,16 @@ pub struct NewInvite {
     /// BLAKE3 (hex) of the proof a joiner will present; the proof is derived from the ticket
     /// secret, which the relay never sees.
     pub proof_hash: String,
+}
+
+impl NewInvite {
+    /// The proof's hash, from hex.
+    pub fn proof_hash(&self) -> Result<[u8; 32], ApiError> {
+        let mut proof_hash = [0u8; 32];
+        hex::decode_to_slice(&self.proof_hash, &mut proof_hash)
+            .map_err(|_| ApiError::invalid("proof_hash is 64 hex digits"))?;
+        Ok(proof_hash)
+    }
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -482,6 +510,26 @@ pub struct JoinRequest {
     pub payload: String,
     /// A MAC over the payload by a key derived from the ticket secret, hex; the inviter checks it.
     pub mac: String,
+}
+
+/// A join request's fields, decoded.
+pub struct JoinFields {
+    pub proof: Vec<u8>,
+    pub payload: Vec<u8>,
+    pub mac: Vec<u8>,
+}
+
+impl JoinRequest {
+    /// The proof, the payload and the MAC, from hex; payload and MAC at most 64 KiB together.
+    pub fn decode(&self) -> Result<JoinFields, ApiError> {
+        let proof = hex::decode(&self.proof).map_err(|_| ApiError::invalid("proof is hex"))?;
+        let payload = hex::decode(&self.payload).map_err(|_| ApiError::invalid("payload is hex"))?;
+        let mac = hex::decode(&self.mac).map_err(|_| ApiError::invalid("mac is hex"))?;
+        if payload.len() + mac.len() > SMALL_RECORD_BYTES {
+            return Err(too_large());
+        }
+        Ok(JoinFields { proof, payload, mac })
+    }
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -518,9 +566,7 @@ pub async fn create_invite(
     if new.expires_at <= now || new.expires_at > now + MAX_INVITE_TTL {
         return Err(ApiError::invalid("an invite expires in the future, at most 7 days ahead"));
     }
-    let mut proof_hash = [0u8; 32];
-    hex::decode_to_slice(&new.proof_hash, &mut proof_hash)
-        .map_err(|_| ApiError::invalid("proof_hash is 64 hex digits"))?;
+    let proof_hash = new.proof_hash()?;
     let invite = Invite {
         workspace: workspace.clone(),
         account: caller.account,
@@ -572,18 +618,13 @@ pub async fn join(
     if invite.expires_at <= Utc::now() {
         return Err(ApiError::new(StatusCode::GONE, ErrorCode::RelayInviteExpired, "the invite has expired"));
     }
-    let proof = hex::decode(&request.proof).map_err(|_| ApiError::invalid("proof is hex"))?;
+    let JoinFields { proof, payload, mac } = request.decode()?;
     if !same(blake3::hash(&proof).as_bytes(), &invite.proof_hash) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             ErrorCode::RelayProofInvalid,
             "the proof does not match the invite",
         ));
-    }
-    let payload = hex::decode(&request.payload).map_err(|_| ApiError::invalid("payload is hex"))?;
-    let mac = hex::decode(&request.mac).map_err(|_| ApiError::invalid("mac is hex"))?;
-    if payload.len() + mac.len() > SMALL_RECORD_BYTES {
-        return Err(too_large());
     }
     let used = Invite { used: true, ..invite.clone() };
     if !state.storage.compare_and_swap(&key, Some(&bytes), Some(&records::encode(&used))).await? {

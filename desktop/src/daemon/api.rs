@@ -319,9 +319,9 @@ async fn remove_device(
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-struct ImportQuery {
+pub struct ImportQuery {
     /// The file's name, used in error messages (`NAME:LINE: ...`).
-    source: String,
+    pub source: String,
 }
 
 /// One line of an import's answer.

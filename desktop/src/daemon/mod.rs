@@ -21,6 +21,11 @@ mod live_sync;
 mod llm_api;
 mod peers;
 
+pub use api::ImportQuery;
+pub use events::FollowQuery;
+pub use llm_api::Chain;
+pub use peers::{Listening, LiveRequest};
+
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};

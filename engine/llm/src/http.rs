@@ -90,7 +90,7 @@ impl HttpProvider {
         LlmError::Unreachable { provider, detail: self.clean(&detail) }
     }
 
-    fn status_error(&self, status: u16, retry_after: Option<std::time::Duration>, body: &[u8]) -> LlmError {
+    pub(crate) fn status_error(&self, status: u16, retry_after: Option<std::time::Duration>, body: &[u8]) -> LlmError {
         let (kind, message) = wire::error_body(body);
         let message = self.clean(&if kind.is_empty() { message } else { format!("{kind}: {message}") });
         let provider = self.name().to_owned();
@@ -107,7 +107,12 @@ impl HttpProvider {
         let body = quirks::chat_body(self.kind(), &self.settings.model, request, false);
         let response = self.send("chat/completions", Some(&body)).await?;
         let bytes = response.bytes().await.map_err(|e| self.transport_error(&e))?;
-        let chunk: WireChunk = serde_json::from_slice(&bytes).map_err(|e| self.malformed(&e.to_string()))?;
+        self.read_answer(&bytes)
+    }
+
+    /// A whole answer's body, as pieces.
+    pub(crate) fn read_answer(&self, bytes: &[u8]) -> Result<Vec<Piece>> {
+        let chunk: WireChunk = serde_json::from_slice(bytes).map_err(|e| self.malformed(&e.to_string()))?;
         if let Some((kind, message)) = chunk.in_band_error() {
             return Err(self.in_band_error(&kind, &message));
         }
@@ -133,23 +138,33 @@ impl HttpProvider {
     pub async fn open_stream(&self, request: &ChatRequest) -> Result<SseChunks> {
         let body = quirks::chat_body(self.kind(), &self.settings.model, request, true);
         let response = self.send("chat/completions", Some(&body)).await?;
-        Ok(SseChunks {
+        Ok(self.read_stream(Box::pin(response.bytes_stream())))
+    }
+
+    /// The pieces of the event stream `bytes`.
+    pub(crate) fn read_stream(&self, bytes: ByteStream) -> SseChunks {
+        SseChunks {
             provider: self.name().to_owned(),
             key: self.key.clone(),
-            bytes: Box::pin(response.bytes_stream()),
+            bytes,
             buffer: Vec::new(),
             event: Event::default(),
             pieces: VecDeque::new(),
             done: false,
             finished: false,
-        })
+        }
     }
 
     /// The model ids the provider lists (`GET /models`).
     pub async fn models(&self) -> Result<Vec<String>> {
         let response = self.send("models", None).await?;
         let bytes = response.bytes().await.map_err(|e| self.transport_error(&e))?;
-        let list: Value = serde_json::from_slice(&bytes).map_err(|e| self.malformed(&e.to_string()))?;
+        self.read_models(&bytes)
+    }
+
+    /// A model list's body: the models' ids.
+    pub(crate) fn read_models(&self, bytes: &[u8]) -> Result<Vec<String>> {
+        let list: Value = serde_json::from_slice(bytes).map_err(|e| self.malformed(&e.to_string()))?;
         let data = list.get("data").or_else(|| list.get("models")).and_then(Value::as_array);
         let data = data.ok_or_else(|| self.malformed("the model list has no `data`"))?;
         Ok(data
@@ -166,6 +181,11 @@ impl HttpProvider {
         }
         let response = self.send("embeddings", Some(&quirks::embedding_body(model, inputs))).await?;
         let bytes = response.bytes().await.map_err(|e| self.transport_error(&e))?;
+        self.read_embeddings(&bytes, inputs.len())
+    }
+
+    /// An embeddings body answering `inputs` inputs: their vectors, in order.
+    pub(crate) fn read_embeddings(&self, bytes: &[u8], inputs: usize) -> Result<Vec<Vec<f32>>> {
         #[derive(serde::Deserialize)]
         struct Embeddings {
             data: Vec<Embedding>,
@@ -176,9 +196,9 @@ impl HttpProvider {
             index: Option<usize>,
             embedding: Vec<f32>,
         }
-        let mut answer: Embeddings = serde_json::from_slice(&bytes).map_err(|e| self.malformed(&e.to_string()))?;
-        if answer.data.len() != inputs.len() {
-            return Err(self.malformed(&format!("{} embeddings for {} inputs", answer.data.len(), inputs.len())));
+        let mut answer: Embeddings = serde_json::from_slice(bytes).map_err(|e| self.malformed(&e.to_string()))?;
+        if answer.data.len() != inputs {
+            return Err(self.malformed(&format!("{} embeddings for {inputs} inputs", answer.data.len())));
         }
         answer.data.sort_by_key(|e| e.index);
         Ok(answer.data.into_iter().map(|e| e.embedding).collect())
@@ -216,7 +236,7 @@ struct Event {
     data: String,
 }
 
-type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+pub(crate) type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
 
 /// An open server-sent-event stream of chat completion chunks.
 pub struct SseChunks {

@@ -32,6 +32,8 @@
 pub mod accounting;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 pub mod local;
 pub mod quirks;

@@ -174,21 +174,28 @@ pub fn clean_message(message: &str, key: Option<&str>) -> String {
     text
 }
 
-/// A `Retry-After` value: delay-seconds or an HTTP-date (RFC 9110 §10.2.3), relative to `now`.
-/// A date in the past means "now"; anything else unreadable is ignored.
+/// The longest `Retry-After` taken as asked: a provider's cooldown ends at the latest then. A
+/// longer one (`1e30`, or `u64::MAX` seconds) would overflow the clock the cooldown is kept on.
+pub const RETRY_AFTER_LIMIT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A `Retry-After` value: delay-seconds or an HTTP-date (RFC 9110 §10.2.3), relative to `now`,
+/// at most [`RETRY_AFTER_LIMIT`]. A date in the past means "now"; anything else unreadable is
+/// ignored.
 pub fn retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    if let Ok(seconds) = value.parse::<f64>()
-        && seconds.is_finite()
+    let asked = if let Ok(seconds) = value.parse::<u64>() {
+        Duration::from_secs(seconds)
+    } else if let Ok(seconds) = value.parse::<f64>()
         && seconds >= 0.0
     {
-        return Some(Duration::from_secs_f64(seconds));
-    }
-    let date = DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc);
-    Some((date - now).to_std().unwrap_or(Duration::ZERO))
+        // More than a `Duration` holds (infinity too) is more than the limit; NaN is no number
+        // `>= 0` and reads as a date, which it is not.
+        Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX)
+    } else {
+        let date = DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc);
+        (date - now).to_std().unwrap_or(Duration::ZERO)
+    };
+    Some(asked.min(RETRY_AFTER_LIMIT))
 }
 
 #[cfg(test)]
@@ -204,6 +211,17 @@ mod tests {
         assert_eq!(retry_after("Wed, 02 Dec 2026 09:00:00 GMT", now), Some(Duration::ZERO));
         assert_eq!(retry_after("soon", now), None);
         assert_eq!(retry_after("-3", now), None);
+        assert_eq!(retry_after("NaN", now), None);
+    }
+
+    #[test]
+    fn retry_after_beyond_any_clock_is_the_limit() {
+        let now = DateTime::parse_from_rfc3339("2026-12-02T10:00:00Z").unwrap().with_timezone(&Utc);
+        for huge in ["1e30", "inf", "18446744073709551615", "Fri, 31 Dec 9999 23:59:59 GMT"] {
+            assert_eq!(retry_after(huge, now), Some(RETRY_AFTER_LIMIT), "{huge}");
+            // What the router does with it: a provider's cooldown on the monotonic clock.
+            let _ = std::time::Instant::now() + retry_after(huge, now).unwrap();
+        }
     }
 
     #[test]

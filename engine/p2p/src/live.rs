@@ -25,6 +25,7 @@ use std::time::Duration;
 use adiuva_model::DeviceId;
 use iroh::Endpoint;
 use iroh::endpoint::{Connection, VarInt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -242,20 +243,26 @@ pub(crate) async fn session_on(
     session::run(shared, &mut wire, Role::Dialer).await
 }
 
-/// The dialer's side of the notices: each byte the listener sends on its one-way stream is a
-/// notice; the channel closes when the connection does.
+/// The dialer's side of the notices (see [`read_notices`]); the channel closes when the
+/// connection does.
 async fn forward_notices(connection: Connection, noticed: mpsc::Sender<()>) {
-    let mut buffer = [0u8; 64];
-    let Ok(mut stream) = connection.accept_uni().await else { return };
-    while let Ok(Some(read)) = stream.read(&mut buffer).await {
-        if read > 0 {
-            // One waiting notice is as good as many.
-            let _ = noticed.try_send(());
-        }
-    }
+    let Ok(stream) = connection.accept_uni().await else { return };
+    read_notices(stream, &noticed).await;
     // The stream ended or failed: the connection is going. Wait for it so as not to end the link
     // before a session under way has reported how it ended.
     connection.closed().await;
+}
+
+/// Reads the listener's one-way stream of notices until it ends or fails: whatever bytes come,
+/// each read of some is a notice (the listener sends one byte per notice; their values mean
+/// nothing). One waiting notice is as good as many, so at most one waits in `noticed`.
+pub async fn read_notices(mut stream: impl AsyncRead + Unpin, noticed: &mpsc::Sender<()>) {
+    let mut buffer = [0u8; 64];
+    while let Ok(read) = stream.read(&mut buffer).await
+        && read > 0
+    {
+        let _ = noticed.try_send(());
+    }
 }
 
 /// The listener's side of the notices: while the connection lasts, tells the dialer each time
