@@ -1,5 +1,6 @@
 //! Peer-to-peer sync through the real binary, each device its own `adiuva` process, on
-//! loopback with no relay: three devices converge; `device invite --p2p` lets a device join
+//! loopback with no relay: three devices converge, and so do three where one pair syncs over
+//! P2P and the other through a real `adiuva-server`; `device invite --p2p` lets a device join
 //! with no relay (a forged ticket refused); a removed device is refused (and the
 //! refusal logged with its id); SIGKILL of either side mid-sync, repeated, loses nothing and
 //! the next sync completes.
@@ -8,6 +9,8 @@
 mod common;
 #[path = "../../engine/tests/common/mod.rs"]
 mod engine_common;
+#[path = "../../engine/sync/tests/common/mod.rs"]
+mod relay_common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -27,7 +30,10 @@ const IMPATIENT: &str = "5";
 
 fn adiuva(dir: &Path, args: &[&str]) -> Command {
     let mut command = adiuva_command(dir, PASSPHRASE, args);
-    command.env("ADIUVA_PEER_BIND", "127.0.0.1:0").env("ADIUVA_PEER_STALL_SECS", PATIENT);
+    command
+        .env("ADIUVA_PEER_BIND", "127.0.0.1:0")
+        .env("ADIUVA_PEER_STALL_SECS", PATIENT)
+        .env("ADIUVA_PASSWORD", relay_common::PASSWORD);
     command
 }
 
@@ -131,6 +137,64 @@ fn three_devices_editing_apart_converge_over_p2p_alone() {
 fn succeeded(output: Output) -> String {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap()
+}
+
+/// `adiuva sync` through the relay.
+fn relay_sync(dir: &Path) {
+    assert!(succeeded(adiuva(dir, &["sync"]).output().unwrap()).starts_with("synced:"));
+}
+
+#[test]
+fn three_devices_one_pair_over_p2p_the_other_through_the_relay_converge() {
+    let mut relay = relay_common::Relay::start();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let [a, b, c] = [dirs[0].path(), dirs[1].path(), dirs[2].path()];
+    {
+        let email = "p2p-and-relay@example.com";
+        let mut first = relay_common::first_device(&mut relay, a, email);
+        let mut second = relay_common::join(&mut first, &relay, b, email, "b");
+        // c never speaks to the relay: b is its only link.
+        join(&mut first, c, "c");
+        relay_common::sync(&mut first);
+        relay_common::sync(&mut second);
+    }
+    for round in 0..3 {
+        // All three edit at once, each in its own processes, apart.
+        std::thread::scope(|scope| {
+            for (dir, name) in [(a, "a"), (b, "b"), (c, "c")] {
+                scope.spawn(move || {
+                    for n in 0..2 {
+                        succeeded(adiuva(dir, &["task", "add", &format!("{name} {round}.{n}")]).output().unwrap());
+                    }
+                });
+            }
+        });
+        // a syncs through the relay while b syncs with c directly, and then through the relay.
+        let serving = Serving::start(c);
+        std::thread::scope(|scope| {
+            scope.spawn(|| relay_sync(a));
+            scope.spawn(|| {
+                assert_eq!(synced(b, &serving.ticket)["converged"], true);
+                relay_sync(b);
+            });
+        });
+        serving.stop();
+    }
+    // Settling: b takes a's last changes from the relay, carries them to c, brings c's back
+    // and passes them on to a.
+    relay_sync(b);
+    let serving = Serving::start(c);
+    assert_eq!(synced(b, &serving.ticket)["converged"], true);
+    serving.stop();
+    relay_sync(b);
+    relay_sync(a);
+    let mut all: Vec<relay_common::Snapshot> =
+        dirs.iter().map(|dir| relay_common::snapshot(&mut open(dir.path()))).collect();
+    assert_eq!(all[0].tasks.len(), 3 * 3 * 2, "{:?}", all[0].tasks);
+    let first = all.remove(0);
+    for other in all {
+        assert_eq!(other, first);
+    }
 }
 
 #[test]
