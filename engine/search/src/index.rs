@@ -353,23 +353,26 @@ impl SearchIndex {
         let limit = query.limit;
         // Each side offers more than `limit`, so fusion can lift what both sides agree on.
         let depth = (limit * 3).max(30);
-        let wants_vectors = !matches!(query.mode, Mode::Text);
-        let embedding = match (self.embedder.clone(), wants_vectors) {
-            (Ok(embedder), true) => Some(embedder.embed(&[query.text.as_str()])?.remove(0)),
-            (Err(reason), true) if query.mode == Mode::Vector => {
-                return Err(SearchError::VectorsUnavailable { reason });
+        let text_limit = if query.mode == Mode::Text { limit } else { depth };
+        let text = &mut self.text;
+        let mut text_side = || match query.mode {
+            Mode::Vector => Ok(Vec::new()),
+            _ => text.search(&query.text, &query.filter, text_limit),
+        };
+        // The query is embedded while the text side searches.
+        let (embedding, text_hits) = match (&self.embedder, &query.mode) {
+            (_, Mode::Text) => (None, text_side()),
+            (Ok(embedder), _) => {
+                let (embedding, text_hits) = embedder.embed_query_beside(&query.text, text_side);
+                (Some(embedding?), text_hits)
             }
-            (Err(reason), true) => {
+            (Err(reason), Mode::Vector) => return Err(SearchError::VectorsUnavailable { reason: reason.clone() }),
+            (Err(reason), _) => {
                 notice(&mut self.notices, format!("searched by words only: {reason}"));
-                None
+                (None, text_side())
             }
-            (_, false) => None,
         };
-        let text_hits = if query.mode == Mode::Vector {
-            Vec::new()
-        } else {
-            self.text.search(&query.text, &query.filter, if query.mode == Mode::Text { limit } else { depth })?
-        };
+        let text_hits = text_hits?;
         let vector_hits = match &embedding {
             Some(embedding) => {
                 let (records, labels) = (&self.records, &self.labels);

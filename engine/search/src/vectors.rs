@@ -185,11 +185,12 @@ impl VectorTable {
         let scan = Scan {
             values: &self.values,
             scales: &self.scales,
+            first: 0,
             rows: admitted.as_deref(),
             query: &wide,
-            best: Best::new((limit * 8).max(64)),
+            capacity: (limit * 8).max(64),
         };
-        let best = scan.run();
+        let best = scan.run_in_halves();
         let mut by_record: HashMap<RecordId, VectorHit> = HashMap::new();
         for at in best.rows() {
             let (record, chunk) = (self.records[at], self.chunks[at]);
@@ -212,16 +213,57 @@ impl VectorTable {
     }
 }
 
-/// One pass of the int8 scan: every row (or only `rows`), the best kept.
+/// Rows a scan must have for a second thread to take half: below it, starting the thread costs
+/// more than the half it would read.
+const ROWS_FOR_TWO_THREADS: usize = 32_768;
+
+/// One pass of the int8 scan: every row (or only `rows`), the best `capacity` kept.
+#[derive(Clone, Copy)]
 struct Scan<'a> {
     values: &'a [[i8; DIMENSIONS]],
     scales: &'a [f32],
+    /// The table's row number of `values[0]`.
+    first: usize,
+    /// Row numbers of the table to read instead of all of `values`.
     rows: Option<&'a [usize]>,
     query: &'a [i16; DIMENSIONS],
-    best: Best,
+    capacity: usize,
 }
 
 impl Scan<'_> {
+    /// Runs a long scan as two halves on two threads: it reads memory at the pace one core
+    /// can ask for it, and a second core asks for as much again.
+    fn run_in_halves(self) -> Best {
+        let rows = self.rows.map_or(self.values.len(), <[usize]>::len);
+        if rows < ROWS_FOR_TWO_THREADS {
+            return self.run();
+        }
+        let (left, right) = match self.rows {
+            None => {
+                let middle = self.values.len() / 2;
+                let (values_left, values_right) = self.values.split_at(middle);
+                let (scales_left, scales_right) = self.scales.split_at(middle);
+                (
+                    Scan { values: values_left, scales: scales_left, ..self },
+                    Scan { values: values_right, scales: scales_right, first: self.first + middle, ..self },
+                )
+            }
+            Some(rows) => {
+                let (rows_left, rows_right) = rows.split_at(rows.len() / 2);
+                (Scan { rows: Some(rows_left), ..self }, Scan { rows: Some(rows_right), ..self })
+            }
+        };
+        std::thread::scope(|scope| {
+            let other = scope.spawn(|| right.run());
+            let mut best = left.run();
+            match other.join() {
+                Ok(other) => best.absorb(other),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+            best
+        })
+    }
+
     /// Runs the scan compiled for AVX2 and FMA when the CPU has them (found out once, at run
     /// time): the x86-64 baseline (SSE2) has no 16-bit multiply-add wide enough, and the scan
     /// is then about three times slower.
@@ -239,21 +281,22 @@ impl gemm_common::simd::NullaryFnOnce for Scan<'_> {
 
     // Inlined into the dispatcher, so the loop is compiled with its CPU features.
     #[inline(always)]
-    fn call(mut self) -> Best {
+    fn call(self) -> Best {
+        let mut best = Best::new(self.capacity);
         match self.rows {
             None => {
                 for (at, (row, scale)) in self.values.iter().zip(self.scales).enumerate() {
                     // Scales differ per row, so the integer dot product is scaled before comparing.
-                    self.best.offer(dot_i8(row, self.query) as f32 * scale, at);
+                    best.offer(dot_i8(row, self.query) as f32 * scale, self.first + at);
                 }
             }
             Some(rows) => {
                 for &at in rows {
-                    self.best.offer(dot_i8(&self.values[at], self.query) as f32 * self.scales[at], at);
+                    best.offer(dot_i8(&self.values[at], self.query) as f32 * self.scales[at], at);
                 }
             }
         }
-        self.best
+        best
     }
 }
 
@@ -272,7 +315,11 @@ impl Best {
 
     #[inline(always)]
     fn offer(&mut self, score: f32, row: usize) {
-        let score = ordered(score);
+        self.offer_ordered(ordered(score), row);
+    }
+
+    #[inline(always)]
+    fn offer_ordered(&mut self, score: u32, row: usize) {
         if self.heap.len() < self.capacity {
             self.heap.push(Reverse((score, row)));
         } else if score > self.floor {
@@ -283,6 +330,13 @@ impl Best {
         }
         if self.heap.len() == self.capacity {
             self.floor = self.heap.peek().map_or(0, |min| min.0.0);
+        }
+    }
+
+    /// Keeps the best of both.
+    fn absorb(&mut self, other: Best) {
+        for Reverse((score, row)) in other.heap {
+            self.offer_ordered(score, row);
         }
     }
 
@@ -507,6 +561,12 @@ mod tests {
             }
         }
         ids.extend((0..100).map(|_| add(&mut table, &mut stored, &mut random)));
+        check(&table, &stored, &mut random);
+
+        // Enough rows for the scan to run in two halves, filtered or not.
+        while table.len() < ROWS_FOR_TWO_THREADS * 3 {
+            ids.push(add(&mut table, &mut stored, &mut random));
+        }
         check(&table, &stored, &mut random);
         for &id in &ids {
             let expected = stored.get(&id).cloned().unwrap_or_default();
