@@ -47,6 +47,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("relay_token", relay_token),
     ("peer_notice", peer_notice),
     ("llm_answer", llm_answer),
+    ("join", join),
 ];
 
 /// Commit messages arrive from other devices.
@@ -204,6 +205,22 @@ pub fn peer(data: &[u8]) {
         && let Ok(ticket) = text.parse::<adiuva_p2p::PeerTicket>()
     {
         assert_eq!(ticket.to_string().parse::<adiuva_p2p::PeerTicket>().ok(), Some(ticket));
+    }
+}
+
+/// The P2P join protocol (`adiuva/join/1`): its messages, read as the inviter reads a join
+/// request and the joiner an acceptance (a length, then JSON), and join tickets as text.
+pub fn join(data: &[u8]) {
+    use adiuva_p2p::join::{MAX_ACCEPTANCE, MAX_REQUEST, read_message};
+    let peer = adiuva_model::DeviceId([3; 32]);
+    let request = ready(read_message::<adiuva_engine::JoinRequest>(data, peer, MAX_REQUEST));
+    assert!(request.is_some(), "a message in memory is read at once");
+    let acceptance = ready(read_message::<adiuva_engine::JoinAcceptance>(data, peer, MAX_ACCEPTANCE));
+    assert!(acceptance.is_some(), "a message in memory is read at once");
+    if let Ok(text) = std::str::from_utf8(data)
+        && let Ok(ticket) = text.parse::<adiuva_p2p::JoinTicket>()
+    {
+        assert_eq!(ticket.to_string().parse::<adiuva_p2p::JoinTicket>().ok(), Some(ticket));
     }
 }
 

@@ -16,6 +16,7 @@ use adiuva_model::DeviceId;
 use iroh::endpoint::{Connection, RecvStream, SendStream, VarInt};
 use iroh::protocol::{AcceptError, ProtocolHandler};
 use iroh::{EndpointAddr, SecretKey, TransportAddr};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -28,9 +29,10 @@ use crate::{PeerOptions, PeerTicket, SharedWorkspace};
 pub const JOIN_ALPN: &[u8] = b"adiuva/join/1";
 
 const PREFIX: &str = "adiuva-join-p2p-1-";
-/// A join request is a few hundred bytes; an acceptance holds the root document.
-const MAX_REQUEST: usize = 64 * 1024;
-const MAX_ACCEPTANCE: usize = crate::frame::MAX_FRAME;
+/// The largest join request read: a request is a few hundred bytes.
+pub const MAX_REQUEST: usize = 64 * 1024;
+/// The largest acceptance read: it holds the root document.
+pub const MAX_ACCEPTANCE: usize = crate::frame::MAX_FRAME;
 
 /// An invitation and where the inviter listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -163,25 +165,34 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     limit: usize,
     stall: Duration,
 ) -> Result<T> {
-    let peer_text = peer.to_string();
-    let read = async {
-        let mut prefix = [0u8; 4];
-        recv.read_exact(&mut prefix).await.map_err(|e| e.to_string())?;
-        let length = u32::from_be_bytes(prefix) as usize;
-        if length > limit {
-            return Ok(Err(PeerError::FrameTooLarge {
-                peer: peer_text.clone(),
-                length: length as u64,
-                limit: limit as u64,
-            }));
-        }
-        let mut body = vec![0u8; length];
-        recv.read_exact(&mut body).await.map_err(|e| e.to_string())?;
-        Ok(Ok(body))
-    };
-    let body = tokio::time::timeout(stall, read)
+    tokio::time::timeout(stall, read_message(recv, peer, limit))
         .await
-        .map_err(|_| PeerError::Stalled { peer: peer_text.clone(), seconds: stall.as_secs() })?
-        .map_err(|detail: String| PeerError::Unreachable { peer: peer_text.clone(), detail })??;
-    serde_json::from_slice(&body).map_err(|e| PeerError::FrameMalformed { peer: peer_text, detail: e.to_string() })
+        .map_err(|_| PeerError::Stalled { peer: peer.to_string(), seconds: stall.as_secs() })?
+}
+
+/// Reads one message of the join protocol from `peer`: a length of at most `limit`, then as
+/// many bytes of JSON. Public for the `join` fuzz target.
+pub async fn read_message<T: serde::de::DeserializeOwned>(
+    mut recv: impl AsyncRead + Unpin,
+    peer: DeviceId,
+    limit: usize,
+) -> Result<T> {
+    let lost = |e: std::io::Error| PeerError::Unreachable { peer: peer.to_string(), detail: e.to_string() };
+    let mut prefix = [0u8; 4];
+    recv.read_exact(&mut prefix).await.map_err(lost)?;
+    let length = u32::from_be_bytes(prefix);
+    if u64::from(length) > limit as u64 {
+        return Err(PeerError::FrameTooLarge { peer: peer.to_string(), length: length.into(), limit: limit as u64 });
+    }
+    // Grown as bytes arrive: a peer announcing a large message and sending none costs nothing.
+    let mut body = Vec::new();
+    recv.take(length.into()).read_to_end(&mut body).await.map_err(lost)?;
+    if body.len() != length as usize {
+        return Err(PeerError::Unreachable {
+            peer: peer.to_string(),
+            detail: "the stream ended inside a message".into(),
+        });
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| PeerError::FrameMalformed { peer: peer.to_string(), detail: e.to_string() })
 }
