@@ -98,6 +98,8 @@ pub(super) enum Operation {
         accepted: Vec<(String, u64)>,
         removed_by: Option<DeviceId>,
         removed_at: Option<String>,
+        /// The least root sequence number the removals it replaces accepted.
+        removal_root: u64,
     },
 }
 

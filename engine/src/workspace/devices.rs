@@ -20,7 +20,11 @@
 //! - if it was removed, only its changes the removals accepted pass: per document, up to the
 //!   last sequence number of its actor that the remover had seen. Concurrent removals of one
 //!   device are all kept (as Automerge conflicts) and the most any of them accepted counts,
-//!   since each remover already holds what it accepted;
+//!   since each remover already holds what it accepted. One exception: a removal of the very
+//!   device that removed it, made before it saw that removal, passes (two devices removing
+//!   each other are both removed; see ARCHITECTURE.md, "Devices removing each other");
+//! - a device listed only through an add by a removed device beyond what its removal accepts
+//!   (unless a device listed despite the removal amended it) is treated as removed;
 //! - the epoch it wrote under must be one it was given: epoch 1 (every device added gets it)
 //!   or one whose key was sealed to it.
 //!
@@ -28,7 +32,7 @@
 //! removal, and the workspace keys of the epochs up to then. It gets no later epoch, so it
 //! cannot read anything sealed after its removal, and its later changes are refused.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use adiuva_model::DeviceId;
 use automerge::transaction::Transactable;
@@ -91,6 +95,10 @@ pub struct Removal {
     /// The device that extended this removal to what it held, when it is an amendment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amended_by: Option<DeviceId>,
+    /// For an amendment, the least root sequence number the removals it replaced accepted
+    /// (what an amendment by a device the removed one added is measured against).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removal_root: Option<u64>,
 }
 
 impl Removal {
@@ -102,6 +110,15 @@ impl Removal {
     fn root_accepted(&self) -> u64 {
         self.accepted.get(ROOT_DOCUMENT).copied().unwrap_or(0)
     }
+
+    /// What the removal itself accepted of the root, before any amendment (0 for an
+    /// amendment written before amendments kept it).
+    fn removal_root(&self) -> u64 {
+        match self.amended_by {
+            None => self.root_accepted(),
+            Some(_) => self.removal_root.unwrap_or(0),
+        }
+    }
 }
 
 /// The device list and which epochs were sealed to whom, read from the root document.
@@ -110,6 +127,13 @@ pub(super) struct DeviceList {
     pub devices: BTreeMap<DeviceId, DeviceInfo>,
     /// Per epoch, the devices it was sealed to (with the sealed key).
     pub sealed: BTreeMap<u32, BTreeMap<DeviceId, Vec<u8>>>,
+    /// Per removed device, the root changes (sequence numbers) in which it removed a device
+    /// that was removing it at the same time: they stand whatever its removal accepted.
+    counter_removals: BTreeMap<DeviceId, BTreeSet<u64>>,
+    /// The devices listed only through an add by a removed device beyond what its removal
+    /// accepts: their changes are refused like a removed device's, until an amendment by a
+    /// device listed despite the removal accepts the add.
+    unvouched: BTreeSet<DeviceId>,
 }
 
 /// Why a change is refused.
@@ -122,18 +146,22 @@ pub(super) enum Refusal {
 impl DeviceList {
     pub fn read(root: &Automerge) -> Self {
         let mut list = DeviceList::default();
+        // Where each removal entry was written: (removed device, index among its removals, object).
+        let mut written = Vec::new();
         if let Some(devices) = map_at(root, &automerge::ROOT, "devices") {
             for key in root.keys(&devices) {
                 let (Ok(id), Some(entry)) = (key.parse::<DeviceId>(), map_at(root, &devices, &key)) else {
                     continue;
                 };
-                let removals = maps_at(root, &entry, "removal")
-                    .into_iter()
+                let objects = maps_at(root, &entry, "removal");
+                let removals = objects
+                    .iter()
                     .map(|removal| Removal {
-                        removed_by: text(root, &removal, "removed_by").and_then(|id| id.parse().ok()),
-                        removed_at: text(root, &removal, "removed_at"),
-                        amended_by: text(root, &removal, "amended_by").and_then(|id| id.parse().ok()),
-                        accepted: map_at(root, &removal, "accepted")
+                        removed_by: text(root, removal, "removed_by").and_then(|id| id.parse().ok()),
+                        removed_at: text(root, removal, "removed_at"),
+                        amended_by: text(root, removal, "amended_by").and_then(|id| id.parse().ok()),
+                        removal_root: number(root, removal, "removal_root"),
+                        accepted: map_at(root, removal, "accepted")
                             .map(|accepted| {
                                 root.keys(&accepted)
                                     .filter_map(|doc| Some((doc.clone(), number(root, &accepted, &doc)?)))
@@ -142,6 +170,7 @@ impl DeviceList {
                             .unwrap_or_default(),
                     })
                     .collect();
+                written.extend(objects.into_iter().enumerate().map(|(index, object)| (id, index, object)));
                 let info = DeviceInfo {
                     id,
                     name: text(root, &entry, "name").unwrap_or_default(),
@@ -170,7 +199,87 @@ impl DeviceList {
                 }
             }
         }
+        list.counter_removals = list.find_counter_removals(root, &written);
+        list.unvouched = list.find_unvouched(root);
         list
+    }
+
+    /// The devices not listed despite some removal (see `unvouched`). Each removed device's
+    /// chain of adds is walked only for the devices it reaches, so a list with no removal, or
+    /// whose removed devices added no one, costs nothing more.
+    fn find_unvouched(&self, root: &Automerge) -> BTreeSet<DeviceId> {
+        let mut unvouched = BTreeSet::new();
+        for removed in self.devices.values().filter(|device| device.is_removed()) {
+            let reached: Vec<DeviceId> = self
+                .devices
+                .keys()
+                .filter(|id| **id != removed.id && !unvouched.contains(*id) && self.reaches(**id, removed.id))
+                .copied()
+                .collect();
+            if reached.is_empty() {
+                continue;
+            }
+            let root_until = self.vouched_acceptance(root, removed.id).get(ROOT_DOCUMENT).copied().unwrap_or(0);
+            unvouched.extend(reached.into_iter().filter(|id| !self.listed_despite(root, *id, removed.id, root_until)));
+        }
+        unvouched
+    }
+
+    /// Whether `adder` is on `device`'s chain of adders.
+    fn reaches(&self, device: DeviceId, adder: DeviceId) -> bool {
+        let mut current = device;
+        // Each step moves to an adder; a chain longer than the list is a cycle.
+        for _ in 0..=self.devices.len() {
+            match self.devices.get(&current).and_then(|info| info.added_by) {
+                Some(next) if next == adder => return true,
+                Some(next) => current = next,
+                None => return false,
+            }
+        }
+        false
+    }
+
+    /// Whether `device` is listed only through an add no device listed despite a removal
+    /// accepted (see `unvouched`).
+    pub fn is_unvouched(&self, device: &DeviceId) -> bool {
+        self.unvouched.contains(device)
+    }
+
+    /// The removals made by a device that the device it removed was removing at the same time
+    /// (neither had seen the other's removal): see [`Self::authorize`]. Looked for only when
+    /// two devices each hold a removal by the other, so the root's changes are rarely listed.
+    fn find_counter_removals(
+        &self,
+        root: &Automerge,
+        written: &[(DeviceId, usize, ObjId)],
+    ) -> BTreeMap<DeviceId, BTreeSet<u64>> {
+        // The indices of `removed`'s removals made by `remover` (amendments aside).
+        let by = |removed: &DeviceId, remover: &DeviceId| -> Vec<usize> {
+            self.devices.get(removed).map_or_else(Vec::new, |info| {
+                let by_remover =
+                    |removal: &Removal| removal.amended_by.is_none() && removal.removed_by == Some(*remover);
+                (0..info.removals.len()).filter(|&index| by_remover(&info.removals[index])).collect()
+            })
+        };
+        let seq_of = |removed: &DeviceId, index: usize| {
+            let object = written.iter().find(|(id, i, _)| id == removed && *i == index).map(|(_, _, object)| object);
+            object.and_then(|object| written_in(root, object))
+        };
+        let mut found: BTreeMap<DeviceId, BTreeSet<u64>> = BTreeMap::new();
+        for (target, info) in &self.devices {
+            for (index, removal) in info.removals.iter().enumerate().filter(|(_, r)| r.amended_by.is_none()) {
+                let Some(remover) = removal.removed_by else { continue };
+                // `remover` removed `target`: that stands beyond `remover`'s own removal if
+                // `target` removed `remover` by a change `remover` had not seen.
+                let unseen = by(&remover, target)
+                    .into_iter()
+                    .any(|other| seq_of(&remover, other).is_some_and(|seq| removal.root_accepted() < seq));
+                if unseen && let Some(seq) = seq_of(target, index) {
+                    found.entry(remover).or_default().insert(seq);
+                }
+            }
+        }
+        found
     }
 
     /// Whether `signer` may have written the change of `document` with sequence number `seq`
@@ -179,7 +288,10 @@ impl DeviceList {
         let Some(device) = self.devices.get(signer) else {
             return Err(Refusal::Unknown);
         };
-        if device.accepted_until(document).is_some_and(|until| seq > until) {
+        let counter_removal =
+            || document == ROOT_DOCUMENT && self.counter_removals.get(signer).is_some_and(|seqs| seqs.contains(&seq));
+        let beyond_removal = device.accepted_until(document).is_some_and(|until| seq > until) && !counter_removal();
+        if beyond_removal || self.unvouched.contains(signer) {
             return Err(Refusal::Removed);
         }
         if epoch != 1 && !self.sealed.get(&epoch).is_some_and(|sealed| sealed.contains_key(signer)) {
@@ -223,13 +335,7 @@ impl DeviceList {
     /// vouch for more authors: iterated to a fixed point from the least any removal accepted.
     fn vouched_acceptance(&self, root: &Automerge, removed: DeviceId) -> BTreeMap<String, u64> {
         let Some(info) = self.devices.get(&removed) else { return BTreeMap::new() };
-        let mut root_until = info
-            .removals
-            .iter()
-            .filter(|removal| removal.amended_by.is_none())
-            .map(Removal::root_accepted)
-            .min()
-            .unwrap_or(0);
+        let mut root_until = info.removals.iter().map(Removal::removal_root).min().unwrap_or(0);
         loop {
             let vouched: Vec<&Removal> = info
                 .removals
@@ -256,10 +362,15 @@ impl DeviceList {
 /// within the changes of its adder's actor.
 fn added_in(root: &Automerge, device: &DeviceId) -> Option<u64> {
     let devices = map_at(root, &automerge::ROOT, "devices")?;
-    let ObjId::Id(counter, actor, _) = map_at(root, &devices, &device.to_string())? else { return None };
+    written_in(root, &map_at(root, &devices, &device.to_string())?)
+}
+
+/// The sequence number of the root change that created `object`, within its author's changes.
+fn written_in(root: &Automerge, object: &ObjId) -> Option<u64> {
+    let ObjId::Id(counter, actor, _) = object else { return None };
     root.get_changes_meta(&[])
         .iter()
-        .find(|meta| *meta.actor == actor && (meta.start_op..=meta.max_op).contains(&counter))
+        .find(|meta| *meta.actor == *actor && (meta.start_op..=meta.max_op).contains(counter))
         .map(|meta| meta.seq)
 }
 
@@ -358,8 +469,9 @@ pub(super) fn apply_device_event(
                 tx.put(&epoch_map, to.to_string(), sealed.as_str()).map_err(root_error)?;
             }
         }
-        Operation::AmendRemoval { device, accepted, removed_by, removed_at } => {
+        Operation::AmendRemoval { device, accepted, removed_by, removed_at, removal_root } => {
             let removal = put_removal(tx, device, accepted).map_err(root_error)?;
+            tx.put(&removal, "removal_root", *removal_root).map_err(root_error)?;
             if let Some(removed_by) = removed_by {
                 tx.put(&removal, "removed_by", removed_by.to_string()).map_err(root_error)?;
             }
@@ -522,23 +634,32 @@ impl Workspace {
 
     /// After root changes were imported: takes in the epochs sealed to this device, amends the
     /// removals that accepted less of a removed device than this device holds (it applied
-    /// them before it learned of the removal, and every device must end up accepting the same
-    /// changes), and retries what waits in the pending area.
-    pub(super) fn root_imported(&mut self, before: &DeviceList) -> Result<()> {
+    /// them before it learned of the removal, or took in a removal the device made while it
+    /// was being removed itself, and every device must end up accepting the same changes), and
+    /// retries what waits in the pending area. `applied_by`: the signers of the root changes
+    /// just applied.
+    pub(super) fn root_imported(&mut self, before: &DeviceList, applied_by: &BTreeSet<DeviceId>) -> Result<()> {
         self.learn_epochs()?;
         let after = self.device_list()?;
         let changed: Vec<DeviceId> = after
             .devices
             .values()
             .filter(|device| device.is_removed())
-            .filter(|device| before.devices.get(&device.id).is_none_or(|known| known.removals != device.removals))
+            .filter(|device| {
+                applied_by.contains(&device.id)
+                    || before.devices.get(&device.id).is_none_or(|known| known.removals != device.removals)
+            })
             .map(|device| device.id)
             .collect();
         if changed.is_empty() {
             return Ok(());
         }
-        for device in changed {
-            self.amend_removal(&after, device)?;
+        // A removed or unvouched device's amendments would be refused everywhere.
+        let me = self.device_id();
+        if !after.devices.get(&me).is_some_and(DeviceInfo::is_removed) && !after.is_unvouched(&me) {
+            for device in changed {
+                self.amend_removal(&after, device)?;
+            }
         }
         // The root first: a change kept aside there may add a device whose changes wait in
         // the others.
@@ -599,6 +720,7 @@ impl Workspace {
             accepted: accepted.into_iter().collect(),
             removed_by: first.and_then(|removal| removal.removed_by),
             removed_at: first.and_then(|removal| removal.removed_at.clone()),
+            removal_root: info.removals.iter().map(Removal::removal_root).min().unwrap_or(0),
         };
         let event = self.root_event("device.removal_amended", None, operation, false);
         self.commit_prepared(vec![event], WriteBatch::default())?;

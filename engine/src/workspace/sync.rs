@@ -18,10 +18,10 @@
 //! current key epoch (the epoch is in the frame), and the sending device signs the frame inside
 //! the ciphertext; [`Workspace::import_bundle`] opens it with whichever epoch it names.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
-use adiuva_model::{Collection, Envelope, EventKind};
-use automerge::{Change, ChangeHash, ChangeMetadata, PatchLog, ReadDoc};
+use adiuva_model::{Collection, DeviceId, Envelope, EventKind};
+use automerge::{Automerge, Change, ChangeHash, ChangeMetadata, PatchLog, ReadDoc};
 use chrono::{DateTime, Utc};
 
 use super::commit::Operation;
@@ -245,7 +245,9 @@ impl Workspace {
                         .deps()
                         .iter()
                         .all(|dep| ready_hashes.contains(dep) || doc.get_change_meta_by_hash(dep).is_some());
-                    let admitted = admits(&list, document, &received, &attestations) || vouched.contains(&hash);
+                    let admitted = admits(&list, document, &received, &attestations)
+                        || vouched.contains(&hash)
+                        || (deps_present && admits_counter_removal(doc, document, &received, &attestations));
                     if deps_present && admitted {
                         ready_hashes.insert(hash);
                         ready.push(received.change);
@@ -306,13 +308,17 @@ impl Workspace {
             }
             return Ok(imported);
         }
+        let applied_by: BTreeSet<DeviceId> = new_changes
+            .iter()
+            .filter_map(|change| attestations.covering(&change.hash()).map(|attestation| attestation.signer))
+            .collect();
         let touched = (document != ROOT_DOCUMENT).then_some(&touched);
         let staged =
             self.stage_document(document, &new_changes, Attest::Received(&attestations), touched, &mut batch)?;
         self.log.write_durably(batch)?;
         self.finish_staged(vec![staged]);
         if document == ROOT_DOCUMENT {
-            self.root_imported(&list_before)?;
+            self.root_imported(&list_before, &applied_by)?;
         }
         Ok(imported)
     }
@@ -472,6 +478,23 @@ fn admits<C: ChangeFacts>(
     {
         return true;
     }
+    list.authorize(&attestation.signer, document, received.change.seq(), attestation.epoch).is_ok()
+}
+
+/// Whether `received` is a removal by a removed device of the device that removed it, neither
+/// having seen the other's removal: the device list can tell only once the removal is in the
+/// root, so it is tried on a copy of `root` (which holds its dependencies). Rare: only a
+/// removed device's `device.removed` gets here.
+fn admits_counter_removal(root: &Automerge, document: &str, received: &Received, attestations: &Attestations) -> bool {
+    let Some(attestation) = attestations.covering(&received.change.hash()) else { return false };
+    if document != ROOT_DOCUMENT || received.kind.as_str() != "device.removed" {
+        return false;
+    }
+    let mut copy = root.fork();
+    if copy.apply_changes([received.change.clone()]).is_err() {
+        return false;
+    }
+    let list = DeviceList::read(&copy);
     list.authorize(&attestation.signer, document, received.change.seq(), attestation.epoch).is_ok()
 }
 
