@@ -461,6 +461,13 @@ mod concurrent {
         play(&steps).unwrap();
     }
 
+    /// Found by the property below: 0 removes 1 while 2 removes 0. 1, which holds 0's removal
+    /// of it, must still amend 2's removal of 0 with it, or 2 never learns that 1 is removed.
+    #[test]
+    fn a_removal_by_a_device_removed_meanwhile_reaches_everyone() {
+        play(&[Step::Remove { by: 0, target: 1 }, Step::Remove { by: 2, target: 0 }]).unwrap();
+    }
+
     /// Plays `steps`, then a full exchange: every device still in the workspace lists the same
     /// devices and holds the same heads.
     fn play(steps: &[Step]) -> Result<(), TestCaseError> {

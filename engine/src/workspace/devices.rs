@@ -239,12 +239,6 @@ impl DeviceList {
         false
     }
 
-    /// Whether `device` is listed only through an add no device listed despite a removal
-    /// accepted (see `unvouched`).
-    pub fn is_unvouched(&self, device: &DeviceId) -> bool {
-        self.unvouched.contains(device)
-    }
-
     /// The removals made by a device that the device it removed was removing at the same time
     /// (neither had seen the other's removal): see [`Self::authorize`]. Looked for only when
     /// two devices each hold a removal by the other, so the root's changes are rarely listed.
@@ -654,12 +648,8 @@ impl Workspace {
         if changed.is_empty() {
             return Ok(());
         }
-        // A removed or unvouched device's amendments would be refused everywhere.
-        let me = self.device_id();
-        if !after.devices.get(&me).is_some_and(DeviceInfo::is_removed) && !after.is_unvouched(&me) {
-            for device in changed {
-                self.amend_removal(&after, device)?;
-            }
+        for device in changed {
+            self.amend_removal(&after, device)?;
         }
         // The root first: a change kept aside there may add a device whose changes wait in
         // the others.
