@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! frame  = length u32 BE | body                  (length ≤ MAX_FRAME)
-//! body   = 1 | "ADVP" | version u8 (=1) | workspace id 16          hello
+//! body   = 1 | "ADVP" | version u8 (=2) | workspace id 16          hello
 //!        | 2 | count u32 BE | entry × count                          round
 //!        | 3 | digest 32                                               heads
 //! entry  = name length u16 BE | name | sync length u32 BE | sync | changes length u32 BE | changes
@@ -25,7 +25,8 @@ const HELLO: u8 = 1;
 const ROUND: u8 = 2;
 const HEADS: u8 = 3;
 const MAGIC: &[u8; 4] = b"ADVP";
-pub const VERSION: u8 = 1;
+/// 2: rounds in turn (1 sent them in lockstep).
+pub const VERSION: u8 = 2;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {

@@ -3,12 +3,15 @@
 //!
 //! 1. **Hello**: the dialer sends its protocol version and workspace id, the listener answers
 //!    with its own; a different version or workspace ends the session.
-//! 2. **Rounds**, in lockstep: each side sends one round (a message per document that has
-//!    something to say, see [`Frame::Round`]) while it reads the other's, then takes in what it
-//!    read. The session moves on once both sent an empty round in the same round: both sides
-//!    see both rounds, so both decide alike. The root document goes first, alone (it says who
-//!    may write and which documents exist), then every other document together; a peer removed
-//!    by what the root brought is dropped before the second phase.
+//! 2. **Rounds**, in turn: the dialer sends the first round (a message per document that has
+//!    something to say, see [`Frame::Round`]); then each side takes in the round it read and
+//!    answers with its own. Each message is made after taking in the one before, as Automerge's
+//!    sync protocol expects: messages that cross (each side sending while the other does) make
+//!    a side whose document was empty look as though it lost everything, and Automerge sends
+//!    every change again. The session moves on after two empty rounds in a row, one from each
+//!    side: both sides see both, so both decide alike. The root document goes first, alone (it
+//!    says who may write and which documents exist), then every other document together; a
+//!    peer removed by what the root brought is dropped before the second phase.
 //! 3. **Heads**: each side sends a digest of every document's heads; equal digests mean both
 //!    hold the same changes.
 //!
@@ -30,8 +33,8 @@ use crate::SharedWorkspace;
 use crate::error::{PeerError, Result};
 use crate::frame::{self, Frame, ROUND_BUDGET, VERSION};
 
-/// Rounds per phase before a session is ended as looping. Automerge settles in a handful of
-/// round trips; each round carries up to [`ROUND_BUDGET`] of changes, so this bounds a session
+/// Rounds a side sends per phase before it ends the session as looping. Automerge settles in a
+/// handful of round trips; each round carries up to [`ROUND_BUDGET`] of changes, so this bounds a session
 /// at several GiB moved.
 pub const MAX_ROUNDS: usize = 256;
 
@@ -148,18 +151,24 @@ impl Wire {
     pub async fn send_frame(&mut self, frame: &Frame) -> Result<()> {
         let body = frame.encode();
         Self::write(&mut self.send, &body).await.map_err(|detail| self.lost(detail))?;
-        self.bytes_sent += 4 + body.len() as u64;
+        self.sent(&body);
         Ok(())
     }
 
     pub async fn receive_frame(&mut self) -> Result<Frame> {
-        let body = Self::read(&mut self.recv, self.stall, self.stall).await.map_err(|failure| self.failed(failure))?;
+        let first_byte = self.stall + self.peer_busy;
+        let body = Self::read(&mut self.recv, first_byte, self.stall).await.map_err(|failure| self.failed(failure))?;
         self.bytes_received += 4 + body.len() as u64;
         self.decode(&body)
     }
 
-    /// Sends `frame` while reading the peer's: both sides may be writing at once, and a large
-    /// round would otherwise fill both flow-control windows with neither side reading.
+    /// Counts `body` as sent; the peer takes it in before it sends its next frame.
+    fn sent(&mut self, body: &[u8]) {
+        self.peer_busy = Duration::from_secs_f64(body.len() as f64 / IMPORT_RATE_FLOOR_BYTES_PER_S);
+        self.bytes_sent += 4 + body.len() as u64;
+    }
+
+    /// Sends `frame` while reading the peer's, which it sends at the same time.
     async fn exchange(&mut self, frame: &Frame) -> Result<Frame> {
         let body = frame.encode();
         let first_byte = self.stall + self.peer_busy;
@@ -167,9 +176,7 @@ impl Wire {
             tokio::join!(Self::write(&mut self.send, &body), Self::read(&mut self.recv, first_byte, self.stall));
         written.map_err(|detail| self.lost(detail))?;
         let received = read.map_err(|failure| self.failed(failure))?;
-        // The peer takes this frame in before it sends its next one.
-        self.peer_busy = Duration::from_secs_f64(body.len() as f64 / IMPORT_RATE_FLOOR_BYTES_PER_S);
-        self.bytes_sent += 4 + body.len() as u64;
+        self.sent(&body);
         self.bytes_received += 4 + received.len() as u64;
         self.decode(&received)
     }
@@ -246,13 +253,13 @@ pub(crate) async fn run(shared: &Arc<dyn SharedWorkspace>, wire: &mut Wire, role
 
     let mut report = SessionReport { peer: Some(peer), ..SessionReport::default() };
     let states = with_workspace(shared, peer, move |w| w.peer_states(&peer)).await?;
-    let states = phase(shared, wire, states, Phase::Root, &mut report).await?;
+    let states = phase(shared, wire, role, states, Phase::Root, &mut report).await?;
     // The root may have brought this peer's removal.
     with_workspace(shared, peer, move |w| w.check_peer(&peer)).await.map_err(|error| PeerError::Refused {
         peer: peer.to_string(),
         reason: format!("{error} (learned during this session)"),
     })?;
-    let mut states = phase(shared, wire, states, Phase::Documents, &mut report).await?;
+    let mut states = phase(shared, wire, role, states, Phase::Documents, &mut report).await?;
 
     let heads = with_workspace(shared, peer, |w| w.peer_heads()).await?;
     let digest = heads.digest();
@@ -303,64 +310,99 @@ impl Phase {
 async fn phase(
     shared: &Arc<dyn SharedWorkspace>,
     wire: &mut Wire,
+    role: Role,
     mut states: PeerStates,
     phase: Phase,
     report: &mut SessionReport,
 ) -> Result<PeerStates> {
     let peer = wire.peer;
-    for _ in 0..MAX_ROUNDS {
-        let (returned, mine) = with_workspace(shared, peer, move |w| {
-            let mut round = Vec::new();
-            let mut bytes = 0;
-            for document in phase.documents(w)? {
-                // The rest waits for the next round: a message, once made, must be sent.
-                if bytes >= ROUND_BUDGET {
-                    break;
-                }
-                if let Some(message) = w.peer_message(&mut states, &document)? {
-                    bytes += message.sync.len() + message.changes.len();
-                    round.push((document, message));
-                }
+    let mut my_turn = role == Role::Dialer;
+    // Whether the last round, either way, was empty: a second one in a row settles the phase.
+    let mut last_empty = false;
+    let mut sent = 0;
+    loop {
+        if my_turn {
+            if sent == MAX_ROUNDS {
+                return Err(PeerError::SyncLoop { peer: peer.to_string(), rounds: MAX_ROUNDS });
             }
-            Ok((states, round))
-        })
-        .await?;
-        states = returned;
-        report.rounds += 1;
-        let mine_empty = mine.is_empty();
-        let Frame::Round(theirs) = wire.exchange(&Frame::Round(mine)).await? else {
-            return Err(PeerError::Protocol {
-                peer: peer.to_string(),
-                detail: "another frame in place of a round".into(),
-            });
-        };
-        if mine_empty && theirs.is_empty() {
-            debug!(?phase, rounds = report.rounds, "phase settled");
-            return Ok(states);
-        }
-        let (returned, applied, pending, unknown) = with_workspace(shared, peer, move |w| {
-            let known = phase.documents(w)?;
-            let (mut applied, mut pending) = (0, 0);
-            for (document, message) in &theirs {
-                if !known.contains(document) {
-                    return Ok((states, applied, pending, Some(document.clone())));
+            let (returned, mine) = with_workspace(shared, peer, move |w| {
+                let mut round = Vec::new();
+                let mut bytes = 0;
+                for document in phase.documents(w)? {
+                    // The rest waits for the next round: a message, once made, must be sent.
+                    if bytes >= ROUND_BUDGET {
+                        break;
+                    }
+                    if let Some(message) = w.peer_message(&mut states, &document)? {
+                        bytes += message.sync.len() + message.changes.len();
+                        round.push((document, message));
+                    }
                 }
-                let imported = w.receive_peer_message(&mut states, document, message)?;
-                applied += imported.applied;
-                pending += imported.pending + imported.refused.len();
+                Ok((states, round))
+            })
+            .await?;
+            states = returned;
+            sent += 1;
+            report.rounds += 1;
+            let empty = mine.is_empty();
+            wire.send_frame(&Frame::Round(mine)).await?;
+            if empty && last_empty {
+                break;
             }
-            // Every import above is durable: the states naming it may be stored.
-            w.set_peer_states(&peer, &states)?;
-            Ok((states, applied, pending, None))
-        })
-        .await?;
-        if let Some(document) = unknown {
-            let detail = format!("a message for {document:?}, which is not a document of this phase here");
-            return Err(PeerError::Protocol { peer: peer.to_string(), detail });
+            last_empty = empty;
+        } else {
+            let Frame::Round(theirs) = wire.receive_frame().await? else {
+                return Err(PeerError::Protocol {
+                    peer: peer.to_string(),
+                    detail: "another frame in place of a round".into(),
+                });
+            };
+            let empty = theirs.is_empty();
+            if empty && last_empty {
+                break;
+            }
+            last_empty = empty;
+            if !empty {
+                let (returned, applied, pending) = take_in(shared, peer, states, phase, theirs).await?;
+                states = returned;
+                report.applied += applied;
+                report.pending += pending;
+            }
         }
-        states = returned;
-        report.applied += applied;
-        report.pending += pending;
+        my_turn = !my_turn;
     }
-    Err(PeerError::SyncLoop { peer: peer.to_string(), rounds: MAX_ROUNDS })
+    debug!(?phase, rounds = report.rounds, "phase settled");
+    Ok(states)
+}
+
+/// Takes in the peer's round: every message imported (durably), then the states naming what
+/// they brought stored. Returns the states and the changes applied and kept pending.
+async fn take_in(
+    shared: &Arc<dyn SharedWorkspace>,
+    peer: DeviceId,
+    mut states: PeerStates,
+    phase: Phase,
+    theirs: Vec<(String, adiuva_engine::workspace::PeerMessage)>,
+) -> Result<(PeerStates, usize, usize)> {
+    let (states, applied, pending, unknown) = with_workspace(shared, peer, move |w| {
+        let known = phase.documents(w)?;
+        let (mut applied, mut pending) = (0, 0);
+        for (document, message) in &theirs {
+            if !known.contains(document) {
+                return Ok((states, applied, pending, Some(document.clone())));
+            }
+            let imported = w.receive_peer_message(&mut states, document, message)?;
+            applied += imported.applied;
+            pending += imported.pending + imported.refused.len();
+        }
+        // Every import above is durable: the states naming it may be stored.
+        w.set_peer_states(&peer, &states)?;
+        Ok((states, applied, pending, None))
+    })
+    .await?;
+    if let Some(document) = unknown {
+        let detail = format!("a message for {document:?}, which is not a document of this phase here");
+        return Err(PeerError::Protocol { peer: peer.to_string(), detail });
+    }
+    Ok((states, applied, pending))
 }

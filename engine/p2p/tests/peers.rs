@@ -52,6 +52,25 @@ async fn two_devices_converge_and_a_reconnect_sends_only_what_is_new() {
     server.shutdown().await;
 }
 
+/// Each change crosses once. Messages that crossed in flight made Automerge take the new
+/// device's empty document for one that lost everything, and send every change again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_joined_empty_receives_each_change_once() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut a = Workspace::init(dirs[0].path(), protection(), "a").unwrap();
+    let b = join(&mut a, dirs[1].path(), "b");
+    a.commit_batch((0..500).map(|i| task_event(&format!("task {i}"))).collect()).unwrap();
+    let changes = a.export_changes("tasks", &[]).unwrap().len() as u64;
+    let (a, b) = (shared(a), shared(b));
+    let (server, ticket) = serve(&a).await;
+
+    let report = sync_once(dyn_shared(&b), &ticket, &options()).await.unwrap();
+    assert!(report.converged, "{report:?}");
+    assert_eq!(report.applied, 500);
+    assert!(report.bytes_received < changes + changes / 5, "{report:?}, the changes are {changes} bytes");
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removed_and_unknown_devices_are_refused_before_any_data_moves() {
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
