@@ -468,6 +468,38 @@ mod concurrent {
         play(&[Step::Remove { by: 0, target: 1 }, Step::Remove { by: 2, target: 0 }]).unwrap();
     }
 
+    /// Found by the property below: 2 removes 0 (a new epoch 2, not sealed to the fourth device
+    /// 0 adds meanwhile); the fourth, having seen that rotation, removes 2. Its own rotation
+    /// must take epoch 3, not overwrite epoch 2 and with it the sealing 2's changes are checked
+    /// against.
+    #[test]
+    fn a_rotation_seen_but_not_given_keeps_its_epoch_number() {
+        let steps = [
+            Step::Remove { by: 2, target: 0 },
+            Step::Add { by: 0 },
+            Step::Sync { from: 2, to: 3 },
+            Step::Write { device: 2 },
+            Step::Remove { by: 3, target: 2 },
+        ];
+        play(&steps).unwrap();
+    }
+
+    /// Found by the property below: 0 removes 1 while 2 removes 0, and 0 adds a fourth device
+    /// and removes it again (epoch 3, sealed to 2). 2 takes in epoch 3 only once 1's amendment
+    /// accepts 0's changes; the fourth, which refuses that amendment (1 is removed there), must
+    /// keep 2's changes under epoch 3 aside instead of refusing everything 2 sends.
+    #[test]
+    fn a_change_under_an_epoch_given_by_a_change_kept_aside_waits() {
+        let steps = [
+            Step::Remove { by: 0, target: 1 },
+            Step::Remove { by: 2, target: 0 },
+            Step::Add { by: 0 },
+            Step::Sync { from: 2, to: 3 },
+            Step::Remove { by: 0, target: 3 },
+        ];
+        play(&steps).unwrap();
+    }
+
     /// Plays `steps`, then a full exchange: every device still in the workspace lists the same
     /// devices and holds the same heads.
     fn play(steps: &[Step]) -> Result<(), TestCaseError> {

@@ -573,7 +573,10 @@ impl Workspace {
         }
         // What of its changes this device holds, per document: those stay accepted.
         let accepted = self.held_of(device)?;
-        let epoch = self.log.keyring.workspace_keys().iter().map(|key| key.epoch).max().unwrap_or(0) + 1;
+        // Past every epoch the root holds too, sealed to this device or not: a rotation it saw
+        // but was not given must not be overwritten by one of the same number.
+        let held = self.log.keyring.workspace_keys().iter().map(|key| key.epoch).max().unwrap_or(0);
+        let epoch = held.max(list.sealed.keys().copied().max().unwrap_or(0)) + 1;
         let key = WorkspaceKey { epoch, key: SecretKey::random()? };
         let mut sealed = Vec::new();
         for remaining in list.active().filter(|d| d.id != device) {

@@ -43,8 +43,10 @@ pub struct Imported {
     /// Changes kept in the pending area until their dependencies arrive.
     pub pending: usize,
     /// Changes refused as a removed device's, beyond what its removal accepted
-    /// ([`Error::DeviceRemoved`], each naming its change): not applied, kept aside in the
-    /// pending area in case a device that held them when it learned of the removal amends it.
+    /// ([`Error::DeviceRemoved`]), or as written under an epoch not (yet) given to their
+    /// device ([`Error::EpochNotMember`]), each naming its change: not applied, kept aside in
+    /// the pending area in case an amendment accepts them or the root change that gives the
+    /// epoch.
     pub refused: Vec<Error>,
 }
 
@@ -278,7 +280,9 @@ impl Workspace {
             if let Some(attestation) = attestations.covering(&received.change.hash()) {
                 match Self::check_authorized(&list, document, &received.change, attestation) {
                     Ok(()) => {}
-                    Err(error @ Error::DeviceRemoved { .. }) => refused.push(error),
+                    // An epoch may be given by a root change this device keeps aside until
+                    // an amendment accepts it: kept aside too, like a removed device's.
+                    Err(error @ (Error::DeviceRemoved { .. } | Error::EpochNotMember { .. })) => refused.push(error),
                     Err(error) => return Err(error),
                 }
             }
