@@ -560,7 +560,13 @@ mod concurrent {
         Ok(())
     }
 
-    // Seeded, so that a run is reproducible and the regular test run stays deterministic.
+    // Seeded, so that a run is reproducible and the regular test run stays deterministic. A
+    // random run on 2026-12-04 found a case that does not converge, not fixed yet (and not new:
+    // it fails the same way without the rule for devices removing each other): 1 adds a fourth
+    // device while 2 removes 1 and 1 removes 0 (steps Add { by: 1 }, Remove { by: 2, target: 1
+    // }, Remove { by: 1, target: 0 }, Write { device: 1 }). 0's amendment of 2's removal of 1
+    // accepts 1's removal of 0, which removes 0 and so refuses the amendment where 1's removal
+    // of 0 arrived first: the verdict depends on an order, not on the root's changes alone.
     proptest! {
         #![proptest_config(ProptestConfig {
             cases: 12,
