@@ -164,7 +164,7 @@ impl SearchSlot {
     pub fn search(&mut self, workspace: &mut Workspace, request: SearchRequest) -> Result<SearchAnswer> {
         let query = query(request)?;
         let index = self.current(workspace)?;
-        let hits = index.search(&query)?;
+        let hits = index.search(workspace, &query)?;
         Ok(SearchAnswer { hits, notices: index.take_notices() })
     }
 

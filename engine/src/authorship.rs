@@ -27,8 +27,9 @@
 //!
 //! Decoding is pure functions over bytes; they never panic.
 
-use std::collections::hash_map::Entry;
+use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 
 use adiuva_model::DeviceId;
 use automerge::{Change, ChangeHash};
@@ -236,15 +237,26 @@ fn decode_attestations(reader: &mut Reader<'_>) -> Result<Vec<Attestation>, Payl
 #[derive(Clone, Debug, Default)]
 pub struct Attestations {
     all: Vec<Attestation>,
-    by_hash: HashMap<ChangeHash, usize>,
+    /// Each covered change as (attestation, place of its hash there), the first attestation
+    /// covering it: a map from the hash held a second copy of every hash, 4 MB more per 100k
+    /// changes of a loaded document. Keyed (random per process), as changes come from peers.
+    by_hash: hashbrown::HashTable<(u32, u32)>,
+    hasher: RandomState,
     /// The first attestation with each signature: finding a duplicate must not scan them all
     /// (a document of single-event commits holds one attestation per event).
     by_signature: HashMap<[u8; SIGNATURE_LEN], usize>,
 }
 
+/// The hash at `place` (attestation, place in it).
+fn hash_at(all: &[Attestation], (attestation, at): (u32, u32)) -> Option<&ChangeHash> {
+    all.get(attestation as usize)?.hashes.get(at as usize)
+}
+
 impl Attestations {
     pub fn add(&mut self, attestation: Attestation) {
         let index = self.all.len();
+        // Not reached: each attestation and each hash take more bytes than a u32 counts.
+        let Ok(number) = u32::try_from(index) else { return };
         match self.by_signature.entry(attestation.signature) {
             Entry::Occupied(first) if self.all.get(*first.get()) == Some(&attestation) => return,
             // Another attestation under a copied signature is kept: its verification fails.
@@ -253,10 +265,22 @@ impl Attestations {
                 slot.insert(index);
             }
         }
-        for hash in &attestation.hashes {
-            self.by_hash.entry(*hash).or_insert(index);
-        }
         self.all.push(attestation);
+        let Self { all, by_hash, hasher, .. } = self;
+        let rehash = |place: &(u32, u32)| hash_at(all, *place).map_or(0, |hash| hasher.hash_one(hash));
+        for (at, hash) in all[index].hashes.iter().enumerate() {
+            let Ok(at) = u32::try_from(at) else { break };
+            let same = |place: &(u32, u32)| hash_at(all, *place) == Some(hash);
+            if let hashbrown::hash_table::Entry::Vacant(slot) = by_hash.entry(hasher.hash_one(hash), same, rehash) {
+                slot.insert((number, at));
+            }
+        }
+    }
+
+    /// The attestation covering `hash`, by its number.
+    fn find(&self, hash: &ChangeHash) -> Option<usize> {
+        let same = |place: &(u32, u32)| hash_at(&self.all, *place) == Some(hash);
+        self.by_hash.find(self.hasher.hash_one(hash), same).map(|(attestation, _)| *attestation as usize)
     }
 
     pub fn extend(&mut self, attestations: impl IntoIterator<Item = Attestation>) {
@@ -266,7 +290,7 @@ impl Attestations {
     }
 
     pub fn covering(&self, hash: &ChangeHash) -> Option<&Attestation> {
-        self.by_hash.get(hash).and_then(|&index| self.all.get(index))
+        self.find(hash).and_then(|index| self.all.get(index))
     }
 
     pub fn all(&self) -> &[Attestation] {
@@ -275,8 +299,7 @@ impl Attestations {
 
     /// The attestations covering any of `changes`, each once.
     pub fn for_changes<'a>(&self, changes: impl IntoIterator<Item = &'a Change>) -> Vec<Attestation> {
-        let mut indices: Vec<usize> =
-            changes.into_iter().filter_map(|change| self.by_hash.get(&change.hash()).copied()).collect();
+        let mut indices: Vec<usize> = changes.into_iter().filter_map(|change| self.find(&change.hash())).collect();
         indices.sort_unstable();
         indices.dedup();
         indices.into_iter().filter_map(|index| self.all.get(index).cloned()).collect()
@@ -289,7 +312,7 @@ impl Attestations {
 
     /// The covered hashes.
     pub fn hashes(&self) -> HashSet<ChangeHash> {
-        self.by_hash.keys().copied().collect()
+        self.by_hash.iter().filter_map(|place| hash_at(&self.all, *place).copied()).collect()
     }
 }
 

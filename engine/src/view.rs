@@ -113,6 +113,11 @@ impl RecordView {
         self.records.iter().map(|(id, _)| *id)
     }
 
+    /// Each record's JSON text, in id (creation time) order.
+    pub fn texts(&self) -> impl Iterator<Item = (RecordId, &str)> + '_ {
+        self.records.iter().map(|(id, text)| (*id, &**text))
+    }
+
     /// The records deserialized straight from their JSON text, in id (creation time) order. A
     /// record that does not fit `T` is an error naming it.
     ///

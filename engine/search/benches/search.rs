@@ -18,6 +18,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -210,8 +211,16 @@ fn search(settings: &Settings, model: &Embedder) {
         times.sort();
         (percentile(&times, 0.5), percentile(&times, 0.99))
     };
+    // Snippets are cut from the text as the index reads a record's from its read view.
+    let chunk_of: HashMap<RecordId, &str> = ids.iter().copied().zip(chunks.iter().map(String::as_str)).collect();
     let (t50, t99) = time(&mut |q| {
-        text.search(q, &filter, 10).unwrap();
+        let found = text.search(q, &filter, 10).unwrap();
+        let snippets: Vec<String> = found
+            .hits
+            .iter()
+            .map(|hit| found.marker.snippet("", chunk_of.get(&hit.record).copied().unwrap_or("")))
+            .collect();
+        std::hint::black_box(snippets);
     });
 
     let sqlite = rusqlite::Connection::open_in_memory().unwrap();
@@ -268,7 +277,7 @@ fn search(settings: &Settings, model: &Embedder) {
     // As `Index::search` runs it: the text side while the query is embedded, then the vectors.
     let (h50, h99) = time(&mut |q| {
         let (embedding, words) = model.embed_query_beside(q, || text.search(q, &filter, 30).unwrap());
-        let words: Vec<RecordId> = words.iter().map(|h| h.record).collect();
+        let words: Vec<RecordId> = words.hits.iter().map(|h| h.record).collect();
         let meaning: Vec<RecordId> = vectors.search(&embedding.unwrap(), 30, None).iter().map(|h| h.record).collect();
         std::hint::black_box(fusion::hybrid(&words, &meaning, 30));
     });

@@ -27,7 +27,7 @@ use crate::embed::Embedder;
 use crate::error::{Result, SearchError};
 use crate::fusion;
 use crate::record::{SEARCHED, Searchable, SearchedFields};
-use crate::text::{Filter, TextHit, TextIndex};
+use crate::text::{self as words, Filter, TextFound, TextHit, TextIndex};
 use crate::vectors::{self, ContentHash, Quantized, VectorRef, VectorTable};
 
 const MANIFEST: &str = "search/manifest";
@@ -108,23 +108,32 @@ struct Manifest {
 }
 
 /// What a search needs of a record beyond its text: what filters read and the collection a hit
-/// names (its title comes from the text index, which stores it). A few bytes per record, no
-/// allocation of its own: tag lists and sources, which records share, are kept once in
-/// [`Labels`]. With 100k records the table is about 6 MB; holding titles, tags and sources per
+/// names (its title and text come from the read view). 16 bytes per record, no allocation of
+/// its own: collections, tag lists and sources, which records share, are kept once in
+/// [`Labels`]. With 100k records the table is about 4 MB; holding titles, tags and sources per
 /// record made it about 20 MB.
 #[derive(Clone, Copy)]
 struct RecordMeta {
-    collection: Collection,
+    /// Microseconds since the epoch, [`NO_TIME`] for a record without one.
+    time: i64,
     /// How many chunks the text index holds of it.
     chunks: u32,
-    time: Option<DateTime<Utc>>,
-    /// The record's tags and source, in [`Labels`].
+    /// The record's collection, tags and source, in [`Labels`].
     labels: u32,
 }
 
-/// A record's tags and source.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+const NO_TIME: i64 = i64::MIN;
+
+impl RecordMeta {
+    fn time(&self) -> Option<DateTime<Utc>> {
+        if self.time == NO_TIME { None } else { DateTime::from_timestamp_micros(self.time) }
+    }
+}
+
+/// A record's collection, tags and source.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Label {
+    collection: Collection,
     tags: Vec<String>,
     source: Option<String>,
 }
@@ -149,9 +158,9 @@ impl Labels {
         number
     }
 
-    fn get(&self, number: u32) -> &Label {
-        static NONE: Label = Label { tags: Vec::new(), source: None };
-        self.all.get(number as usize).map_or(&NONE, |label| label)
+    /// The label numbered `number` (every record's label number comes from [`Self::number`]).
+    fn get(&self, number: u32) -> Option<&Label> {
+        self.all.get(number as usize).map(|label| &**label)
     }
 }
 
@@ -184,22 +193,29 @@ impl SearchIndex {
         Self::finish_build(workspace, pending)
     }
 
-    /// The first step of a build: every searchable record and the stored vectors.
+    /// The first step of a build: the stored vectors, and the texts none of them covers. The
+    /// records are read one at a time from the read views, here and again in
+    /// [`finish_build`](Self::finish_build), and none is kept: holding every record of a
+    /// large workspace at once cost the daemon more memory than the index itself.
     pub fn prepare_build(
         workspace: &mut Workspace,
         embedder: std::result::Result<Arc<Embedder>, String>,
     ) -> Result<Pending> {
         let to = workspace.cursor()?;
-        let mut records = Vec::new();
-        for collection in SEARCHED {
-            let fields = workspace.list_as::<SearchedFields>(collection)?;
-            records.extend(fields.into_iter().filter_map(|f| Searchable::from_fields(collection, f)));
-        }
         let mut notices = Vec::new();
-        let (cache, dirty) = load_cache(workspace, &embedder, !records.is_empty(), &mut notices);
+        let has_records = SEARCHED.into_iter().try_fold(false, |any, collection| {
+            Ok::<_, SearchError>(any || workspace.record_texts(collection)?.next().is_some())
+        })?;
+        let (cache, dirty) = load_cache(workspace, &embedder, has_records, &mut notices);
         let loaded = cache.keys().copied().collect();
         let changes = Changes { from: None, to, touched: Vec::new(), removed: 0 };
-        Ok(Pending::plan(embedder, changes, records, cache, dirty, loaded, notices))
+        let mut pending = Pending::plan(embedder, changes, Vec::new(), cache, dirty, loaded, notices);
+        for_each_record(workspace, &mut |record| {
+            pending.stats.records += 1;
+            pending.plan_record(&record);
+            Ok(())
+        })?;
+        Ok(pending)
     }
 
     /// The last step of a build: the index, its text committed and its vectors stored.
@@ -217,8 +233,39 @@ impl SearchIndex {
         Ok((index, stats))
     }
 
+    /// Puts a record's chunks in the text index and the vectors at hand in the table, and
+    /// notes it in the record table. `hashes`: its chunks' content hashes, if known.
+    fn insert(
+        &mut self,
+        record: Searchable,
+        hashes: Option<&[ContentHash]>,
+        cache: &HashMap<ContentHash, Quantized>,
+    ) -> Result<()> {
+        self.text.add(&record)?;
+        if let Ok(embedder) = &self.embedder {
+            for chunk in 0..record.chunks.len() {
+                let hash = match hashes {
+                    Some(hashes) => hashes.get(chunk).copied(),
+                    None => Some(vectors::content_hash(embedder.model_id(), &record.embedding_text(chunk))),
+                };
+                if let Some(vector) = hash.and_then(|hash| Some((hash, cache.get(&hash)?))) {
+                    self.vectors.insert(record.id, chunk as u32, vector.0, vector.1.clone());
+                }
+            }
+        }
+        let chunks = u32::try_from(record.chunks.len()).unwrap_or(u32::MAX);
+        let labels =
+            self.labels.number(Label { collection: record.collection, tags: record.tags, source: record.source });
+        let time = record.time.map_or(NO_TIME, |t| t.timestamp_micros());
+        self.records.insert(record.id, RecordMeta { time, chunks, labels });
+        Ok(())
+    }
+
     /// Puts in a prepared and embedded update: its records replace what the index held of
-    /// each record it touched, and its vectors are stored.
+    /// each record it touched (a build reads every record from the read views again: one
+    /// changed since it was prepared is put in as it is now, and the next catch-up, which
+    /// reads the events after the build's cursor, takes it in again), and its vectors are
+    /// stored.
     fn put_in(&mut self, pending: Pending, workspace: &mut Workspace) -> Result<Indexed> {
         let Pending { changes, records, cache, mut dirty, loaded, planned, mut stats, notices, .. } = pending;
         self.notices.extend(notices);
@@ -228,18 +275,11 @@ impl SearchIndex {
                 dirty.extend(self.vectors.remove(*id).into_iter().map(|(hash, _)| hash[0]));
             }
         }
-        self.records.reserve(records.len());
+        if changes.from.is_none() {
+            for_each_record(workspace, &mut |record| self.insert(record, None, &cache))?;
+        }
         for (n, record) in records.into_iter().enumerate() {
-            self.text.add(&record)?;
-            for (chunk, hash) in planned.get(n).into_iter().flatten().enumerate() {
-                if let Some(vector) = cache.get(hash) {
-                    self.vectors.insert(record.id, chunk as u32, *hash, vector.clone());
-                }
-            }
-            let chunks = u32::try_from(record.chunks.len()).unwrap_or(u32::MAX);
-            let labels = self.labels.number(Label { tags: record.tags, source: record.source });
-            let meta = RecordMeta { collection: record.collection, chunks, time: record.time, labels };
-            self.records.insert(record.id, meta);
+            self.insert(record, planned.get(n).map(Vec::as_slice), &cache)?;
         }
         // Stored vectors nothing uses any more leave with their shards.
         let live: BTreeSet<&ContentHash> = self.vectors.entries().map(|(hash, _)| hash).collect();
@@ -348,16 +388,17 @@ impl SearchIndex {
         }
     }
 
-    /// The records that best answer `query`.
-    pub fn search(&mut self, query: &SearchQuery) -> Result<Vec<Hit>> {
+    /// The records that best answer `query`, their titles and snippets read from `workspace`'s
+    /// read views (the index this was caught up with).
+    pub fn search(&mut self, workspace: &mut Workspace, query: &SearchQuery) -> Result<Vec<Hit>> {
         let limit = query.limit;
         // Each side offers more than `limit`, so fusion can lift what both sides agree on.
         let depth = (limit * 3).max(30);
         let text_limit = if query.mode == Mode::Text { limit } else { depth };
         let text = &mut self.text;
         let mut text_side = || match query.mode {
-            Mode::Vector => Ok(Vec::new()),
-            _ => text.search(&query.text, &query.filter, text_limit),
+            Mode::Vector => Ok(None),
+            _ => text.search(&query.text, &query.filter, text_limit).map(Some),
         };
         // The query is embedded while the text side searches.
         let (embedding, text_hits) = match (&self.embedder, &query.mode) {
@@ -372,15 +413,18 @@ impl SearchIndex {
                 (None, text_side())
             }
         };
-        let text_hits = text_hits?;
+        let (text_hits, marker) = match text_hits? {
+            Some(TextFound { hits, marker }) => (hits, Some(marker)),
+            None => (Vec::new(), None),
+        };
         let vector_hits = match &embedding {
             Some(embedding) => {
                 let (records, labels) = (&self.records, &self.labels);
                 let filter = &query.filter;
                 let admit = |id: RecordId| {
-                    records.get(&id).is_some_and(|m| {
-                        let label = labels.get(m.labels);
-                        filter.admits(m.collection, &label.tags, label.source.as_deref(), m.time)
+                    let found = records.get(&id).and_then(|m| Some((labels.get(m.labels)?, m.time())));
+                    found.is_some_and(|(label, time)| {
+                        filter.admits(label.collection, &label.tags, label.source.as_deref(), time)
                     })
                 };
                 // Every row of the table is a record the index holds: without a filter, all pass.
@@ -405,12 +449,25 @@ impl SearchIndex {
         let chunks: HashMap<RecordId, u32> = vector_hits.iter().map(|h| (h.record, h.chunk)).collect();
         let mut hits = Vec::with_capacity(limit);
         for (id, score) in ranked.into_iter().take(limit) {
-            let Some(meta) = self.records.get(&id) else { continue };
-            let (title, snippet) = match found.get(&id) {
-                Some(hit) => (hit.title.clone(), hit.snippet.clone()),
-                None => self.text.passage(id, chunks.get(&id).copied().unwrap_or(0) as usize)?.unwrap_or_default(),
+            let Some(label) = self.records.get(&id).and_then(|m| self.labels.get(m.labels)) else { continue };
+            let collection = label.collection;
+            let record = workspace.get(collection, id)?.and_then(|r| Searchable::from_record(collection, &r));
+            let (title, snippet) = match record {
+                Some(record) => {
+                    // The chunk the words matched best, else the one meaning did, else the first.
+                    let hit = found.get(&id);
+                    let n = hit.map_or_else(|| chunks.get(&id).map_or(0, |n| *n as usize), |hit| hit.chunk);
+                    let chunk = record.chunks.get(n).map_or("", String::as_str);
+                    let snippet = match (hit, &marker) {
+                        (Some(_), Some(marker)) => marker.snippet(&record.title, chunk),
+                        _ => words::opening(chunk),
+                    };
+                    (record.title, snippet)
+                }
+                // The index holds what the views hold: only a damaged view lacks a record.
+                None => Default::default(),
             };
-            hits.push(Hit { id, collection: meta.collection, title, score, snippet });
+            hits.push(Hit { id, collection, title, score, snippet });
         }
         Ok(hits)
     }
@@ -444,8 +501,12 @@ pub struct Pending {
     loaded: BTreeSet<ContentHash>,
     /// Each record's chunks' hashes.
     planned: Vec<Vec<ContentHash>>,
-    /// Texts to embed: hash, text, and the record they belong to.
+    /// Texts to embed: hash, text, and the number of the record they belong to.
     missing: Vec<(ContentHash, String, usize)>,
+    /// The hashes of the texts in `missing`.
+    wanted: BTreeSet<ContentHash>,
+    /// Records planned so far.
+    seen: usize,
     stats: Indexed,
     notices: Vec<String>,
 }
@@ -460,27 +521,47 @@ impl Pending {
         loaded: BTreeSet<ContentHash>,
         notices: Vec<String>,
     ) -> Self {
-        let mut stats = Indexed { records: records.len(), ..Indexed::default() };
-        let mut planned: Vec<Vec<ContentHash>> = Vec::with_capacity(records.len());
-        let mut missing = Vec::new();
-        if let Ok(embedder) = &embedder {
-            let mut wanted = BTreeSet::new();
-            for (n, record) in records.iter().enumerate() {
-                let mut hashes = Vec::with_capacity(record.chunks.len());
-                for chunk in 0..record.chunks.len() {
-                    let text = record.embedding_text(chunk);
-                    let hash = vectors::content_hash(embedder.model_id(), &text);
-                    if cache.contains_key(&hash) || !wanted.insert(hash) {
-                        stats.reused += 1;
-                    } else {
-                        missing.push((hash, text, n));
-                    }
-                    hashes.push(hash);
-                }
-                planned.push(hashes);
-            }
+        let stats = Indexed { records: records.len(), ..Indexed::default() };
+        let mut pending = Self {
+            embedder,
+            changes,
+            records: Vec::new(),
+            cache,
+            dirty,
+            loaded,
+            planned: Vec::with_capacity(records.len()),
+            missing: Vec::new(),
+            wanted: BTreeSet::new(),
+            seen: 0,
+            stats,
+            notices,
+        };
+        for record in &records {
+            let hashes = pending.plan_record(record);
+            pending.planned.push(hashes);
         }
-        Self { embedder, changes, records, cache, dirty, loaded, planned, missing, stats, notices }
+        pending.records = records;
+        pending
+    }
+
+    /// Plans the embedding of `record`'s chunks that no vector at hand covers; its chunks'
+    /// content hashes (none without a model).
+    fn plan_record(&mut self, record: &Searchable) -> Vec<ContentHash> {
+        let n = self.seen;
+        self.seen += 1;
+        let Ok(embedder) = &self.embedder else { return Vec::new() };
+        let mut hashes = Vec::with_capacity(record.chunks.len());
+        for chunk in 0..record.chunks.len() {
+            let text = record.embedding_text(chunk);
+            let hash = vectors::content_hash(embedder.model_id(), &text);
+            if self.cache.contains_key(&hash) || !self.wanted.insert(hash) {
+                self.stats.reused += 1;
+            } else {
+                self.missing.push((hash, text, n));
+            }
+            hashes.push(hash);
+        }
+        hashes
     }
 
     /// Whether this builds an index (rather than catching one up).
@@ -493,7 +574,7 @@ impl Pending {
     /// does not wait for the model to get through a large workspace): what was not embedded
     /// is then left for the next `embed`.
     pub fn embed(&mut self, progress: &mut dyn FnMut(usize, usize) -> ControlFlow<()>) -> Result<ControlFlow<()>> {
-        let total = self.records.len();
+        let total = self.stats.records;
         if progress(0, total).is_break() {
             return Ok(ControlFlow::Break(()));
         }
@@ -588,6 +669,23 @@ fn load_cache(
         }
     }
     (cache, dirty)
+}
+
+/// Every searchable record of the workspace, read from the read views one at a time.
+fn for_each_record(workspace: &mut Workspace, visit: &mut dyn FnMut(Searchable) -> Result<()>) -> Result<()> {
+    for collection in SEARCHED {
+        for (id, text) in workspace.record_texts(collection)? {
+            let fields =
+                serde_json::from_str::<SearchedFields>(text).map_err(|e| adiuva_engine::Error::RecordInvalid {
+                    collection,
+                    detail: format!("record {id} {}", adiuva_engine::json_error(&e)),
+                })?;
+            if let Some(record) = Searchable::from_fields(collection, fields) {
+                visit(record)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn notice(notices: &mut Vec<String>, message: String) {

@@ -1,5 +1,7 @@
 //! The full-text side: a tantivy index of chunks (one tantivy document per chunk, carrying its
-//! record's id, collection, tags, source and time for filters), held in memory.
+//! record's id, collection, tags, source and time for filters), held in memory. It stores no
+//! text but the chunk's key: the read views hold every record's text already, and a snippet is
+//! cut from there ([`Marker`]).
 //!
 //! Words are cut by [`ScriptTokenizer`]: runs of letters and digits in scripts that separate
 //! words (Latin, Cyrillic, Greek, …) are words, lowercased, accents folded, the commonest
@@ -81,14 +83,39 @@ impl Filter {
     }
 }
 
-/// A record found by its words: its title, its best chunk's score and snippet.
-#[derive(Clone, Debug)]
+/// A record found by its words: its best chunk and that chunk's score.
+#[derive(Clone, Copy, Debug)]
 pub struct TextHit {
     pub record: RecordId,
-    pub title: String,
+    pub chunk: usize,
     pub score: f32,
-    /// The best chunk's passage, matched words marked `**like this**`.
-    pub snippet: String,
+}
+
+/// What a search found by words: the records, best first, and what marks the query's words
+/// in their text.
+pub struct TextFound {
+    pub hits: Vec<TextHit>,
+    pub marker: Marker,
+}
+
+/// Marks a query's words in a passage (the words as the index holds them, so a stemmed or
+/// folded form is found too).
+pub struct Marker {
+    body: SnippetGenerator,
+    title: SnippetGenerator,
+}
+
+impl Marker {
+    /// The passage of `body` (a chunk) around the query's words, marked `**like this**`; else
+    /// `title` marked, if it holds them; else the opening of `body`.
+    pub fn snippet(&self, title: &str, body: &str) -> String {
+        let snippet = self.body.snippet(body);
+        if !snippet.highlighted().is_empty() {
+            return marked(&snippet);
+        }
+        let snippet = self.title.snippet(title);
+        if snippet.highlighted().is_empty() { opening(body) } else { marked(&snippet) }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -129,10 +156,12 @@ pub fn analyzer() -> TextAnalyzer {
 impl TextIndex {
     pub fn new() -> Result<Self> {
         let mut schema = Schema::builder();
-        let text = TextOptions::default().set_stored().set_indexing_options(
+        let text = TextOptions::default().set_indexing_options(
             TextFieldIndexing::default()
                 .set_tokenizer(TOKENIZER)
-                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+                // Frequencies for BM25; no positions: no query here reads them (no phrases), and
+                // snippets find the words in the text itself.
+                .set_index_option(IndexRecordOption::WithFreqs),
         );
         let fields = Fields {
             key: schema.add_text_field("key", STRING | STORED),
@@ -157,9 +186,10 @@ impl TextIndex {
         self.writer.as_mut().ok_or_else(|| SearchError::IndexFailed { detail: "no index writer".into() })
     }
 
-    /// The record chunk `key` names.
-    fn record_of(key: &str) -> Option<RecordId> {
-        key.split_once('/')?.0.parse().ok()
+    /// The record and chunk `key` names.
+    fn chunk_of(key: &str) -> Option<(RecordId, usize)> {
+        let (record, chunk) = key.split_once('/')?;
+        Some((record.parse().ok()?, chunk.parse().ok()?))
     }
 
     /// The key of chunk `n` of a record (unique in the index).
@@ -252,13 +282,10 @@ impl TextIndex {
     }
 
     /// The best `limit` records for `text` (any of its words, BM25, title words boosted),
-    /// each with a snippet of its best chunk.
-    pub fn search(&mut self, text: &str, filter: &Filter, limit: usize) -> Result<Vec<TextHit>> {
+    /// each with its best chunk.
+    pub fn search(&mut self, text: &str, filter: &Filter, limit: usize) -> Result<TextFound> {
         let f = self.fields;
         let terms = self.terms(text);
-        if terms.is_empty() || limit == 0 {
-            return Ok(Vec::new());
-        }
         let mut words: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         for term in &terms {
             for (field, boost) in [(f.title, TITLE_BOOST), (f.body, 1.0)] {
@@ -270,58 +297,35 @@ impl TextIndex {
         clauses.push((Occur::Must, Box::new(BooleanQuery::new(words))));
         let query = BooleanQuery::new(clauses);
         let searcher = self.reader.searcher();
+        let marker = |field: Field| -> Result<SnippetGenerator> {
+            let mut generator = SnippetGenerator::create(&searcher, &query, field)?;
+            generator.set_max_num_chars(SNIPPET_CHARS);
+            Ok(generator)
+        };
+        let marker = Marker { body: marker(f.body)?, title: marker(f.title)? };
+        if terms.is_empty() || limit == 0 {
+            return Ok(TextFound { hits: Vec::new(), marker });
+        }
         // Several chunks of one record may rank: read enough to fill `limit` records.
         let mut wanted = limit * 4;
         loop {
             let top = searcher.search(&query, &TopDocs::with_limit(wanted).order_by_score())?;
             let exhausted = top.len() < wanted;
-            let mut best: Vec<(RecordId, f32, tantivy::DocAddress)> = Vec::new();
+            let mut hits = Vec::new();
             let mut seen = HashSet::new();
             for (score, address) in top {
                 let doc: TantivyDocument = searcher.doc(address)?;
-                let Some(record) = Self::record_of(text_of(&doc, f.key)) else { continue };
+                let Some((record, chunk)) = Self::chunk_of(text_of(&doc, f.key)) else { continue };
                 if seen.insert(record) {
-                    best.push((record, score, address));
+                    hits.push(TextHit { record, chunk, score });
                 }
             }
-            if best.len() >= limit || exhausted {
-                best.truncate(limit);
-                let mut snippets = SnippetGenerator::create(&searcher, &query, f.body)?;
-                snippets.set_max_num_chars(SNIPPET_CHARS);
-                let mut titles = SnippetGenerator::create(&searcher, &query, f.title)?;
-                titles.set_max_num_chars(SNIPPET_CHARS);
-                let mut hits = Vec::with_capacity(best.len());
-                for (record, score, address) in best {
-                    let doc: TantivyDocument = searcher.doc(address)?;
-                    let mut snippet = snippets.snippet_from_doc(&doc);
-                    if snippet.highlighted().is_empty() {
-                        snippet = titles.snippet_from_doc(&doc);
-                    }
-                    let snippet = if snippet.highlighted().is_empty() {
-                        opening(text_of(&doc, f.body))
-                    } else {
-                        marked(&snippet)
-                    };
-                    let title = text_of(&doc, f.title).to_owned();
-                    hits.push(TextHit { record, title, score, snippet });
-                }
-                return Ok(hits);
+            if hits.len() >= limit || exhausted {
+                hits.truncate(limit);
+                return Ok(TextFound { hits, marker });
             }
             wanted *= 4;
         }
-    }
-
-    /// The title of `record` and the opening of its chunk `n` (for a record found by meaning).
-    pub fn passage(&self, record: RecordId, n: usize) -> Result<Option<(String, String)>> {
-        let query =
-            TermQuery::new(Term::from_field_text(self.fields.key, &Self::key(record, n)), IndexRecordOption::Basic);
-        let searcher = self.reader.searcher();
-        let Some((_, address)) = searcher.search(&query, &TopDocs::with_limit(1).order_by_score())?.into_iter().next()
-        else {
-            return Ok(None);
-        };
-        let doc: TantivyDocument = searcher.doc(address)?;
-        Ok(Some((text_of(&doc, self.fields.title).to_owned(), opening(text_of(&doc, self.fields.body)))))
     }
 
     /// How many chunks the index holds (deleted ones excluded).
@@ -362,7 +366,7 @@ fn marked(snippet: &tantivy::snippet::Snippet) -> String {
 }
 
 /// The start of a text, cut at a character boundary, as a snippet without matches.
-fn opening(text: &str) -> String {
+pub fn opening(text: &str) -> String {
     match text.char_indices().nth(SNIPPET_CHARS) {
         Some((end, _)) => format!("{}…", text[..end].trim_end()),
         None => text.to_owned(),

@@ -81,34 +81,34 @@ fn notes_added_edited_deleted_here_or_elsewhere_show_at_the_next_search() {
     assert!(built.embedded >= 4, "{built:?}");
 
     // By words, by meaning, and filtered.
-    assert_eq!(ids(&index.search(&query("passport", Mode::Text)).unwrap()), vec![passport]);
-    let hits = index.search(&query("travel documents for a holiday abroad", Mode::Vector)).unwrap();
+    assert_eq!(ids(&index.search(&mut a, &query("passport", Mode::Text)).unwrap()), vec![passport]);
+    let hits = index.search(&mut a, &query("travel documents for a holiday abroad", Mode::Vector)).unwrap();
     assert_eq!(hits[0].id, passport);
-    let hits = index.search(&query("bread baking", Mode::Hybrid)).unwrap();
+    let hits = index.search(&mut a, &query("bread baking", Mode::Hybrid)).unwrap();
     assert_eq!(hits[0].id, bread);
     assert_eq!(hits[0].collection, Collection::Notes);
     assert_eq!(hits[0].title, "Sourdough");
-    let text = index.search(&query("rye", Mode::Text)).unwrap();
+    let text = index.search(&mut a, &query("rye", Mode::Text)).unwrap();
     assert!(text[0].snippet.contains("**rye**"), "{}", text[0].snippet);
     let mut filtered = query("passport", Mode::Hybrid);
     filtered.filter.tags = vec!["kitchen".into()];
-    assert!(!ids(&index.search(&filtered).unwrap()).contains(&passport));
+    assert!(!ids(&index.search(&mut a, &filtered).unwrap()).contains(&passport));
     filtered.filter = Filter { collection: Some(Collection::Tasks), ..Filter::default() };
-    assert!(index.search(&filtered).unwrap().is_empty());
+    assert!(index.search(&mut a, &filtered).unwrap().is_empty());
 
     // Added, edited, deleted here: the next catch-up (what every search through the app runs
     // first) shows it.
     let bike = add_note(&mut a, "Bicycle", "The rear brake squeaks in the rain.", &[]);
     let caught = index.catch_up(&mut a).unwrap();
     assert_eq!((caught.records, caught.embedded), (1, 1));
-    assert_eq!(ids(&index.search(&query("squeaks", Mode::Text)).unwrap()), vec![bike]);
+    assert_eq!(ids(&index.search(&mut a, &query("squeaks", Mode::Text)).unwrap()), vec![bike]);
     edit_note(&mut a, bike, "The front derailleur skips gears.");
     index.catch_up(&mut a).unwrap();
-    assert!(index.search(&query("squeaks", Mode::Text)).unwrap().is_empty());
-    assert_eq!(ids(&index.search(&query("derailleur", Mode::Text)).unwrap()), vec![bike]);
+    assert!(index.search(&mut a, &query("squeaks", Mode::Text)).unwrap().is_empty());
+    assert_eq!(ids(&index.search(&mut a, &query("derailleur", Mode::Text)).unwrap()), vec![bike]);
     commit(&mut a, "note.deleted", Effect::DeleteRecord { collection: Collection::Notes, id: bike });
     assert_eq!(index.catch_up(&mut a).unwrap().removed, 1);
-    assert!(index.search(&query("derailleur", Mode::Hybrid)).unwrap().iter().all(|h| h.id != bike));
+    assert!(index.search(&mut a, &query("derailleur", Mode::Hybrid)).unwrap().iter().all(|h| h.id != bike));
 
     // An edit at the end of a long note re-embeds its last chunk only (which has room for it).
     let chunks = adiuva_search::record::chunk(&long_body());
@@ -123,18 +123,18 @@ fn notes_added_edited_deleted_here_or_elsewhere_show_at_the_next_search() {
     assert_eq!(caught.embedded, 1, "{caught:?}");
     assert!(caught.reused >= 2, "{caught:?}");
     assert_eq!(index.status().chunks, chunks_before);
-    assert_eq!(ids(&index.search(&query("cider", Mode::Text)).unwrap()), vec![long]);
+    assert_eq!(ids(&index.search(&mut a, &query("cider", Mode::Text)).unwrap()), vec![long]);
 
     // From another device: its note, synced here, is found at the next search; its edit too.
     let mut b = join(&mut a, dirs[1].path());
     let from_b = add_note(&mut b, "Ferry", "The ferry to the island leaves at dawn.", &[]);
     sync(&mut b, &mut a, &format!("notes/{from_b}"));
     index.catch_up(&mut a).unwrap();
-    assert_eq!(ids(&index.search(&query("ferry", Mode::Text)).unwrap()), vec![from_b]);
+    assert_eq!(ids(&index.search(&mut a, &query("ferry", Mode::Text)).unwrap()), vec![from_b]);
     edit_note(&mut b, from_b, "The ferry to the island leaves at noon.");
     sync(&mut b, &mut a, &format!("notes/{from_b}"));
     index.catch_up(&mut a).unwrap();
-    assert!(index.search(&query("ferry", Mode::Text)).unwrap()[0].snippet.contains("noon"));
+    assert!(index.search(&mut a, &query("ferry", Mode::Text)).unwrap()[0].snippet.contains("noon"));
 
     // A rebuild from the log embeds nothing and answers exactly as the index kept current.
     let (mut rebuilt, stats) = build(&mut a, &model);
@@ -142,8 +142,8 @@ fn notes_added_edited_deleted_here_or_elsewhere_show_at_the_next_search() {
     assert!(rebuilt.take_notices().is_empty());
     for text in ["passport", "ferry island", "pear ladder barn", "bread baking", "squeaks", "cider"] {
         for mode in [Mode::Text, Mode::Vector, Mode::Hybrid] {
-            let kept = index.search(&query(text, mode)).unwrap();
-            let fresh = rebuilt.search(&query(text, mode)).unwrap();
+            let kept = index.search(&mut a, &query(text, mode)).unwrap();
+            let fresh = rebuilt.search(&mut a, &query(text, mode)).unwrap();
             assert_eq!(ids(&kept), ids(&fresh), "{text:?} {mode:?}");
             assert_eq!(
                 kept.iter().map(|h| &h.snippet).collect::<Vec<_>>(),
@@ -194,7 +194,7 @@ fn non_latin_scripts_are_found_by_their_words() {
         ("cafe", 6),
         ("ТРИ", usize::MAX),
     ] {
-        let found = index.search(&query(text, Mode::Text)).unwrap();
+        let found = index.search(&mut workspace, &query(text, Mode::Text)).unwrap();
         if expected == usize::MAX {
             assert!(found.is_empty(), "{text:?}: {found:?}");
         } else {
@@ -214,7 +214,7 @@ fn a_damaged_or_missing_index_is_rebuilt_with_a_notice_never_an_error() {
     }
     let (mut index, first) = build(&mut workspace, &model);
     assert!(index.take_notices().iter().any(|n| n.contains("missing")), "the first build finds none stored");
-    let expected = ids(&index.search(&query("topic 1", Mode::Hybrid)).unwrap());
+    let expected = ids(&index.search(&mut workspace, &query("topic 1", Mode::Hybrid)).unwrap());
     let shard = |workspace: &Workspace| {
         (0..=255u8)
             .map(|s| format!("search/vectors/{s:02x}"))
@@ -229,7 +229,7 @@ fn a_damaged_or_missing_index_is_rebuilt_with_a_notice_never_an_error() {
     let notices = index.take_notices();
     assert!(notices.iter().any(|n| n.contains(&name) && n.contains("damaged")), "{notices:?}");
     assert!(stats.embedded >= 1 && stats.embedded < first.embedded, "{stats:?}");
-    assert_eq!(ids(&index.search(&query("topic 1", Mode::Hybrid)).unwrap()), expected);
+    assert_eq!(ids(&index.search(&mut workspace, &query("topic 1", Mode::Hybrid)).unwrap()), expected);
     // Rebuilt: the next build finds it whole.
     let (mut index, stats) = build(&mut workspace, &model);
     assert!(index.take_notices().is_empty());
@@ -251,11 +251,11 @@ fn a_damaged_or_missing_index_is_rebuilt_with_a_notice_never_an_error() {
     let (mut index, stats) = build(&mut workspace, &model);
     assert!(index.take_notices().iter().any(|n| n.contains("missing")));
     assert_eq!(stats.embedded, 0, "the vectors themselves were whole");
-    assert_eq!(ids(&index.search(&query("topic 1", Mode::Hybrid)).unwrap()), expected);
+    assert_eq!(ids(&index.search(&mut workspace, &query("topic 1", Mode::Hybrid)).unwrap()), expected);
 
     // Without a model, words are still found, and a search by meaning says why it cannot run.
     let (mut index, _) = SearchIndex::build(&mut workspace, Err("no model here".into()), &mut |_, _| {}).unwrap();
-    assert!(!index.search(&query("topic", Mode::Hybrid)).unwrap().is_empty());
-    let error = index.search(&query("topic", Mode::Vector)).unwrap_err();
+    assert!(!index.search(&mut workspace, &query("topic", Mode::Hybrid)).unwrap().is_empty());
+    let error = index.search(&mut workspace, &query("topic", Mode::Vector)).unwrap_err();
     assert_eq!(error.code(), adiuva_model::ErrorCode::SearchModelMissing);
 }

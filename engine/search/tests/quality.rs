@@ -269,9 +269,15 @@ fn ids(ranked: &[(RecordId, f32)]) -> Vec<RecordId> {
     ranked.iter().map(|(id, _)| *id).collect()
 }
 
-fn search(index: &mut SearchIndex, text: &str, mode: Mode, limit: usize) -> Vec<(RecordId, f32)> {
+fn search(
+    index: &mut SearchIndex,
+    workspace: &mut Workspace,
+    text: &str,
+    mode: Mode,
+    limit: usize,
+) -> Vec<(RecordId, f32)> {
     let query = SearchQuery { text: text.into(), mode, filter: Filter::default(), limit };
-    index.search(&query).unwrap().iter().map(|h| (h.id, h.score)).collect()
+    index.search(workspace, &query).unwrap().iter().map(|h| (h.id, h.score)).collect()
 }
 
 /// For each page that has one, the first word of seven letters or more that no other page
@@ -344,9 +350,9 @@ fn hybrid_search_beats_words_and_meaning_alone_on_the_manual_pages() {
         .filter(|(_, relevant)| !relevant.is_empty())
         .map(|(text, relevant)| Question {
             relevant,
-            words: search(&mut index, text, Mode::Text, DEPTH),
-            meaning: search(&mut index, text, Mode::Vector, DEPTH),
-            hybrid: ids(&search(&mut index, text, Mode::Hybrid, 10)),
+            words: search(&mut index, &mut workspace, text, Mode::Text, DEPTH),
+            meaning: search(&mut index, &mut workspace, text, Mode::Vector, DEPTH),
+            hybrid: ids(&search(&mut index, &mut workspace, text, Mode::Hybrid, 10)),
         })
         .collect();
     assert!(questions.len() >= 100, "only {} questions have an answer among the pages", questions.len());
@@ -411,9 +417,9 @@ fn hybrid_search_beats_words_and_meaning_alone_on_the_manual_pages() {
         .into_iter()
         .map(|(word, name)| Question {
             relevant: vec![ids_of[name]],
-            words: search(&mut index, &word, Mode::Text, DEPTH),
-            meaning: search(&mut index, &word, Mode::Vector, DEPTH),
-            hybrid: ids(&search(&mut index, &word, Mode::Hybrid, 10)),
+            words: search(&mut index, &mut workspace, &word, Mode::Text, DEPTH),
+            meaning: search(&mut index, &mut workspace, &word, Mode::Vector, DEPTH),
+            hybrid: ids(&search(&mut index, &mut workspace, &word, Mode::Hybrid, 10)),
         })
         .collect();
     println!("{} searches for a word only one page has: MRR@10, recall@10", exact.len());

@@ -14,6 +14,7 @@ use super::{ROOT_DOCUMENT, Workspace};
 use crate::error::{Error, Result, json_error};
 use crate::manifest::Manifest;
 use crate::records::{self, FieldConflict};
+use crate::view::RecordView;
 use automerge::ReadDoc;
 
 /// An event as read back from the log.
@@ -147,6 +148,18 @@ impl Workspace {
             out.extend(records);
         }
         Ok(out)
+    }
+
+    /// Every record of a collection as its JSON text, oldest first within each document, not
+    /// parsed: for a reader that takes a few fields of each record and keeps none of the text
+    /// (parsing every record first held them all at once).
+    pub fn record_texts(&mut self, collection: Collection) -> Result<impl Iterator<Item = (RecordId, &str)> + '_> {
+        let documents = self.collection_documents(collection)?;
+        for document in &documents {
+            self.view(document)?;
+        }
+        let views = &self.views;
+        Ok(documents.into_iter().filter_map(move |document| views.get(&document)).flat_map(RecordView::texts))
     }
 
     /// Resolves a full id or a unique prefix of one (case-insensitive) to a record id.
