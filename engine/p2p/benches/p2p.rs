@@ -3,8 +3,9 @@
 //! - full sync of N events (default 100,000 task creations, groups of 1000) to a device that
 //!   has none of them: time, bytes on the wire in both directions, bytes per change;
 //! - one new change to a device that has everything else (sync state persisted from the last
-//!   session): time and bytes per session, p50 and p99 of [`ONE_CHANGE_ROUNDS`]. Each session
-//!   dials afresh, so the QUIC handshake is in it.
+//!   session): time and bytes per session, p50 and p99 of [`ONE_CHANGE_ROUNDS`], once with each
+//!   session dialed afresh (the QUIC handshake in it), once to a live peer (`sync_live`: from
+//!   the commit until the peer's session that took the change in ended).
 //!
 //! The baseline is one Automerge document holding the same N changes (same fields, same
 //! envelope messages), synced to an empty document with Automerge's sync protocol until neither
@@ -22,7 +23,7 @@ use std::time::{Duration, Instant};
 use adiuva_engine::{Effect, EventDraft, KeyProtection, Workspace};
 use adiuva_model::envelope::{ENVELOPE_VERSION, Subject};
 use adiuva_model::{Actor, Collection, DeviceId, Envelope, EventId, EventKind, RecordId};
-use adiuva_p2p::{PeerOptions, PeerServer, SessionReport, SharedWorkspace, sync_once};
+use adiuva_p2p::{PeerOptions, PeerServer, Peers, SessionReport, SharedWorkspace, sync_live, sync_once};
 use automerge::sync::SyncDoc;
 use automerge::transaction::CommitOptions;
 use serde_json::{Map, Value, json};
@@ -95,6 +96,8 @@ struct Figures {
     full_bytes: u64,
     one: Vec<Duration>,
     one_bytes: Vec<u64>,
+    /// One new change to a live peer (the raw baseline: the same as `one`).
+    live: Vec<Duration>,
 }
 
 async fn ours(events: usize) -> Figures {
@@ -107,7 +110,8 @@ async fn ours(events: usize) -> Figures {
     source.compact().unwrap();
     let source = Arc::new(Mutex::new(source));
     let target: Arc<dyn SharedWorkspace> = Arc::new(Mutex::new(target));
-    let server = PeerServer::start(source.clone(), adiuva_p2p::Peers::new(), PeerOptions::loopback()).await.unwrap();
+    let source_peers = Peers::new();
+    let server = PeerServer::start(source.clone(), source_peers.clone(), PeerOptions::loopback()).await.unwrap();
     let ticket = server.ticket();
     let options = PeerOptions::loopback();
 
@@ -126,8 +130,37 @@ async fn ours(events: usize) -> Figures {
         assert!(report.converged && report.applied == 1, "{report:?}");
         one_bytes.push(wire_bytes(&report));
     }
+
+    let (reports, mut reported) = tokio::sync::mpsc::unbounded_channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let link = tokio::spawn({
+        let (target, ticket, options) = (target.clone(), ticket.clone(), options.clone());
+        async move {
+            let stopped = async move {
+                let _ = stopped.await;
+            };
+            sync_live(target, Peers::new(), &ticket, &options, stopped, |report| {
+                let _ = reports.send(report.clone());
+            })
+            .await
+        }
+    });
+    let first = reported.recv().await.unwrap();
+    assert!(first.converged, "{first:?}");
+    let mut live = Vec::new();
+    for index in 0..ONE_CHANGE_ROUNDS {
+        let (draft, effect) = task(events + ONE_CHANGE_ROUNDS + index);
+        source.lock().unwrap().commit(draft, effect).unwrap();
+        let started = Instant::now();
+        source_peers.changed();
+        let report = reported.recv().await.unwrap();
+        live.push(started.elapsed());
+        assert!(report.converged && report.applied == 1, "{report:?}");
+    }
+    let _ = stop.send(());
+    link.await.unwrap().unwrap();
     server.shutdown().await;
-    Figures { full: full_time, full_bytes: wire_bytes(&full), one, one_bytes }
+    Figures { full: full_time, full_bytes: wire_bytes(&full), one, one_bytes, live }
 }
 
 /// A change like the engine's: the task's fields and its envelope as the commit message.
@@ -222,7 +255,7 @@ fn raw(events: usize, shortcut: Shortcut) -> Figures {
         one.push(started.elapsed());
         assert_eq!(source.get_heads(), target.get_heads());
     }
-    Figures { full, full_bytes, one, one_bytes }
+    Figures { full, full_bytes, live: one.clone(), one, one_bytes }
 }
 
 fn main() {
@@ -235,8 +268,8 @@ fn main() {
     ];
     println!("peer sync on loopback, {events} task events, beside raw in-memory Automerge sync");
     println!(
-        "  {:<26} {:>12} {:>12} {:>9}   one new change ({ONE_CHANGE_ROUNDS} rounds): {:>9} {:>9} {:>8}",
-        "", "full sync", "bytes", "B/change", "p50", "p99", "bytes"
+        "  {:<26} {:>12} {:>12} {:>9}   one new change ({ONE_CHANGE_ROUNDS} rounds): {:>9} {:>9} {:>8}   live: {:>9} {:>9}",
+        "", "full sync", "bytes", "B/change", "p50", "p99", "bytes", "p50", "p99"
     );
     let mut report = Map::new();
     for (name, mut figures) in rows {
@@ -244,22 +277,29 @@ fn main() {
         figures.one_bytes.sort();
         let (p50, p99) = (percentile(&figures.one, 0.5), percentile(&figures.one, 0.99));
         let one_bytes = figures.one_bytes[figures.one_bytes.len() / 2];
+        figures.live.sort();
+        let (live_p50, live_p99) = (percentile(&figures.live, 0.5), percentile(&figures.live, 0.99));
         println!(
-            "  {name:<26} {:>9.1} ms {:>12} {:>9.1}   {:>47.2} ms {:>6.2} ms {:>8}",
+            "  {name:<26} {:>9.1} ms {:>12} {:>9.1}   {:>47.2} ms {:>6.2} ms {:>8}   {:>12.2} ms {:>6.2} ms",
             ms(figures.full),
             figures.full_bytes,
             figures.full_bytes as f64 / events as f64,
             ms(p50),
             ms(p99),
-            one_bytes
+            one_bytes,
+            ms(live_p50),
+            ms(live_p99)
         );
         report.insert(
             name.into(),
             json!({"full_ms": ms(figures.full), "full_bytes": figures.full_bytes, "one_p50_ms": ms(p50),
-                   "one_p99_ms": ms(p99), "one_bytes_p50": one_bytes}),
+                   "one_p99_ms": ms(p99), "one_bytes_p50": one_bytes, "live_p50_ms": ms(live_p50),
+                   "live_p99_ms": ms(live_p99)}),
         );
     }
-    println!("  (adiuva's sessions each dial afresh: the QUIC handshake is in every one)");
+    println!(
+        "  (adiuva's one-change sessions each dial afresh, the QUIC handshake in every one; live: one connection kept)"
+    );
     report.insert("events".into(), json!(events));
     println!("{}", Value::Object(report));
 }
