@@ -7,6 +7,8 @@
 //! - `text`: text-only search p50/p99 over N chunks vs SQLite FTS5 (rusqlite, bundled, BM25
 //!   `ORDER BY rank LIMIT 30`) over the same chunks and queries;
 //! - `vector`: the int8 scan + float rescoring p50/p99 over N chunk vectors;
+//! - `query`: one query's embedding by the short path vs the same query as a batch of one
+//!   through candle;
 //! - `hybrid`: a whole hybrid query p50/p99: the query's embedding, both sides, fusion.
 //!
 //! The chunks are words drawn from this machine's manual pages (their natural frequencies),
@@ -269,10 +271,21 @@ fn search(settings: &Settings, model: &Embedder) {
         vectors.len()
     );
 
+    // Both on one thread of their own, as a query's embedding runs.
+    let single = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     let (e50, e99) = time(&mut |q| {
-        std::hint::black_box(model.embed_query_beside(q, || ()).0.unwrap());
+        std::hint::black_box(single.install(|| model.embed_one(q).unwrap()));
     });
-    println!("query      p50 {:.3} ms, p99 {:.3} ms (embedding one query of 3 words alone)", ms(e50), ms(e99));
+    let (c50, c99) = time(&mut |q| {
+        std::hint::black_box(single.install(|| model.embed(&[q]).unwrap()));
+    });
+    println!(
+        "query      p50 {:.3} ms, p99 {:.3} ms (embedding one query of 3 words alone, short path); as a batch of one through candle p50 {:.3} ms, p99 {:.3} ms",
+        ms(e50),
+        ms(e99),
+        ms(c50),
+        ms(c99)
+    );
 
     // As `Index::search` runs it: the text side while the query is embedded, then the vectors.
     let (h50, h99) = time(&mut |q| {

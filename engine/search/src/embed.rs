@@ -16,6 +16,8 @@ use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use crate::error::{Result, SearchError};
+pub use crate::short::SHORT_TOKENS;
+use crate::short::ShortModel;
 
 /// The length of an embedding.
 pub const DIMENSIONS: usize = 384;
@@ -37,6 +39,8 @@ pub struct Embedder {
     tokenizer: Tokenizer,
     device: Device,
     id: String,
+    /// The same weights, for one short text ([`crate::short`]).
+    short: ShortModel,
     /// The thread a query's embedding runs on (see [`Embedder::embed_query_beside`]).
     query_thread: rayon::ThreadPool,
 }
@@ -78,6 +82,7 @@ impl Embedder {
         let bytes = std::fs::read(&weights).map_err(|e| failed(e.to_string()))?;
         let id = format!("all-MiniLM-L6-v2:{}", &blake3::hash(&bytes).to_hex()[..16]);
         let tensors = dense_weights_transposed(&bytes, &device).map_err(|e| failed(e.to_string()))?;
+        let short = ShortModel::new(&tensors, &config).map_err(failed)?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         let model = BertModel::load(vb, &config).map_err(|e| failed(e.to_string()))?;
         let query_thread = rayon::ThreadPoolBuilder::new()
@@ -85,7 +90,7 @@ impl Embedder {
             .thread_name(|_| "adiuva-query-embedding".into())
             .build()
             .map_err(|e| failed(format!("the query thread: {e}")))?;
-        Ok(Self { dir: dir.to_owned(), model, tokenizer, device, id, query_thread })
+        Ok(Self { dir: dir.to_owned(), model, tokenizer, device, id, short, query_thread })
     }
 
     /// Names the model and its weights: embeddings are reused only under the same id.
@@ -114,19 +119,28 @@ impl Embedder {
         Ok(out)
     }
 
-    /// The embedding of one short text (a search query), computed on a thread of its own while
-    /// `beside` runs on this one. Alone on that thread the model's matrix products run serially:
-    /// a query's few tokens are too little work to share, and two threads handing off (and
-    /// spinning while they wait) took longer than one.
+    /// The embedding of one text: a short one (up to [`SHORT_TOKENS`]) by the short path
+    /// ([`crate::short`]), a longer one as a batch of one.
+    pub fn embed_one(&self, text: &str) -> Result<Embedding> {
+        let encoding = self.tokenizer.encode(text, true).map_err(|e| self.failed(e.to_string()))?;
+        if encoding.get_ids().len() <= SHORT_TOKENS
+            && let Some(embedded) = self.short.embed(encoding.get_ids())
+        {
+            return embedded.map_err(|detail| self.failed(detail));
+        }
+        self.embed_batch(&[text])?.pop().ok_or_else(|| self.failed("no embedding for the text".into()))
+    }
+
+    /// The embedding of one text (a search query), computed on a thread of its own while
+    /// `beside` runs on this one. A query's few tokens are too little work to share: two
+    /// threads handing off (and spinning while they wait) took longer than one.
     pub fn embed_query_beside<T>(&self, text: &str, beside: impl FnOnce() -> T) -> (Result<Embedding>, T) {
         let mut embedded = None;
         let other = self.query_thread.in_place_scope(|scope| {
-            scope.spawn(|_| embedded = Some(self.embed_batch(&[text])));
+            scope.spawn(|_| embedded = Some(self.embed_one(text)));
             beside()
         });
-        let embedding = embedded.unwrap_or_else(|| Err(self.failed("the query was not embedded".into()))).and_then(
-            |mut embeddings| embeddings.pop().ok_or_else(|| self.failed("no embedding for the query".into())),
-        );
+        let embedding = embedded.unwrap_or_else(|| Err(self.failed("the query was not embedded".into())));
         (embedding, other)
     }
 

@@ -1,6 +1,7 @@
 //! Adiuva's search: finding anything a person has, by words or by meaning, offline.
 //!
 //! - [`embed`]: sentence embeddings, all-MiniLM-L6-v2 through candle from local files.
+//!   A short text (a query) takes a path of its own over the same weights (`short`).
 //! - [`record`]: what of a record is searchable; long texts cut into chunks.
 //! - [`text`]: the full-text index (tantivy, in memory), with snippets and filters.
 //! - [`vectors`]: the chunks' embeddings in int8, scanned and rescored; their stored form.
@@ -14,6 +15,7 @@ pub mod error;
 pub mod fusion;
 pub mod index;
 pub mod record;
+mod short;
 pub mod text;
 pub mod vectors;
 

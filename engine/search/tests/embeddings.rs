@@ -77,6 +77,31 @@ fn a_text_embeds_the_same_alone_as_in_a_batch() {
     }
 }
 
+/// A short text (a search query) takes a path of its own over the same weights: it must give
+/// what the batched path and the reference give.
+#[test]
+fn a_short_text_embeds_the_same_by_its_own_path() {
+    let model = embedder();
+    let texts: Vec<String> = sentences()
+        .into_iter()
+        .filter(|text| model.token_count(text).unwrap() <= embed::SHORT_TOKENS)
+        .chain(["a", "ls", "the file descriptor", "日本語", "Ελληνικά"].map(String::from))
+        .collect();
+    assert!(texts.len() >= 30, "only {} short texts", texts.len());
+    let theirs = reference(&texts);
+    for (text, reference) in texts.iter().zip(&theirs) {
+        let short = model.embed_one(text).unwrap();
+        let batched = model.embed(&[text]).unwrap().remove(0);
+        let diff = short.iter().zip(&batched).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-5, "{diff} for {text:?}");
+        assert!(cosine(&short, reference) >= 0.999, "cosine {} for {text:?}", cosine(&short, reference));
+    }
+    // One token past the short path: the batched path, the same embedding.
+    let long = "word ".repeat(embed::SHORT_TOKENS);
+    assert!(model.token_count(&long).unwrap() > embed::SHORT_TOKENS);
+    assert_eq!(model.embed_one(&long).unwrap(), model.embed(&[&long]).unwrap().remove(0));
+}
+
 #[test]
 fn long_texts_are_read_to_256_tokens_not_to_the_shipped_128() {
     let model = embedder();
