@@ -169,3 +169,31 @@ proptest! {
         }
     }
 }
+
+/// A view read from a base and many delta records (an import the compactions have not folded
+/// yet) is stored again as a base at its next load, so later loads do not pack the deltas
+/// again; what it reads stays the document's.
+#[test]
+fn a_view_loaded_from_many_deltas_is_stored_again_as_a_base() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(init(dir.path()));
+    let options = WorkspaceOptions { compact_after_chunks: u64::MAX, compact_after_bytes: u64::MAX };
+    let mut workspace = Workspace::open_with(dir.path(), passphrase, options).unwrap();
+    let group: Vec<_> = (0..5000).map(|n| (draft("task.created"), task_effect(&format!("task {n}"), ""))).collect();
+    workspace.commit_batch(group).unwrap();
+    drop(workspace);
+    let deltas =
+        |dir: &Path| SledStore::open(&dir.join("store")).unwrap().keys_with_prefix(b"d/tasks\0").unwrap().len();
+    assert!(deltas(dir.path()) > 0);
+
+    let mut workspace = open(dir.path());
+    let listed = workspace.list(Collection::Tasks).unwrap();
+    assert_eq!(listed.len(), 5000);
+    drop(workspace);
+    assert_eq!(deltas(dir.path()), 0, "the deltas were folded into a new base");
+    let mut workspace = open(dir.path());
+    assert_eq!(workspace.list(Collection::Tasks).unwrap(), listed);
+    drop(workspace);
+    let (rebuilt, _) = rebuilt_from_the_log(dir.path());
+    assert_eq!(rebuilt, listed);
+}

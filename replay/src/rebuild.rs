@@ -50,7 +50,7 @@ pub fn rebuild(workspace: &mut Workspace, out: &Path) -> Result<Rebuilt, ReplayE
         if document == ROOT_DOCUMENT {
             continue;
         }
-        let records: Vec<Value> = RecordView::materialize(doc, 0).records_as().map_err(|(id, _)| {
+        let records: Vec<Value> = RecordView::materialize(doc, 0)?.records_as().map_err(|(id, _)| {
             adiuva_engine::Error::DocumentCorrupt { document: document.clone(), detail: format!("record {id}") }
         })?;
         rebuilt.records += records.len();

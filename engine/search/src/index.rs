@@ -203,9 +203,9 @@ impl SearchIndex {
     ) -> Result<Pending> {
         let to = workspace.cursor()?;
         let mut notices = Vec::new();
-        let has_records = SEARCHED.into_iter().try_fold(false, |any, collection| {
-            Ok::<_, SearchError>(any || workspace.record_texts(collection)?.next().is_some())
-        })?;
+        let has_records = SEARCHED
+            .into_iter()
+            .try_fold(false, |any, collection| Ok::<_, SearchError>(any || workspace.has_records(collection)?))?;
         let (cache, dirty) = load_cache(workspace, &embedder, has_records, &mut notices);
         let loaded = cache.keys().copied().collect();
         let changes = Changes { from: None, to, touched: Vec::new(), removed: 0 };
@@ -674,16 +674,17 @@ fn load_cache(
 /// Every searchable record of the workspace, read from the read views one at a time.
 fn for_each_record(workspace: &mut Workspace, visit: &mut dyn FnMut(Searchable) -> Result<()>) -> Result<()> {
     for collection in SEARCHED {
-        for (id, text) in workspace.record_texts(collection)? {
+        workspace.record_texts(collection, |id, text| {
             let fields =
                 serde_json::from_str::<SearchedFields>(text).map_err(|e| adiuva_engine::Error::RecordInvalid {
                     collection,
                     detail: format!("record {id} {}", adiuva_engine::json_error(&e)),
                 })?;
-            if let Some(record) = Searchable::from_fields(collection, fields) {
-                visit(record)?;
+            match Searchable::from_fields(collection, fields) {
+                Some(record) => visit(record),
+                None => Ok(()),
             }
-        }
+        })?;
     }
     Ok(())
 }

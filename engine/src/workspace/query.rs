@@ -14,7 +14,6 @@ use super::{ROOT_DOCUMENT, Workspace};
 use crate::error::{Error, Result, json_error};
 use crate::manifest::Manifest;
 use crate::records::{self, FieldConflict};
-use crate::view::RecordView;
 use automerge::ReadDoc;
 
 /// An event as read back from the log.
@@ -125,7 +124,7 @@ impl Workspace {
         if document != collection.name() && !self.is_registered(&document)? {
             return Ok(None);
         }
-        Ok(self.view(&document)?.get(id))
+        self.view(&document)?.get(id).map_err(|e| Error::DocumentCorrupt { document, detail: e.to_string() })
     }
 
     pub fn get_as<T: DeserializeOwned>(&mut self, collection: Collection, id: RecordId) -> Result<Option<T>> {
@@ -150,16 +149,35 @@ impl Workspace {
         Ok(out)
     }
 
-    /// Every record of a collection as its JSON text, oldest first within each document, not
-    /// parsed: for a reader that takes a few fields of each record and keeps none of the text
-    /// (parsing every record first held them all at once).
-    pub fn record_texts(&mut self, collection: Collection) -> Result<impl Iterator<Item = (RecordId, &str)> + '_> {
-        let documents = self.collection_documents(collection)?;
-        for document in &documents {
-            self.view(document)?;
+    /// Visits every record of a collection as its JSON text, oldest first within each document,
+    /// not parsed: for a reader that takes a few fields of each record and keeps none of the
+    /// text (parsing every record first held them all at once).
+    pub fn record_texts<E: From<Error>>(
+        &mut self,
+        collection: Collection,
+        mut visit: impl FnMut(RecordId, &str) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        for document in self.collection_documents(collection)? {
+            let mut texts = self.view(&document)?.texts();
+            while let Some(block) = texts.next_block() {
+                let block =
+                    block.map_err(|e| Error::DocumentCorrupt { document: document.clone(), detail: e.to_string() })?;
+                for (id, text) in block {
+                    visit(id, text)?;
+                }
+            }
         }
-        let views = &self.views;
-        Ok(documents.into_iter().filter_map(move |document| views.get(&document)).flat_map(RecordView::texts))
+        Ok(())
+    }
+
+    /// Whether a collection holds any record.
+    pub fn has_records(&mut self, collection: Collection) -> Result<bool> {
+        for document in self.collection_documents(collection)? {
+            if !self.view(&document)?.is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Resolves a full id or a unique prefix of one (case-insensitive) to a record id.

@@ -14,6 +14,10 @@ use crate::error::{Error, Result};
 use crate::store::{StoreError, WriteBatch};
 use crate::view::{Delta, RecordView, Touched};
 
+/// Records in the deltas of a loaded view from which it is stored again as a base (packing
+/// them costs a load about a millisecond per thousand).
+const FOLD_FROM: usize = 4096;
+
 impl Workspace {
     /// Stages the view delta of the chunks `document` got from `first_seq` to `next_seq`: the
     /// new state of the `touched` records, in the same batch as the chunks.
@@ -58,27 +62,40 @@ impl Workspace {
         let Some(next_seq) = next_seq else {
             return Ok(RecordView::default());
         };
-        if let Some(view) = stored?.filter(|view| view.through_seq() == next_seq) {
+        if let Some((view, from_deltas)) = stored?.filter(|(view, _)| view.through_seq() == next_seq) {
+            // Deltas are packed into blocks as they are applied: once they hold many records
+            // (an import), the view is stored as a new base so the next load does not repeat it.
+            if view.stored_in_older_format() || from_deltas >= FOLD_FROM {
+                self.store_view(document, &view)?;
+            }
             return Ok(view);
         }
         let loaded = self.document(document)?;
-        let view = RecordView::materialize(&loaded.doc, loaded.manifest.next_seq);
+        let view = RecordView::materialize(&loaded.doc, loaded.manifest.next_seq)?;
         debug!(document, records = view.len(), "read view rebuilt");
-        if self.log.read_only {
-            return Ok(view);
-        }
-        let mut batch = WriteBatch::default();
-        self.stage_view(document, &view, &mut batch)?;
-        // The view is a cache: failing to store it costs the next open a rebuild, nothing else.
-        if let Err(error) = self.log.write_durably(batch) {
-            warn!(document, %error, "could not store the rebuilt read view");
-        }
+        self.store_view(document, &view)?;
         Ok(view)
     }
 
-    /// The stored view: a base continued by its deltas without a gap. `None` if there is none
-    /// or it is damaged (to be rebuilt); whether it is current is the caller's to check.
-    fn stored_view(&self, document: &str) -> Result<Option<RecordView>> {
+    /// Stores a current view (rebuilt, read in an older format or from many deltas) as the
+    /// document's base.
+    fn store_view(&self, document: &str, view: &RecordView) -> Result<()> {
+        if self.log.read_only {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        self.stage_view(document, view, &mut batch)?;
+        // The view is a cache: failing to store it costs the next open a rebuild, nothing else.
+        if let Err(error) = self.log.write_durably(batch) {
+            warn!(document, %error, "could not store the read view");
+        }
+        Ok(())
+    }
+
+    /// The stored view: a base continued by its deltas without a gap, and how many records the
+    /// deltas held. `None` if there is none or it is damaged (to be rebuilt); whether it is
+    /// current is the caller's to check.
+    fn stored_view(&self, document: &str) -> Result<Option<(RecordView, usize)>> {
         let at = |source: StoreError| Error::DocumentStore { document: document.to_owned(), source };
         let base_key = layout::view(document);
         let mut view = match self.log.store.get(&base_key).map_err(at)? {
@@ -91,6 +108,7 @@ impl Workspace {
                 }
             }
         };
+        let mut from_deltas = 0;
         for (key, sealed) in self.log.store.scan_prefix(&layout::delta_prefix(document)).map_err(at)? {
             let Some(delta) = self.open_cached_part(document, &key, &sealed, BlobKind::ReadViewDelta, Delta::decode)
             else {
@@ -102,8 +120,9 @@ impl Workspace {
             if !view.apply(&delta) {
                 return Ok(None);
             }
+            from_deltas += delta.len();
         }
-        Ok(Some(view))
+        Ok(Some((view, from_deltas)))
     }
 
     /// Opens and decodes one stored part of a read view; `None` (logged) if it does not, so the
