@@ -6,7 +6,7 @@
 //! - API commit: `POST /v1/tasks` on a kept-alive connection vs `Workspace::commit` of the same
 //!   task in this process, on a copy of the same workspace (alternating);
 //! - `task list --json` of every task: through the daemon vs direct;
-//! - the daemon's resident memory, idle, with the workspace loaded.
+//! - the daemon's resident memory, idle (settled), with the workspace loaded.
 //!
 //! `cargo bench -p adiuva --bench daemon --locked [-- --tasks N] [-- --json FILE]`
 
@@ -59,8 +59,7 @@ fn main() {
     let daemon_add = sample_process(&ws, &["task", "add", "Through the daemon"]);
     let daemon_list = sample_process(&ws, &["task", "list", "--all", "--json"]);
     let (api, engine) = api_vs_engine(&address, &token, &copy);
-    std::thread::sleep(Duration::from_secs(2));
-    let rss_mb = resident_mb(announced["pid"].as_u64().unwrap());
+    let rss_mb = settled_resident_mb(announced["pid"].as_u64().unwrap());
     ok(&ws, &["daemon", "stop"]);
 
     println!("`adiuva task add`, process start to exit (p50 of {SAMPLES})");
@@ -174,6 +173,22 @@ fn api_vs_engine(address: &str, token: &str, copy: &Path) -> (Vec<Duration>, Vec
         engine.push(started.elapsed());
     }
     (api, engine)
+}
+
+/// Resident memory once the daemon is idle: the last requests' buffers returned and any
+/// background work they started (a compaction) done, i.e. two readings a second apart within
+/// 1 MB of each other (at most 30 s).
+fn settled_resident_mb(pid: u64) -> f64 {
+    let mut last = resident_mb(pid);
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = resident_mb(pid);
+        if (now - last).abs() < 1.0 {
+            return now;
+        }
+        last = now;
+    }
+    last
 }
 
 fn resident_mb(pid: u64) -> f64 {
