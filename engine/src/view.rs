@@ -355,31 +355,22 @@ impl RecordView {
             return Err(ViewDecodeError::Malformed("unknown version"));
         }
         let through_seq = u64::from_le_bytes(reader.array()?);
-        let count = u32::from_le_bytes(reader.array()?);
-        let mut packer = Packer::new();
-        let mut blocks = Vec::new();
-        let mut texts: Vec<(RecordId, &str)> = Vec::with_capacity(BLOCK);
-        let mut last: Option<RecordId> = None;
+        let count = u32::from_le_bytes(reader.array()?) as usize;
+        // Each record takes at least 20 bytes: never reserve more than the bytes can hold.
+        let mut texts: Vec<(RecordId, &str)> = Vec::with_capacity(count.min(plain.len() / 20));
         for _ in 0..count {
             let id = RecordId(ulid::Ulid(u128::from_be_bytes(reader.array()?)));
-            if last.is_some_and(|last| last >= id) {
+            if texts.last().is_some_and(|(last, _)| *last >= id) {
                 return Err(ViewDecodeError::Malformed("record ids out of order"));
             }
-            last = Some(id);
             let length = u32::from_le_bytes(reader.array()?) as usize;
             let text = std::str::from_utf8(reader.take(length)?).map_err(|_| ViewDecodeError::Malformed("utf-8"))?;
             texts.push((id, text));
-            if texts.len() == BLOCK {
-                blocks.push(packer.pack(&texts).map_err(|_| ViewDecodeError::Malformed("records do not pack"))?);
-                texts.clear();
-            }
         }
         if !reader.0.is_empty() {
             return Err(ViewDecodeError::Malformed("bytes after the last record"));
         }
-        if !texts.is_empty() {
-            blocks.push(packer.pack(&texts).map_err(|_| ViewDecodeError::Malformed("records do not pack"))?);
-        }
+        let blocks = Packer::new().pack_all(&texts).map_err(|_| ViewDecodeError::Malformed("records do not pack"))?;
         Ok(Self { through_seq, blocks, older_format: true })
     }
 }
