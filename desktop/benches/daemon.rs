@@ -64,7 +64,7 @@ fn main() {
 
     println!("`adiuva task add`, process start to exit (p50 of {SAMPLES})");
     row("through the daemon", &daemon_add, "direct", &direct_add);
-    println!("commit of one task (p50 of {SAMPLES}, alternating)");
+    println!("commit of one task (p50 of {}, alternating)", api.len());
     row("API POST /v1/tasks", &api, "engine commit", &engine);
     println!("  overhead                            {:>9.3} ms", ms(p50(&api)) - ms(p50(&engine)));
     println!("`adiuva task list --all --json` of every task (p50 of {SAMPLES})");

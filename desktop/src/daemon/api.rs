@@ -6,7 +6,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
-use adiuva_engine::WorkspaceStatus;
+use adiuva_engine::{Workspace, WorkspaceStatus};
 use adiuva_http_api::BearerToken;
 use adiuva_model::ErrorCode;
 use adiuva_model::record::{Note, Task};
@@ -27,7 +27,7 @@ use super::guard::{self, ApiError, Body, Correlation, ErrorBody, Params, Segment
 use super::{Shared, events, llm_api, peers, resident_bytes};
 use crate::import::{self, ImportProgress, ImportReport};
 use crate::relay::SyncOutcome;
-use crate::search::{IndexProgress, IndexReport, SearchAnswer, SearchRequest};
+use crate::search::{IndexProgress, IndexReport, SearchAnswer, SearchRequest, SearchSlot};
 use crate::service::{
     self, DeviceRef, DeviceRemoval, DeviceRename, Local, LogQuery, NewNote, NewTask, RecordRef, Service, SyncStatus,
     TaskDetail, TaskPatch, TaskQuery,
@@ -103,15 +103,42 @@ impl Shared {
         operation: impl FnOnce(&mut Local<'_>) -> service::Result<T>,
     ) -> Result<T, ApiError> {
         tokio::task::block_in_place(|| {
-            std::panic::catch_unwind(AssertUnwindSafe(|| {
-                let mut workspace = self.workspace();
-                let mut search = self.search();
-                operation(&mut Local { workspace: &mut workspace, correlation: correlation.0, search: &mut search })
-            }))
+            let mut workspace = self.workspace();
+            let mut search = self.search();
+            run(&mut workspace, &mut search, correlation, operation)
         })
-        .map_err(|_| ApiError::internal("the operation did not finish: it panicked"))?
-        .map_err(ApiError::from)
     }
+
+    /// [`Shared::call`] for an operation on one record (add, edit, complete, remove, show),
+    /// which never waits on the runtime: while nothing else holds the workspace, it runs
+    /// right here, without handing the worker's other tasks to another thread first (that
+    /// hand-over is ~40 µs of the ~0.25 ms the API adds to a commit, `BENCHMARKS.md`). Only
+    /// the first use of a document not yet loaded takes long (its load), and the other
+    /// worker serves meanwhile. When the workspace is busy, it waits as `call` does.
+    pub(super) async fn call_brief<T>(
+        self: &Arc<Self>,
+        correlation: Correlation,
+        operation: impl FnOnce(&mut Local<'_>) -> service::Result<T>,
+    ) -> Result<T, ApiError> {
+        let (Ok(mut workspace), Ok(mut search)) = (self.workspace.try_lock(), self.search.try_lock()) else {
+            return self.call(correlation, operation).await;
+        };
+        run(&mut workspace, &mut search, correlation, operation)
+    }
+}
+
+/// One operation on the held workspace; a panic in it is an internal error.
+fn run<T>(
+    workspace: &mut Workspace,
+    search: &mut SearchSlot,
+    correlation: Correlation,
+    operation: impl FnOnce(&mut Local<'_>) -> service::Result<T>,
+) -> Result<T, ApiError> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| {
+        operation(&mut Local { workspace, correlation: correlation.0, search })
+    }))
+    .map_err(|_| ApiError::internal("the operation did not finish: it panicked"))?
+    .map_err(ApiError::from)
 }
 
 impl Shared {
@@ -139,7 +166,7 @@ async fn add_task(
     correlation: Correlation,
     Body(new): Body<NewTask>,
 ) -> Result<(StatusCode, Json<Task>), ApiError> {
-    let task = shared.call(correlation, move |service| service.add_task(new)).await?;
+    let task = shared.call_brief(correlation, move |service| service.add_task(new)).await?;
     Ok((StatusCode::CREATED, Json(task)))
 }
 
@@ -164,7 +191,7 @@ async fn show_task(
     correlation: Correlation,
     Segments(id): Segments<String>,
 ) -> Result<Json<TaskDetail>, ApiError> {
-    Ok(Json(shared.call(correlation, move |service| service.show_task(&id)).await?))
+    Ok(Json(shared.call_brief(correlation, move |service| service.show_task(&id)).await?))
 }
 
 #[utoipa::path(patch, path = "/v1/tasks/{id}", tag = "tasks", request_body = TaskPatch,
@@ -178,7 +205,7 @@ async fn edit_task(
     Segments(id): Segments<String>,
     Body(patch): Body<TaskPatch>,
 ) -> Result<Json<RecordRef>, ApiError> {
-    Ok(Json(shared.call(correlation, move |service| service.edit_task(&id, patch)).await?))
+    Ok(Json(shared.call_brief(correlation, move |service| service.edit_task(&id, patch)).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/tasks/{id}", tag = "tasks",
@@ -189,7 +216,7 @@ async fn remove_task(
     correlation: Correlation,
     Segments(id): Segments<String>,
 ) -> Result<Json<RecordRef>, ApiError> {
-    Ok(Json(shared.call(correlation, move |service| service.remove_task(&id)).await?))
+    Ok(Json(shared.call_brief(correlation, move |service| service.remove_task(&id)).await?))
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{id}/done", tag = "tasks",
@@ -200,7 +227,7 @@ async fn complete_task(
     correlation: Correlation,
     Segments(id): Segments<String>,
 ) -> Result<Json<RecordRef>, ApiError> {
-    Ok(Json(shared.call(correlation, move |service| service.complete_task(&id)).await?))
+    Ok(Json(shared.call_brief(correlation, move |service| service.complete_task(&id)).await?))
 }
 
 #[utoipa::path(post, path = "/v1/notes", tag = "notes", request_body = NewNote,
@@ -211,7 +238,7 @@ async fn add_note(
     correlation: Correlation,
     Body(new): Body<NewNote>,
 ) -> Result<(StatusCode, Json<Note>), ApiError> {
-    let note = shared.call(correlation, move |service| service.add_note(new)).await?;
+    let note = shared.call_brief(correlation, move |service| service.add_note(new)).await?;
     Ok((StatusCode::CREATED, Json(note)))
 }
 
