@@ -109,12 +109,13 @@ impl Shared {
         })
     }
 
-    /// [`Shared::call`] for an operation on one record (add, edit, complete, remove, show),
-    /// which never waits on the runtime: while nothing else holds the workspace, it runs
-    /// right here, without handing the worker's other tasks to another thread first (that
-    /// hand-over is ~40 µs of the ~0.25 ms the API adds to a commit, `BENCHMARKS.md`). Only
-    /// the first use of a document not yet loaded takes long (its load), and the other
-    /// worker serves meanwhile. When the workspace is busy, it waits as `call` does.
+    /// [`Shared::call`] for an operation on one task (add, edit, complete, remove, show), which
+    /// never waits on the runtime: while nothing else holds the workspace, it runs right here,
+    /// without handing the worker's other tasks to another thread first (that hand-over is
+    /// ~40 µs of the ~0.25 ms the API adds to a commit, `BENCHMARKS.md`). Only the first use of
+    /// a document not yet loaded takes long (its load), and the other worker serves meanwhile.
+    /// Not for notes: a 1 MB body takes a second to write. When the workspace is busy, it
+    /// waits as `call` does.
     pub(super) async fn call_brief<T>(
         self: &Arc<Self>,
         correlation: Correlation,
@@ -238,7 +239,7 @@ async fn add_note(
     correlation: Correlation,
     Body(new): Body<NewNote>,
 ) -> Result<(StatusCode, Json<Note>), ApiError> {
-    let note = shared.call_brief(correlation, move |service| service.add_note(new)).await?;
+    let note = shared.call(correlation, move |service| service.add_note(new)).await?;
     Ok((StatusCode::CREATED, Json(note)))
 }
 
