@@ -23,53 +23,53 @@ pub(crate) struct ShortModel {
     word: Tensor,
     position: Tensor,
     token_type: Tensor,
-    embedding_norm: Norm,
-    layers: Vec<Layer>,
-    hidden: usize,
-    heads: usize,
-    eps: f32,
+    pub(crate) embedding_norm: Norm,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) hidden: usize,
+    pub(crate) heads: usize,
+    pub(crate) eps: f32,
 }
 
-struct Layer {
-    query: Dense,
-    key: Dense,
-    value: Dense,
-    attention_out: Dense,
-    attention_norm: Norm,
-    intermediate: Dense,
-    output: Dense,
-    output_norm: Norm,
+pub(crate) struct Layer {
+    pub(crate) query: Dense,
+    pub(crate) key: Dense,
+    pub(crate) value: Dense,
+    pub(crate) attention_out: Dense,
+    pub(crate) attention_norm: Norm,
+    pub(crate) intermediate: Dense,
+    pub(crate) output: Dense,
+    pub(crate) output_norm: Norm,
 }
 
 /// A dense layer whose weight (`[outputs, inputs]`) sits transposed in memory: row `k` of the
 /// storage holds what input `k` adds to every output.
-struct Dense {
-    weight: Tensor,
-    bias: Tensor,
-    inputs: usize,
-    outputs: usize,
+pub(crate) struct Dense {
+    pub(crate) weight: Tensor,
+    pub(crate) bias: Tensor,
+    pub(crate) inputs: usize,
+    pub(crate) outputs: usize,
 }
 
-struct Norm {
+pub(crate) struct Norm {
     weight: Tensor,
     bias: Tensor,
 }
 
 /// A tensor's floats, read under its storage's lock.
-struct Floats<'a> {
+pub(crate) struct Floats<'a> {
     storage: StorageRef<'a>,
     start: usize,
     len: usize,
 }
 
 impl Floats<'_> {
-    fn of(tensor: &Tensor) -> Floats<'_> {
+    pub(crate) fn of(tensor: &Tensor) -> Floats<'_> {
         let (storage, layout) = tensor.storage_and_layout();
         Floats { storage, start: layout.start_offset(), len: tensor.elem_count() }
     }
 
     /// Checked when the model is loaded ([`ShortModel::new`]): never empty for a loaded model.
-    fn get(&self) -> &[f32] {
+    pub(crate) fn get(&self) -> &[f32] {
         match &*self.storage {
             Storage::Cpu(CpuStorage::F32(floats)) => floats.get(self.start..self.start + self.len).unwrap_or(&[]),
             _ => &[],
@@ -184,35 +184,51 @@ impl gemm_common::simd::NullaryFnOnce for Pass<'_> {
             return Err(format!("{tokens} tokens for the short path"));
         }
         let mut x = Vec::with_capacity(tokens * hidden);
-        {
-            let (word, position, token_type) =
-                (Floats::of(&model.word), Floats::of(&model.position), Floats::of(&model.token_type));
-            let (word, position) = (word.get(), position.get());
-            let kind = token_type.get().get(..hidden).ok_or("no token type")?;
-            for (at, &id) in ids.iter().enumerate() {
-                let (id, row) = (id as usize, |n: usize| n * hidden..(n + 1) * hidden);
-                let word = word.get(row(id)).ok_or_else(|| format!("token {id} is not in the vocabulary"))?;
-                let position = position.get(row(at)).ok_or("more tokens than positions")?;
-                x.extend(word.iter().zip(position).zip(kind).map(|((w, p), k)| w + p + k));
-            }
-        }
+        model.embed_tokens(ids, &mut x)?;
         layer_norm(&mut x, &model.embedding_norm, hidden, model.eps);
         let mut buffers = Buffers::default();
         for layer in &model.layers {
             encoder_layer(&mut x, layer, model, &mut buffers);
         }
-        // Mean over the tokens, then x / max(‖x‖, 1e-12), as sentence-transformers.
-        let mut mean = vec![0f32; hidden];
-        for row in x.chunks_exact(hidden) {
-            for (m, v) in mean.iter_mut().zip(row) {
-                *m += v;
-            }
-        }
-        let norm = mean.iter().map(|m| m * m).sum::<f32>().sqrt() / tokens as f32;
-        let scale = 1.0 / (tokens as f32 * norm.max(1e-12));
-        mean.iter_mut().for_each(|m| *m *= scale);
-        Ok(mean)
+        Ok(pool(&x, hidden))
     }
+}
+
+impl ShortModel {
+    /// Appends the input embeddings of the text tokenized as `ids` (word + position + token
+    /// type, before the layer norm) to `x`.
+    #[inline(always)]
+    pub(crate) fn embed_tokens(&self, ids: &[u32], x: &mut Vec<f32>) -> Result<(), String> {
+        let hidden = self.hidden;
+        let (word, position, token_type) =
+            (Floats::of(&self.word), Floats::of(&self.position), Floats::of(&self.token_type));
+        let (word, position) = (word.get(), position.get());
+        let kind = token_type.get().get(..hidden).ok_or("no token type")?;
+        for (at, &id) in ids.iter().enumerate() {
+            let (id, row) = (id as usize, |n: usize| n * hidden..(n + 1) * hidden);
+            let word = word.get(row(id)).ok_or_else(|| format!("token {id} is not in the vocabulary"))?;
+            let position = position.get(row(at)).ok_or("more tokens than positions")?;
+            x.extend(word.iter().zip(position).zip(kind).map(|((w, p), k)| w + p + k));
+        }
+        Ok(())
+    }
+}
+
+/// One text's embedding from its token states (`x`, rows of `hidden`): mean over the tokens,
+/// then x / max(‖x‖, 1e-12), as sentence-transformers.
+#[inline(always)]
+pub(crate) fn pool(x: &[f32], hidden: usize) -> Vec<f32> {
+    let tokens = x.len() / hidden;
+    let mut mean = vec![0f32; hidden];
+    for row in x.chunks_exact(hidden) {
+        for (m, v) in mean.iter_mut().zip(row) {
+            *m += v;
+        }
+    }
+    let norm = mean.iter().map(|m| m * m).sum::<f32>().sqrt() / tokens as f32;
+    let scale = 1.0 / (tokens as f32 * norm.max(1e-12));
+    mean.iter_mut().for_each(|m| *m *= scale);
+    mean
 }
 
 /// Scratch space reused across the layers of one pass.
@@ -316,13 +332,13 @@ fn dense(x: &[f32], layer: &Dense, out: &mut Vec<f32>) {
 
 /// `x = LayerNorm(x + add)`, row by row.
 #[inline(always)]
-fn add_and_norm(x: &mut [f32], add: &[f32], norm: &Norm, hidden: usize, eps: f32) {
+pub(crate) fn add_and_norm(x: &mut [f32], add: &[f32], norm: &Norm, hidden: usize, eps: f32) {
     x.iter_mut().zip(add).for_each(|(x, a)| *x += a);
     layer_norm(x, norm, hidden, eps);
 }
 
 #[inline(always)]
-fn layer_norm(x: &mut [f32], norm: &Norm, hidden: usize, eps: f32) {
+pub(crate) fn layer_norm(x: &mut [f32], norm: &Norm, hidden: usize, eps: f32) {
     let (weight, bias) = (Floats::of(&norm.weight), Floats::of(&norm.bias));
     let (weight, bias) = (weight.get(), bias.get());
     for row in x.chunks_exact_mut(hidden) {
@@ -337,7 +353,7 @@ fn layer_norm(x: &mut [f32], norm: &Norm, hidden: usize, eps: f32) {
 
 /// GELU as BERT defines it: `x · Φ(x)`, with the exact `erf`.
 #[inline(always)]
-fn gelu(x: f32) -> f32 {
+pub(crate) fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
