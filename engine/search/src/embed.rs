@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{Encoding, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use crate::error::{Result, SearchError};
 pub use crate::short::SHORT_TOKENS;
@@ -128,7 +128,9 @@ impl Embedder {
         {
             return embedded.map_err(|detail| self.failed(detail));
         }
-        self.embed_batch(&[text])?.pop().ok_or_else(|| self.failed("no embedding for the text".into()))
+        self.embed_encoded(std::slice::from_ref(&encoding))?
+            .pop()
+            .ok_or_else(|| self.failed("no embedding for the text".into()))
     }
 
     /// The embedding of one text (a search query), computed on a thread of its own while
@@ -144,9 +146,14 @@ impl Embedder {
         (embedding, other)
     }
 
-    /// A batch by the unpadded path ([`crate::batch`]) where the CPU suits it, else by candle.
     fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Embedding>> {
         let encodings = self.tokenizer.encode_batch(texts.to_vec(), true).map_err(|e| self.failed(e.to_string()))?;
+        self.embed_encoded(&encodings)
+    }
+
+    /// Tokenized texts by the unpadded path ([`crate::batch`]) where the CPU suits it, else by
+    /// candle.
+    fn embed_encoded(&self, encodings: &[Encoding]) -> Result<Vec<Embedding>> {
         // Each text's own tokens: the padding is where the attention mask is 0.
         let ids: Vec<Vec<u32>> = encodings
             .iter()
@@ -157,13 +164,12 @@ impl Embedder {
         let ids: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
         match crate::batch::embed(&self.short, &ids) {
             Some(embedded) => embedded.map_err(|detail| self.failed(detail)),
-            None => self.embed_batch_by_candle(texts),
+            None => self.embed_by_candle(encodings),
         }
     }
 
-    /// A batch as one padded tensor through candle's BERT.
-    fn embed_batch_by_candle(&self, texts: &[&str]) -> Result<Vec<Embedding>> {
-        let encodings = self.tokenizer.encode_batch(texts.to_vec(), true).map_err(|e| self.failed(e.to_string()))?;
+    /// Tokenized texts (padded to one length) as one tensor through candle's BERT.
+    fn embed_by_candle(&self, encodings: &[Encoding]) -> Result<Vec<Embedding>> {
         let rows = encodings.len();
         let width = encodings.first().map_or(0, |e| e.get_ids().len());
         let ids: Vec<u32> = encodings.iter().flat_map(|e| e.get_ids().iter().copied()).collect();
@@ -228,7 +234,7 @@ mod tests {
         let mut worst = 0f32;
         for batch in texts.chunks(BATCH) {
             let ours = model.embed_batch(batch).unwrap();
-            let candle = model.embed_batch_by_candle(batch).unwrap();
+            let candle = model.embed_by_candle(&model.tokenizer.encode_batch(batch.to_vec(), true).unwrap()).unwrap();
             assert_eq!(ours.len(), candle.len());
             for (a, b) in ours.iter().zip(&candle) {
                 worst = worst.max(a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max));
