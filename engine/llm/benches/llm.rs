@@ -101,7 +101,7 @@ async fn local_model(path: &std::path::Path) {
         rate.push((generated.saturating_sub(1)) as f64 / (total - first).as_secs_f64());
     }
     println!(
-        "adiuva-llm local (candle 0.11.1): load {:.0} ms, resident +{} MiB (process {} MiB before), first token p50 {:.1} ms, generation p50 {:.1} tokens/s ({} tokens, {ROUNDS} rounds)",
+        "adiuva-llm local (own Q4_1 forward pass): load {:.0} ms, resident +{} MiB (process {} MiB before), first token p50 {:.1} ms, generation p50 {:.1} tokens/s ({} tokens, {ROUNDS} rounds)",
         load.as_secs_f64() * 1e3,
         (loaded.saturating_sub(before_router)) / 1024,
         before / 1024,

@@ -73,7 +73,7 @@ async fn greedy_decoding_gives_the_same_answer_every_time() {
 #[tokio::test]
 async fn a_prompt_longer_than_the_window_is_refused_with_its_token_count() {
     let router = router();
-    let long = ChatRequest::new(vec![Message::user("word ".repeat(5000))]);
+    let long = ChatRequest::new(vec![Message::user("word ".repeat(10_000))]);
     let error = router.complete(&long).await.unwrap_err();
     assert_eq!(error.code(), adiuva_model::ErrorCode::LlmContextOverflow, "{error}");
 }

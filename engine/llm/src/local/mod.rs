@@ -1,5 +1,7 @@
 //! A model run in this process, with no network at all: a llama-architecture GGUF file
-//! (SmolLM2, Llama, Qwen-style ChatML models) through candle's quantized llama.
+//! (SmolLM2, Llama, Qwen-style ChatML models). Files whose weights are `Q4_0`, `Q4_1` or `Q8_0`
+//! run on this crate's own forward pass (`llama.rs` over `quant.rs`: 5× candle's speed on a
+//! `Q4_1` file, see BENCHMARKS.md); any other file runs on candle's quantized llama.
 //!
 //! The GGUF file carries its own vocabulary and merges, so the byte-level BPE tokenizer is
 //! built from them (no `tokenizer.json`, no download). The prompt is ChatML built by hand,
@@ -11,6 +13,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
+
+mod llama;
+mod quant;
 
 use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
@@ -35,7 +40,9 @@ const DEFAULT_MAX_TOKENS: u32 = 512;
 /// A loaded GGUF model and its tokenizer.
 pub struct LocalModel {
     path: PathBuf,
-    weights: Mutex<ModelWeights>,
+    weights: Mutex<Weights>,
+    /// The threads a forward pass shares its products among: as many as the CPU has cores.
+    threads: rayon::ThreadPool,
     tokenizer: Tokenizer,
     stop_tokens: Vec<u32>,
     context_window: u64,
@@ -71,12 +78,30 @@ impl LocalModel {
         if let Some(eos) = content.metadata.get("tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok()) {
             stop_tokens.push(eos);
         }
-        let trained = content.metadata.get("llama.context_length").and_then(|v| v.to_u32().ok()).unwrap_or(2048);
-        // candle's rotary embeddings are precomputed for MAX_SEQ_LEN positions.
-        let context_window = u64::from(trained).min(MAX_SEQ_LEN as u64);
-        let weights = ModelWeights::from_gguf(content, &mut file, &Device::Cpu)
-            .map_err(|e| fail(format!("loading weights: {e}")))?;
-        Ok(LocalModel { path: path.to_owned(), weights: Mutex::new(weights), tokenizer, stop_tokens, context_window })
+        let trained =
+            u64::from(content.metadata.get("llama.context_length").and_then(|v| v.to_u32().ok()).unwrap_or(2048));
+        let (weights, context_window) = match llama::Llama::from_gguf(&content, &mut file).map_err(&fail)? {
+            Some(own) => (Weights::Own(Box::new(own)), trained),
+            None => {
+                let weights = ModelWeights::from_gguf(content, &mut file, &Device::Cpu)
+                    .map_err(|e| fail(format!("loading weights: {e}")))?;
+                // candle's rotary embeddings are precomputed for MAX_SEQ_LEN positions.
+                (Weights::Candle(Box::new(weights)), trained.min(MAX_SEQ_LEN as u64))
+            }
+        };
+        let threads = rayon::ThreadPoolBuilder::new()
+            .num_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .thread_name(|i| format!("local-model-{i}"))
+            .build()
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(LocalModel {
+            path: path.to_owned(),
+            weights: Mutex::new(weights),
+            threads,
+            tokenizer,
+            stop_tokens,
+            context_window,
+        })
     }
 
     pub fn context_window(&self) -> u64 {
@@ -142,20 +167,21 @@ impl LocalModel {
         Ok(LocalStream { receiver })
     }
 
-    /// Greedy decoding of up to `max_tokens` after `prompt`, sending text as it forms.
+    /// Greedy decoding of up to `max_tokens` after `prompt`, sending text as it forms; on the
+    /// model's own threads, so that its products never wait for a thread to wake.
     fn run(&self, prompt: &[u32], max_tokens: usize, pieces: &mpsc::Sender<Result<Piece>>) -> Result<()> {
+        self.threads.install(|| self.generate_greedily(prompt, max_tokens, pieces))
+    }
+
+    fn generate_greedily(&self, prompt: &[u32], max_tokens: usize, pieces: &mpsc::Sender<Result<Piece>>) -> Result<()> {
         let mut weights = self.weights.lock().unwrap_or_else(|e| e.into_inner());
-        weights.clear_kv_cache();
         let mut generated: Vec<u32> = Vec::new();
         let mut shown = 0;
         let mut input = prompt.to_vec();
         let mut finish = "length";
         while generated.len() < max_tokens {
             let position = if generated.is_empty() { 0 } else { prompt.len() + generated.len() - 1 };
-            let tensor =
-                Tensor::new(input.as_slice(), &Device::Cpu).and_then(|t| t.unsqueeze(0)).map_err(|e| self.fail(e))?;
-            let logits = weights.forward(&tensor, position).and_then(|l| l.squeeze(0)).map_err(|e| self.fail(e))?;
-            let next = logits.argmax(0).and_then(|t| t.to_scalar::<u32>()).map_err(|e| self.fail(e))?;
+            let next = weights.next_token(&input, position).map_err(|e| self.fail(e))?;
             if self.stop_tokens.contains(&next) {
                 finish = "stop";
                 break;
@@ -176,6 +202,40 @@ impl LocalModel {
         let _ = pieces.blocking_send(Ok(Piece::Finish(finish.into())));
         let _ = pieces.blocking_send(Ok(Piece::Usage(usage)));
         Ok(())
+    }
+}
+
+/// The weights of a loaded model and its attention cache.
+enum Weights {
+    Own(Box<llama::Llama>),
+    Candle(Box<ModelWeights>),
+}
+
+impl Weights {
+    /// The most likely token after `tokens`, which stand at positions `position..` (the cache
+    /// holds the positions before; 0 starts a new answer).
+    fn next_token(&mut self, tokens: &[u32], position: usize) -> std::result::Result<u32, String> {
+        match self {
+            Weights::Own(llama) => {
+                let logits = llama.forward(tokens, position)?;
+                // The first of equal maxima, so that a tie always breaks the same way.
+                let best = logits.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, l)| match *l > best.1 {
+                    true => (i, *l),
+                    false => best,
+                });
+                Ok(best.0 as u32)
+            }
+            Weights::Candle(weights) => {
+                if position == 0 {
+                    weights.clear_kv_cache();
+                }
+                let tensor =
+                    Tensor::new(tokens, &Device::Cpu).and_then(|t| t.unsqueeze(0)).map_err(|e| e.to_string())?;
+                let logits =
+                    weights.forward(&tensor, position).and_then(|l| l.squeeze(0)).map_err(|e| e.to_string())?;
+                logits.argmax(0).and_then(|t| t.to_scalar::<u32>()).map_err(|e| e.to_string())
+            }
+        }
     }
 }
 
