@@ -45,7 +45,6 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("daemon_request", daemon_request),
     ("import", import),
     ("relay_token", relay_token),
-    ("peer_notice", peer_notice),
     ("llm_answer", llm_answer),
     ("join", join),
 ];
@@ -189,7 +188,7 @@ pub fn search(data: &[u8]) {
     }
 }
 
-/// What a peer sends over the peer protocol: frames (hello, rounds, heads) and, inside a
+/// What a peer sends over the peer protocol: frames (hello, rounds, heads, notices, pushes) and, inside a
 /// round, Automerge sync messages; and peer tickets as text.
 pub fn peer(data: &[u8]) {
     use adiuva_p2p::frame::Frame;
@@ -521,15 +520,6 @@ pub fn relay_token(data: &[u8]) {
         let other = if text == GRANTED_WORKSPACE { "another" } else { GRANTED_WORKSPACE };
         assert!(TOKENS.check_grant(&issued.grant, &caller, other).is_err(), "a grant reads its workspace only");
     }
-}
-
-/// What a live peer's listener sends on its one-way stream of notices (any bytes, read in
-/// turns of up to 64): a stream with bytes is one waiting notice, an empty one none.
-pub fn peer_notice(data: &[u8]) {
-    let (noticed, mut notices) = tokio::sync::mpsc::channel(1);
-    assert!(ready(adiuva_p2p::live::read_notices(data, &noticed)).is_some(), "a stream in memory is read at once");
-    assert_eq!(notices.try_recv().is_ok(), !data.is_empty());
-    assert!(notices.try_recv().is_err(), "one waiting notice is as good as many");
 }
 
 /// What a language model provider answers, as a call reads it: the first byte picks a status,

@@ -5,11 +5,16 @@
 //! body   = 1 | "ADVP" | version u8 (=2) | workspace id 16          hello
 //!        | 2 | count u32 BE | entry × count                          round
 //!        | 3 | digest 32                                               heads
+//!        | 4                                                           notice
+//!        | 5 | digest 32 | count u32 BE | unit × count                  push
 //! entry  = name length u16 BE | name | sync length u32 BE | sync | changes length u32 BE | changes
+//! unit   = name length u16 BE | name | changes length u32 BE | changes
 //! ```
 //!
 //! A round holds one [`PeerMessage`] per document that had something to say; an empty round
-//! says "nothing more from me". Nothing here trusts its input: every length is checked against
+//! says "nothing more from me". A notice and a push go on a live link's stream of news (see
+//! [`live`](crate::live)): a push carries new changes as signed units and the sender's heads
+//! digest with them, and is answered with the receiver's heads digest after taking them in. Nothing here trusts its input: every length is checked against
 //! what is left, and a name must be UTF-8 (the engine checks it further before any key is
 //! built from it).
 
@@ -24,9 +29,12 @@ pub const ROUND_BUDGET: usize = 16 * 1024 * 1024;
 const HELLO: u8 = 1;
 const ROUND: u8 = 2;
 const HEADS: u8 = 3;
+const NOTICE: u8 = 4;
+const PUSH: u8 = 5;
 const MAGIC: &[u8; 4] = b"ADVP";
-/// 2: rounds in turn (1 sent them in lockstep).
-pub const VERSION: u8 = 2;
+/// 3: a live link's news as framed notices and pushes (2: a byte per notice; 1: rounds in
+/// lockstep).
+pub const VERSION: u8 = 3;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
@@ -37,6 +45,13 @@ pub enum Frame {
     Round(Vec<(String, PeerMessage)>),
     /// A digest of every document's heads: equal digests, same changes.
     Heads([u8; 32]),
+    /// The sender gained changes: the receiver should run a session.
+    Notice,
+    /// New changes per document (signed units) and the sender's heads digest with them.
+    Push {
+        digest: [u8; 32],
+        units: Vec<(String, Vec<u8>)>,
+    },
 }
 
 /// Why bytes are not a frame.
@@ -68,6 +83,19 @@ impl Frame {
                 out
             }
             Frame::Heads(digest) => [&[HEADS][..], digest].concat(),
+            Frame::Notice => vec![NOTICE],
+            Frame::Push { digest, units } => {
+                let mut out = vec![PUSH];
+                out.extend_from_slice(digest);
+                out.extend_from_slice(&(units.len() as u32).to_be_bytes());
+                for (name, changes) in units {
+                    out.extend_from_slice(&(name.len() as u16).to_be_bytes());
+                    out.extend_from_slice(name.as_bytes());
+                    out.extend_from_slice(&(changes.len() as u32).to_be_bytes());
+                    out.extend_from_slice(changes);
+                }
+                out
+            }
         }
     }
 
@@ -91,10 +119,7 @@ impl Frame {
                 }
                 let mut entries = Vec::with_capacity(count);
                 for _ in 0..count {
-                    let name_length = input.u16()? as usize;
-                    let name = std::str::from_utf8(input.take(name_length)?)
-                        .map_err(|_| FrameError("a document name that is not UTF-8".into()))?
-                        .to_owned();
+                    let name = input.name()?;
                     let sync_length = input.u32()? as usize;
                     let sync = input.take(sync_length)?.to_vec();
                     let changes_length = input.u32()? as usize;
@@ -103,7 +128,23 @@ impl Frame {
                 }
                 Frame::Round(entries)
             }
-            HEADS => Frame::Heads(input.take(32)?.try_into().map_err(|_| FrameError("digest".into()))?),
+            HEADS => Frame::Heads(input.digest()?),
+            NOTICE => Frame::Notice,
+            PUSH => {
+                let digest = input.digest()?;
+                let count = input.u32()? as usize;
+                // Each unit takes at least 6 bytes.
+                if count > input.0.len() / 6 {
+                    return Err(FrameError(format!("a push announcing {count} units in {} bytes", input.0.len())));
+                }
+                let mut units = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let name = input.name()?;
+                    let length = input.u32()? as usize;
+                    units.push((name, input.take(length)?.to_vec()));
+                }
+                Frame::Push { digest, units }
+            }
             other => return Err(FrameError(format!("unknown frame kind {other}"))),
         };
         if !input.0.is_empty() {
@@ -143,6 +184,18 @@ impl<'a> Input<'a> {
         let bytes = self.take(4)?;
         Ok(u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
     }
+
+    fn digest(&mut self) -> Result<[u8; 32], FrameError> {
+        self.take(32)?.try_into().map_err(|_| FrameError("digest".into()))
+    }
+
+    /// A document name: length u16 BE, UTF-8.
+    fn name(&mut self) -> Result<String, FrameError> {
+        let length = self.u16()? as usize;
+        std::str::from_utf8(self.take(length)?)
+            .map(str::to_owned)
+            .map_err(|_| FrameError("a document name that is not UTF-8".into()))
+    }
 }
 
 #[cfg(test)]
@@ -169,6 +222,16 @@ mod tests {
         assert!(Frame::decode(&[9]).is_err());
         let heads = Frame::Heads([3; 32]);
         assert_eq!(Frame::decode(&heads.encode()), Ok(heads));
+        assert_eq!(Frame::decode(&Frame::Notice.encode()), Ok(Frame::Notice));
+        let push = Frame::Push { digest: [4; 32], units: vec![("root".into(), vec![]), ("tasks".into(), vec![6; 30])] };
+        let bytes = push.encode();
+        assert_eq!(Frame::decode(&bytes), Ok(push));
+        for cut in 0..bytes.len() {
+            assert!(Frame::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut lying = [&[5][..], &[0; 32], &[0xff; 4]].concat();
+        lying.extend_from_slice(&[0; 12]);
+        assert!(Frame::decode(&lying).is_err());
         assert_eq!(frame_length((MAX_FRAME as u32 + 1).to_be_bytes()), Err(MAX_FRAME + 1));
     }
 }

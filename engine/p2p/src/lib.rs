@@ -27,6 +27,7 @@ pub mod frame;
 pub mod join;
 pub mod live;
 mod peer;
+mod push;
 pub mod session;
 pub mod ticket;
 

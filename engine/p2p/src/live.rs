@@ -2,12 +2,16 @@
 //! peer as soon as it is committed.
 //!
 //! Sessions on a live connection are always opened by the dialer, one at a time, each on a
-//! stream of its own: the first at once, then one whenever this device gained changes the
-//! peer may lack (a local commit, or an import from any peer), and one whenever the listener
-//! says it gained some. The listener says so on a one-way stream of its own, a byte per
-//! notice; it never starts a session, so the two sides never run two sessions of one link at
-//! once. A change is "one the peer may lack" when this device's heads differ from those the
-//! link's last session ended with on both sides, so a session's own imports wake nobody.
+//! stream of its own: the first at once, then one whenever a push cannot do. Whenever a side
+//! gained changes the peer may lack (a local commit, or an import from any peer), it pushes
+//! them (see [`push`](crate::push)): the dialer on a stream of its own, which the listener
+//! tells from a session by its first frame; the listener on its stream of news, which the
+//! dialer takes in between sessions. A push that cannot be made (too many changes) or that
+//! leaves the digests different ends in a session: the dialer runs one, the listener sends a
+//! notice for one. The listener never starts a session, so the two sides never run two
+//! sessions of one link at once. A change is "one the peer may lack" when this device's heads
+//! differ from those the link's last session or push ended with on both sides, so a session's
+//! own imports wake nobody.
 //!
 //! A link whose peer goes away (closed, unreachable, stalled) after a session completed is
 //! dialed again, waiting [`RECONNECT_FIRST`] and doubling up to [`RECONNECT_MAX`]; the first
@@ -25,13 +29,14 @@ use std::time::Duration;
 use adiuva_model::DeviceId;
 use iroh::Endpoint;
 use iroh::endpoint::{Connection, VarInt};
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::error::{PeerError, Result};
+use crate::frame::Frame;
 use crate::peer::connect;
+use crate::push;
 use crate::session::{self, CLOSE_DONE, CLOSE_ERROR, Role, SessionReport, Wire, with_workspace};
 use crate::{PeerOptions, PeerTicket, SharedWorkspace};
 
@@ -107,13 +112,6 @@ impl Drop for Aborting {
     }
 }
 
-/// This device's heads digest, if it differs from `last` (what the link's last session ended
-/// with on both sides): whether the peer may lack something.
-async fn gained_since(shared: &Arc<dyn SharedWorkspace>, peer: DeviceId, last: Option<[u8; 32]>) -> Result<bool> {
-    let now = with_workspace(shared, peer, |w| w.peer_heads()).await?.digest();
-    Ok(Some(now) != last)
-}
-
 /// The first wait before dialing a peer again after a live link was lost; it doubles on each
 /// failed attempt up to [`RECONNECT_MAX`], and starts over once a session completes.
 pub const RECONNECT_FIRST: Duration = Duration::from_millis(500);
@@ -183,8 +181,8 @@ async fn linked(
     let closing = Closing(connection.clone());
     info!(peer = %peer, "live with peer");
     let mut changes = peers.subscribe();
-    let (noticed, mut notices) = mpsc::channel(1);
-    let _listening = Aborting(tokio::spawn(forward_notices(connection.clone(), noticed)));
+    let (noticed, mut news) = mpsc::channel(1);
+    let _listening = Aborting(tokio::spawn(forward_news(connection.clone(), peer, options.stall, noticed)));
     let result = async {
         loop {
             // Whatever is committed from here on wakes the next session, if this one misses it.
@@ -197,16 +195,38 @@ async fn linked(
             }
             debug!(peer = %peer, applied = report.applied, rounds = report.rounds, "live session ended");
             reported(&report);
-            let last = report.converged.then_some(report.digest);
+            let mut last = report.converged.then_some(report.digest);
             loop {
                 tokio::select! {
                     changed = changes.changed() => {
-                        if changed.is_ok() && gained_since(shared, peer, last).await? {
-                            break;
+                        if changed.is_err() {
+                            continue;
+                        }
+                        match push_on(shared, connection, peer, options, last).await? {
+                            Pushed::Nothing => {}
+                            Pushed::Taken(report) => {
+                                reported(&report);
+                                last = Some(report.digest);
+                            }
+                            Pushed::NeedsSession => break,
                         }
                     }
-                    notice = notices.recv() => match notice {
-                        Some(()) => break,
+                    next = news.recv() => match next {
+                        Some(Ok(News::Notice)) => break,
+                        Some(Ok(News::Push { digest, units, answer })) => {
+                            let report = push::take(shared, peer, digest, units).await?;
+                            let _ = answer.send(report.digest);
+                            if report.applied > 0 {
+                                peers.changed();
+                            }
+                            debug!(peer = %peer, applied = report.applied, converged = report.converged, "live push taken in");
+                            reported(&report);
+                            if !report.converged {
+                                break;
+                            }
+                            last = Some(report.digest);
+                        }
+                        Some(Err(error)) => return Err(error),
                         None => return Err(session::ended(peer, connection.close_reason().as_ref(), "the connection ended".into())),
                     },
                 }
@@ -240,63 +260,161 @@ pub(crate) async fn session_on(
     // A listener that refuses this device closes at once, maybe before the stream opens.
     let (send, recv) = connection.open_bi().await.map_err(|e| session::ended(peer, Some(&e), e.to_string()))?;
     let mut wire = Wire::new(send, recv, connection.clone(), peer, options.stall);
-    session::run(shared, &mut wire, Role::Dialer).await
+    session::run(shared, &mut wire, Role::Dialer, None).await
 }
 
-/// The dialer's side of the notices (see [`read_notices`]); the channel closes when the
-/// connection does.
-async fn forward_notices(connection: Connection, noticed: mpsc::Sender<()>) {
-    let Ok(stream) = connection.accept_uni().await else { return };
-    read_notices(stream, &noticed).await;
-    // The stream ended or failed: the connection is going. Wait for it so as not to end the link
-    // before a session under way has reported how it ended.
-    connection.closed().await;
+/// What came of the dialer's push of its new changes.
+enum Pushed {
+    /// The peer is known to hold everything already.
+    Nothing,
+    /// The peer took them in and holds what this side holds.
+    Taken(SessionReport),
+    /// Too many to push, or the peer holds something this side lacks: run a session.
+    NeedsSession,
 }
 
-/// Reads the listener's one-way stream of notices until it ends or fails: whatever bytes come,
-/// each read of some is a notice (the listener sends one byte per notice; their values mean
-/// nothing). One waiting notice is as good as many, so at most one waits in `noticed`.
-pub async fn read_notices(mut stream: impl AsyncRead + Unpin, noticed: &mpsc::Sender<()>) {
-    let mut buffer = [0u8; 64];
-    while let Ok(read) = stream.read(&mut buffer).await
-        && read > 0
-    {
-        let _ = noticed.try_send(());
+/// The dialer's push (see [`push`]): on a stream of its own, answered by the listener with its
+/// heads digest, as the listener's pushes are.
+async fn push_on(
+    shared: &Arc<dyn SharedWorkspace>,
+    connection: &Connection,
+    peer: DeviceId,
+    options: &PeerOptions,
+    last: Option<[u8; 32]>,
+) -> Result<Pushed> {
+    let Some((frame, heads)) = with_workspace(shared, peer, move |w| push::news_for(w, peer, [last, None])).await?
+    else {
+        return Ok(Pushed::Nothing);
+    };
+    let (Frame::Push { digest, .. }, Some(heads)) = (&frame, heads) else {
+        return Ok(Pushed::NeedsSession);
+    };
+    let digest = *digest;
+    let (send, recv) = connection.open_bi().await.map_err(|e| session::ended(peer, Some(&e), e.to_string()))?;
+    let mut wire = Wire::new(send, recv, connection.clone(), peer, options.stall);
+    wire.send_frame(&frame).await?;
+    match wire.receive_frame().await? {
+        Frame::Heads(theirs) if theirs == digest => {
+            push::settle(shared, peer, heads).await?;
+            let (bytes_sent, bytes_received) = (wire.bytes_sent, wire.bytes_received);
+            Ok(Pushed::Taken(SessionReport {
+                peer: Some(peer),
+                converged: true,
+                digest,
+                bytes_sent,
+                bytes_received,
+                ..SessionReport::default()
+            }))
+        }
+        Frame::Heads(_) => Ok(Pushed::NeedsSession),
+        _ => Err(PeerError::Protocol { peer: peer.to_string(), detail: "a push answered with another frame".into() }),
     }
 }
 
-/// The listener's side of the notices: while the connection lasts, tells the dialer each time
-/// this device gained changes beyond what the link's last session ended with (`last`).
-pub(crate) async fn send_notices(
+/// What the listener's stream of news brings the dialer.
+enum News {
+    /// The listener gained changes it could not push: run a session.
+    Notice,
+    /// New changes; `answer` takes this side's heads digest once they are taken in.
+    Push { digest: [u8; 32], units: Vec<(String, Vec<u8>)>, answer: oneshot::Sender<[u8; 32]> },
+}
+
+/// The dialer's side of the news: reads the stream the listener opens for it and hands each
+/// frame to the link, answering each push with what the link took in. A frame that is neither
+/// a notice nor a push, or not a frame at all, is handed on as the error that ends the link; the
+/// channel closes when the connection does.
+async fn forward_news(connection: Connection, peer: DeviceId, stall: Duration, news: mpsc::Sender<Result<News>>) {
+    let Ok((send, recv)) = connection.accept_bi().await else { return };
+    let mut wire = Wire::new(send, recv, connection.clone(), peer, stall);
+    loop {
+        match wire.receive_news().await {
+            // One waiting notice is as good as many; a push waits for its turn, and the listener
+            // sends nothing more until it is answered.
+            Ok(Frame::Notice) => {
+                let _ = news.try_send(Ok(News::Notice));
+            }
+            Ok(Frame::Push { digest, units }) => {
+                let (answer, answered) = oneshot::channel();
+                if news.send(Ok(News::Push { digest, units, answer })).await.is_err() {
+                    return;
+                }
+                let Ok(digest) = answered.await else { return };
+                if wire.send_frame(&Frame::Heads(digest)).await.is_err() {
+                    break;
+                }
+            }
+            Ok(_) => {
+                let detail = "a frame other than a notice or a push on the stream of news".into();
+                let _ = news.send(Err(PeerError::Protocol { peer: peer.to_string(), detail })).await;
+                return;
+            }
+            Err(error) => {
+                // A stream that ends with its connection is not the peer's fault: wait for the
+                // connection so a session under way reports how it ended.
+                if matches!(error, PeerError::Unreachable { .. }) {
+                    break;
+                }
+                let _ = news.send(Err(error)).await;
+                return;
+            }
+        }
+    }
+    connection.closed().await;
+}
+
+/// The listener's side of the news: while the connection lasts, each time this device gained
+/// changes beyond what the dialer is known to hold (what the link's last session ended with,
+/// `last`, or the last push it took), pushes them, or sends a notice when they cannot be pushed
+/// (see [`push`]); after a push it waits for the answer before it sends anything more.
+pub(crate) async fn send_news(
     shared: Arc<dyn SharedWorkspace>,
     peers: Arc<Peers>,
     connection: Connection,
     peer: DeviceId,
     last: watch::Receiver<Option<[u8; 32]>>,
+    stall: Duration,
 ) {
     let mut changes = peers.subscribe();
     changes.borrow_and_update();
-    let mut stream = None;
+    let mut wire = None;
+    let mut pushed = None;
     while changes.changed().await.is_ok() {
-        let last = *last.borrow();
-        match gained_since(&shared, peer, last).await {
-            Ok(false) => continue,
-            Ok(true) => {}
+        let known = [*last.borrow(), pushed];
+        let (frame, heads) = match with_workspace(&shared, peer, move |w| push::news_for(w, peer, known)).await {
+            Ok(Some(news)) => news,
+            Ok(None) => continue,
             Err(error) => {
-                warn!(peer = %peer, %error, "cannot read this device's heads for a live peer");
+                warn!(peer = %peer, %error, "cannot tell a live peer what this device gained");
                 continue;
             }
-        }
-        if stream.is_none() {
-            match connection.open_uni().await {
-                Ok(opened) => stream = Some(opened),
+        };
+        if wire.is_none() {
+            match connection.open_bi().await {
+                Ok((send, recv)) => wire = Some(Wire::new(send, recv, connection.clone(), peer, stall)),
                 Err(_) => return,
             }
         }
-        if let Some(stream) = stream.as_mut()
-            && stream.write_all(&[1]).await.is_err()
-        {
+        let Some(wire) = wire.as_mut() else { return };
+        if wire.send_frame(&frame).await.is_err() {
             return;
+        }
+        let Some(heads) = heads else { continue };
+        // Answered once the dialer is between sessions; what this device gains meanwhile waits.
+        match wire.receive_news().await {
+            Ok(Frame::Heads(theirs)) if theirs == heads.digest() => {
+                if let Err(error) = push::settle(&shared, peer, heads).await {
+                    warn!(peer = %peer, %error, "cannot record what a live peer took in");
+                }
+                pushed = Some(theirs);
+            }
+            // The dialer lacks something the push could not bring: it runs a session.
+            Ok(Frame::Heads(_)) => {}
+            Ok(_) => {
+                warn!(peer = %peer, "a live peer answered a push with another frame; closing");
+                connection.close(VarInt::from_u32(CLOSE_ERROR), b"peer.protocol");
+                return;
+            }
+            Err(_) => return,
         }
     }
 }

@@ -13,8 +13,10 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::error::{PeerError, Result};
+use crate::frame::Frame;
 use crate::join::{JOIN_ALPN, JoinProtocol};
 use crate::live::{self, Peers};
+use crate::push;
 use crate::session::{self, CLOSE_DONE, CLOSE_ERROR, CLOSE_REFUSED, Role, SessionReport, Wire, with_workspace};
 use crate::ticket::PeerTicket;
 use crate::{ALPN, SharedWorkspace};
@@ -143,11 +145,18 @@ impl ProtocolHandler for SyncProtocol {
         }
         let _link = self.peers.link(peer);
         let (ended_with, last) = watch::channel(None);
-        let notices = live::send_notices(self.shared.clone(), self.peers.clone(), connection.clone(), peer, last);
+        let news = live::send_news(
+            self.shared.clone(),
+            self.peers.clone(),
+            connection.clone(),
+            peer,
+            last,
+            self.options.stall,
+        );
         tokio::select! {
             () = self.sessions(&connection, peer, &ended_with) => {}
             // Returns only when the connection is gone.
-            () = notices => {}
+            () = news => {}
         }
         Ok(())
     }
@@ -188,7 +197,12 @@ impl SyncProtocol {
             };
             first = false;
             let mut wire = Wire::new(send, recv, connection.clone(), peer, stall);
-            match session::run(&self.shared, &mut wire, Role::Listener).await {
+            let result = match wire.receive_frame().await {
+                Ok(Frame::Push { digest, units }) => self.take_push(&mut wire, digest, units).await,
+                Ok(first) => session::run(&self.shared, &mut wire, Role::Listener, Some(first)).await,
+                Err(error) => Err(error),
+            };
+            match result {
                 Ok(report) => {
                     info!(peer = %peer, applied = report.applied, rounds = report.rounds, converged = report.converged, "peer session ended");
                     ended_with.send_replace(report.converged.then_some(report.digest));
@@ -203,6 +217,20 @@ impl SyncProtocol {
                 }
             }
         }
+    }
+}
+
+impl SyncProtocol {
+    /// Takes in the dialer's push and answers it with this side's heads digest.
+    async fn take_push(
+        &self,
+        wire: &mut Wire,
+        digest: [u8; 32],
+        units: Vec<(String, Vec<u8>)>,
+    ) -> Result<SessionReport> {
+        let report = push::take(&self.shared, wire.peer, digest, units).await?;
+        wire.send_frame(&Frame::Heads(report.digest)).await?;
+        Ok(report)
     }
 }
 

@@ -113,17 +113,20 @@ impl Wire {
         send.write_all(body).await.map_err(|e| e.to_string())
     }
 
-    /// Reads one frame: its start within `first_byte`, the rest with no gap over `stall`.
+    /// Reads one frame: its start within `first_byte` (whenever it comes if `None`), the rest
+    /// with no gap over `stall`.
     async fn read(
         recv: &mut RecvStream,
-        first_byte: Duration,
+        first_byte: Option<Duration>,
         stall: Duration,
     ) -> std::result::Result<Vec<u8>, ReadFailure> {
         let mut prefix = [0u8; 4];
-        tokio::time::timeout(first_byte, recv.read_exact(&mut prefix))
-            .await
-            .map_err(|_| ReadFailure::Stalled)?
-            .map_err(ReadFailure::lost)?;
+        let started = recv.read_exact(&mut prefix);
+        match first_byte {
+            Some(limit) => tokio::time::timeout(limit, started).await.map_err(|_| ReadFailure::Stalled)?,
+            None => started.await,
+        }
+        .map_err(ReadFailure::lost)?;
         let length = frame::frame_length(prefix).map_err(ReadFailure::TooLarge)?;
         let mut body = vec![0u8; length];
         tokio::time::timeout(stall, recv.read_exact(&mut body))
@@ -156,7 +159,16 @@ impl Wire {
     }
 
     pub async fn receive_frame(&mut self) -> Result<Frame> {
-        let first_byte = self.stall + self.peer_busy;
+        self.receive(Some(self.stall + self.peer_busy)).await
+    }
+
+    /// The next frame of a live link's news, which comes whenever the peer has some (the
+    /// connection's idle timeout watches a peer that went away).
+    pub async fn receive_news(&mut self) -> Result<Frame> {
+        self.receive(None).await
+    }
+
+    async fn receive(&mut self, first_byte: Option<Duration>) -> Result<Frame> {
         let body = Self::read(&mut self.recv, first_byte, self.stall).await.map_err(|failure| self.failed(failure))?;
         self.bytes_received += 4 + body.len() as u64;
         self.decode(&body)
@@ -173,7 +185,7 @@ impl Wire {
         let body = frame.encode();
         let first_byte = self.stall + self.peer_busy;
         let (written, read) =
-            tokio::join!(Self::write(&mut self.send, &body), Self::read(&mut self.recv, first_byte, self.stall));
+            tokio::join!(Self::write(&mut self.send, &body), Self::read(&mut self.recv, Some(first_byte), self.stall));
         written.map_err(|detail| self.lost(detail))?;
         let received = read.map_err(|failure| self.failed(failure))?;
         self.sent(&body);
@@ -233,7 +245,13 @@ pub(crate) async fn with_workspace<R: Send + 'static>(
 }
 
 /// Runs a session on `wire` (see the module docs).
-pub(crate) async fn run(shared: &Arc<dyn SharedWorkspace>, wire: &mut Wire, role: Role) -> Result<SessionReport> {
+/// A listener passes the stream's first frame, which it read to tell a session from a push.
+pub(crate) async fn run(
+    shared: &Arc<dyn SharedWorkspace>,
+    wire: &mut Wire,
+    role: Role,
+    first: Option<Frame>,
+) -> Result<SessionReport> {
     let peer = wire.peer;
     let workspace_id = with_workspace(shared, peer, |w| Ok(w.workspace_id().to_bytes())).await?;
     let hello = Frame::Hello { version: VERSION, workspace_id };
@@ -243,7 +261,10 @@ pub(crate) async fn run(shared: &Arc<dyn SharedWorkspace>, wire: &mut Wire, role
             wire.receive_frame().await?
         }
         Role::Listener => {
-            let theirs = wire.receive_frame().await?;
+            let theirs = match first {
+                Some(frame) => frame,
+                None => wire.receive_frame().await?,
+            };
             check_hello(wire, &theirs, &workspace_id)?;
             wire.send_frame(&hello).await?;
             theirs
@@ -286,7 +307,7 @@ fn check_hello(wire: &Wire, frame: &Frame, workspace_id: &[u8; 16]) -> Result<()
             Err(PeerError::ForeignWorkspace { peer, theirs: adiuva_model::hex::encode(theirs) })
         }
         Frame::Hello { .. } => Ok(()),
-        Frame::Round(_) | Frame::Heads(_) => {
+        Frame::Round(_) | Frame::Heads(_) | Frame::Notice | Frame::Push { .. } => {
             Err(PeerError::Protocol { peer, detail: "another frame before the hello".into() })
         }
     }

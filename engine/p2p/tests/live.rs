@@ -1,7 +1,7 @@
 //! Live peer sync over real iroh endpoints on loopback: a connection that stays open carries
 //! each new change as it is committed, in both directions and on to the listener's other live
-//! peers, dials its peer again when it went away until it is back, and ends cleanly when asked
-//! to.
+//! peers (the listener's as a push, with a session where a push cannot do), dials its peer
+//! again when it went away until it is back, and ends cleanly when asked to.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -80,6 +80,12 @@ impl LiveDialer {
         assert!(waited.is_ok(), "{what}: not within {PATIENCE:?}");
     }
 
+    /// The next session's or push's report.
+    async fn next(&mut self) -> SessionReport {
+        let report = tokio::time::timeout(PATIENCE, self.reports.recv()).await;
+        report.expect("a report within the patience").expect("the live connection ended")
+    }
+
     async fn stop(mut self) {
         self.stop.take().unwrap().send(()).unwrap();
         self.task.await.unwrap().unwrap();
@@ -139,6 +145,65 @@ async fn a_live_connection_carries_each_new_change_both_ways_and_on_to_other_liv
     let mut all = [&a, &b, &c].map(|device| heads(&mut device.workspace.lock().unwrap()));
     all.sort();
     assert_eq!(all[0], all[2]);
+    server.shutdown().await;
+}
+
+/// Polls until `until` holds (what a listener records has no report to wait for).
+async fn eventually(what: &str, until: impl Fn() -> bool) {
+    let waited = tokio::time::timeout(PATIENCE, async {
+        while !until() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "{what}: not within {PATIENCE:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_change_reaches_a_live_peer_as_a_push_both_ways_and_a_session_takes_over_where_a_push_cannot() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut a = Workspace::init(dirs[0].path(), protection(), "a").unwrap();
+    let b = join(&mut a, dirs[1].path(), "b");
+    let (a, b) = (Device::new(a), Device::new(b));
+    let a_id = a.workspace.lock().unwrap().device_id();
+    let b_id = b.workspace.lock().unwrap().device_id();
+    let (server, ticket) = serve_sharing(&a.workspace, a.peers.clone()).await;
+    let mut b_live = LiveDialer::start(&b, &ticket);
+    let first = b_live.next().await;
+    assert!(first.converged && first.rounds > 0, "{first:?}");
+
+    // One new change travels as a push, in no round, and each side records that the other holds it.
+    let pushed = a.add_task("pushed");
+    let report = b_live.next().await;
+    assert_eq!((report.rounds, report.applied, report.converged), (0, 1, true), "{report:?}");
+    assert!(b.has(pushed));
+    assert!(b.workspace.lock().unwrap().peer_lacks(&a_id).unwrap().is_empty());
+    eventually("a records that b holds the push", || a.workspace.lock().unwrap().peer_lacks(&b_id).unwrap().is_empty())
+        .await;
+    // The dialer's own change goes the other way as a push too.
+    let from_b = b.add_task("pushed by the dialer");
+    let report = b_live.next().await;
+    assert_eq!((report.rounds, report.applied, report.converged), (0, 0, true), "{report:?}");
+    assert!(a.has(from_b));
+    assert!(a.workspace.lock().unwrap().peer_lacks(&b_id).unwrap().is_empty());
+
+    // b holds a change a lacks (committed without telling its links): the push is taken in, the
+    // digests differ, and b runs a session, which brings a that change.
+    let unannounced = add_task(&mut b.workspace.lock().unwrap(), "unannounced on b");
+    let from_a = a.add_task("pushed while b holds news");
+    let report = b_live.next().await;
+    assert_eq!((report.rounds, report.applied, report.converged), (0, 1, false), "{report:?}");
+    assert!(b.has(from_a));
+    b_live.wait_for("b's change on a", || a.has(unannounced)).await;
+
+    // More changes than a push carries (1,000): a notice, and a session brings them.
+    let many = (0..1001).map(|index| task_event(&format!("one of many, {index}"))).collect();
+    a.workspace.lock().unwrap().commit_batch(many).unwrap();
+    a.peers.changed();
+    let report = b_live.next().await;
+    assert!(report.rounds > 0 && report.applied == 1001 && report.converged, "{report:?}");
+    assert_eq!(heads(&mut a.workspace.lock().unwrap()), heads(&mut b.workspace.lock().unwrap()));
+    b_live.stop().await;
     server.shutdown().await;
 }
 

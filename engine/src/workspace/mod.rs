@@ -66,7 +66,7 @@ pub use commit::EventDraft;
 pub use devices::{DeviceInfo, Removal};
 pub use follow::{CommitObserver, Cursor, FollowedEvent};
 pub use invite::{JoinAcceptance, JoinRequest, PendingJoin, Ticket};
-pub use peer::{PeerHeads, PeerMessage, PeerStates};
+pub use peer::{PeerHeads, PeerMessage, PeerPush, PeerStates};
 pub use query::{DocumentStatus, EventFilter, LoggedEvent, WorkspaceStatus};
 pub use relay::{RelayState, UnitImport};
 pub use restore_point::{RestorePoint, is_restore_point};

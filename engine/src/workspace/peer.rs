@@ -43,6 +43,14 @@ pub struct PeerMessage {
     pub changes: Vec<u8>,
 }
 
+/// New changes for a live peer ([`Workspace::peer_push`]): per document, a signed unit.
+#[derive(Debug)]
+pub struct PeerPush {
+    pub units: Vec<(String, Vec<u8>)>,
+    /// This device's heads with them: where they bring the peer.
+    pub heads: PeerHeads,
+}
+
 /// What this device knows of one peer, per document (Automerge's sync states).
 #[derive(Debug, Default)]
 pub struct PeerStates {
@@ -262,9 +270,66 @@ impl Workspace {
         Ok(imported)
     }
 
+    /// What a live link pushes to `peer` outside a session: per document, the changes this
+    /// device holds beyond the heads `states` says the peer holds, as signed units (documents
+    /// with nothing new left out, the root first), with this device's heads as they were.
+    /// `None` when a session is needed instead: a document the peer's state does not cover,
+    /// or more than `limit` changes. Found by walking back from the heads, so the cost is the
+    /// new changes', not the document's (Automerge's `get_changes` reads the whole history).
+    pub fn peer_push(&mut self, states: &PeerStates, limit: usize) -> Result<Option<PeerPush>> {
+        let mut units = Vec::new();
+        let mut documents = BTreeMap::new();
+        let mut budget = limit;
+        for document in self.document_names()? {
+            let doc = &self.document(&document)?.doc;
+            let heads = doc.get_heads();
+            let Some(shared) = states.shared_heads(&document) else {
+                return Ok(None);
+            };
+            if heads.iter().any(|head| !shared.contains(head)) {
+                let Some(hashes) = changes_since(doc, &heads, shared, &mut budget) else {
+                    return Ok(None);
+                };
+                units.push((document.clone(), self.export_changes_by_hash(&document, &hashes)?));
+            }
+            documents.insert(document, heads);
+        }
+        Ok(Some(PeerPush { units, heads: PeerHeads { documents } }))
+    }
+
     /// Whether the peer's last message for `document` announced exactly this device's heads.
     pub fn peer_in_sync(&mut self, states: &PeerStates, document: &str) -> Result<bool> {
         let heads = self.document(document)?.doc.get_heads();
         Ok(states.documents.get(document).and_then(|state| state.their_heads.as_ref()) == Some(&heads))
     }
+}
+
+/// The hashes of the changes of `doc` reachable from `heads` but not from `shared`, each after
+/// its dependencies; `None` once more than `budget` (which shrinks by what is found) or when
+/// the walk reaches a change with no metadata (a head `shared` names that this document lacks
+/// would make the walk run to the first change: the budget ends it).
+fn changes_since(
+    doc: &automerge::Automerge,
+    heads: &[ChangeHash],
+    shared: &[ChangeHash],
+    budget: &mut usize,
+) -> Option<Vec<ChangeHash>> {
+    let mut seen: std::collections::HashSet<ChangeHash> = shared.iter().copied().collect();
+    let mut order = Vec::new();
+    // Depth first, each change emitted once its dependencies are: (hash, dependencies pushed).
+    let mut stack: Vec<(ChangeHash, bool)> = heads.iter().map(|head| (*head, false)).collect();
+    while let Some((hash, expanded)) = stack.pop() {
+        if expanded {
+            order.push(hash);
+            continue;
+        }
+        if !seen.insert(hash) {
+            continue;
+        }
+        *budget = budget.checked_sub(1)?;
+        let meta = doc.get_change_meta_by_hash(&hash)?;
+        stack.push((hash, true));
+        stack.extend(meta.deps.iter().filter(|dep| !seen.contains(*dep)).map(|dep| (*dep, false)));
+    }
+    Some(order)
 }
