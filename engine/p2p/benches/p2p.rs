@@ -9,7 +9,8 @@
 //!
 //! The baseline is one Automerge document holding the same N changes (same fields, same
 //! envelope messages), synced to an empty document with Automerge's sync protocol until neither
-//! side has a message, then one more change with both sync states kept.
+//! side has a message, then one more change with both sync states kept; and Automerge alone
+//! applying one new change to a document of N changes, the least a receiver pays.
 //!
 //! Run: `cargo bench -p adiuva-p2p --bench p2p [-- --events N]`.
 
@@ -258,6 +259,32 @@ fn raw(events: usize, shortcut: Shortcut) -> Figures {
     Figures { full, full_bytes, live: one.clone(), one, one_bytes }
 }
 
+/// Automerge alone taking in one new change of a document of `events` changes (the least any
+/// receiver of that change pays): `apply_changes`, and `apply_changes_log_patches` with
+/// `make_patches` (which the engine's import needs, to learn which records changed).
+fn raw_apply(events: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let mut source = automerge::Automerge::new();
+    for index in 0..events {
+        raw_change(&mut source, index);
+    }
+    let mut plain = source.fork();
+    let mut patched = source.fork();
+    let (mut applied, mut with_patches) = (Vec::new(), Vec::new());
+    for index in 0..ONE_CHANGE_ROUNDS {
+        raw_change(&mut source, events + index);
+        let change = source.get_last_local_change().unwrap().clone();
+        let started = Instant::now();
+        plain.apply_changes([change.clone()]).unwrap();
+        applied.push(started.elapsed());
+        let started = Instant::now();
+        let mut log = automerge::PatchLog::active();
+        patched.apply_changes_log_patches([change], &mut log).unwrap();
+        assert!(!patched.make_patches(&mut log).is_empty());
+        with_patches.push(started.elapsed());
+    }
+    (applied, with_patches)
+}
+
 fn main() {
     let events = events_setting();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -299,6 +326,22 @@ fn main() {
     }
     println!(
         "  (adiuva's one-change sessions each dial afresh, the QUIC handshake in every one; live: one connection kept)"
+    );
+    let (mut applied, mut with_patches) = raw_apply(events);
+    applied.sort();
+    with_patches.sort();
+    println!(
+        "  automerge alone, one new change applied to the document of {events}: p50 {:.2} ms, p99 {:.2} ms; with patches p50 {:.2} ms, p99 {:.2} ms",
+        ms(percentile(&applied, 0.5)),
+        ms(percentile(&applied, 0.99)),
+        ms(percentile(&with_patches, 0.5)),
+        ms(percentile(&with_patches, 0.99))
+    );
+    report.insert(
+        "automerge, apply one change".into(),
+        json!({"p50_ms": ms(percentile(&applied, 0.5)), "p99_ms": ms(percentile(&applied, 0.99)),
+               "with_patches_p50_ms": ms(percentile(&with_patches, 0.5)),
+               "with_patches_p99_ms": ms(percentile(&with_patches, 0.99))}),
     );
     report.insert("events".into(), json!(events));
     println!("{}", Value::Object(report));

@@ -214,13 +214,16 @@ async fn linked(
                     next = news.recv() => match next {
                         Some(Ok(News::Notice)) => break,
                         Some(Ok(News::Push { digest, units, answer })) => {
-                            let report = push::take(shared, peer, digest, units).await?;
+                            let (report, heads) = push::take(shared, peer, digest, units).await?;
                             let _ = answer.send(report.digest);
                             if report.applied > 0 {
                                 peers.changed();
                             }
                             debug!(peer = %peer, applied = report.applied, converged = report.converged, "live push taken in");
                             reported(&report);
+                            if let Some(heads) = heads {
+                                push::settle(shared, peer, heads).await?;
+                            }
                             if !report.converged {
                                 break;
                             }

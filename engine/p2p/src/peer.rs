@@ -228,8 +228,11 @@ impl SyncProtocol {
         digest: [u8; 32],
         units: Vec<(String, Vec<u8>)>,
     ) -> Result<SessionReport> {
-        let report = push::take(&self.shared, wire.peer, digest, units).await?;
+        let (report, heads) = push::take(&self.shared, wire.peer, digest, units).await?;
         wire.send_frame(&Frame::Heads(report.digest)).await?;
+        if let Some(heads) = heads {
+            push::settle(&self.shared, wire.peer, heads).await?;
+        }
         Ok(report)
     }
 }

@@ -49,37 +49,36 @@ pub(crate) fn news_for(
     Ok(Some(news))
 }
 
-/// Records that `peer` holds exactly `heads`: it answered a push with their digest.
+/// Records that `peer` holds exactly `heads`: the digests of a push and its answer matched.
 pub(crate) async fn settle(shared: &Arc<dyn SharedWorkspace>, peer: DeviceId, heads: PeerHeads) -> Result<()> {
-    with_workspace(shared, peer, move |w| record_settled(w, peer, &heads)).await
+    with_workspace(shared, peer, move |w| {
+        let mut states = w.peer_states(&peer)?;
+        states.settled(&heads);
+        states.last_sync = Some(chrono::Utc::now());
+        w.set_peer_states(&peer, &states)
+    })
+    .await
 }
 
-fn record_settled(workspace: &mut Workspace, peer: DeviceId, heads: &PeerHeads) -> adiuva_engine::Result<()> {
-    let mut states = workspace.peer_states(&peer)?;
-    states.settled(heads);
-    states.last_sync = Some(chrono::Utc::now());
-    workspace.set_peer_states(&peer, &states)
-}
-
-/// Takes in a push from `peer` (see the module docs). The report's `converged` says whether
-/// this side now holds what the peer announced; its `digest` is this side's heads digest, the
-/// answer to send.
+/// Takes in a push from `peer` (see the module docs), every import durable. The report's
+/// `digest` is this side's heads digest, the answer to send; when it is the peer's
+/// (`converged`), the heads come too, for [`settle`] once the answer is sent.
 pub(crate) async fn take(
     shared: &Arc<dyn SharedWorkspace>,
     peer: DeviceId,
     digest: [u8; 32],
     mut units: Vec<(String, Vec<u8>)>,
-) -> Result<SessionReport> {
+) -> Result<(SessionReport, Option<PeerHeads>)> {
     // The root first: it says who may write and which documents exist.
     units.sort_by_key(|(document, _)| document != ROOT_DOCUMENT);
-    let (report, removed) = with_workspace(shared, peer, move |w| {
+    let (report, heads, removed) = with_workspace(shared, peer, move |w| {
         let mut report = SessionReport { peer: Some(peer), ..SessionReport::default() };
         report.bytes_received = units.iter().map(|(name, unit)| (name.len() + unit.len()) as u64).sum();
         for (document, unit) in &units {
             if document == ROOT_DOCUMENT {
                 take_unit(w, document, unit, &mut report)?;
                 if let Err(error) = w.check_peer(&peer) {
-                    return Ok((report, Some(error)));
+                    return Ok((report, None, Some(error)));
                 }
             } else if w.document_names()?.contains(document) {
                 take_unit(w, document, unit, &mut report)?;
@@ -89,17 +88,15 @@ pub(crate) async fn take(
         let heads = w.peer_heads()?;
         report.digest = heads.digest();
         report.converged = report.digest == digest;
-        if report.converged {
-            record_settled(w, peer, &heads)?;
-        }
-        Ok((report, None))
+        let settled = report.converged.then_some(heads);
+        Ok((report, settled, None))
     })
     .await?;
     match removed {
         Some(error) => {
             Err(PeerError::Refused { peer: peer.to_string(), reason: format!("{error} (learned from its push)") })
         }
-        None => Ok(report),
+        None => Ok((report, heads)),
     }
 }
 

@@ -177,7 +177,11 @@ async fn a_new_change_reaches_a_live_peer_as_a_push_both_ways_and_a_session_take
     let report = b_live.next().await;
     assert_eq!((report.rounds, report.applied, report.converged), (0, 1, true), "{report:?}");
     assert!(b.has(pushed));
-    assert!(b.workspace.lock().unwrap().peer_lacks(&a_id).unwrap().is_empty());
+    // Each records it once the answer is sent or read.
+    eventually("b records that it holds a's push", || {
+        b.workspace.lock().unwrap().peer_lacks(&a_id).unwrap().is_empty()
+    })
+    .await;
     eventually("a records that b holds the push", || a.workspace.lock().unwrap().peer_lacks(&b_id).unwrap().is_empty())
         .await;
     // The dialer's own change goes the other way as a push too.
@@ -185,7 +189,10 @@ async fn a_new_change_reaches_a_live_peer_as_a_push_both_ways_and_a_session_take
     let report = b_live.next().await;
     assert_eq!((report.rounds, report.applied, report.converged), (0, 0, true), "{report:?}");
     assert!(a.has(from_b));
-    assert!(a.workspace.lock().unwrap().peer_lacks(&b_id).unwrap().is_empty());
+    eventually("a records that it holds b's push", || {
+        a.workspace.lock().unwrap().peer_lacks(&b_id).unwrap().is_empty()
+    })
+    .await;
 
     // b holds a change a lacks (committed without telling its links): the push is taken in, the
     // digests differ, and b runs a session, which brings a that change.
