@@ -1,8 +1,8 @@
 //! Hostile and unlucky peers over real iroh endpoints on loopback (no relay, no address lookup):
-//! changes signed by a key the workspace does not know, inside an otherwise valid session; a
-//! peer that stalls mid-session, on either side; a reconnect with peer state the other side no
-//! longer matches (a device restored from an older copy); two devices dialing each other at
-//! once. Each ends with a typed error or a converged workspace, never a damaged one.
+//! changes signed by a key the workspace does not know, inside an otherwise valid session or a
+//! push; a peer that stalls mid-session, on either side; a reconnect with peer state the other
+//! side no longer matches (a device restored from an older copy); two devices dialing each
+//! other at once. Each ends with a typed error or a converged workspace, never a damaged one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -113,7 +113,7 @@ fn task_titles(workspace: &Mutex<Workspace>) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changes_signed_by_an_unknown_key_inside_a_valid_session_end_it_and_nothing_is_kept() {
+async fn changes_signed_by_an_unknown_key_in_a_valid_session_or_a_push_end_it_and_nothing_is_kept() {
     let dirs: Vec<_> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut a = Workspace::init(dirs[0].path(), protection(), "a").unwrap();
     let hostile = join(&mut a, dirs[1].path(), "hostile");
@@ -144,7 +144,16 @@ async fn changes_signed_by_an_unknown_key_inside_a_valid_session_end_it_and_noth
     let mut peer = RawPeer::dial(hostile_secret, &ticket).await;
     peer.hello(workspace_id).await;
     peer.settle_phase().await;
-    peer.send(&Frame::Round(vec![(document, message)])).await;
+    let unit = message.changes.clone();
+    peer.send(&Frame::Round(vec![(document.clone(), message)])).await;
+    let (code, reason) = peer.closed().await;
+    assert_eq!(code, u64::from(CLOSE_ERROR));
+    assert_eq!(reason, ErrorCode::DeviceUnknown.as_str());
+    assert_eq!(heads(&mut a.lock().unwrap()), before);
+
+    // Or pushes them, as a live link pushes new changes: the same checks, the same end.
+    let mut peer = RawPeer::dial(hostile_secret, &ticket).await;
+    peer.send(&Frame::Push { digest: [0; 32], units: vec![(document, unit)] }).await;
     let (code, reason) = peer.closed().await;
     assert_eq!(code, u64::from(CLOSE_ERROR));
     assert_eq!(reason, ErrorCode::DeviceUnknown.as_str());

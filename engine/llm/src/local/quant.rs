@@ -294,14 +294,7 @@ mod avx2 {
             *acc = simd.fma._mm256_fmadd_ps(simd.avx._mm256_set1_ps(w.d * a.d), products(simd, x, cast(a.qs)), *acc);
             offsets += w.m * a.s;
         };
-        let mut pairs = row.chunks_exact(2).zip(act.chunks_exact(2));
-        for (w, a) in &mut pairs {
-            step(&mut even, &w[0], &a[0]);
-            step(&mut odd, &w[1], &a[1]);
-        }
-        if let (Some(w), true) = (row.last(), row.len() % 2 == 1) {
-            step(&mut even, w, &act[row.len() - 1]);
-        }
+        in_pairs(row, act, &mut even, &mut odd, &mut step);
         sum(simd, even, odd) + offsets
     }
 
@@ -314,15 +307,27 @@ mod avx2 {
             let product = products(simd, simd.avx2._mm256_sign_epi8(x, x), simd.avx2._mm256_sign_epi8(y, x));
             *acc = simd.fma._mm256_fmadd_ps(simd.avx._mm256_set1_ps(w.d * a.d), product, *acc);
         };
-        let mut pairs = row.chunks_exact(2).zip(act.chunks_exact(2));
-        for (w, a) in &mut pairs {
-            step(&mut even, &w[0], &a[0]);
-            step(&mut odd, &w[1], &a[1]);
+        in_pairs(row, act, &mut even, &mut odd, step);
+        sum(simd, even, odd)
+    }
+
+    /// Runs `step` over the blocks, even ones into `even` and odd ones into `odd`: two
+    /// accumulators, so each fused multiply-add does not wait for the one before.
+    #[inline(always)]
+    fn in_pairs<W>(
+        row: &[W],
+        act: &[Act],
+        even: &mut __m256,
+        odd: &mut __m256,
+        mut step: impl FnMut(&mut __m256, &W, &Act),
+    ) {
+        for (w, a) in row.chunks_exact(2).zip(act.chunks_exact(2)) {
+            step(even, &w[0], &a[0]);
+            step(odd, &w[1], &a[1]);
         }
         if let (Some(w), true) = (row.last(), row.len() % 2 == 1) {
-            step(&mut even, w, &act[row.len() - 1]);
+            step(even, w, &act[row.len() - 1]);
         }
-        sum(simd, even, odd)
     }
 }
 
