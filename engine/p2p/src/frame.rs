@@ -73,12 +73,9 @@ impl Frame {
                 let mut out = vec![ROUND];
                 out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
                 for (name, message) in entries {
-                    out.extend_from_slice(&(name.len() as u16).to_be_bytes());
-                    out.extend_from_slice(name.as_bytes());
-                    out.extend_from_slice(&(message.sync.len() as u32).to_be_bytes());
-                    out.extend_from_slice(&message.sync);
-                    out.extend_from_slice(&(message.changes.len() as u32).to_be_bytes());
-                    out.extend_from_slice(&message.changes);
+                    put_name(&mut out, name);
+                    put_bytes(&mut out, &message.sync);
+                    put_bytes(&mut out, &message.changes);
                 }
                 out
             }
@@ -89,10 +86,8 @@ impl Frame {
                 out.extend_from_slice(digest);
                 out.extend_from_slice(&(units.len() as u32).to_be_bytes());
                 for (name, changes) in units {
-                    out.extend_from_slice(&(name.len() as u16).to_be_bytes());
-                    out.extend_from_slice(name.as_bytes());
-                    out.extend_from_slice(&(changes.len() as u32).to_be_bytes());
-                    out.extend_from_slice(changes);
+                    put_name(&mut out, name);
+                    put_bytes(&mut out, changes);
                 }
                 out
             }
@@ -120,10 +115,8 @@ impl Frame {
                 let mut entries = Vec::with_capacity(count);
                 for _ in 0..count {
                     let name = input.name()?;
-                    let sync_length = input.u32()? as usize;
-                    let sync = input.take(sync_length)?.to_vec();
-                    let changes_length = input.u32()? as usize;
-                    let changes = input.take(changes_length)?.to_vec();
+                    let sync = input.bytes()?;
+                    let changes = input.bytes()?;
                     entries.push((name, PeerMessage { sync, changes }));
                 }
                 Frame::Round(entries)
@@ -139,9 +132,7 @@ impl Frame {
                 }
                 let mut units = Vec::with_capacity(count);
                 for _ in 0..count {
-                    let name = input.name()?;
-                    let length = input.u32()? as usize;
-                    units.push((name, input.take(length)?.to_vec()));
+                    units.push((input.name()?, input.bytes()?));
                 }
                 Frame::Push { digest, units }
             }
@@ -158,6 +149,18 @@ impl Frame {
 pub fn frame_length(prefix: [u8; 4]) -> Result<usize, usize> {
     let length = u32::from_be_bytes(prefix) as usize;
     if length > MAX_FRAME { Err(length) } else { Ok(length) }
+}
+
+/// A document name: length u16 BE, UTF-8 (names are checked far shorter than 64 KiB).
+fn put_name(out: &mut Vec<u8>, name: &str) {
+    out.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    out.extend_from_slice(name.as_bytes());
+}
+
+/// Bytes after their length, u32 BE (a frame is at most 128 MiB).
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
 }
 
 struct Input<'a>(&'a [u8]);
@@ -187,6 +190,12 @@ impl<'a> Input<'a> {
 
     fn digest(&mut self) -> Result<[u8; 32], FrameError> {
         self.take(32)?.try_into().map_err(|_| FrameError("digest".into()))
+    }
+
+    /// Bytes after their length, u32 BE.
+    fn bytes(&mut self) -> Result<Vec<u8>, FrameError> {
+        let length = self.u32()? as usize;
+        Ok(self.take(length)?.to_vec())
     }
 
     /// A document name: length u16 BE, UTF-8.
