@@ -12,7 +12,8 @@ use zeroize::Zeroizing;
 use super::commit::{EventDraft, Operation};
 use super::devices::device_name;
 use super::log::Attest;
-use super::relay::{OpenedUnit, bundle_keys, open_unit_bytes};
+use super::relay::{OpenedUnit, RelayState, bundle_keys, open_unit_bytes};
+use super::restore_point::OpenedPoint;
 use super::{ROOT_DOCUMENT, Workspace, layout};
 use crate::chunk::BlobKind;
 use crate::crypto::{SecretKey, WorkspaceKey, random_bytes};
@@ -101,24 +102,38 @@ impl Workspace {
     }
 
     /// Restores a workspace into `dir` (empty or missing) from a relay: `unwrapped` is the
-    /// relay's wrapped recovery key opened with the phrase, `units` every unit of the relay's
-    /// sequence with its number, in order. The machine becomes a new device with `identity`
-    /// (the one it signed in to the relay as: new keys, a new Automerge actor), added by the
-    /// recovery identity. Every unit is opened and checked (workspace, epoch, authentication,
-    /// signature) before anything is written, so a foreign or altered unit leaves `dir` empty;
-    /// then they import in order through [`Self::open_unit`], which records the relay's cursor.
+    /// relay's wrapped recovery key opened with the phrase, `point` the latest restore point
+    /// (opened with [`open_restore_point`](super::restore_point::open_restore_point)), if any,
+    /// and `units` every unit of the relay's sequence after the point's cursor, with its number,
+    /// in order. The machine becomes a new device with `identity` (the one it signed in to the
+    /// relay as: new keys, a new Automerge actor), added by the recovery identity. Every unit
+    /// is opened and checked (workspace, epoch, authentication, signature) before anything is
+    /// written, so a foreign or altered unit leaves `dir` empty; the point's documents are
+    /// adopted whole (see `restore_point`), then the units import in order through
+    /// [`Self::open_unit`], which records the relay's cursor.
+    #[allow(clippy::too_many_arguments)]
     pub fn restore_from_units(
         dir: &Path,
         protection: KeyProtection,
         identity: DeviceIdentity,
         unwrapped: recovery::Unwrapped,
         relay: &str,
+        point: Option<OpenedPoint>,
         units: &[(u64, Vec<u8>)],
         name: &str,
     ) -> Result<Workspace> {
         let name = device_name(name)?;
         let recovery::Unwrapped { workspace_id, keys, epochs } = unwrapped;
-        let (mut workspace, _) = Self::root_from_units(dir, protection, identity, workspace_id, epochs, units)?;
+        let root = match &point {
+            Some(point) => Some(point.root_changes()?),
+            None => None,
+        };
+        let (mut workspace, _) =
+            Self::root_from_units(dir, protection, identity, workspace_id, epochs, root.as_deref(), units)?;
+        if let Some(point) = point {
+            workspace.set_relay_state(relay, &RelayState::covered(point.coverage().clone()))?;
+            workspace.apply_opened_point(point)?;
+        }
         workspace.add_restored_device(&keys.identity, name)?;
         for (seq, bytes) in units {
             workspace.open_unit(relay, *seq, bytes)?;
@@ -140,7 +155,7 @@ impl Workspace {
         units: &[(u64, Vec<u8>)],
     ) -> Result<Workspace> {
         let (mut workspace, opened) =
-            Self::root_from_units(dir, protection, identity, unwrapped.workspace_id, unwrapped.epochs, units)?;
+            Self::root_from_units(dir, protection, identity, unwrapped.workspace_id, unwrapped.epochs, None, units)?;
         for unit in &opened {
             // The root came in whole, in order, before.
             for (document, signed) in unit.parts.iter().filter(|(document, _)| document != ROOT_DOCUMENT) {
@@ -152,14 +167,16 @@ impl Workspace {
     }
 
     /// Opens and checks every unit, then creates the workspace in `dir` with `identity` and
-    /// the key `epochs`, holding the root document of the units in their order. Returns it and
-    /// the opened units.
+    /// the key `epochs`, holding the root document of `point_root` (a restore point's root as
+    /// signed changes), if any, then of the units in their order. Returns it and the opened
+    /// units.
     fn root_from_units(
         dir: &Path,
         protection: KeyProtection,
         identity: DeviceIdentity,
         workspace_id: ulid::Ulid,
         epochs: Vec<WorkspaceKey>,
+        point_root: Option<&[u8]>,
         units: &[(u64, Vec<u8>)],
     ) -> Result<(Workspace, Vec<OpenedUnit>)> {
         let keys = bundle_keys(&epochs);
@@ -167,11 +184,13 @@ impl Workspace {
         for (seq, bytes) in units {
             opened.push(open_unit_bytes(&format!("#{seq}"), &workspace_id.to_bytes(), &keys, bytes)?);
         }
-        let mut root_parts = opened
-            .iter()
-            .flat_map(|unit| unit.parts.iter())
-            .filter(|(document, _)| document == ROOT_DOCUMENT)
-            .map(|(_, signed)| signed);
+        let mut root_parts = point_root.into_iter().chain(
+            opened
+                .iter()
+                .flat_map(|unit| unit.parts.iter())
+                .filter(|(document, _)| document == ROOT_DOCUMENT)
+                .map(|(_, signed)| signed.as_slice()),
+        );
         let first = root_parts.next().ok_or_else(|| Error::UnitMalformed {
             unit: "relay".into(),
             detail: "the relay holds no root document to restore from".into(),

@@ -34,6 +34,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::devices::open_epoch_key;
+use super::restore_point::RelayCoverage;
 use super::sync::Imported;
 use super::{ROOT_DOCUMENT, Workspace, layout};
 use crate::authorship::{Decoded, SignedChanges};
@@ -86,6 +87,20 @@ pub struct RelayState {
     /// When a sync last completed.
     #[serde(default)]
     pub last_sync: Option<DateTime<Utc>>,
+}
+
+impl RelayState {
+    /// What a restore point made now holds of the relay's sequence (see `restore_point`).
+    pub(super) fn coverage(&self) -> RelayCoverage {
+        RelayCoverage { cursor: self.cursor, acked: self.acked.clone(), acked_events: self.acked_events.clone() }
+    }
+
+    /// The state of a device restored from a restore point with `coverage`: it holds what the
+    /// point's maker held of the relay, and has authorized, revoked and uploaded nothing yet.
+    pub(super) fn covered(coverage: RelayCoverage) -> Self {
+        let RelayCoverage { cursor, acked, acked_events } = coverage;
+        Self { cursor, acked, acked_events, ..Self::default() }
+    }
 }
 
 /// What opening and importing one unit did.

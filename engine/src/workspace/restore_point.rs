@@ -3,44 +3,73 @@
 //! the device that made it — what the relay keeps as a backup, opaque to it.
 //!
 //! ```text
-//! blob    = "ADVR" | version u8 (=1) | workspace id 16 | frame
-//! frame   = a bundle frame sealed under the snapshot key, blob id "relay/restore-point"
-//! payload = point id 16 | index u32 LE | count u32 LE | parts (as a relay unit's)
-//!           | zeros up to the blob's size bucket
-//! part    = a document's name and its `SignedSnapshot`
+//! blob     = "ADVR" | version u8 (=2) | workspace id 16 | frame
+//! frame    = a bundle frame sealed under the snapshot key, blob id "relay/restore-point/2"
+//! payload  = point id 16 | index u32 LE | count u32 LE | coverage length u32 LE | coverage
+//!            | parts (as a relay unit's) | zeros up to the blob's size bucket
+//! coverage = JSON: the relay's sequence number the maker had imported up to, and per document
+//!            the heads the relay held and how many changes they cover
+//! part     = a document's name and its `SignedSnapshot`
 //! ```
 //!
-//! A restore point is `count` blobs (each at most 16 MiB; a document is never split), numbered
-//! within the point: one missing, repeated, from another point or another workspace, altered
-//! or cut is a typed error before anything is imported. Applying one imports every document
-//! (the root first) through [`Workspace::import_changes`], each change checked as any import:
-//! it brings back whatever this device lacks, and changes nothing it already has.
+//! Version 1 (blob id "relay/restore-point", no coverage) still opens. A restore point is
+//! `count` blobs (each at most 16 MiB; a document is never split), numbered within the point:
+//! one missing, repeated, from another point or another workspace, altered or cut is a typed
+//! error before anything is imported.
+//!
+//! Applying one brings back whatever this device lacks and changes nothing it already has. A
+//! document this device has never stored is **adopted** whole: its snapshot loads (every change
+//! hash checked by Automerge), every change is checked as an import checks it (envelope,
+//! attestation, device list), and the snapshot is stored as the document's first one, with its
+//! read view and event index, without replaying a change. Any other document, or one whose
+//! check finds a fault, imports change by change through [`Workspace::import_changes`].
+//!
+//! The **coverage** lets a restore onto an empty directory pull from the relay only the units
+//! after the point: the maker had imported every unit up to `cursor`, and kept nothing aside
+//! (with changes in its pending area the cursor is 0, and a restore pulls every unit).
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use adiuva_model::DeviceId;
-use automerge::Automerge;
+use automerge::{Automerge, ChangeMetadata, ReadDoc};
+use serde::{Deserialize, Serialize};
+use tracing::debug;
 
+use super::log::LoadedDocument;
 use super::relay::{RELAY_FRAME_PREFIX, RelayFrame, decode_parts, encode_parts};
 use super::sync::Imported;
-use super::{ROOT_DOCUMENT, Workspace};
-use crate::authorship::{Decoded, SignedChanges, SignedSnapshot};
+use super::{ROOT_DOCUMENT, Workspace, layout};
+use crate::authorship::{Attestations, Decoded, SignedChanges, SignedSnapshot};
+use crate::chunk::BlobKind;
 use crate::crypto::{KeyPurpose, WorkspaceKey, random_bytes};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, json_error};
+use crate::event_index::{EventIndex, IndexedEvent};
+use crate::manifest::{Manifest, SnapshotRef};
+use crate::store::WriteBatch;
+use crate::view::RecordView;
 
 /// How a restore point's blob starts.
 const RESTORE_POINT_MAGIC: &[u8; 4] = b"ADVR";
 pub(super) const RESTORE_POINT_FRAME: RelayFrame = RelayFrame {
     magic: RESTORE_POINT_MAGIC,
-    version: 1,
-    blob_id: b"relay/restore-point",
+    version: 2,
+    blob_id: b"relay/restore-point/2",
     purpose: KeyPurpose::Snapshots,
     noun: "restore point",
 };
+/// Restore points made before the coverage: the version byte and the blob id both differ, so
+/// one cannot be passed off as the other.
+const RESTORE_POINT_FRAME_V1: RelayFrame =
+    RelayFrame { version: 1, blob_id: b"relay/restore-point", ..RESTORE_POINT_FRAME };
 /// What a blob adds to its payload: prefix, frame header, nonce, tag, signer and signature.
 const OVERHEAD: usize = RELAY_FRAME_PREFIX + 10 + 24 + 16 + 32 + 64;
-/// The payload's point id, index and count, and the parts' count.
-const HEADER: usize = 16 + 4 + 4 + 4;
+/// The payload's point id, index, count and coverage length, and the parts' count.
+const HEADER: usize = 16 + 4 + 4 + 4 + 4;
 const SMALLEST: usize = 1024;
 const LARGEST: usize = 16 * 1024 * 1024;
+/// The chunk sequence number an adopted document's log continues from: its snapshot stands for
+/// one folded chunk, so the witness counts the document from the start.
+const ADOPTED_NEXT_SEQ: u64 = 1;
 
 /// A restore point made by [`Workspace::restore_point`].
 pub struct RestorePoint {
@@ -49,13 +78,53 @@ pub struct RestorePoint {
     pub documents: usize,
 }
 
+/// What of a relay's sequence a restore point holds (see the module docs).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayCoverage {
+    /// Every unit up to this number of the relay's sequence is in the point.
+    pub cursor: u64,
+    /// Per document, heads the relay held (hex change hashes).
+    pub acked: BTreeMap<String, BTreeSet<String>>,
+    /// Per document, how many changes those heads cover.
+    pub acked_events: BTreeMap<String, u64>,
+}
+
 /// One blob of a restore point, opened and checked.
 pub struct OpenedBlob {
     pub signer: DeviceId,
     pub point: [u8; 16],
     pub index: u32,
     pub count: u32,
+    pub coverage: RelayCoverage,
     pub parts: Vec<(String, Vec<u8>)>,
+}
+
+/// Every blob of one restore point, opened and checked together (see [`open_restore_point`]);
+/// its signers are checked against the device list when it is applied.
+pub struct OpenedPoint {
+    signers: BTreeSet<DeviceId>,
+    coverage: RelayCoverage,
+    parts: Vec<(String, Vec<u8>)>,
+}
+
+impl OpenedPoint {
+    /// The relay's sequence number up to which the point holds every unit (0: none).
+    pub fn relay_cursor(&self) -> u64 {
+        self.coverage.cursor
+    }
+
+    pub(super) fn coverage(&self) -> &RelayCoverage {
+        &self.coverage
+    }
+
+    /// The point's root document as the signed changes of an import.
+    pub(super) fn root_changes(&self) -> Result<Vec<u8>> {
+        let (document, bytes) = self.parts.iter().find(|(document, _)| document == ROOT_DOCUMENT).ok_or_else(|| {
+            Error::UnitMalformed { unit: "restore point".into(), detail: "it holds no root document".into() }
+        })?;
+        snapshot_as_changes(document, bytes)
+    }
 }
 
 /// Whether `bytes` is a blob of a restore point (rather than a relay unit).
@@ -63,9 +132,53 @@ pub fn is_restore_point(bytes: &[u8]) -> bool {
     bytes.starts_with(RESTORE_POINT_MAGIC)
 }
 
+/// Opens every blob of a restore point with `keys` (workspace, epoch, authentication,
+/// signature) and checks that they are the parts of one point, each once and in order. Pure.
+pub fn open_restore_point(workspace_id: &[u8; 16], keys: &[WorkspaceKey], blobs: &[Vec<u8>]) -> Result<OpenedPoint> {
+    let mut point = None;
+    let mut opened_point =
+        OpenedPoint { signers: BTreeSet::new(), coverage: RelayCoverage::default(), parts: Vec::new() };
+    for (index, blob) in blobs.iter().enumerate() {
+        let name = format!("restore point part {}", index + 1);
+        let malformed = |detail: &str| Error::UnitMalformed { unit: name.clone(), detail: detail.to_owned() };
+        let opened = open_restore_blob_bytes(&name, workspace_id, keys, blob)?;
+        if *point.get_or_insert(opened.point) != opened.point {
+            return Err(malformed("a part of another restore point"));
+        }
+        if opened.index as usize != index || opened.count as usize != blobs.len() {
+            return Err(malformed(&format!(
+                "part {} of {} where part {} of {} was due",
+                opened.index + 1,
+                opened.count,
+                index + 1,
+                blobs.len()
+            )));
+        }
+        if index == 0 {
+            opened_point.coverage = opened.coverage;
+        } else if opened.coverage != opened_point.coverage {
+            return Err(malformed("its coverage differs from the first part's"));
+        }
+        opened_point.signers.insert(opened.signer);
+        opened_point.parts.extend(opened.parts);
+    }
+    if point.is_none() {
+        return Err(Error::UnitMalformed { unit: "restore point".into(), detail: "no part".into() });
+    }
+    Ok(opened_point)
+}
+
 impl Workspace {
-    /// The workspace as a restore point: every document compacted, with its attestations.
-    pub fn restore_point(&mut self) -> Result<RestorePoint> {
+    /// The workspace as a restore point: every document compacted, with its attestations, and
+    /// what of `relay`'s sequence it covers.
+    pub fn restore_point(&mut self, relay: &str) -> Result<RestorePoint> {
+        // Changes kept aside (waiting for dependencies, or a removed device's) are in no
+        // snapshot: with any, a restore must pull every unit to find them again.
+        let coverage = match self.pending_count()? {
+            0 => self.relay_state(relay)?.coverage(),
+            _ => RelayCoverage::default(),
+        };
+        let coverage = crate::encode::json(&coverage, "restore point coverage")?;
         let mut names = self.document_names()?;
         // The root first: importing it first admits the devices the rest was written by.
         names.sort_by_key(|name| name.as_str() != ROOT_DOCUMENT);
@@ -80,15 +193,15 @@ impl Workspace {
             parts.push((name, snapshot));
         }
         let documents = parts.len();
+        let fixed = HEADER + coverage.len() + OVERHEAD;
         let mut groups: Vec<Vec<(String, Vec<u8>)>> = vec![Vec::new()];
         let mut group_bytes = 0;
         for (name, snapshot) in parts {
             let bytes = name.len() + snapshot.len() + 6;
-            if bytes + HEADER + OVERHEAD > LARGEST {
+            if bytes + fixed > LARGEST {
                 return Err(Error::UnitTooLarge { document: name, bytes });
             }
-            if group_bytes + bytes + HEADER + OVERHEAD > LARGEST && groups.last().is_some_and(|group| !group.is_empty())
-            {
+            if group_bytes + bytes + fixed > LARGEST && groups.last().is_some_and(|group| !group.is_empty()) {
                 groups.push(Vec::new());
                 group_bytes = 0;
             }
@@ -102,7 +215,7 @@ impl Workspace {
         let blobs = groups
             .iter()
             .enumerate()
-            .map(|(index, group)| self.seal_restore_blob(&point_id, index as u32, count, group))
+            .map(|(index, group)| self.seal_restore_blob(&point_id, index as u32, count, &coverage, group))
             .collect::<Result<_>>()?;
         Ok(RestorePoint { blobs, documents })
     }
@@ -112,13 +225,17 @@ impl Workspace {
         point: &[u8; 16],
         index: u32,
         count: u32,
+        coverage: &[u8],
         parts: &[(String, Vec<u8>)],
     ) -> Result<Vec<u8>> {
+        let what = "restore point";
         let mut payload = Vec::new();
         payload.extend_from_slice(point);
         payload.extend_from_slice(&index.to_le_bytes());
         payload.extend_from_slice(&count.to_le_bytes());
-        payload.extend(encode_parts(parts, "restore point")?);
+        payload.extend_from_slice(&crate::encode::length_u32(coverage.len(), what)?);
+        payload.extend_from_slice(coverage);
+        payload.extend(encode_parts(parts, what)?);
         let bucket = (payload.len() + OVERHEAD).max(SMALLEST).next_power_of_two();
         payload.resize(bucket - OVERHEAD, 0);
         let current =
@@ -127,66 +244,123 @@ impl Workspace {
     }
 
     /// Checks every blob of a restore point (format, workspace, epoch, authentication,
-    /// signature by a device of the list, numbering within one point), then imports its
-    /// documents, the root first, each change checked as any import. Nothing is imported
-    /// unless every blob passed.
+    /// signature by a device of the list, numbering within one point), then applies it (see
+    /// [`Self::apply_opened_point`]). Nothing is imported unless every blob passed.
     pub fn apply_restore_point(&mut self, blobs: &[Vec<u8>]) -> Result<Imported> {
-        let mut point = None;
-        let mut parts = Vec::new();
-        for (index, blob) in blobs.iter().enumerate() {
-            let name = format!("restore point part {}", index + 1);
-            let malformed = |detail: &str| Error::UnitMalformed { unit: name.clone(), detail: detail.to_owned() };
-            let opened = self.open_restore_blob(&name, blob)?;
-            if *point.get_or_insert(opened.point) != opened.point {
-                return Err(malformed("a part of another restore point"));
-            }
-            if opened.index as usize != index || opened.count as usize != blobs.len() {
-                return Err(malformed(&format!(
-                    "part {} of {} where part {} of {} was due",
-                    opened.index + 1,
-                    opened.count,
-                    index + 1,
-                    blobs.len()
-                )));
-            }
-            parts.extend(opened.parts);
-        }
-        let mut snapshots = Vec::new();
-        for (document, bytes) in parts {
-            let malformed = |detail: &str| Error::UnitMalformed {
-                unit: format!("restore point, {document}"),
-                detail: detail.to_owned(),
-            };
-            let Ok(Decoded::Attested(snapshot)) = SignedSnapshot::decode(&bytes) else {
-                return Err(malformed("not a signed snapshot"));
-            };
-            let doc = Automerge::load(&snapshot.document).map_err(|_| malformed("not an Automerge document"))?;
-            let changes = doc.get_changes(&[]).iter().map(|change| change.raw_bytes().to_vec()).collect();
-            snapshots.push((document, SignedChanges { attestations: snapshot.attestations, changes }.encode()?));
+        let point = open_restore_point(&self.log.workspace_id, self.log.keyring.workspace_keys(), blobs)?;
+        let mut imported = self.import_changes(ROOT_DOCUMENT, &point.root_changes()?)?;
+        add(&mut imported, self.apply_opened_point(point)?);
+        Ok(imported)
+    }
+
+    /// Applies the documents of an opened restore point other than the root (which the caller
+    /// imported first: it holds the device list), once every signer is found in the device
+    /// list: each adopted if this device never stored it, else imported change by change.
+    pub(super) fn apply_opened_point(&mut self, point: OpenedPoint) -> Result<Imported> {
+        let list = self.device_list()?;
+        if let Some(signer) = point.signers.iter().find(|signer| !list.devices.contains_key(signer)) {
+            return Err(Error::DeviceUnknown { device: signer.to_string(), document: None, change: None });
         }
         let mut imported = Imported::default();
-        for (document, signed) in snapshots {
-            let one = self.import_changes(&document, &signed)?;
-            imported.applied += one.applied;
-            imported.pending += one.pending;
-            imported.refused.extend(one.refused);
+        for (document, bytes) in point.parts.iter().filter(|(document, _)| document != ROOT_DOCUMENT) {
+            layout::check_document_name(document)?;
+            if self.never_stored(document)?
+                && let Some(adopted) = self.adopt(document, bytes)?
+            {
+                imported.applied += adopted;
+                continue;
+            }
+            add(&mut imported, self.import_changes(document, &snapshot_as_changes(document, bytes)?)?);
         }
         Ok(imported)
     }
 
-    /// One blob opened (see [`open_restore_blob_bytes`]), sealed by a device of the list.
-    fn open_restore_blob(&mut self, name: &str, blob: &[u8]) -> Result<OpenedBlob> {
-        let opened = open_restore_blob_bytes(name, &self.log.workspace_id, self.log.keyring.workspace_keys(), blob)?;
-        if !self.device_list()?.devices.contains_key(&opened.signer) {
-            return Err(Error::DeviceUnknown { device: opened.signer.to_string(), document: None, change: None });
+    /// Whether nothing of `document` is stored or loaded.
+    fn never_stored(&self, document: &str) -> Result<bool> {
+        Ok(!self.docs.contains_key(document) && self.log.read_manifest(document)?.is_none())
+    }
+
+    /// Stores the document of `snapshot` (an encoded [`SignedSnapshot`]) as the first snapshot
+    /// of `document`, with its read view and event index, if every change passes the checks of
+    /// an import; returns how many changes it holds. `None` if a check finds a fault: the caller
+    /// imports change by change, which keeps aside or refuses exactly as any import does.
+    fn adopt(&mut self, document: &str, snapshot: &[u8]) -> Result<Option<usize>> {
+        let (mut doc, attestations) = decode_snapshot(document, snapshot)?;
+        let list = self.device_list()?;
+        let metas: Vec<ChangeMetadata<'_>> = doc.get_changes_meta(&[]);
+        let (faults, checked) = self.authorship_faults(&list, document, metas, &attestations);
+        if !faults.is_empty() || !doc.get_missing_deps(&[]).is_empty() {
+            debug!(document, faults = faults.len(), "a restore point's document imports change by change");
+            return Ok(None);
         }
-        Ok(opened)
+        let events = checked
+            .into_iter()
+            .map(|received| IndexedEvent {
+                change: received.change.hash,
+                envelope: received.change.message.as_deref().unwrap_or_default().into(),
+            })
+            .collect::<Vec<_>>();
+        let count = events.len();
+        self.register_if_new(document)?;
+        let mut manifest = Manifest::empty();
+        manifest.tail_start = ADOPTED_NEXT_SEQ;
+        manifest.next_seq = ADOPTED_NEXT_SEQ;
+        manifest.events = Some(count as u64);
+        let key = layout::snapshot(document, 1);
+        let sealed = self.log.seal(&key, BlobKind::Snapshot, snapshot)?;
+        manifest.snapshot = Some(SnapshotRef { generation: 1, bytes: sealed.len() as u64 });
+        let index = EventIndex { first_seq: 0, next_seq: ADOPTED_NEXT_SEQ, events };
+        let view = RecordView::materialize(&doc, ADOPTED_NEXT_SEQ)?;
+        let mut batch = WriteBatch::default();
+        batch.put(key, sealed);
+        self.log.stage_manifest(document, &manifest, &mut batch)?;
+        self.stage_index_base(document, &index, &mut batch)?;
+        self.stage_view(document, &view, &mut batch)?;
+        self.log.write_durably(batch)?;
+        doc.set_actor(self.actor.clone());
+        let loaded = LoadedDocument { doc, manifest, attestations, legacy: false };
+        self.docs.insert(document.to_owned(), loaded);
+        self.views.insert(document.to_owned(), view);
+        self.write_witness()?;
+        debug!(document, events = count, "adopted from a restore point");
+        Ok(Some(count))
     }
 }
 
+fn add(total: &mut Imported, one: Imported) {
+    total.applied += one.applied;
+    total.pending += one.pending;
+    total.refused.extend(one.refused);
+}
+
+/// A restore point's part (a [`SignedSnapshot`] of `document`) as the [`SignedChanges`] of
+/// every change it holds, for an import.
+pub(super) fn snapshot_as_changes(document: &str, bytes: &[u8]) -> Result<Vec<u8>> {
+    let (doc, attestations) = decode_snapshot(document, bytes)?;
+    let changes = doc.get_changes(&[]);
+    SignedChanges {
+        attestations: attestations.all().to_vec(),
+        changes: changes.iter().map(|change| change.raw_bytes().to_vec()).collect(),
+    }
+    .encode()
+}
+
+/// A restore point's part: its document loaded (every change hash checked) and its attestations.
+fn decode_snapshot(document: &str, bytes: &[u8]) -> Result<(Automerge, Attestations)> {
+    let malformed =
+        |detail: &str| Error::UnitMalformed { unit: format!("restore point, {document}"), detail: detail.to_owned() };
+    let Ok(Decoded::Attested(snapshot)) = SignedSnapshot::decode(bytes) else {
+        return Err(malformed("not a signed snapshot"));
+    };
+    let doc = Automerge::load(&snapshot.document).map_err(|_| malformed("not an Automerge document"))?;
+    let mut attestations = Attestations::default();
+    attestations.extend(snapshot.attestations);
+    Ok((doc, attestations))
+}
+
 /// One blob of a restore point opened with the snapshot keys of `keys` (workspace, epoch,
-/// authentication and signature checked): its signer, point id, index, count and parts. Pure;
-/// never panics.
+/// authentication and signature checked): its signer, point id, index, count, coverage and
+/// parts. Pure; never panics.
 pub(super) fn open_restore_blob_bytes(
     name: &str,
     workspace_id: &[u8; 16],
@@ -194,13 +368,80 @@ pub(super) fn open_restore_blob_bytes(
     blob: &[u8],
 ) -> Result<OpenedBlob> {
     let malformed = |detail: &str| Error::UnitMalformed { unit: name.to_owned(), detail: detail.to_owned() };
-    let opened = RESTORE_POINT_FRAME.open(name, workspace_id, &RESTORE_POINT_FRAME.keys(keys), blob)?;
+    let frame = match blob.get(4) {
+        Some(1) => &RESTORE_POINT_FRAME_V1,
+        _ => &RESTORE_POINT_FRAME,
+    };
+    let opened = frame.open(name, workspace_id, &frame.keys(keys), blob)?;
     let payload = opened.payload.as_slice();
     let (point, rest) = payload.split_at_checked(16).ok_or_else(|| malformed("truncated"))?;
     let (index, rest) = rest.split_at_checked(4).ok_or_else(|| malformed("truncated"))?;
-    let (count, rest) = rest.split_at_checked(4).ok_or_else(|| malformed("truncated"))?;
+    let (count, mut rest) = rest.split_at_checked(4).ok_or_else(|| malformed("truncated"))?;
     let point: [u8; 16] = point.try_into().map_err(|_| malformed("truncated"))?;
     let index = u32::from_le_bytes(index.try_into().map_err(|_| malformed("truncated"))?);
     let count = u32::from_le_bytes(count.try_into().map_err(|_| malformed("truncated"))?);
-    Ok(OpenedBlob { signer: opened.signer, point, index, count, parts: decode_parts(rest, name)? })
+    let mut coverage = RelayCoverage::default();
+    if frame.version >= 2 {
+        let (length, after) = rest.split_at_checked(4).ok_or_else(|| malformed("truncated"))?;
+        let length = u32::from_le_bytes(length.try_into().map_err(|_| malformed("truncated"))?) as usize;
+        let (json, after) = after.split_at_checked(length).ok_or_else(|| malformed("truncated"))?;
+        coverage = serde_json::from_slice(json).map_err(|e| malformed(&format!("its coverage {}", json_error(&e))))?;
+        rest = after;
+    }
+    Ok(OpenedBlob { signer: opened.signer, point, index, count, coverage, parts: decode_parts(rest, name)? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::SecretKey;
+    use crate::identity::DeviceIdentity;
+
+    const WORKSPACE: [u8; 16] = [9; 16];
+
+    fn sealer() -> (WorkspaceKey, DeviceIdentity) {
+        let key = WorkspaceKey { epoch: 1, key: SecretKey::from_bytes([7; 32]) };
+        let identity =
+            DeviceIdentity::from_secret_bytes(zeroize::Zeroizing::new([3; 32]), zeroize::Zeroizing::new([4; 32]));
+        (key, identity)
+    }
+
+    /// A payload's header: point id, part 1 of 1.
+    fn header() -> Vec<u8> {
+        [[5; 16].as_slice(), &0u32.to_le_bytes(), &1u32.to_le_bytes()].concat()
+    }
+
+    #[test]
+    fn a_version_1_point_opens_without_coverage_and_a_relabelled_version_2_point_does_not() {
+        let (key, identity) = sealer();
+        let parts = encode_parts(&[], "test").unwrap();
+        let v1 = RESTORE_POINT_FRAME_V1.seal(&WORKSPACE, &key, &identity, &[header(), parts.clone()].concat()).unwrap();
+        let opened = open_restore_point(&WORKSPACE, std::slice::from_ref(&key), &[v1]).unwrap();
+        assert_eq!(opened.relay_cursor(), 0);
+
+        let coverage = RelayCoverage { cursor: 42, ..RelayCoverage::default() };
+        let json = crate::encode::json(&coverage, "test").unwrap();
+        let length = (json.len() as u32).to_le_bytes();
+        let payload = [header(), length.to_vec(), json, parts].concat();
+        let mut v2 = RESTORE_POINT_FRAME.seal(&WORKSPACE, &key, &identity, &payload).unwrap();
+        let opened = open_restore_point(&WORKSPACE, std::slice::from_ref(&key), std::slice::from_ref(&v2)).unwrap();
+        assert_eq!(opened.relay_cursor(), 42);
+        // Read as version 1, its coverage would pass for parts: the blob id binds the version.
+        v2[4] = 1;
+        let error = open_restore_point(&WORKSPACE, std::slice::from_ref(&key), &[v2]).err().unwrap();
+        assert!(matches!(error, Error::UnitCorrupt { .. }), "{error}");
+    }
+
+    #[test]
+    fn a_coverage_that_is_not_json_or_runs_past_the_payload_is_a_typed_error() {
+        let (key, identity) = sealer();
+        for (length, json) in [(8u32, b"not json".as_slice()), (u32::MAX, b"{}".as_slice())] {
+            let payload = [header(), length.to_le_bytes().to_vec(), json.to_vec()].concat();
+            let blob = RESTORE_POINT_FRAME.seal(&WORKSPACE, &key, &identity, &payload).unwrap();
+            let error = open_restore_point(&WORKSPACE, std::slice::from_ref(&key), &[blob]).err().unwrap();
+            assert!(matches!(error, Error::UnitMalformed { .. }), "{error}");
+        }
+        let error = open_restore_point(&WORKSPACE, &[key], &[]).err().unwrap();
+        assert!(matches!(error, Error::UnitMalformed { .. }), "{error}");
+    }
 }

@@ -212,13 +212,7 @@ impl Workspace {
             }
         }
         let was_pending: HashSet<ChangeHash> = pending.iter().map(|(change, _)| change.hash()).collect();
-        if document != ROOT_DOCUMENT && !self.is_registered(document)? {
-            let collection = Collection::of_document(document)
-                .ok_or_else(|| Error::InvalidInput { detail: format!("unknown document {document:?}") })?;
-            let operation = Operation::RegisterDocument { name: document.to_owned(), collection };
-            let registered = self.root_event("document.created", None, operation, false);
-            self.commit_prepared(vec![registered], WriteBatch::default())?;
-        }
+        self.register_if_new(document)?;
 
         let before = self.document(document)?.doc.get_heads();
         let list_before = self.device_list()?;
@@ -325,6 +319,18 @@ impl Workspace {
             self.root_imported(&list_before, &applied_by)?;
         }
         Ok(imported)
+    }
+
+    /// Registers `document` in the root's directory unless it is there (or is the root).
+    pub(super) fn register_if_new(&mut self, document: &str) -> Result<()> {
+        if document != ROOT_DOCUMENT && !self.is_registered(document)? {
+            let collection = Collection::of_document(document)
+                .ok_or_else(|| Error::InvalidInput { detail: format!("unknown document {document:?}") })?;
+            let operation = Operation::RegisterDocument { name: document.to_owned(), collection };
+            let registered = self.root_event("document.created", None, operation, false);
+            self.commit_prepared(vec![registered], WriteBatch::default())?;
+        }
+        Ok(())
     }
 
     /// Checks what can be checked of each received change without the device list: it parses,

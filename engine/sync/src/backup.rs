@@ -25,7 +25,7 @@ pub struct PointRestored {
 pub fn backup_now(workspace: &mut Workspace, progress: &mut dyn FnMut(Progress)) -> Result<BackupMetadata> {
     let mut relay = Relay::of(workspace)?;
     let ws = workspace.workspace_id().to_string();
-    let point = workspace.restore_point()?;
+    let point = workspace.restore_point(&relay.account.server)?;
     let mut hasher = blake3::Hasher::new();
     let mut ids = Vec::new();
     let total = point.blobs.len() as u64;
@@ -69,20 +69,33 @@ pub fn restore_point(workspace: &mut Workspace, id: &str, progress: &mut dyn FnM
             found: metadata.workspace.unwrap_or_default(),
         }));
     }
+    let blobs = fetch_point(&metadata, progress, |blob_id| {
+        relay.call(workspace, |client, token| client.get_blob(token, &ws, blob_id))
+    })?;
+    let imported = workspace.apply_restore_point(&blobs)?;
+    info!(id, applied = imported.applied, "restore point applied");
+    Ok(PointRestored { applied: imported.applied, pending: imported.pending, refused: imported.refused.len() })
+}
+
+/// The blobs of the restore point `metadata` describes, fetched with `get_blob` in order, their
+/// checksum checked against the metadata's (the engine checks the rest as it opens them).
+pub(crate) fn fetch_point(
+    metadata: &BackupMetadata,
+    progress: &mut dyn FnMut(Progress),
+    mut get_blob: impl FnMut(&str) -> Result<Vec<u8>>,
+) -> Result<Vec<Vec<u8>>> {
     let mut hasher = blake3::Hasher::new();
     let mut blobs = Vec::new();
     let total = metadata.blob_ids.len() as u64;
     for (done, blob_id) in metadata.blob_ids.iter().enumerate() {
         progress(Progress::Pulling { done: done as u64, total });
-        let blob = relay.call(workspace, |client, token| client.get_blob(token, &ws, blob_id))?;
+        let blob = get_blob(blob_id)?;
         hasher.update(&blob);
         blobs.push(blob);
     }
     progress(Progress::Pulling { done: total, total });
     if hasher.finalize().to_hex().as_str() != metadata.checksum {
-        return Err(SyncError::Engine(EngineError::UnitCorrupt { unit: format!("restore point {id}") }));
+        return Err(SyncError::Engine(EngineError::UnitCorrupt { unit: format!("restore point {}", metadata.id) }));
     }
-    let imported = workspace.apply_restore_point(&blobs)?;
-    info!(id, applied = imported.applied, "restore point applied");
-    Ok(PointRestored { applied: imported.applied, pending: imported.pending, refused: imported.refused.len() })
+    Ok(blobs)
 }

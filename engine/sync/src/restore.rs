@@ -1,11 +1,12 @@
 //! Restoring a workspace on a machine that holds nothing of it: sign in as a new device, open
 //! the relay's wrapped recovery key with the phrase, prove the phrase to the relay (which then
-//! authorizes the device), pull every unit, and rebuild the workspace from them.
+//! authorizes the device), fetch the latest restore point, pull every unit after it, and
+//! rebuild the workspace from them.
 
 use std::path::Path;
 
 use adiuva_engine::identity::DeviceIdentity;
-use adiuva_engine::{KeyProtection, Workspace, recovery};
+use adiuva_engine::{KeyProtection, OpenedPoint, Workspace, open_restore_point, recovery};
 
 use crate::account::Relay;
 use crate::client::{RecoveryView, RelayClient};
@@ -63,15 +64,37 @@ pub fn restore(
     let message = format!("{RECOVERY_PROOF_CONTEXT}\n{}\n{device}\n{}", from.workspace, record.challenge);
     let signature = unwrapped.keys.identity.sign(message.as_bytes());
     client.authorize_by_recovery(&token, from.workspace, &record.challenge, &signature)?;
+    // The latest restore point, if any, holds every unit up to its cursor: only the units after
+    // it are pulled.
+    let point = match client.backup_history(&token, from.workspace)?.last() {
+        Some(latest) => {
+            // The history lists points without their blobs.
+            let metadata = client.backup(&token, &latest.id.to_string())?;
+            let blobs =
+                crate::backup::fetch_point(&metadata, progress, |id| client.get_blob(&token, from.workspace, id))?;
+            Some((
+                open_restore_point(&unwrapped.workspace_id.to_bytes(), &unwrapped.epochs, &blobs)?,
+                metadata.blob_ids,
+            ))
+        }
+        None => None,
+    };
+    let (point, point_blobs) = point.unzip();
+    let point_blobs = point_blobs.unwrap_or_default();
+    let mut cursor = point.as_ref().map_or(0, OpenedPoint::relay_cursor);
+    let start = cursor;
     let mut units = Vec::new();
-    let mut cursor = 0;
     loop {
         let page = client.changes(&token, from.workspace, cursor)?;
         if page.changes.is_empty() {
             break;
         }
         for entry in page.changes {
-            progress(Progress::Pulling { done: cursor, total: page.head });
+            progress(Progress::Pulling { done: cursor - start, total: page.head.saturating_sub(start) });
+            if point_blobs.contains(&entry.id) {
+                cursor = entry.seq;
+                continue;
+            }
             let bytes = client.get_blob(&token, from.workspace, &entry.id)?;
             if !sync::passed_over(&bytes) {
                 units.push((entry.seq, bytes));
@@ -79,10 +102,18 @@ pub fn restore(
             cursor = entry.seq;
         }
     }
-    progress(Progress::Pulling { done: cursor, total: cursor });
+    progress(Progress::Pulling { done: cursor - start, total: cursor - start });
     let relay = Relay::unstored(client, from.email, session);
-    let mut workspace =
-        Workspace::restore_from_units(dir, protection, identity, unwrapped, &relay.account.server, &units, name)?;
+    let mut workspace = Workspace::restore_from_units(
+        dir,
+        protection,
+        identity,
+        unwrapped,
+        &relay.account.server,
+        point,
+        &units,
+        name,
+    )?;
     relay.store(&mut workspace)?;
     sync::sync_once(&mut workspace, progress)?;
     Ok(workspace)

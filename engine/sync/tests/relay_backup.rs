@@ -79,7 +79,7 @@ fn an_altered_foreign_or_false_restore_point_is_refused_and_changes_nothing() {
     let code = |result: adiuva_sync::Result<adiuva_sync::PointRestored>| result.unwrap_err().code().as_str();
 
     // A bit flipped inside the sealed frame.
-    let mut altered = a.restore_point().unwrap().blobs;
+    let mut altered = a.restore_point(&relay.url).unwrap().blobs;
     let middle = altered[0].len() / 2;
     altered[0][middle] ^= 1;
     let id = forged_point(&relay, &a, email, &altered);
@@ -88,7 +88,7 @@ fn an_altered_foreign_or_false_restore_point_is_refused_and_changes_nothing() {
     // Another workspace's restore point.
     let mut other = adiuva_engine::Workspace::init(other_dir.path(), protection(), "other").unwrap();
     add_task(&mut other, "of another workspace");
-    let foreign = other.restore_point().unwrap().blobs;
+    let foreign = other.restore_point(&relay.url).unwrap().blobs;
     let id = forged_point(&relay, &a, email, &foreign);
     assert_eq!(code(adiuva_sync::restore_point(&mut b, &id, &mut |_| {})), "sync.unit_foreign");
 

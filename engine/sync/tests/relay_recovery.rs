@@ -106,6 +106,65 @@ fn restore_from_the_phrase_reproduces_the_workspace_as_a_new_device() {
     assert!(restored.devices().unwrap().iter().any(|d| d.this_device && !d.is_removed()));
 }
 
+#[test]
+fn a_restore_adopts_the_latest_restore_point_and_pulls_only_the_units_after_it() {
+    let mut relay = Relay::start();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let email = "restore-point@example.com";
+    let (mut a, phrase) = recoverable(&mut relay, dirs[0].path(), email);
+    let mut b = join(&mut a, &relay, dirs[1].path(), email, "b");
+    sync(&mut a);
+    sync(&mut b);
+    sync(&mut a);
+    let ws = a.workspace_id().to_string();
+    let client = adiuva_sync::RelayClient::new(&relay.url);
+    let token = client.sign_in(false, email, PASSWORD, a.device_id()).unwrap().access_token;
+    let before_point = client.changes(&token, &ws, 0).unwrap().changes;
+    // Written on a but never pushed: only the restore point holds it when a is lost.
+    add_task(&mut a, "only in the restore point");
+    adiuva_sync::backup_now(&mut a, &mut |_| {}).unwrap();
+    let after_point = "pushed after the restore point";
+    add_task(&mut b, after_point);
+    sync(&mut b);
+
+    let (proxy, _, asked) = tampering_proxy(relay.url.clone(), Tamper::Nothing);
+    let target = dirs[2].path().join("restored");
+    let mut restored = restore(&proxy, email, &ws, &phrase, &target).unwrap();
+    let asked = asked.lock().unwrap().clone();
+    for entry in &before_point {
+        assert!(!asked.iter().any(|path| path.ends_with(&entry.id)), "unit #{} was pulled: {asked:?}", entry.seq);
+    }
+    let titles = |w: &mut Workspace| -> Vec<String> {
+        let mut titles: Vec<String> =
+            w.list(Collection::Tasks).unwrap().iter().map(|t| t["title"].as_str().unwrap().to_owned()).collect();
+        titles.sort();
+        titles
+    };
+    let restored_titles = titles(&mut restored);
+    assert!(restored_titles.iter().any(|t| t == "only in the restore point"), "{restored_titles:?}");
+    assert!(restored_titles.iter().any(|t| t == after_point), "{restored_titles:?}");
+    assert_eq!(restored.list(Collection::Notes).unwrap().len(), 5);
+
+    // What only the point held reaches the other device through the restored one's first sync.
+    sync(&mut b);
+    assert_eq!(snapshot(&mut b), snapshot(&mut restored));
+    // The adopted documents read back the same from the store, and take new writes.
+    let before = snapshot(&mut restored);
+    let history = restored.events(&Default::default()).unwrap().len();
+    drop(restored);
+    let mut reopened = open(&target);
+    assert_eq!(snapshot(&mut reopened), before);
+    assert_eq!(reopened.events(&Default::default()).unwrap().len(), history);
+    add_task(&mut reopened, "written after the restore");
+    reopened.compact().unwrap();
+    drop(reopened);
+    let mut reopened = open(&target);
+    assert_eq!(titles(&mut reopened).len(), restored_titles.len() + 1);
+    sync(&mut reopened);
+    sync(&mut b);
+    assert_eq!(snapshot(&mut b), snapshot(&mut reopened));
+}
+
 /// What the proxy does to the relay's answers.
 #[derive(Clone)]
 enum Tamper {
@@ -123,22 +182,28 @@ enum Tamper {
     CutBody,
 }
 
-/// A loopback HTTP proxy in front of the relay that alters its answers as `tamper` says.
-fn tampering_proxy(relay: String, tamper: Tamper) -> (String, Arc<Mutex<Tamper>>) {
+/// The paths a proxy was asked for, in order.
+type Asked = Arc<Mutex<Vec<String>>>;
+
+/// A loopback HTTP proxy in front of the relay that alters its answers as `tamper` says, and
+/// records what it was asked for.
+fn tampering_proxy(relay: String, tamper: Tamper) -> (String, Arc<Mutex<Tamper>>, Asked) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let tamper = Arc::new(Mutex::new(tamper));
     let mode = tamper.clone();
+    let asked = Asked::default();
+    let log = asked.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let (relay, tamper) = (relay.clone(), tamper.lock().unwrap().clone());
-            std::thread::spawn(move || serve(stream, &relay, &tamper));
+            let (relay, tamper, log) = (relay.clone(), tamper.lock().unwrap().clone(), log.clone());
+            std::thread::spawn(move || serve(stream, &relay, &tamper, &log));
         }
     });
-    (address, mode)
+    (address, mode, asked)
 }
 
-fn serve(stream: TcpStream, relay: &str, tamper: &Tamper) {
+fn serve(stream: TcpStream, relay: &str, tamper: &Tamper, asked: &Asked) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
@@ -146,6 +211,7 @@ fn serve(stream: TcpStream, relay: &str, tamper: &Tamper) {
     }
     let mut parts = request_line.split_whitespace();
     let (method, path) = (parts.next().unwrap().to_owned(), parts.next().unwrap().to_owned());
+    asked.lock().unwrap().push(path.clone());
     let mut headers = Vec::new();
     let mut length = 0;
     loop {
@@ -255,25 +321,34 @@ fn altered_foreign_replayed_or_cut_answers_are_typed_errors_that_leave_nothing_b
         (Tamper::TruncatePage, ErrorCode::SyncPageTruncated),
         (Tamper::CutBody, ErrorCode::SyncResponseMalformed),
     ];
-    for (n, (tamper, code)) in cases.into_iter().enumerate() {
-        let (proxy, _) = tampering_proxy(relay.url.clone(), tamper);
-        let target = dirs[2].path().join(format!("restore-{n}"));
-        let error = restore(&proxy, email, &ws, &phrase, &target).err().unwrap();
-        assert_eq!(error.code(), code, "case {n}: {error}");
-        assert!(
-            matches!(Workspace::open(&target, || None), Err(adiuva_engine::Error::WorkspaceNotFound { .. })),
-            "case {n} left a workspace behind"
-        );
-        // An audit's copy, read through the same answers, fails the same way before any copy.
-        let target = dirs[2].path().join(format!("audit-{n}"));
-        let from = RestoreFrom { server: &proxy, email, password: PASSWORD, workspace: &ws, phrase: &phrase };
-        let error = adiuva_sync::copy_for_audit(&target, protection(), &from, &mut |_| {}).unwrap_err();
-        assert_eq!(error.code(), code, "audit, case {n}: {error}");
-        assert!(!target.exists(), "audit, case {n} left a copy behind");
+    // Each case from the units alone, then again once a restore point (which a restore starts
+    // from, pulling only what follows it) and a unit after it are on the relay.
+    for round in ["units", "point"] {
+        if round == "point" {
+            adiuva_sync::backup_now(&mut a, &mut |_| {}).unwrap();
+            add_task(&mut a, "after the restore point");
+            sync(&mut a);
+        }
+        for (n, (tamper, code)) in cases.iter().cloned().enumerate() {
+            let (proxy, _, _) = tampering_proxy(relay.url.clone(), tamper);
+            let target = dirs[2].path().join(format!("restore-{round}-{n}"));
+            let error = restore(&proxy, email, &ws, &phrase, &target).err().unwrap();
+            assert_eq!(error.code(), code, "{round}, case {n}: {error}");
+            assert!(
+                matches!(Workspace::open(&target, || None), Err(adiuva_engine::Error::WorkspaceNotFound { .. })),
+                "{round}, case {n} left a workspace behind"
+            );
+            // An audit's copy, read through the same answers, fails the same way before any copy.
+            let target = dirs[2].path().join(format!("audit-{round}-{n}"));
+            let from = RestoreFrom { server: &proxy, email, password: PASSWORD, workspace: &ws, phrase: &phrase };
+            let error = adiuva_sync::copy_for_audit(&target, protection(), &from, &mut |_| {}).unwrap_err();
+            assert_eq!(error.code(), code, "audit, {round}, case {n}: {error}");
+            assert!(!target.exists(), "audit, {round}, case {n} left a copy behind");
+        }
     }
 
     // A device pulling through an altered answer keeps what it had, its position included.
-    let (proxy, mode) = tampering_proxy(relay.url.clone(), Tamper::Nothing);
+    let (proxy, mode, _) = tampering_proxy(relay.url.clone(), Tamper::Nothing);
     let mut b = join(&mut a, &relay, &dirs[2].path().join("b"), email, "b");
     adiuva_sync::sign_in(&mut b, &proxy, email, PASSWORD, false).unwrap();
     sync(&mut a);
