@@ -7,7 +7,8 @@
 //!   as JSON lines into a local restic repository (Debian `restic`, which `scripts/bench-relay`
 //!   installs; left out if missing);
 //! - restore: `adiuva_sync::restore` from the phrase and a login into an empty directory, until
-//!   the workspace is open with every change imported, beside raw Automerge sync of the same
+//!   the workspace is open with every change imported — from the units alone (before the
+//!   restore point is made) and from the restore point (after) — beside raw Automerge sync of the same
 //!   number of changes to an empty peer, in memory: once as the crate does it for an empty peer
 //!   (the whole document in one message) and once change by change (capabilities dropped, as
 //!   the engine's peer sync does).
@@ -257,6 +258,40 @@ fn automerge_history(events: usize) -> automerge::Automerge {
     doc
 }
 
+/// How long a restore took, to the first progress report (sign-in, phrase, proof) and to the
+/// end of the last pull.
+struct TimedRestore {
+    total: Duration,
+    signed_in: Duration,
+    pulled: Duration,
+}
+
+/// `adiuva_sync::restore` of `source`'s workspace from `relay` into `target`, timed, then
+/// checked against `source` (the same heads, every task).
+fn timed_restore(relay: &Relay, source: &mut Workspace, phrase: &str, target: &Path, events: usize) -> TimedRestore {
+    let workspace_id = source.workspace_id().to_string();
+    let from = RestoreFrom { server: &relay.url, email: EMAIL, password: PASSWORD, workspace: &workspace_id, phrase };
+    let started = Instant::now();
+    let (mut signed_in, mut pulled) = (None, None);
+    let mut restored = adiuva_sync::restore(target, protection(), &from, "restored", &mut |progress| {
+        if let Progress::Pulling { done, total } = progress {
+            signed_in.get_or_insert_with(|| started.elapsed());
+            if done == total {
+                pulled = Some(started.elapsed());
+            }
+        }
+    })
+    .unwrap();
+    let total = started.elapsed();
+    for name in source.document_names().unwrap() {
+        if name != adiuva_engine::ROOT_DOCUMENT {
+            assert_eq!(source.heads(&name).unwrap(), restored.heads(&name).unwrap(), "{name}");
+        }
+    }
+    assert_eq!(restored.list(Collection::Tasks).unwrap().len(), events);
+    TimedRestore { total, signed_in: signed_in.unwrap_or_default(), pulled: pulled.unwrap_or_default() }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let (mut events, mut json_out) = (100_000usize, None);
@@ -305,6 +340,8 @@ fn main() {
     let pushed = adiuva_sync::sync_once(&mut source, &mut |_| {}).unwrap();
     let push = started.elapsed();
     let relay_bytes = directory_size(&relay.data);
+    // Restore from the units alone, before any restore point is made.
+    let from_units = timed_restore(&relay, &mut source, &phrase, &scratch.path().join("from-units"), events);
     let started = Instant::now();
     let point = adiuva_sync::backup_now(&mut source, &mut |_| {}).unwrap();
     let backup = started.elapsed();
@@ -343,54 +380,33 @@ fn main() {
                "restore_point_s": seconds(backup), "restic_s": restic.map(seconds)}),
     );
 
-    // Restore from the phrase into an empty directory.
-    let target = scratch.path().join("restored");
-    let workspace_id = source.workspace_id().to_string();
-    let from =
-        RestoreFrom { server: &relay.url, email: EMAIL, password: PASSWORD, workspace: &workspace_id, phrase: &phrase };
-    let started = Instant::now();
-    let (mut first_pull, mut pulled) = (None, None);
-    let mut restored = adiuva_sync::restore(&target, protection(), &from, "restored", &mut |progress| {
-        if let Progress::Pulling { done, total } = progress {
-            first_pull.get_or_insert_with(|| started.elapsed());
-            if done == total && pulled.is_none() {
-                pulled = Some(started.elapsed());
-            }
-        }
-    })
-    .unwrap();
-    let restore = started.elapsed();
-    for name in source.document_names().unwrap() {
-        if name != adiuva_engine::ROOT_DOCUMENT {
-            assert_eq!(source.heads(&name).unwrap(), restored.heads(&name).unwrap(), "{name}");
-        }
-    }
-    assert_eq!(restored.list(Collection::Tasks).unwrap().len(), events);
-    drop(restored);
-    let (signed_in, pulled) = (first_pull.unwrap_or_default(), pulled.unwrap_or_default());
-
+    // Restore from the phrase into an empty directory, now that the relay keeps a restore
+    // point (which a restore starts from).
+    let from_point = timed_restore(&relay, &mut source, &phrase, &scratch.path().join("from-point"), events);
     let mut history = automerge_history(events);
     let (whole, whole_rounds) = automerge_sync(&mut history, true);
     let (by_change, change_rounds) = automerge_sync(&mut history, false);
     println!("restore of {events} events into an empty directory");
-    println!(
-        "  adiuva restore (phrase + login):      {:>8.3} s  (sign-in, phrase and proof {:.3} s; pull {:.3} s; import and first sync {:.3} s)",
-        seconds(restore),
-        seconds(signed_in),
-        seconds(pulled - signed_in),
-        seconds(restore - pulled)
-    );
+    for (name, timed) in [("from the restore point", &from_point), ("from the units alone", &from_units)] {
+        println!(
+            "  adiuva restore, {name:<22} {:>8.3} s  (sign-in, phrase and proof {:.3} s; pull {:.3} s; import and first sync {:.3} s)",
+            seconds(timed.total),
+            seconds(timed.signed_in),
+            seconds(timed.pulled - timed.signed_in),
+            seconds(timed.total - timed.pulled)
+        );
+    }
     println!("  automerge sync to an empty peer, whole document: {:>8.3} s ({whole_rounds} rounds)", seconds(whole));
     println!(
         "  automerge sync to an empty peer, change by change: {:>8.3} s ({change_rounds} rounds)",
         seconds(by_change)
     );
+    let timed_json = |t: &TimedRestore| json!({"restore_s": seconds(t.total), "signed_in_s": seconds(t.signed_in), "pulled_s": seconds(t.pulled)});
     report.insert(
         "restore".into(),
-        json!({"restore_s": seconds(restore), "signed_in_s": seconds(signed_in), "pulled_s": seconds(pulled),
+        json!({"from_point": timed_json(&from_point), "from_units": timed_json(&from_units),
                "automerge_whole_document_s": seconds(whole), "automerge_change_by_change_s": seconds(by_change)}),
     );
-    relay.stop();
     if let Some(path) = json_out {
         std::fs::write(path, serde_json::to_vec_pretty(&report).unwrap()).unwrap();
     }

@@ -115,6 +115,9 @@ pub fn restore(
         name,
     )?;
     relay.store(&mut workspace)?;
+    // Past what was passed over too (the point's own blobs among it), so the first sync does
+    // not fetch it again.
+    workspace.relay_passed(&relay.account.server, cursor)?;
     sync::sync_once(&mut workspace, progress)?;
     Ok(workspace)
 }

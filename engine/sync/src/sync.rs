@@ -120,13 +120,27 @@ fn push(
             return Ok(());
         }
         let total = units.len() as u64;
+        let mut numbers = Vec::with_capacity(units.len());
         for (done, unit) in units.iter().enumerate() {
             progress(Progress::Pushing { done: done as u64, total });
-            relay.call(workspace, |client, token| client.put_blob(token, &ws, unit))?;
+            numbers.push(relay.call(workspace, |client, token| client.put_blob(token, &ws, unit))?.seq);
         }
         progress(Progress::Pushing { done: total, total });
         workspace.relay_outbox_acknowledged(&server)?;
         report.pushed += total;
+        // The device holds what its own units carry: where they follow the cursor with no one
+        // else's in between, the cursor passes them and the next pull does not fetch them back.
+        let mut cursor = workspace.relay_state(&server)?.cursor;
+        numbers.sort_unstable();
+        numbers.dedup();
+        for number in numbers {
+            if number == cursor + 1 {
+                cursor = number;
+            } else if number > cursor {
+                break;
+            }
+        }
+        workspace.relay_passed(&server, cursor)?;
     }
     Ok(())
 }

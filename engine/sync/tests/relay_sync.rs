@@ -131,3 +131,34 @@ fn a_marker_in_a_task_is_nowhere_in_clear_on_the_relay_and_units_are_padded() {
         assert!(entry.size >= 1024 && entry.size.is_power_of_two(), "unit of {} bytes", entry.size);
     }
 }
+
+#[test]
+fn a_device_does_not_pull_back_its_own_units() {
+    let mut relay = Relay::start();
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let email = "own-units@example.com";
+    let mut a = first_device(&mut relay, a_dir.path(), email);
+    let mut b = join(&mut a, &relay, b_dir.path(), email, "b");
+    sync(&mut a);
+    sync(&mut b);
+    let client = adiuva_sync::RelayClient::new(&relay.url);
+    let token = client.sign_in(false, email, PASSWORD, a.device_id()).unwrap().access_token;
+    let ws = a.workspace_id().to_string();
+    for n in 0..3 {
+        add_task(&mut a, &format!("task {n} on a"));
+        sync(&mut a);
+    }
+    let head = client.changes(&token, &ws, 0).unwrap().head;
+    assert_eq!(a.relay_state(&relay.url).unwrap().cursor, head);
+    assert_eq!(sync(&mut a).pulled, 0);
+
+    // b's unit is pulled once, and a's own, pushed after it, is not.
+    add_task(&mut b, "on b");
+    sync(&mut b);
+    add_task(&mut a, "on a, after b's");
+    assert_eq!(sync(&mut a).pulled, 1);
+    assert_eq!(a.relay_state(&relay.url).unwrap().cursor, client.changes(&token, &ws, 0).unwrap().head);
+    assert_eq!(sync(&mut a).pulled, 0);
+    sync(&mut b);
+    assert_converged(&mut [&mut a, &mut b]);
+}
