@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, HashMap};
 use adiuva_model::{Collection, RecordId};
 use automerge::hydrate;
 use automerge::transaction::Transactable;
-use automerge::{ChangeHash, ObjType, Patch, PatchAction, Prop, ReadDoc, ScalarValue, TextEncoding, Value as AmValue};
+use automerge::{
+    ChangeHash, ObjId as ExId, ObjType, Patch, PatchAction, Prop, ReadDoc, ScalarValue, TextEncoding, Value as AmValue,
+};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -263,6 +265,43 @@ pub fn read_record(doc: &impl ReadDoc, id: RecordId, heads: Option<&[ChangeHash]
     Some(with_id(from_hydrate(&doc.hydrate(&object, heads).ok()?), id))
 }
 
+/// The current state of the records `ids` (consecutive ids of [`record_ids`]), read in one
+/// pass over their range of the root map rather than looked up one by one, each record field
+/// by field: what [`read_record`] gives, at a third of the cost (`hydrate` builds a tree of its
+/// own before it is converted).
+pub fn read_records(doc: &impl ReadDoc, ids: &[RecordId]) -> Vec<(RecordId, Value)> {
+    let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
+        return Vec::new();
+    };
+    let mut records = Vec::with_capacity(ids.len());
+    for item in doc.map_range(automerge::ROOT, first.to_string()..=last.to_string()) {
+        let Ok(id) = item.key.parse::<RecordId>() else { continue };
+        if matches!(item.value, automerge::ValueRef::Object(ObjType::Map)) {
+            records.push((id, with_id(object_json(doc, &item.id(), ObjType::Map), id)));
+        }
+    }
+    records
+}
+
+/// Object `obj` (of type `kind`) as JSON, as [`from_hydrate`] gives it.
+fn object_json(doc: &impl ReadDoc, obj: &ExId, kind: ObjType) -> Value {
+    let field = |value: AmValue<'_>, id: &dyn Fn() -> ExId| match value {
+        AmValue::Scalar(scalar) => scalar_to_json(&scalar),
+        AmValue::Object(kind) => object_json(doc, &id(), kind),
+    };
+    match kind {
+        ObjType::Map | ObjType::Table => Value::Object(
+            doc.map_range(obj, ..)
+                .map(|item| (item.key.to_string(), field(item.value.clone().into(), &|| item.id())))
+                .collect(),
+        ),
+        ObjType::List => {
+            Value::Array(doc.list_range(obj, ..).map(|item| field(item.value.clone().into(), &|| item.id())).collect())
+        }
+        ObjType::Text => Value::String(doc.text(obj).unwrap_or_default()),
+    }
+}
+
 fn with_id(mut record: Value, id: RecordId) -> Value {
     if let Value::Object(fields) = &mut record {
         fields.insert("id".into(), Value::String(id.to_string()));
@@ -349,6 +388,7 @@ mod tests {
             doc.transact_with(|_| CommitOptions::default(), |tx| effect.apply(tx)).unwrap();
             let expected = effect.created_record().unwrap();
             assert_eq!(read_record(&doc, effect.record(), None).unwrap(), expected, "{collection:?}");
+            assert_eq!(read_records(&doc, &[effect.record()]), [(effect.record(), expected.clone())]);
             // A long text field is Automerge text all the same.
             for field in collection.text_fields() {
                 let (_, record) = doc.get(automerge::ROOT, effect.record().to_string()).unwrap().unwrap();
@@ -363,5 +403,48 @@ mod tests {
             doc.transact_with(|_| CommitOptions::default(), |tx| edit.apply(tx)).unwrap();
             assert_eq!(read_record(&doc, effect.record(), None).unwrap()["description"], "Short now.");
         }
+    }
+
+    /// The view is built with `read_records`, history and single reads with `read_record`: they
+    /// must agree on every record, whatever Automerge holds (counters, bytes, timestamps,
+    /// conflicts from concurrent writers, a key that is no record id, a record that is no map).
+    #[test]
+    fn reading_records_in_runs_gives_what_reading_each_gives() {
+        use automerge::transaction::Transactable as _;
+        let mut doc = automerge::Automerge::new();
+        let ids: Vec<RecordId> = (0..5).map(|_| RecordId::new()).collect();
+        doc.transact_with(
+            |_| CommitOptions::default(),
+            |tx| {
+                for (n, id) in ids.iter().enumerate() {
+                    let record = tx.put_object(automerge::ROOT, id.to_string(), ObjType::Map)?;
+                    tx.put(&record, "title", format!("record {n}"))?;
+                    tx.put(&record, "count", ScalarValue::counter(n as i64))?;
+                    tx.put(&record, "raw", ScalarValue::Bytes(vec![n as u8, 0xff]))?;
+                    tx.put(&record, "at", ScalarValue::Timestamp(1_700_000_000_000))?;
+                    let list = tx.put_object(&record, "list", ObjType::List)?;
+                    let inner = tx.insert_object(&list, 0, ObjType::Map)?;
+                    tx.put(&inner, "x", 1.5)?;
+                    let text = tx.insert_object(&list, 1, ObjType::Text)?;
+                    tx.splice_text(&text, 0, 0, "ü text")?;
+                }
+                tx.put(automerge::ROOT, "not-a-record", "x")?;
+                tx.put(automerge::ROOT, RecordId::new().to_string(), "a record id holding no map")?;
+                Ok::<_, automerge::AutomergeError>(())
+            },
+        )
+        .unwrap();
+        let mut other = doc.fork();
+        let (_, record) = doc.get(automerge::ROOT, ids[2].to_string()).unwrap().unwrap();
+        doc.transact(|tx| tx.put(&record, "title", "one side")).unwrap();
+        other.transact(|tx| tx.put(&record, "title", "other side")).unwrap();
+        doc.merge(&mut other).unwrap();
+
+        let all = record_ids(&doc);
+        let one_by_one: Vec<(RecordId, Value)> =
+            all.iter().filter_map(|&id| read_record(&doc, id, None).map(|record| (id, record))).collect();
+        assert_eq!(one_by_one.len(), ids.len());
+        assert_eq!(read_records(&doc, &all), one_by_one);
+        assert_eq!(read_records(&doc, &all[1..3]), one_by_one[1..3]);
     }
 }

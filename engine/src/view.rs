@@ -55,6 +55,24 @@ const MERGE_IN_PLACE: usize = 4;
 /// Below this many records one core parses them sooner than several threads would start.
 const PARALLEL_PARSE_MIN: usize = 8192;
 
+/// `work` over `items` cut into one run per core, each a multiple of `align` long but the last,
+/// the results in order; in one run on one core or below `min` items.
+fn across_cores<I: Sync, O: Send>(items: &[I], align: usize, min: usize, work: impl Fn(&[I]) -> O + Sync) -> Vec<O> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads == 1 || items.len() < min {
+        return vec![work(items)];
+    }
+    let part = items.len().div_ceil(threads).div_ceil(align) * align;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items.chunks(part).map(|run| scope.spawn(|| work(run))).collect();
+        // The work returns its errors; a panic in it is the bug to see.
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    })
+}
+
 /// A document's records as of chunk sequence `through_seq` (exclusive).
 #[derive(Debug, Default)]
 pub struct RecordView {
@@ -102,23 +120,28 @@ pub struct Delta {
 type State<'a> = (RecordId, Option<&'a str>);
 
 impl RecordView {
-    /// Every record of `doc`, which holds the chunks before `through_seq`.
-    pub fn materialize(doc: &impl ReadDoc, through_seq: u64) -> crate::Result<Self> {
-        let mut packer = Packer::new();
-        let mut blocks = Vec::new();
-        let mut texts: Vec<(RecordId, String)> = Vec::with_capacity(BLOCK);
-        // One block's records at a time: the whole collection as text is never held at once.
-        for id in records::record_ids(doc) {
-            if let Some(record) = records::read_record(doc, id, None) {
-                texts.push((id, record.to_string()));
-            }
-            if texts.len() == BLOCK {
-                blocks.push(packer.pack(&texts)?);
+    /// Every record of `doc`, which holds the chunks before `through_seq`. Reading records
+    /// out of Automerge is most of the cost, and runs of whole blocks read independently: from
+    /// 8192 records on, the work is split across the cores.
+    pub fn materialize(doc: &(impl ReadDoc + Sync), through_seq: u64) -> crate::Result<Self> {
+        let ids = records::record_ids(doc);
+        let pack = |ids: &[RecordId]| -> crate::Result<Vec<Block>> {
+            let mut packer = Packer::new();
+            let mut blocks = Vec::with_capacity(ids.len().div_ceil(BLOCK));
+            // One block's records at a time: the whole collection as text is never held at once.
+            let mut texts: Vec<(RecordId, String)> = Vec::with_capacity(BLOCK);
+            for run in ids.chunks(BLOCK) {
                 texts.clear();
+                texts.extend(records::read_records(doc, run).into_iter().map(|(id, record)| (id, record.to_string())));
+                if !texts.is_empty() {
+                    blocks.push(packer.pack(&texts)?);
+                }
             }
-        }
-        if !texts.is_empty() {
-            blocks.push(packer.pack(&texts)?);
+            Ok(blocks)
+        };
+        let mut blocks = Vec::with_capacity(ids.len().div_ceil(BLOCK));
+        for run in across_cores(&ids, BLOCK, PARALLEL_PARSE_MIN, pack) {
+            blocks.extend(run?);
         }
         Ok(Self { through_seq, blocks, older_format: false })
     }
@@ -181,23 +204,9 @@ impl RecordView {
             }
             Ok(out)
         };
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let len = self.len();
-        if threads == 1 || len < PARALLEL_PARSE_MIN {
-            return parse(&self.blocks);
-        }
-        let part = self.blocks.len().div_ceil(threads);
-        let parts: Vec<_> = std::thread::scope(|scope| {
-            let handles: Vec<_> = self.blocks.chunks(part).map(|blocks| scope.spawn(move || parse(blocks))).collect();
-            handles.into_iter().map(|handle| handle.join()).collect()
-        });
-        let mut out = Vec::with_capacity(len);
-        for part in parts {
-            match part {
-                Ok(records) => out.extend(records?),
-                // Parsing text does not panic; if it ever did, that panic is the bug to see.
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
+        let mut out = Vec::with_capacity(self.len());
+        for run in across_cores(&self.blocks, 1, PARALLEL_PARSE_MIN / BLOCK, parse) {
+            out.extend(run?);
         }
         Ok(out)
     }

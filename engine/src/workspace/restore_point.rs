@@ -29,6 +29,7 @@
 //! (with changes in its pending area the cursor is 0, and a restore pulls every unit).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::mpsc::{Receiver, channel};
 
 use adiuva_model::DeviceId;
 use automerge::{Automerge, ChangeMetadata, ReadDoc};
@@ -45,7 +46,7 @@ use crate::crypto::{KeyPurpose, WorkspaceKey, random_bytes};
 use crate::error::{Error, Result, json_error};
 use crate::event_index::{EventIndex, IndexedEvent};
 use crate::manifest::{Manifest, SnapshotRef};
-use crate::store::WriteBatch;
+use crate::store::{StoreError, WriteBatch};
 use crate::view::RecordView;
 
 /// How a restore point's blob starts.
@@ -101,12 +102,22 @@ pub struct OpenedBlob {
 }
 
 /// Every blob of one restore point, opened and checked together (see [`open_restore_point`]);
-/// its signers are checked against the device list when it is applied.
+/// its signers are checked against the device list when it is applied. Its documents other
+/// than the root load on a thread of their own from the moment it is opened, so loading
+/// overlaps what comes before applying them (a restore's pull and root) and each other's
+/// checks and writes. (Applying keeps every document it adopts loaded anyway.)
 pub struct OpenedPoint {
     signers: BTreeSet<DeviceId>,
     coverage: RelayCoverage,
-    parts: Vec<(String, Vec<u8>)>,
+    root: Vec<u8>,
+    /// How many documents the loader sends.
+    documents: usize,
+    loaded: Receiver<LoadedPart>,
 }
+
+/// A document of a restore point: its name, its part (an encoded [`SignedSnapshot`]), and the
+/// part decoded and loaded.
+type LoadedPart = (String, Vec<u8>, Result<(Automerge, Attestations)>);
 
 impl OpenedPoint {
     /// The relay's sequence number up to which the point holds every unit (0: none).
@@ -120,10 +131,8 @@ impl OpenedPoint {
 
     /// The point's root document as the signed changes of an import.
     pub(super) fn root_changes(&self) -> Result<Vec<u8>> {
-        let (document, bytes) = self.parts.iter().find(|(document, _)| document == ROOT_DOCUMENT).ok_or_else(|| {
-            Error::UnitMalformed { unit: "restore point".into(), detail: "it holds no root document".into() }
-        })?;
-        snapshot_as_changes(document, bytes)
+        let (doc, attestations) = decode_snapshot(ROOT_DOCUMENT, &self.root)?;
+        changes_of(&doc, &attestations)
     }
 }
 
@@ -136,8 +145,7 @@ pub fn is_restore_point(bytes: &[u8]) -> bool {
 /// signature) and checks that they are the parts of one point, each once and in order. Pure.
 pub fn open_restore_point(workspace_id: &[u8; 16], keys: &[WorkspaceKey], blobs: &[Vec<u8>]) -> Result<OpenedPoint> {
     let mut point = None;
-    let mut opened_point =
-        OpenedPoint { signers: BTreeSet::new(), coverage: RelayCoverage::default(), parts: Vec::new() };
+    let (mut signers, mut coverage, mut parts) = (BTreeSet::new(), RelayCoverage::default(), Vec::new());
     for (index, blob) in blobs.iter().enumerate() {
         let name = format!("restore point part {}", index + 1);
         let malformed = |detail: &str| Error::UnitMalformed { unit: name.clone(), detail: detail.to_owned() };
@@ -155,17 +163,36 @@ pub fn open_restore_point(workspace_id: &[u8; 16], keys: &[WorkspaceKey], blobs:
             )));
         }
         if index == 0 {
-            opened_point.coverage = opened.coverage;
-        } else if opened.coverage != opened_point.coverage {
+            coverage = opened.coverage;
+        } else if opened.coverage != coverage {
             return Err(malformed("its coverage differs from the first part's"));
         }
-        opened_point.signers.insert(opened.signer);
-        opened_point.parts.extend(opened.parts);
+        signers.insert(opened.signer);
+        parts.extend(opened.parts);
     }
-    if point.is_none() {
-        return Err(Error::UnitMalformed { unit: "restore point".into(), detail: "no part".into() });
+    let malformed = |detail: &str| Error::UnitMalformed { unit: "restore point".into(), detail: detail.to_owned() };
+    let root = match parts.iter().position(|(document, _)| document == ROOT_DOCUMENT) {
+        Some(at) => parts.remove(at).1,
+        None => return Err(malformed("it holds no root document")),
+    };
+    if parts.iter().any(|(document, _)| document == ROOT_DOCUMENT) {
+        return Err(malformed("it holds the root document twice"));
     }
-    Ok(opened_point)
+    let documents = parts.len();
+    let (sender, loaded) = channel();
+    std::thread::Builder::new()
+        .name("restore-point-load".into())
+        .spawn(move || {
+            for (document, bytes) in parts {
+                let decoded = decode_snapshot(&document, &bytes);
+                // Nobody waits any more: the point was dropped.
+                if sender.send((document, bytes, decoded)).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| Error::Store(StoreError::from(e)))?;
+    Ok(OpenedPoint { signers, coverage, root, documents, loaded })
 }
 
 impl Workspace {
@@ -262,15 +289,26 @@ impl Workspace {
             return Err(Error::DeviceUnknown { device: signer.to_string(), document: None, change: None });
         }
         let mut imported = Imported::default();
-        for (document, bytes) in point.parts.iter().filter(|(document, _)| document != ROOT_DOCUMENT) {
-            layout::check_document_name(document)?;
-            if self.never_stored(document)?
-                && let Some(adopted) = self.adopt(document, bytes)?
+        let mut received = 0;
+        for (document, bytes, decoded) in point.loaded.iter() {
+            received += 1;
+            layout::check_document_name(&document)?;
+            let (doc, attestations) = decoded?;
+            if self.never_stored(&document)?
+                && let Some(events) = self.adoptable(&document, &doc, &attestations)?
             {
-                imported.applied += adopted;
+                imported.applied += events.len();
+                self.adopt(&document, &bytes, doc, attestations, events)?;
                 continue;
             }
-            add(&mut imported, self.import_changes(document, &snapshot_as_changes(document, bytes)?)?);
+            add(&mut imported, self.import_changes(&document, &changes_of(&doc, &attestations)?)?);
+        }
+        if received != point.documents {
+            // Only a panic while loading ends the loader early.
+            return Err(Error::UnitMalformed {
+                unit: "restore point".into(),
+                detail: format!("{} of its {} documents did not load", point.documents - received, point.documents),
+            });
         }
         Ok(imported)
     }
@@ -280,26 +318,45 @@ impl Workspace {
         Ok(!self.docs.contains_key(document) && self.log.read_manifest(document)?.is_none())
     }
 
-    /// Stores the document of `snapshot` (an encoded [`SignedSnapshot`]) as the first snapshot
-    /// of `document`, with its read view and event index, if every change passes the checks of
-    /// an import; returns how many changes it holds. `None` if a check finds a fault: the caller
-    /// imports change by change, which keeps aside or refuses exactly as any import does.
-    fn adopt(&mut self, document: &str, snapshot: &[u8]) -> Result<Option<usize>> {
-        let (mut doc, attestations) = decode_snapshot(document, snapshot)?;
+    /// The event index of `doc` (of `document`), if every change passes the checks of an
+    /// import and none lacks a dependency: then it can be adopted. `None` if a check finds a
+    /// fault: the caller imports change by change, which keeps aside or refuses exactly as any
+    /// import does.
+    fn adoptable(
+        &mut self,
+        document: &str,
+        doc: &Automerge,
+        attestations: &Attestations,
+    ) -> Result<Option<Vec<IndexedEvent>>> {
         let list = self.device_list()?;
         let metas: Vec<ChangeMetadata<'_>> = doc.get_changes_meta(&[]);
-        let (faults, checked) = self.authorship_faults(&list, document, metas, &attestations);
+        let (faults, checked) = self.authorship_faults(&list, document, metas, attestations);
         if !faults.is_empty() || !doc.get_missing_deps(&[]).is_empty() {
             debug!(document, faults = faults.len(), "a restore point's document imports change by change");
             return Ok(None);
         }
-        let events = checked
-            .into_iter()
-            .map(|received| IndexedEvent {
-                change: received.change.hash,
-                envelope: received.change.message.as_deref().unwrap_or_default().into(),
-            })
-            .collect::<Vec<_>>();
+        Ok(Some(
+            checked
+                .into_iter()
+                .map(|received| IndexedEvent {
+                    change: received.change.hash,
+                    envelope: received.change.message.as_deref().unwrap_or_default().into(),
+                })
+                .collect(),
+        ))
+    }
+
+    /// Stores `doc`, loaded from `snapshot` (an encoded [`SignedSnapshot`]) and checked by
+    /// [`Self::adoptable`], as the first snapshot of `document`, with its read view and event
+    /// index.
+    fn adopt(
+        &mut self,
+        document: &str,
+        snapshot: &[u8],
+        mut doc: Automerge,
+        attestations: Attestations,
+        events: Vec<IndexedEvent>,
+    ) -> Result<()> {
         let count = events.len();
         self.register_if_new(document)?;
         let mut manifest = Manifest::empty();
@@ -323,7 +380,7 @@ impl Workspace {
         self.views.insert(document.to_owned(), view);
         self.write_witness()?;
         debug!(document, events = count, "adopted from a restore point");
-        Ok(Some(count))
+        Ok(())
     }
 }
 
@@ -333,10 +390,8 @@ fn add(total: &mut Imported, one: Imported) {
     total.refused.extend(one.refused);
 }
 
-/// A restore point's part (a [`SignedSnapshot`] of `document`) as the [`SignedChanges`] of
-/// every change it holds, for an import.
-pub(super) fn snapshot_as_changes(document: &str, bytes: &[u8]) -> Result<Vec<u8>> {
-    let (doc, attestations) = decode_snapshot(document, bytes)?;
+/// Every change of `doc` with its attestations, as the [`SignedChanges`] of an import.
+fn changes_of(doc: &Automerge, attestations: &Attestations) -> Result<Vec<u8>> {
     let changes = doc.get_changes(&[]);
     SignedChanges {
         attestations: attestations.all().to_vec(),
@@ -414,7 +469,8 @@ mod tests {
     #[test]
     fn a_version_1_point_opens_without_coverage_and_a_relabelled_version_2_point_does_not() {
         let (key, identity) = sealer();
-        let parts = encode_parts(&[], "test").unwrap();
+        // Opening reads the root's bytes as they are: applying them is what checks them.
+        let parts = encode_parts(&[(ROOT_DOCUMENT.to_owned(), b"root".to_vec())], "test").unwrap();
         let v1 = RESTORE_POINT_FRAME_V1.seal(&WORKSPACE, &key, &identity, &[header(), parts.clone()].concat()).unwrap();
         let opened = open_restore_point(&WORKSPACE, std::slice::from_ref(&key), &[v1]).unwrap();
         assert_eq!(opened.relay_cursor(), 0);

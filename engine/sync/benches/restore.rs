@@ -11,7 +11,8 @@
 //!   restore point is made) and from the restore point (after) — beside raw Automerge sync of the same
 //!   number of changes to an empty peer, in memory: once as the crate does it for an empty peer
 //!   (the whole document in one message) and once change by change (capabilities dropped, as
-//!   the engine's peer sync does).
+//!   the engine's peer sync does) — and Automerge alone loading that history saved as one
+//!   document, which adopting a restore point's document cannot go below.
 //!
 //! `cargo bench --workspace --bench restore [-- --events N] [-- --json FILE]`; the relay binary
 //! is taken from the same target directory (`cargo bench --workspace` builds it).
@@ -386,6 +387,12 @@ fn main() {
     let mut history = automerge_history(events);
     let (whole, whole_rounds) = automerge_sync(&mut history, true);
     let (by_change, change_rounds) = automerge_sync(&mut history, false);
+    // What adopting a restore point's document cannot go below: Automerge loading it.
+    let saved = history.save();
+    let started = Instant::now();
+    let loaded = automerge::Automerge::load(&saved).unwrap();
+    let load = started.elapsed();
+    assert_eq!(loaded.get_heads(), history.get_heads());
     println!("restore of {events} events into an empty directory");
     for (name, timed) in [("from the restore point", &from_point), ("from the units alone", &from_units)] {
         println!(
@@ -397,6 +404,7 @@ fn main() {
         );
     }
     println!("  automerge sync to an empty peer, whole document: {:>8.3} s ({whole_rounds} rounds)", seconds(whole));
+    println!("  automerge loading the same history as one saved document: {:>8.3} s", seconds(load));
     println!(
         "  automerge sync to an empty peer, change by change: {:>8.3} s ({change_rounds} rounds)",
         seconds(by_change)
@@ -405,7 +413,8 @@ fn main() {
     report.insert(
         "restore".into(),
         json!({"from_point": timed_json(&from_point), "from_units": timed_json(&from_units),
-               "automerge_whole_document_s": seconds(whole), "automerge_change_by_change_s": seconds(by_change)}),
+               "automerge_whole_document_s": seconds(whole), "automerge_change_by_change_s": seconds(by_change),
+               "automerge_load_s": seconds(load)}),
     );
     if let Some(path) = json_out {
         std::fs::write(path, serde_json::to_vec_pretty(&report).unwrap()).unwrap();
