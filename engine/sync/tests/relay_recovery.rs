@@ -165,6 +165,36 @@ fn a_restore_adopts_the_latest_restore_point_and_pulls_only_the_units_after_it()
     assert_eq!(snapshot(&mut b), snapshot(&mut reopened));
 }
 
+#[test]
+fn a_restore_point_made_with_changes_kept_aside_covers_no_unit_and_the_restore_pulls_them_all() {
+    let mut relay = Relay::start();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let email = "point-pending@example.com";
+    let (mut a, phrase) = recoverable(&mut relay, dirs[0].path(), email);
+    let mut b = join(&mut a, &relay, dirs[1].path(), email, "b");
+    sync(&mut a);
+    sync(&mut b);
+    // b takes in a change of a's whose dependency it lacks: kept aside, in no snapshot.
+    let tasks = a.document_names().unwrap().into_iter().find(|d| d.starts_with("tasks")).unwrap();
+    add_task(&mut a, "first");
+    let after_first = a.heads(&tasks).unwrap();
+    add_task(&mut a, "second");
+    let second = a.export_changes(&tasks, &after_first).unwrap();
+    assert_eq!(b.import_changes(&tasks, &second).unwrap().pending, 1);
+    adiuva_sync::backup_now(&mut b, &mut |_| {}).unwrap();
+    sync(&mut a);
+
+    let ws = a.workspace_id().to_string();
+    let client = adiuva_sync::RelayClient::new(&relay.url);
+    let token = client.sign_in(false, email, PASSWORD, a.device_id()).unwrap().access_token;
+    let first_unit = client.changes(&token, &ws, 0).unwrap().changes.remove(0);
+    let (proxy, _, asked) = tampering_proxy(relay.url.clone(), Tamper::Nothing);
+    let mut restored = restore(&proxy, email, &ws, &phrase, &dirs[2].path().join("restored")).unwrap();
+    assert!(asked.lock().unwrap().iter().any(|path| path.ends_with(&first_unit.id)), "the first unit was not pulled");
+    sync(&mut a);
+    assert_eq!(snapshot(&mut a), snapshot(&mut restored));
+}
+
 /// What the proxy does to the relay's answers.
 #[derive(Clone)]
 enum Tamper {
