@@ -294,18 +294,12 @@ impl Workspace {
             received += 1;
             layout::check_document_name(&document)?;
             let (doc, attestations) = decoded?;
-            if self.never_stored(&document)? {
-                // The read view is built while the changes are checked: both only read `doc`.
-                let (events, view) = std::thread::scope(|scope| {
-                    let view = scope.spawn(|| RecordView::materialize(&doc, ADOPTED_NEXT_SEQ));
-                    let events = self.adoptable(&document, &doc, &attestations);
-                    (events, view.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-                });
-                if let Some(events) = events? {
-                    imported.applied += events.len();
-                    self.adopt(&document, &bytes, doc, attestations, events, view?)?;
-                    continue;
-                }
+            if self.never_stored(&document)?
+                && let Some(events) = self.adoptable(&document, &doc, &attestations)?
+            {
+                imported.applied += events.len();
+                self.adopt(&document, &bytes, doc, attestations, events)?;
+                continue;
             }
             add(&mut imported, self.import_changes(&document, &changes_of(&doc, &attestations)?)?);
         }
@@ -353,8 +347,8 @@ impl Workspace {
     }
 
     /// Stores `doc`, loaded from `snapshot` (an encoded [`SignedSnapshot`]) and checked by
-    /// [`Self::adoptable`], as the first snapshot of `document`, with its read view (built from
-    /// it) and event index.
+    /// [`Self::adoptable`], as the first snapshot of `document`, with its read view and event
+    /// index.
     fn adopt(
         &mut self,
         document: &str,
@@ -362,7 +356,6 @@ impl Workspace {
         mut doc: Automerge,
         attestations: Attestations,
         events: Vec<IndexedEvent>,
-        view: RecordView,
     ) -> Result<()> {
         let count = events.len();
         self.register_if_new(document)?;
@@ -374,6 +367,7 @@ impl Workspace {
         let sealed = self.log.seal(&key, BlobKind::Snapshot, snapshot)?;
         manifest.snapshot = Some(SnapshotRef { generation: 1, bytes: sealed.len() as u64 });
         let index = EventIndex { first_seq: 0, next_seq: ADOPTED_NEXT_SEQ, events };
+        let view = RecordView::materialize(&doc, ADOPTED_NEXT_SEQ)?;
         let mut batch = WriteBatch::default();
         batch.put(key, sealed);
         self.log.stage_manifest(document, &manifest, &mut batch)?;
