@@ -131,8 +131,11 @@ impl Workspace {
         let (mut workspace, _) =
             Self::root_from_units(dir, protection, identity, workspace_id, epochs, root.as_deref(), units)?;
         if let Some(point) = point {
-            workspace.set_relay_state(relay, &RelayState::covered(point.coverage().clone()))?;
+            let state = RelayState::covered(point.coverage().clone());
             workspace.apply_opened_point(point)?;
+            // Only once the documents are durable: a restore cut short must not leave a cursor
+            // past units whose changes it never stored (without one, the next sync pulls all).
+            workspace.set_relay_state(relay, &state)?;
         }
         workspace.add_restored_device(&keys.identity, name)?;
         for (seq, bytes) in units {
