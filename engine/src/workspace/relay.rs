@@ -278,9 +278,7 @@ impl Workspace {
         for (document, signed) in &opened.parts {
             self.check_unit_sender(document, &opened.sender)?;
             let imported = self.import_changes(document, signed)?;
-            result.imported.applied += imported.applied;
-            result.imported.pending += imported.pending;
-            result.imported.refused.extend(imported.refused);
+            result.imported.add(imported);
             let acked = state.acked.entry(document.clone()).or_default();
             for change in unit_changes(document, signed)? {
                 for dependency in change.deps() {

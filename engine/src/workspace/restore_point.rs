@@ -276,7 +276,7 @@ impl Workspace {
     pub fn apply_restore_point(&mut self, blobs: &[Vec<u8>]) -> Result<Imported> {
         let point = open_restore_point(&self.log.workspace_id, self.log.keyring.workspace_keys(), blobs)?;
         let mut imported = self.import_changes(ROOT_DOCUMENT, &point.root_changes()?)?;
-        add(&mut imported, self.apply_opened_point(point)?);
+        imported.add(self.apply_opened_point(point)?);
         Ok(imported)
     }
 
@@ -292,7 +292,6 @@ impl Workspace {
         let mut received = 0;
         for (document, bytes, decoded) in point.loaded.iter() {
             received += 1;
-            layout::check_document_name(&document)?;
             let (doc, attestations) = decoded?;
             if self.never_stored(&document)?
                 && let Some(events) = self.adoptable(&document, &doc, &attestations)?
@@ -301,7 +300,7 @@ impl Workspace {
                 self.adopt(&document, &bytes, doc, attestations, events)?;
                 continue;
             }
-            add(&mut imported, self.import_changes(&document, &changes_of(&doc, &attestations)?)?);
+            imported.add(self.import_changes(&document, &changes_of(&doc, &attestations)?)?);
         }
         if received != point.documents {
             // Only a panic while loading ends the loader early.
@@ -382,12 +381,6 @@ impl Workspace {
         debug!(document, events = count, "adopted from a restore point");
         Ok(())
     }
-}
-
-fn add(total: &mut Imported, one: Imported) {
-    total.applied += one.applied;
-    total.pending += one.pending;
-    total.refused.extend(one.refused);
 }
 
 /// Every change of `doc` with its attestations, as the [`SignedChanges`] of an import.

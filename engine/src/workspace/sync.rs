@@ -50,6 +50,15 @@ pub struct Imported {
     pub refused: Vec<Error>,
 }
 
+impl Imported {
+    /// Adds what another import did.
+    pub(super) fn add(&mut self, other: Imported) {
+        self.applied += other.applied;
+        self.pending += other.pending;
+        self.refused.extend(other.refused);
+    }
+}
+
 /// A received change, checked: its envelope decodes and an attestation that verifies covers it.
 pub(super) struct Received<C = Change> {
     pub change: C,
