@@ -21,6 +21,14 @@ pub(crate) trait Disk: Send + Sync {
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
     /// Creates (or truncates) `path`, writes `bytes` into it and syncs them.
     fn write_synced(&self, path: &Path, bytes: &[u8]) -> io::Result<()>;
+    /// Creates `files` in `dir`, in order, and makes them and their directory entries durable.
+    /// A failure leaves the files before the one that failed (and maybe that one) in place.
+    fn write_all_synced(&self, dir: &Path, files: &[(PathBuf, &[u8])]) -> io::Result<()> {
+        for (path, bytes) in files {
+            self.write_synced(path, bytes)?;
+        }
+        self.sync_dir(dir)
+    }
     fn remove(&self, path: &Path) -> io::Result<()>;
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the directory's entries durable.
@@ -56,6 +64,26 @@ impl Disk for RealDisk {
         let mut file = File::options().create(true).truncate(true).write(true).mode(PRIVATE_FILE).open(path)?;
         io::Write::write_all(&mut file, bytes)?;
         file.sync_data()
+    }
+
+    /// The files are written one after the other, then synced all at once, each on a thread
+    /// of its own with the directory on another: the file system commits concurrent syncs
+    /// together, where one after the other each waits for a commit of its own (a group commit
+    /// writes a dozen value files).
+    fn write_all_synced(&self, dir: &Path, files: &[(PathBuf, &[u8])]) -> io::Result<()> {
+        let mut opened = Vec::with_capacity(files.len() + 1);
+        for (path, bytes) in files {
+            let mut file = File::options().create(true).truncate(true).write(true).mode(PRIVATE_FILE).open(path)?;
+            io::Write::write_all(&mut file, bytes)?;
+            opened.push(file);
+        }
+        opened.push(File::open(dir)?);
+        std::thread::scope(|scope| {
+            let syncing: Vec<_> = opened.iter().map(|file| scope.spawn(move || file.sync_all())).collect();
+            syncing
+                .into_iter()
+                .try_for_each(|sync| sync.join().unwrap_or_else(|_| Err(io::Error::other("a sync panicked"))))
+        })
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {

@@ -157,15 +157,15 @@ impl SledStore {
         }
         // Files of a batch too large to log are named at position 0, which no record has.
         let end = if logged { wal.end } else { 0 };
-        for (index, (at, value)) in large.iter().enumerate() {
-            let pointer = self.values.write(wal.generation, end, index, value).map_err(|e| self.io(e))?;
-            if let Some(Op::Put(_, stored)) = record.ops.get_mut(*at) {
-                *stored = pointer;
-            }
-        }
         if !large.is_empty() {
-            // The new files' directory entries must be durable before anything points at them.
-            self.values.sync_dir().map_err(|e| self.io(e))?;
+            // The files and their directory entries are durable before anything points at them.
+            let (places, values): (Vec<usize>, Vec<Vec<u8>>) = large.into_iter().unzip();
+            let pointers = self.values.write(wal.generation, end, &values).map_err(|e| self.io(e))?;
+            for (at, pointer) in places.into_iter().zip(pointers) {
+                if let Some(Op::Put(_, stored)) = record.ops.get_mut(at) {
+                    *stored = pointer;
+                }
+            }
         }
         *sled_touched = true;
         if logged {

@@ -76,13 +76,15 @@ impl Values {
         Self { dir: store.join(DIR), disk }
     }
 
-    /// Writes `value` to the `index`th file of the record to be logged at `end` in
-    /// `generation`, synced; returns the pointer to store in its place. The directory entry
-    /// needs [`sync_dir`](Self::sync_dir) before anything durable points at it.
-    pub fn write(&self, generation: u64, end: u64, index: usize, value: &[u8]) -> io::Result<Vec<u8>> {
-        let name = format!("{generation:016x}-{end:08x}-{index:08x}");
-        self.disk.write_synced(&self.dir.join(&name), value)?;
-        Ok(pointer(&name))
+    /// Writes `values` to the files of the record to be logged at `end` in `generation`, one
+    /// each, synced with their directory entries; returns the pointers to store in their place.
+    pub fn write(&self, generation: u64, end: u64, values: &[Vec<u8>]) -> io::Result<Vec<Vec<u8>>> {
+        let names: Vec<String> =
+            (0..values.len()).map(|index| format!("{generation:016x}-{end:08x}-{index:08x}")).collect();
+        let files: Vec<(PathBuf, &[u8])> =
+            names.iter().zip(values).map(|(name, value)| (self.dir.join(name), value.as_slice())).collect();
+        self.disk.write_all_synced(&self.dir, &files)?;
+        Ok(names.iter().map(|name| pointer(name)).collect())
     }
 
     pub fn sync_dir(&self) -> io::Result<()> {
@@ -142,7 +144,11 @@ mod tests {
     fn a_pointer_has_a_fixed_length() {
         let dir = tempfile::tempdir().unwrap();
         let values = Values::open(dir.path(), Arc::new(super::super::disk::RealDisk)).unwrap();
-        let big = vec![7; INLINE_LIMIT + 1];
-        assert_eq!(values.write(u64::MAX, 0xffff_ffff, 3, &big).unwrap().len(), POINTER_LEN);
+        let big = vec![vec![7; INLINE_LIMIT + 1]; 4];
+        let pointers = values.write(u64::MAX, 0xffff_ffff, &big).unwrap();
+        assert!(pointers.iter().all(|pointer| pointer.len() == POINTER_LEN));
+        for pointer in &pointers {
+            assert_eq!(values.resolve(pointer).unwrap(), big[0]);
+        }
     }
 }

@@ -252,7 +252,7 @@ impl Workspace {
                 if self.docs.get(document).is_some_and(|d| self.options.should_compact(&d.manifest)) {
                     // The events are durable already; a compaction that fails is retried after the
                     // next commit and must not make this one look failed.
-                    if let Err(error) = self.compact_document(document) {
+                    if let Err(error) = self.compact_in_background(document) {
                         warn!(document, %error, "compaction failed; will retry");
                     }
                 }

@@ -6,16 +6,16 @@
 //! the deltas they replace deleted. A crash in between leaves leftovers the manifest does not
 //! count: they are ignored on load and removed by the next compaction.
 
-use tracing::debug;
-
-use super::{ROOT_DOCUMENT, Workspace, layout};
 use automerge::Change;
+use tracing::{debug, warn};
 
-use crate::authorship::SignedSnapshot;
+use super::upgrade::shared_document_of_records;
+use super::{LoadedDocument, ROOT_DOCUMENT, Workspace, layout};
+use crate::authorship::{Attestation, Attestations, SignedSnapshot};
 use crate::chunk::BlobKind;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::manifest::SnapshotRef;
-use crate::store::WriteBatch;
+use crate::store::{StoreError, WriteBatch};
 
 impl Workspace {
     /// Folds every document's tail into a fresh snapshot (documents without a tail are not
@@ -52,33 +52,104 @@ impl Workspace {
     }
 
     pub(super) fn compact_document(&mut self, document: &str) -> Result<()> {
+        self.finish_compaction(true);
         self.move_records_out_of(document)?;
         let own_legacy = self.own_unattested_changes(document)?;
         let loaded = self.document(document)?;
-        let bytes = loaded.doc.save();
-        let old = loaded.manifest.clone();
-        let generation = old.snapshot.map_or(1, |s| s.generation + 1);
+        let mut fold = Fold::of(document, loaded);
+        let saved = Saved { snapshot: loaded.doc.save(), index: None };
         // The snapshot keeps the attestation of every change it folds in, so authorship
         // survives compaction; this device's own changes from before attestations get one now.
-        let mut attestations = loaded.attestations.clone();
         if !own_legacy.is_empty() {
             let changes: Vec<&Change> = own_legacy.iter().collect();
-            attestations.add(self.log.attest(document, &changes));
+            fold.legacy = Some(self.log.attest(document, &changes));
         }
-        let snapshot = SignedSnapshot { attestations: attestations.all().to_vec(), document: bytes };
+        self.install_snapshot(fold, saved)
+    }
+
+    /// Compacts `document` after a commit: its Automerge save, which is most of the work, runs
+    /// on a thread of its own over a copy of the document, and the snapshot is installed by a
+    /// later commit (or at close) once the save is done. One compaction runs at a time; a
+    /// document that needs moving records out or attesting old changes compacts at once.
+    pub(super) fn compact_in_background(&mut self, document: &str) -> Result<()> {
+        self.finish_compaction(false);
+        if self.compacting.is_some() {
+            return Ok(()); // still due after the next commit
+        }
+        let loaded = self.document(document)?;
+        if loaded.legacy || shared_document_of_records(document).is_some() {
+            return self.compact_document(document);
+        }
+        let fold = Fold::of(document, loaded);
+        let copy = loaded.doc.clone();
+        // The event index as far as the copy goes: encoded and sealed on the thread too.
+        let index = self.event_index(document)?;
+        let (index_key, sealer) = (layout::index(document), self.log.local_sealer());
+        let saving = std::thread::Builder::new()
+            .name("compaction".into())
+            .spawn(move || {
+                let sealed = index.encode().and_then(|plain| sealer.seal(&index_key, BlobKind::EventIndex, &plain));
+                Saved { snapshot: copy.save(), index: Some(sealed.map(|sealed| (sealed, index.next_seq))) }
+            })
+            .map_err(|e| Error::Store(StoreError::from(e)))?;
+        self.compacting = Some(Compacting { fold, saving });
+        Ok(())
+    }
+
+    /// Installs the snapshot of a background compaction whose save is done, or, with `wait`,
+    /// waits for it first. A compaction that fails is only logged: the document is still due
+    /// and compacts again after a later commit.
+    pub(super) fn finish_compaction(&mut self, wait: bool) {
+        let Some(compacting) = self.compacting.take_if(|c| wait || c.saving.is_finished()) else { return };
+        let document = compacting.fold.document.clone();
+        let result = match compacting.saving.join() {
+            Ok(saved) => self.install_snapshot(compacting.fold, saved),
+            Err(_) => Err(Error::DocumentCorrupt {
+                document: document.clone(),
+                detail: "the compaction's save panicked".into(),
+            }),
+        };
+        if let Err(error) = result {
+            warn!(document, %error, "compaction failed; will retry");
+        }
+    }
+
+    /// Writes `saved`, the document as `fold` found it, as the document's next snapshot, and
+    /// then deletes what it replaces. Chunks written since `fold` stay in the tail.
+    fn install_snapshot(&mut self, fold: Fold, saved: Saved) -> Result<()> {
+        let document = fold.document.as_str();
+        let current = self.document(document)?.manifest.clone();
+        let generation = current.snapshot.map_or(1, |s| s.generation + 1);
+        if generation != fold.generation || current.tail_start > fold.upto {
+            debug!(document, "a compaction overtaken by another: dropped");
+            return Ok(());
+        }
+        let mut attestations = fold.attestations;
+        if let Some(legacy) = &fold.legacy {
+            attestations.add(legacy.clone());
+        }
+        let snapshot = SignedSnapshot { attestations: attestations.all().to_vec(), document: saved.snapshot };
         // Step 1: the new snapshot and the manifest that points at it, durable together.
         let key = layout::snapshot(document, generation);
         let sealed = self.log.seal(&key, BlobKind::Snapshot, &snapshot.encode()?)?;
-        let mut manifest = old.clone();
-        manifest.tail_start = old.next_seq;
-        manifest.tail_bytes = 0;
+        let mut manifest = current.clone();
+        manifest.tail_start = fold.upto;
+        manifest.tail_bytes = current.tail_bytes.saturating_sub(fold.tail_bytes);
         manifest.snapshot = Some(SnapshotRef { generation, bytes: sealed.len() as u64 });
-        let index = self.event_index(document)?;
         let mut batch = WriteBatch::default();
         batch.put(key, sealed);
         self.log.stage_manifest(document, &manifest, &mut batch)?;
         // The event index's parts fold into a new base, like the view's deltas.
-        self.stage_index_base(document, &index, &mut batch)?;
+        match saved.index {
+            Some(index) => {
+                let (sealed, next_seq) = index?;
+                self.stage_sealed_index_base(document, sealed, next_seq, &mut batch)?;
+            }
+            None => {
+                let index = self.event_index(document)?;
+                self.stage_index_base(document, &index, &mut batch)?;
+            }
+        }
         if document != ROOT_DOCUMENT {
             // The view's deltas fold into a new base at the same pace as the tail into the snapshot.
             self.view(document)?;
@@ -89,13 +160,15 @@ impl Workspace {
         self.log.write_durably(batch)?;
         if let Some(loaded) = self.docs.get_mut(document) {
             loaded.manifest = manifest;
-            loaded.attestations = attestations;
+            if let Some(legacy) = fold.legacy {
+                loaded.attestations.add(legacy);
+            }
             loaded.legacy = false;
         }
         // Step 2: only now delete what the snapshot replaces (and leftovers of earlier runs).
         let mut cleanup = WriteBatch::default();
         for key in self.log.store.keys_with_prefix(&layout::change_prefix(document))? {
-            if layout::change_seq(document, &key).is_some_and(|seq| seq < old.next_seq) {
+            if layout::change_seq(document, &key).is_some_and(|seq| seq < fold.upto) {
                 cleanup.delete(key);
             }
         }
@@ -111,6 +184,48 @@ impl Workspace {
         debug!(document, generation, bytes = snapshot.document.len(), "compacted");
         Ok(())
     }
+}
+
+/// A document as a compaction found it: what its snapshot will cover.
+struct Fold {
+    document: String,
+    /// The snapshot generation it will write.
+    generation: u64,
+    /// The chunks before this sequence number are in the snapshot.
+    upto: u64,
+    /// Their bytes, which leave the tail.
+    tail_bytes: u64,
+    attestations: Attestations,
+    /// This device's attestation of its own changes from before attestations, if any.
+    legacy: Option<Attestation>,
+}
+
+impl Fold {
+    fn of(document: &str, loaded: &LoadedDocument) -> Self {
+        let manifest = &loaded.manifest;
+        Fold {
+            document: document.to_owned(),
+            generation: manifest.snapshot.map_or(1, |s| s.generation + 1),
+            upto: manifest.next_seq,
+            tail_bytes: manifest.tail_bytes,
+            attestations: loaded.attestations.clone(),
+            legacy: None,
+        }
+    }
+}
+
+/// What a compaction's save produced: the document's bytes and, when saved on a thread of its
+/// own, the sealed event index base as far as the document went, with the sequence number it
+/// reaches.
+struct Saved {
+    snapshot: Vec<u8>,
+    index: Option<Result<(Vec<u8>, u64)>>,
+}
+
+/// A background compaction: the save running on its thread.
+pub(super) struct Compacting {
+    fold: Fold,
+    saving: std::thread::JoinHandle<Saved>,
 }
 
 impl Workspace {

@@ -99,9 +99,22 @@ impl Workspace {
     /// Stages `index` as the document's base and removes every part it includes.
     pub(super) fn stage_index_base(&self, document: &str, index: &EventIndex, batch: &mut WriteBatch) -> Result<()> {
         let key = layout::index(document);
-        batch.put(key.clone(), self.log.seal_local(&key, BlobKind::EventIndex, &index.encode()?)?);
+        let sealed = self.log.seal_local(&key, BlobKind::EventIndex, &index.encode()?)?;
+        self.stage_sealed_index_base(document, sealed, index.next_seq, batch)
+    }
+
+    /// Stages a sealed base that covers the chunks before `next_seq`, and removes every part
+    /// it includes.
+    pub(super) fn stage_sealed_index_base(
+        &self,
+        document: &str,
+        sealed: Vec<u8>,
+        next_seq: u64,
+        batch: &mut WriteBatch,
+    ) -> Result<()> {
+        batch.put(layout::index(document), sealed);
         for key in self.log.store.keys_with_prefix(&layout::index_part_prefix(document))? {
-            if layout::index_part_seq(document, &key).is_none_or(|seq| seq < index.next_seq) {
+            if layout::index_part_seq(document, &key).is_none_or(|seq| seq < next_seq) {
                 batch.delete(key);
             }
         }

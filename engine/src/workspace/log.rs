@@ -92,8 +92,12 @@ impl DocumentLog {
     }
 
     pub fn seal_local(&self, key: &[u8], kind: BlobKind, payload: &[u8]) -> Result<Vec<u8>> {
-        let place = ChunkPlace { workspace_id: &self.workspace_id, blob_id: key };
-        Ok(chunk::seal_local(place, kind, self.keyring.storage_key(), payload)?)
+        self.local_sealer().seal(key, kind, payload)
+    }
+
+    /// What sealing local blobs takes, for a thread of its own.
+    pub fn local_sealer(&self) -> LocalSealer {
+        LocalSealer { workspace_id: self.workspace_id, storage_key: self.keyring.storage_key().clone() }
     }
 
     /// The key a stored frame names, if this device still accepts it.
@@ -447,4 +451,17 @@ impl DocumentLog {
 /// short has nothing to record), so beside an empty store it means the store was lost.
 pub(super) fn has_witness(dir: &Path) -> bool {
     dir.join(WITNESS_FILE).exists()
+}
+
+/// Seals local blobs (views, event indexes, manifests) under the device's storage key.
+pub struct LocalSealer {
+    workspace_id: [u8; 16],
+    storage_key: SecretKey,
+}
+
+impl LocalSealer {
+    pub fn seal(&self, key: &[u8], kind: BlobKind, payload: &[u8]) -> Result<Vec<u8>> {
+        let place = ChunkPlace { workspace_id: &self.workspace_id, blob_id: key };
+        Ok(chunk::seal_local(place, kind, &self.storage_key, payload)?)
+    }
 }

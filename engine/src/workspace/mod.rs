@@ -137,6 +137,8 @@ pub struct Workspace {
     options: WorkspaceOptions,
     /// Told about every durable commit group (see [`Workspace::on_commit`]).
     observer: Option<CommitObserver>,
+    /// A compaction whose save runs on its own thread (see `compaction`).
+    compacting: Option<compaction::Compacting>,
     /// Held for the workspace's lifetime: one process per workspace. A read-only open takes
     /// none: it writes nothing, so it may read beside the process that holds the lock.
     _lock: Option<File>,
@@ -336,6 +338,7 @@ impl Workspace {
             views: BTreeMap::new(),
             options: WorkspaceOptions::default(),
             observer: None,
+            compacting: None,
             _lock: lock,
         }
     }
@@ -410,6 +413,7 @@ impl Drop for Workspace {
             warn!("not recording the witness: closing while a panic unwinds");
             return;
         }
+        self.finish_compaction(true);
         if let Err(error) = self.write_witness() {
             warn!(%error, "could not record the witness at close");
         }

@@ -165,6 +165,53 @@ fn a_failed_store_write_leaves_memory_exactly_as_the_store_has_it() {
     assert_eq!(reopened.events(&Default::default()).unwrap().len(), events);
 }
 
+/// A compaction a commit starts saves on its own thread while commits go on, and a later commit
+/// installs it with the chunks written meanwhile left in the tail. Writes fail in turn, those
+/// of the installs included: a commit that installs a compaction is not failed by it, and a
+/// reopen finds every acknowledged task and event.
+#[test]
+fn a_background_compaction_keeps_what_was_written_while_it_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = Arc::new(AtomicU64::new(u64::MAX));
+    let (lock, store) = failing(dir.path(), &budget);
+    let mut workspace = Workspace::init_in(dir.path(), lock, store, protection(), "device").unwrap();
+    workspace.options = WorkspaceOptions { compact_after_chunks: 3, compact_after_bytes: u64::MAX };
+    let tail =
+        |workspace: &Workspace| workspace.docs.get("tasks").map(|d| (d.manifest.tail_start, d.manifest.next_seq));
+    let (mut acknowledged, mut installed_with_tail, mut failures) = (BTreeSet::new(), 0, 0);
+    for round in 0..48u64 {
+        let before = tail(&workspace);
+        if round % 4 == 3 {
+            budget.store(round / 4 % 6, Ordering::SeqCst);
+        }
+        let (draft, effect) = task(&format!("task {round}"));
+        let id = effect.record().to_string();
+        match workspace.commit_batch(vec![(draft, effect)]) {
+            Ok(_) => {
+                acknowledged.insert(id);
+            }
+            Err(_) => failures += 1,
+        }
+        budget.store(u64::MAX, Ordering::SeqCst);
+        if let (Some((start_before, _)), Some((start, next))) = (before, tail(&workspace))
+            && start != start_before
+            && start < next
+        {
+            installed_with_tail += 1;
+        }
+        assert!(task_ids(&mut workspace).is_superset(&acknowledged), "round {round}: an acknowledged task is missing");
+    }
+    assert!(failures >= 3, "the injected failures must hit commits: {failures}");
+    assert!(installed_with_tail > 0, "no compaction was installed with chunks written after it began");
+    let live = task_ids(&mut workspace);
+    let events = workspace.events(&Default::default()).unwrap().len();
+    drop(workspace);
+    let mut reopened = Workspace::open(dir.path(), passphrase).unwrap();
+    assert_eq!(task_ids(&mut reopened), live);
+    assert_eq!(created_ids(&mut reopened), live);
+    assert_eq!(reopened.events(&Default::default()).unwrap().len(), events);
+}
+
 /// A panic in the middle of a commit unwinds through the workspace's `Drop`: it must record
 /// nothing (memory may be halfway through a change), and the workspace opens as it was.
 #[test]

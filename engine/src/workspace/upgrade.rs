@@ -114,11 +114,9 @@ impl Workspace {
     /// Moves out the records `document` holds if it is the collection document of a
     /// collection whose records now have documents of their own.
     pub(super) fn move_records_out_of(&mut self, document: &str) -> Result<()> {
-        match Collection::of_document(document) {
-            Some(collection) if collection.has_record_documents() && collection.name() == document => {
-                self.move_records_out(collection).map(drop)
-            }
-            _ => Ok(()),
+        match shared_document_of_records(document) {
+            Some(collection) => self.move_records_out(collection).map(drop),
+            None => Ok(()),
         }
     }
 
@@ -173,4 +171,10 @@ impl Workspace {
         info!(collection = %collection, moved, "records moved into documents of their own");
         Ok(moved)
     }
+}
+
+/// The collection whose records have documents of their own, if `document` is its older shared
+/// document (which may still hold records to move out).
+pub(super) fn shared_document_of_records(document: &str) -> Option<Collection> {
+    Collection::of_document(document).filter(|c| c.has_record_documents() && c.name() == document)
 }

@@ -125,7 +125,6 @@ impl Workspace {
         Ok(Some((view, from_deltas)))
     }
 
-    /// Opens and decodes one stored part of a read view; `None` (logged) if it does not, so the
     /// Opens and decodes one stored part of a read view or an event index; `None` (logged) if
     /// it does not, so the cache is rebuilt from the log.
     pub(super) fn open_cached_part<T, E: std::fmt::Display>(
