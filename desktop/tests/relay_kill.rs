@@ -1,18 +1,22 @@
 //! SIGKILL in the middle of relay sync, repeated: the relay killed during pushes (a device
 //! syncing in this process), and the `adiuva sync` process killed during pulls. After restarts
 //! nothing is lost and nothing is sent or applied twice: every unit a push made reaches the
-//! relay once (the outbox resends the same bytes), and the devices converge.
+//! relay once (the outbox resends the same bytes), and the devices converge. And `adiuva
+//! restore` killed half-way: the directory does not open, and the restore run again completes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../../engine/sync/tests/common/mod.rs"]
 mod common;
+mod relay_cli;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use adiuva_model::Collection;
+use adiuva_engine::{Effect, EventDraft};
+use adiuva_model::{Actor, Collection, EventKind, RecordId};
 use common::*;
+use relay_cli::{adiuva, succeeded, titles};
 
 /// A small deterministic generator of delays (no dependency for it).
 struct Delays(u64);
@@ -131,4 +135,63 @@ fn sigkill_of_the_client_during_pulls_loses_nothing_and_applies_nothing_twice() 
     assert_eq!(snapshot(&mut a), snapshot(&mut b));
     let tasks_events = b.status().unwrap().documents.iter().find(|d| d.name == "tasks").unwrap().events;
     assert_eq!(tasks_events, UNITS, "each change stored once");
+}
+
+#[test]
+fn sigkill_of_a_restore_leaves_a_directory_that_does_not_open_and_a_second_restore_completes() {
+    const TASKS: usize = 3000;
+    let mut relay = Relay::start();
+    let (a_dir, target) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let target = target.path().join("restored");
+    let email = "kill-restore@example.com";
+    let mut a = first_device(&mut relay, a_dir.path(), email);
+    let phrase = a.create_recovery().unwrap().to_string();
+    let tasks = (0..TASKS)
+        .map(|n| {
+            let fields = serde_json::json!({"title": format!("task {n}"), "description": "", "status": "todo",
+                "priority": "medium", "tags": [], "created_at": "2026-12-06T10:00:00Z"});
+            let effect = Effect::CreateRecord {
+                collection: Collection::Tasks,
+                id: RecordId::new(),
+                fields: fields.as_object().unwrap().clone(),
+            };
+            (EventDraft::new(EventKind::new("task.created").unwrap(), Actor::User), effect)
+        })
+        .collect();
+    a.commit_batch(tasks).unwrap();
+    sync(&mut a);
+    adiuva_sync::backup_now(&mut a, &mut |_| {}).unwrap();
+    let ws = a.workspace_id().to_string();
+    let restore = || {
+        let mut command = adiuva(&target);
+        command.args(["restore", "--server", &relay.url, "--email", email, "--phrase", &phrase, "--id", &ws]);
+        command
+    };
+
+    // Killed once the restore has started writing the workspace's store (it marks the
+    // directory before anything else).
+    let marker = target.join("restore-unfinished");
+    let mut child = restore().stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    while !target.join("store").exists() {
+        assert!(child.try_wait().unwrap().is_none(), "the restore ended before it wrote anything");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(marker.exists(), "the directory of a restore killed half-way is marked unfinished");
+    let opened = adiuva(&target).args(["task", "list"]).output().unwrap();
+    assert!(!opened.status.success());
+    let stderr = String::from_utf8_lossy(&opened.stderr);
+    assert!(stderr.contains("workspace.restore_unfinished"), "{stderr}");
+
+    // Run again, it starts over and completes; the result is the workspace, once.
+    let restored = succeeded(restore().output().unwrap());
+    assert!(restored.contains("restored workspace"), "{restored}");
+    assert!(!marker.exists());
+    assert_eq!(titles(&target).len(), TASKS);
+    sync(&mut a);
+    let mut b = open(&target);
+    sync(&mut b);
+    sync(&mut a);
+    assert_eq!(snapshot(&mut a), snapshot(&mut b));
 }

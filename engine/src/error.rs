@@ -19,6 +19,8 @@ pub enum Error {
     WorkspaceNotFound { path: PathBuf },
     #[error("a workspace already exists at {path}")]
     WorkspaceExists { path: PathBuf },
+    #[error("the restore into {path} did not finish; run `adiuva restore` into it again")]
+    RestoreUnfinished { path: PathBuf },
     #[error("the workspace at {path} is open in another process")]
     WorkspaceLocked { path: PathBuf },
     #[error("workspace header is unreadable: {detail}")]
@@ -172,6 +174,7 @@ impl Error {
         match self {
             Error::WorkspaceNotFound { .. } => ErrorCode::WorkspaceNotFound,
             Error::WorkspaceExists { .. } => ErrorCode::WorkspaceExists,
+            Error::RestoreUnfinished { .. } => ErrorCode::RestoreUnfinished,
             Error::WorkspaceLocked { .. } => ErrorCode::WorkspaceLocked,
             Error::WorkspaceFormat { .. } => ErrorCode::WorkspaceFormat,
             Error::WrongPassphrase => ErrorCode::WrongPassphrase,

@@ -28,6 +28,7 @@ macro_rules! error_codes {
 error_codes! {
     WorkspaceNotFound => "workspace.not_found", "No workspace at the given directory.";
     WorkspaceExists => "workspace.exists", "A workspace already exists at the given directory.";
+    RestoreUnfinished => "workspace.restore_unfinished", "A restore into the directory did not finish; running it again starts over.";
     WorkspaceLocked => "workspace.locked", "Another process has the workspace open.";
     WorkspaceFormat => "workspace.format", "The workspace was written by a newer or unknown format.";
     WrongPassphrase => "key.wrong_passphrase", "The passphrase does not unlock the workspace key.";

@@ -453,6 +453,14 @@ pub(super) fn has_witness(dir: &Path) -> bool {
     dir.join(WITNESS_FILE).exists()
 }
 
+/// Removes the witness file of `dir`, if any (a restore starting over).
+pub(super) fn remove_witness(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(dir.join(WITNESS_FILE)) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
 /// Seals local blobs (views, event indexes, manifests) under the device's storage key.
 pub struct LocalSealer {
     workspace_id: [u8; 16],

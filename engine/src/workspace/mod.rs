@@ -220,6 +220,9 @@ impl Workspace {
         options: WorkspaceOptions,
         witness: Witness,
     ) -> Result<Self> {
+        if recovery::restore_unfinished(dir) {
+            return Err(Error::RestoreUnfinished { path: dir.to_owned() });
+        }
         if !store_dir(dir).is_dir() {
             return Err(Error::WorkspaceNotFound { path: dir.to_owned() });
         }

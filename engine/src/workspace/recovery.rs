@@ -6,12 +6,12 @@ use std::path::Path;
 use adiuva_model::{Actor, DeviceId, EventKind};
 use automerge::ActorId;
 use automerge::transaction::CommitOptions;
-use tracing::info;
+use tracing::{info, warn};
 use zeroize::Zeroizing;
 
 use super::commit::{EventDraft, Operation};
 use super::devices::device_name;
-use super::log::Attest;
+use super::log::{self, Attest};
 use super::relay::{OpenedUnit, RelayState, bundle_keys, open_unit_bytes};
 use super::restore_point::OpenedPoint;
 use super::{ROOT_DOCUMENT, Workspace, layout};
@@ -21,7 +21,8 @@ use crate::error::{Error, Result};
 use crate::identity::DeviceIdentity;
 use crate::keystore::{self, KeyProtection};
 use crate::recovery::{self, RecoveryKeys};
-use crate::store::WriteBatch;
+use crate::store::disk::{Disk, RealDisk};
+use crate::store::{StoreError, WriteBatch};
 
 /// The recovery identity's name in the device list.
 const RECOVERY_DEVICE_NAME: &str = "recovery phrase";
@@ -166,6 +167,7 @@ impl Workspace {
                 workspace.import_changes(document, signed)?;
             }
         }
+        workspace.finish_restore()?;
         Ok(workspace)
     }
 
@@ -198,6 +200,7 @@ impl Workspace {
             unit: "relay".into(),
             detail: "the relay holds no root document to restore from".into(),
         })?;
+        start_restore(dir)?;
         let unlocked = keystore::create_for(workspace_id, protection, identity, epochs)?;
         let (mut workspace, batch) = Workspace::create_empty(dir, workspace_id, unlocked)?;
         workspace.import_into(ROOT_DOCUMENT, first, batch)?;
@@ -205,6 +208,18 @@ impl Workspace {
             workspace.import_changes(ROOT_DOCUMENT, signed)?;
         }
         Ok((workspace, opened))
+    }
+
+    /// Marks the restore (or copy) that built this workspace finished: until then its directory
+    /// does not open ([`Error::RestoreUnfinished`]), and the next restore into it starts over.
+    pub fn finish_restore(&self) -> Result<()> {
+        match std::fs::remove_file(self.log.dir.join(UNFINISHED_FILE)) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(error) => return Err(StoreError::from(error).into()),
+        }
+        RealDisk.sync_dir(&self.log.dir).map_err(StoreError::from)?;
+        Ok(())
     }
 
     /// Commits `device.added` for this (restored) device, as the recovery identity.
@@ -253,4 +268,34 @@ impl Workspace {
         self.finish_staged(vec![staged]);
         Ok(())
     }
+}
+
+/// While a restore (or an audit's copy) builds a workspace, its directory holds this file: the
+/// workspace is whole only once it is gone. A directory left with it (the process was killed,
+/// the disk failed half-way) does not open, and the next restore into it starts over.
+const UNFINISHED_FILE: &str = "restore-unfinished";
+
+/// Whether `dir` holds a workspace whose restore did not finish.
+pub(super) fn restore_unfinished(dir: &Path) -> bool {
+    dir.join(UNFINISHED_FILE).exists()
+}
+
+/// Readies `dir` for a restore: what an unfinished restore left there (its store and witness)
+/// is removed, then the marker is made durable before anything of the new workspace is.
+fn start_restore(dir: &Path) -> Result<()> {
+    RealDisk.create_dir_all(dir).map_err(StoreError::from)?;
+    if restore_unfinished(dir) {
+        // Not while another process has it open.
+        let _lock = super::lock_dir(dir)?;
+        match std::fs::remove_dir_all(super::store_dir(dir)) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(StoreError::from(error).into()),
+        }
+        log::remove_witness(dir).map_err(StoreError::from)?;
+        warn!(dir = %dir.display(), "removed what an unfinished restore left, to start over");
+    }
+    RealDisk.write_synced(&dir.join(UNFINISHED_FILE), b"").map_err(StoreError::from)?;
+    RealDisk.sync_dir(dir).map_err(StoreError::from)?;
+    Ok(())
 }

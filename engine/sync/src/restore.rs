@@ -118,6 +118,8 @@ pub fn restore(
     // Past what was passed over too (the point's own blobs among it), so the first sync does
     // not fetch it again.
     workspace.relay_passed(&relay.account.server, cursor)?;
+    // Whole from here: the first sync is a sync like any other, which the next one resumes.
+    workspace.finish_restore()?;
     sync::sync_once(&mut workspace, progress)?;
     Ok(workspace)
 }
