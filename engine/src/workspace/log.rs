@@ -450,15 +450,11 @@ impl DocumentLog {
 /// Whether `dir` has a witness file. Only a complete workspace ever writes one (an `init` cut
 /// short has nothing to record), so beside an empty store it means the store was lost.
 pub(super) fn has_witness(dir: &Path) -> bool {
-    dir.join(WITNESS_FILE).exists()
+    witness_path(dir).exists()
 }
 
-/// Removes the witness file of `dir`, if any (a restore starting over).
-pub(super) fn remove_witness(dir: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(dir.join(WITNESS_FILE)) {
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
+pub(super) fn witness_path(dir: &Path) -> PathBuf {
+    dir.join(WITNESS_FILE)
 }
 
 /// Seals local blobs (views, event indexes, manifests) under the device's storage key.

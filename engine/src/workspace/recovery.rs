@@ -213,11 +213,7 @@ impl Workspace {
     /// Marks the restore (or copy) that built this workspace finished: until then its directory
     /// does not open ([`Error::RestoreUnfinished`]), and the next restore into it starts over.
     pub fn finish_restore(&self) -> Result<()> {
-        match std::fs::remove_file(self.log.dir.join(UNFINISHED_FILE)) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(error) => return Err(StoreError::from(error).into()),
-        }
+        absent_is_fine(std::fs::remove_file(self.log.dir.join(UNFINISHED_FILE))).map_err(StoreError::from)?;
         RealDisk.sync_dir(&self.log.dir).map_err(StoreError::from)?;
         Ok(())
     }
@@ -287,15 +283,19 @@ fn start_restore(dir: &Path) -> Result<()> {
     if restore_unfinished(dir) {
         // Not while another process has it open.
         let _lock = super::lock_dir(dir)?;
-        match std::fs::remove_dir_all(super::store_dir(dir)) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(StoreError::from(error).into()),
-        }
-        log::remove_witness(dir).map_err(StoreError::from)?;
+        absent_is_fine(std::fs::remove_dir_all(super::store_dir(dir))).map_err(StoreError::from)?;
+        absent_is_fine(std::fs::remove_file(log::witness_path(dir))).map_err(StoreError::from)?;
         warn!(dir = %dir.display(), "removed what an unfinished restore left, to start over");
     }
     RealDisk.write_synced(&dir.join(UNFINISHED_FILE), b"").map_err(StoreError::from)?;
     RealDisk.sync_dir(dir).map_err(StoreError::from)?;
     Ok(())
+}
+
+/// A removal's outcome, where nothing to remove is as good as removed.
+fn absent_is_fine(removed: std::io::Result<()>) -> std::io::Result<()> {
+    match removed {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
