@@ -122,16 +122,20 @@ fn log_lists_envelopes_with_filters() {
     ok(ws, &["note", "add", "N"]);
     let all = json(ws, &["log", "--json"]);
     let kinds: Vec<&str> = all.as_array().unwrap().iter().map(|e| e["envelope"]["kind"].as_str().unwrap()).collect();
-    // A note is a document of its own, registered (by the system) as it is created.
-    assert_eq!(kinds, ["workspace.created", "task.created", "task.completed", "document.created", "note.created"]);
-    let first_task = &all[1]["envelope"];
+    // A task's bucket and a note's own document are registered (by the system) as the first
+    // record goes in.
+    assert_eq!(
+        kinds,
+        ["workspace.created", "document.created", "task.created", "task.completed", "document.created", "note.created"]
+    );
+    let first_task = &all[2]["envelope"];
     for field in ["v", "id", "kind", "actor", "device", "time", "correlation", "subject"] {
         assert!(first_task.get(field).is_some(), "envelope lacks {field}: {first_task}");
     }
     assert_eq!(first_task["actor"], "user");
     assert_eq!(json(ws, &["log", "--json", "--kind", "task"]).as_array().unwrap().len(), 2);
     assert_eq!(json(ws, &["log", "--json", "--kind", "task.completed"]).as_array().unwrap().len(), 1);
-    assert_eq!(json(ws, &["log", "--json", "--actor", "system"]).as_array().unwrap().len(), 2);
+    assert_eq!(json(ws, &["log", "--json", "--actor", "system"]).as_array().unwrap().len(), 3);
     assert_eq!(json(ws, &["log", "--json", "--task", id.trim()]).as_array().unwrap().len(), 2);
     assert_eq!(json(ws, &["log", "--json", "--limit", "1"])[0]["envelope"]["kind"], "note.created");
 }
@@ -145,7 +149,7 @@ fn status_reports_ids_counts_and_size() {
     assert_eq!(status["workspace_id"].as_str().unwrap().len(), 26);
     assert_eq!(status["device_id"].as_str().unwrap().len(), 64);
     assert!(status["storage_bytes"].as_u64().unwrap() > 0);
-    let tasks = status["documents"].as_array().unwrap().iter().find(|d| d["name"] == "tasks").unwrap();
+    let tasks = status["documents"].as_array().unwrap().iter().find(|d| d["name"] == "tasks/*").unwrap();
     assert_eq!(tasks["records"], 1);
     assert_eq!(tasks["events"], 1);
 }
@@ -166,7 +170,7 @@ fn import_commits_every_line_or_nothing() {
     assert_eq!(json(ws, &["note", "list", "--json"]).as_array().unwrap().len(), 1);
     // The import folded its tail into snapshots, and `status` counts every event.
     let status = json(ws, &["status", "--json"]);
-    let tasks = status["documents"].as_array().unwrap().iter().find(|d| d["name"] == "tasks").unwrap().clone();
+    let tasks = status["documents"].as_array().unwrap().iter().find(|d| d["name"] == "tasks/*").unwrap().clone();
     assert_eq!((tasks["tail_chunks"].as_u64(), tasks["events"].as_u64()), (Some(0), Some(2500)), "{tasks}");
     assert_eq!(tasks["records"], 2500);
     // Every imported task is its own event, with one correlation id for the whole import.
@@ -271,8 +275,9 @@ fn a_lost_witness_is_refused_until_reset_witness() {
     assert_eq!(json(ws, &["task", "list", "--json"]).as_array().unwrap().len(), 1);
 }
 
-/// A workspace written before notes had documents of their own: `adiuva upgrade` moves its notes
-/// out, and `note list` and the users' events read the same before and after.
+/// A workspace written before notes had documents of their own and tasks were spread over
+/// buckets: `adiuva upgrade` moves its notes and tasks out, and `note list`, `task list` and the
+/// users' events read the same before and after.
 #[test]
 fn upgrade_moves_notes_into_their_own_documents_and_lists_the_same() {
     let dir = tempfile::tempdir().unwrap();
@@ -285,9 +290,12 @@ fn upgrade_moves_notes_into_their_own_documents_and_lists_the_same() {
     };
     let notes = run(&["note", "list", "--json"]);
     let user_log = run(&["log", "--json", "--actor", "user"]);
-    assert!(run(&["upgrade"]).contains("3 records moved"), "the three notes of the fixture");
+    let tasks = run(&["task", "list", "--all", "--json"]);
+    let moved = 3 + serde_json::from_str::<Value>(&tasks).unwrap().as_array().unwrap().len();
+    assert!(run(&["upgrade"]).contains(&format!("{moved} records moved")), "the fixture's three notes and its tasks");
     assert_eq!(run(&["upgrade"]), "the workspace is current\n");
     assert_eq!(run(&["note", "list", "--json"]), notes);
+    assert_eq!(run(&["task", "list", "--all", "--json"]), tasks);
     assert_eq!(run(&["log", "--json", "--actor", "user"]), user_log);
     let status: Value = serde_json::from_str(&run(&["status", "--json"])).unwrap();
     let own = status["documents"].as_array().unwrap().iter().find(|d| d["name"] == "notes/*").unwrap().clone();

@@ -9,7 +9,7 @@ mod common;
 #[path = "../../engine/tests/common/mod.rs"]
 mod engine_common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -121,8 +121,19 @@ impl LiveSync {
     }
 
     /// The next session report it prints.
-    fn next_session(&self) -> Value {
-        let line = self.lines.recv_timeout(PATIENCE).expect("no session reported");
+    fn next_session(&mut self) -> Value {
+        let line = match self.lines.recv_timeout(PATIENCE) {
+            Ok(line) => line,
+            // It ended: what it said on the way out is the failure to see.
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = self.child.stderr.take() {
+                    let _ = pipe.read_to_string(&mut stderr);
+                }
+                panic!("the live sync ended without a session report: {stderr}");
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("no session reported within {PATIENCE:?}"),
+        };
         serde_json::from_str(&line).unwrap_or_else(|_| panic!("{line}"))
     }
 
@@ -145,7 +156,7 @@ fn a_live_connection_through_the_daemons_carries_each_new_task_both_ways() {
     let ticket = peers_on(a);
     assert!(ok(a, &["status"]).contains(&format!("peers      listening at {ticket}")));
 
-    let live = LiveSync::start(b, &ticket);
+    let mut live = LiveSync::start(b, &ticket);
     assert_eq!(live.next_session()["converged"], true);
 
     ok(a, &["task", "add", "added on the listening device"]);
@@ -183,7 +194,7 @@ fn a_live_sync_in_its_own_process_takes_in_each_new_task_and_ends_on_sigterm() {
     let (a, b) = (dirs[0].path(), dirs[1].path());
     let daemons = Daemons::start(&[a]);
     let ticket = peers_on(a);
-    let live = LiveSync::start(b, &ticket);
+    let mut live = LiveSync::start(b, &ticket);
     assert_eq!(live.next_session()["converged"], true);
 
     ok(a, &["task", "add", "added while b syncs live"]);
@@ -213,7 +224,7 @@ fn live_links_dial_again_once_the_listener_is_back() {
     assert!(ok(c, &["daemon", "start"]).contains("daemon started"));
     let ticket = peers_on(a);
     // b's link in its own process, c's held by its daemon.
-    let (b_live, c_live) = (LiveSync::start(b, &ticket), LiveSync::start(c, &ticket));
+    let (mut b_live, mut c_live) = (LiveSync::start(b, &ticket), LiveSync::start(c, &ticket));
     assert_eq!(b_live.next_session()["converged"], true);
     assert_eq!(c_live.next_session()["converged"], true);
 

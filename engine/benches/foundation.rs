@@ -226,7 +226,7 @@ fn group_commit(events: usize, windows: usize, shape: Shape, dir: &Path, report:
             time: chrono::Utc::now(),
             correlation: None,
             causation: None,
-            subject: Some(Subject { document: "tasks".into(), record: id }),
+            subject: Some(Subject { document: Collection::Tasks.document_of(id), record: id }),
         };
         let effect = Effect::CreateRecord { collection: Collection::Tasks, id, fields: task_fields(index, shape) };
         let options = CommitOptions::default()
@@ -288,7 +288,7 @@ fn open_and_size(settings: &Settings, dir: &Path, report: &mut Map<String, Value
         let started = Instant::now();
         let status = workspace.status().unwrap();
         statuses.push(started.elapsed());
-        assert!(status.documents.iter().any(|d| d.name == "tasks" && d.events == settings.events));
+        assert!(status.documents.iter().any(|d| d.name == "tasks/*" && d.events == settings.events));
         let started = Instant::now();
         assert_eq!(workspace.history(Collection::Tasks, newest).unwrap().len(), 1);
         loads.push(started.elapsed());

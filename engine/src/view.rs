@@ -189,26 +189,39 @@ impl RecordView {
 
     /// The records deserialized straight from their JSON text, in id (creation time) order. A
     /// record that does not fit `T` is an error naming it.
+    pub fn records_as<T: DeserializeOwned + Send>(&self) -> Result<Vec<T>, (RecordId, serde_json::Error)> {
+        Self::records_of_as(&[self])
+    }
+
+    /// The records of several views (a collection's buckets), as [`Self::records_as`], merged
+    /// in id order.
     ///
     /// Parsing is most of the cost of listing a large collection, and blocks inflate and parse
     /// independently: from 8192 records on, the work is split across the cores.
-    pub fn records_as<T: DeserializeOwned + Send>(&self) -> Result<Vec<T>, (RecordId, serde_json::Error)> {
-        let parse = |blocks: &[Block]| -> Result<Vec<T>, (RecordId, serde_json::Error)> {
+    pub fn records_of_as<T: DeserializeOwned + Send>(
+        views: &[&RecordView],
+    ) -> Result<Vec<T>, (RecordId, serde_json::Error)> {
+        let blocks: Vec<&Block> = views.iter().flat_map(|view| &view.blocks).collect();
+        let parse = |blocks: &[&Block]| -> Result<Vec<(RecordId, T)>, (RecordId, serde_json::Error)> {
             let mut inflater = Inflater::default();
             let mut out = Vec::with_capacity(blocks.len() * BLOCK);
             for block in blocks {
                 let texts = inflater.texts(block).map_err(|e| (block.first(), serde_json::Error::custom(e)))?;
                 for (id, text) in block.ids.iter().zip(texts) {
-                    out.push(serde_json::from_str(text).map_err(|e| (*id, e))?);
+                    out.push((*id, serde_json::from_str(text).map_err(|e| (*id, e))?));
                 }
             }
             Ok(out)
         };
-        let mut out = Vec::with_capacity(self.len());
-        for run in across_cores(&self.blocks, 1, PARALLEL_PARSE_MIN / BLOCK, parse) {
+        let mut out = Vec::with_capacity(blocks.iter().map(|block| block.ids.len()).sum());
+        for run in across_cores(&blocks, 1, PARALLEL_PARSE_MIN / BLOCK, parse) {
             out.extend(run?);
         }
-        Ok(out)
+        if views.len() > 1 {
+            // Each view's records are one sorted run: the stable sort merges the runs.
+            out.sort_by_key(|(id, _)| *id);
+        }
+        Ok(out.into_iter().map(|(_, record)| record).collect())
     }
 
     /// The block holding `id` and its place there.

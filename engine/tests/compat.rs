@@ -36,8 +36,8 @@ fn open(dir: &Path, passphrase: &str) -> Workspace {
     Workspace::open(dir, || Some(Zeroizing::new(passphrase.into()))).unwrap()
 }
 
-/// Commits one more task, as any later command would.
-fn add_task(workspace: &mut Workspace, title: &str) {
+/// Commits one more task, as any later command would; returns the document it went to.
+fn add_task(workspace: &mut Workspace, title: &str) -> String {
     let mut fields = serde_json::Map::new();
     fields.insert("title".into(), title.into());
     let effect = adiuva_engine::Effect::CreateRecord {
@@ -47,7 +47,18 @@ fn add_task(workspace: &mut Workspace, title: &str) {
     };
     let draft =
         adiuva_engine::EventDraft::new(adiuva_model::EventKind::from_static("task.created"), adiuva_model::Actor::User);
-    workspace.commit(draft, effect).unwrap();
+    workspace.commit(draft, effect).unwrap().subject.unwrap().document
+}
+
+/// Retitles a task; returns the document the edit went to.
+fn edit_task(workspace: &mut Workspace, id: &str, title: &str) -> String {
+    let mut fields = serde_json::Map::new();
+    fields.insert("title".into(), title.into());
+    let id = id.parse().unwrap();
+    let effect = adiuva_engine::Effect::UpdateRecord { collection: Collection::Tasks, id, fields };
+    let draft =
+        adiuva_engine::EventDraft::new(adiuva_model::EventKind::from_static("task.updated"), adiuva_model::Actor::User);
+    workspace.commit(draft, effect).unwrap().subject.unwrap().document
 }
 
 fn event_kinds(workspace: &mut Workspace) -> Vec<String> {
@@ -86,12 +97,17 @@ fn a_workspace_written_by_format_v1_still_opens_and_reads_the_same() {
     // Format-1 manifests do not count events: counted from the document instead.
     assert_eq!(tasks_status(&mut workspace), (2, 3, Some(1), 1));
 
-    // A commit rewrites the manifest in the current format, with the count.
-    add_task(&mut workspace, "After the upgrade");
+    // A task written before tasks were spread over buckets is edited where it is, and the
+    // commit rewrites the manifest in the current format, with the count; a new task goes to
+    // its bucket.
+    assert_eq!(edit_task(&mut workspace, "01M8K27EVA7D026PF3EVNW2DFB", "Edited where it is"), "tasks");
+    assert!(add_task(&mut workspace, "After the upgrade").starts_with("tasks/"));
     drop(workspace);
     let mut workspace = open(dir.path(), FIXTURE_PASSPHRASE);
-    assert_eq!(tasks_status(&mut workspace).0, 3);
+    assert_eq!(tasks_status(&mut workspace).0, 2);
     assert_eq!(tasks_status(&mut workspace).1, 4);
+    let titles: Vec<_> = workspace.list(Collection::Tasks).unwrap().iter().map(|t| t["title"].clone()).collect();
+    assert_eq!(titles, ["Edited where it is", "Tail task after compaction", "After the upgrade"]);
 }
 
 #[test]
@@ -118,10 +134,36 @@ fn a_workspace_written_by_the_2026_12_format_still_opens_and_reads_the_same() {
     );
     assert_eq!(tasks_status(&mut workspace), (2, 3, Some(1), 1));
 
+    assert_eq!(edit_task(&mut workspace, "01M8VESQ6ERJK1MWWTM33T5T2B", "Edited where it is"), "tasks");
     add_task(&mut workspace, "After the upgrade");
     drop(workspace);
     let mut workspace = open(dir.path(), FIXTURE_2026_12_PASSPHRASE);
-    assert_eq!(tasks_status(&mut workspace), (3, 4, Some(1), 2));
+    assert_eq!(tasks_status(&mut workspace), (2, 4, Some(1), 2));
+    let before = workspace.list(Collection::Tasks).unwrap();
+    let events_before = workspace.events(&EventFilter::default()).unwrap();
+
+    // `adiuva upgrade` moves the tasks into their buckets with nothing lost, and, run again,
+    // does nothing.
+    assert!(workspace.upgrade().unwrap().records_moved >= 2);
+    assert_eq!(workspace.upgrade().unwrap().records_moved, 0, "an upgraded workspace has nothing to move");
+    drop(workspace);
+    let mut workspace = open(dir.path(), FIXTURE_2026_12_PASSPHRASE);
+    assert_eq!(workspace.list(Collection::Tasks).unwrap(), before);
+    assert_eq!(tasks_status(&mut workspace).0, 0, "the tasks document keeps the history, not the tasks");
+    let status = workspace.status().unwrap();
+    let buckets = status.documents.iter().find(|d| d.name == "tasks/*").unwrap();
+    assert_eq!((buckets.records, buckets.events), (3, 3), "the new task's creation and two moved in");
+    let after = workspace.events(&EventFilter::default()).unwrap();
+    assert!(events_before.iter().all(|event| after.contains(event)));
+    let history: Vec<String> = workspace
+        .history(Collection::Tasks, "01M8VESQ6ERJK1MWWTM33T5T2B".parse().unwrap())
+        .unwrap()
+        .iter()
+        .map(|e| e.envelope.kind.to_string())
+        .collect();
+    assert_eq!(history, ["task.created", "task.completed", "task.updated", "task.moved_out", "task.moved_in"]);
+    // Edits now go to the bucket.
+    assert!(edit_task(&mut workspace, "01M8VESQ6ERJK1MWWTM33T5T2B", "Edited in its bucket").starts_with("tasks/"));
 }
 
 const NOTES_FIXTURE_PASSPHRASE: &str = "fixture passphrase v2";
@@ -191,7 +233,9 @@ fn a_workspace_written_before_notes_had_documents_of_their_own_upgrades_with_not
     let notes_before = workspace.list(Collection::Notes).unwrap();
     assert_eq!(notes_before[1]["tags"], serde_json::json!(["edited"]));
 
-    assert_eq!(workspace.upgrade().unwrap().records_moved, 3);
+    // The notes, and the tasks into their buckets.
+    let tasks_before = workspace.list(Collection::Tasks).unwrap().len();
+    assert_eq!(workspace.upgrade().unwrap().records_moved, 3 + tasks_before);
     assert_eq!(workspace.upgrade().unwrap().records_moved, 0, "an upgraded workspace has nothing to move");
     drop(workspace);
 
@@ -208,7 +252,8 @@ fn a_workspace_written_before_notes_had_documents_of_their_own_upgrades_with_not
         after.iter().filter(|e| !before.contains(e)).map(|e| e.envelope.kind.to_string()).collect();
     assert_eq!(added.iter().filter(|kind| *kind == "note.moved_out").count(), 3);
     assert_eq!(added.iter().filter(|kind| *kind == "note.moved_in").count(), 3);
-    assert_eq!(added.iter().filter(|kind| *kind == "document.created").count(), 3);
+    let buckets = names.iter().filter(|name| name.starts_with("tasks/")).count();
+    assert_eq!(added.iter().filter(|kind| *kind == "document.created").count(), 3 + buckets);
     // A moved note's history keeps its events from before the move.
     let history: Vec<String> =
         workspace.history(Collection::Notes, edited).unwrap().iter().map(|e| e.envelope.kind.to_string()).collect();
@@ -266,7 +311,8 @@ fn a_workspace_written_with_devices_and_attestations_still_reads_the_same() {
         ]
     );
     assert_every_change_attested_by(&mut workspace);
-    assert_eq!(workspace.upgrade().unwrap(), adiuva_engine::Upgrade::default(), "nothing to upgrade");
+    let upgrade = workspace.upgrade().unwrap();
+    assert_eq!(upgrade, adiuva_engine::Upgrade { records_moved: 2, ..Default::default() }, "the tasks move");
     add_task(&mut workspace, "After reopening");
     drop(workspace);
     assert_eq!(open(dir.path(), DEVICES_FIXTURE_PASSPHRASE).list(Collection::Tasks).unwrap().len(), 3);
@@ -300,7 +346,8 @@ fn workspaces_written_before_attestations_upgrade_and_then_export_verifiable_cha
         let error = workspace.export_changes("tasks", &[]).unwrap_err();
         assert_eq!(error.code(), adiuva_model::ErrorCode::ChangeUnsigned, "{fixture}: {error}");
         let upgrade = workspace.upgrade().unwrap();
-        assert!(upgrade.attested >= 2, "{fixture}: root and tasks at least: {upgrade:?}");
+        // The tasks document is compacted (and so attested) as its tasks move to their buckets.
+        assert!(upgrade.attested >= 1 && upgrade.records_moved >= 2, "{fixture}: {upgrade:?}");
         assert_every_change_attested_by(&mut workspace);
         assert_eq!(workspace.upgrade().unwrap().attested, 0, "{fixture}: attested once");
         drop(workspace);

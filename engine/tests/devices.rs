@@ -73,32 +73,32 @@ fn authorship_survives_compaction_export_and_relaying() {
     a.compact().unwrap();
     add_task(&mut a, "after compaction", "");
     // b receives a's changes (from a's snapshot and tail), compacts, and relays them to c.
-    assert_eq!(sync_document(&mut a, &mut b, "tasks").applied, 3);
+    assert_eq!(sync_document(&mut a, &mut b, TASKS).applied, 3);
     b.compact().unwrap();
     sync_document(&mut a, &mut b, ROOT_DOCUMENT);
     sync_document(&mut b, &mut c, ROOT_DOCUMENT);
-    let relayed = b.export_changes("tasks", &[]).unwrap();
+    let relayed = b.export_changes(TASKS, &[]).unwrap();
     // Every change still carries a's own attestation, and it verifies.
     let unit = signed(&relayed);
     let workspace_id = a.workspace_id().to_bytes();
     assert!(!unit.attestations.is_empty());
     for attestation in &unit.attestations {
         assert_eq!(attestation.signer, a_id, "b never re-signs a's changes");
-        assert!(attestation.verify(AttestationPlace { workspace_id: &workspace_id, document: "tasks" }));
+        assert!(attestation.verify(AttestationPlace { workspace_id: &workspace_id, document: TASKS }));
     }
-    assert_eq!(c.import_changes("tasks", &relayed).unwrap().applied, 3);
+    assert_eq!(c.import_changes(TASKS, &relayed).unwrap().applied, 3);
     drop(c);
     let mut c = open(dirs[2].path());
     assert!(devices_of(&mut c).iter().filter(|_| true).any(|d| *d == a_id));
     assert_eq!(c.list(Collection::Tasks).unwrap().len(), 3);
     // After c compacts too, what it exports still proves a wrote them.
     c.compact().unwrap();
-    for attestation in signed(&c.export_changes("tasks", &[]).unwrap()).attestations {
+    for attestation in signed(&c.export_changes(TASKS, &[]).unwrap()).attestations {
         assert_eq!(attestation.signer, a_id);
     }
-    assert_eq!(c.heads("tasks").unwrap(), a.heads("tasks").unwrap());
+    assert_eq!(c.heads(TASKS).unwrap(), a.heads(TASKS).unwrap());
     // Every change c holds, relayed or not, checks out as an import would check it.
-    for document in [ROOT_DOCUMENT, "tasks"] {
+    for document in [ROOT_DOCUMENT, TASKS] {
         let faults = c.verify_authorship(document).unwrap();
         assert!(faults.is_empty(), "{document}: {faults:?}");
     }
@@ -110,7 +110,7 @@ fn a_forged_stripped_or_mismatched_attestation_is_refused_with_its_code_and_noth
     let mut a = init(dirs[0].path());
     let mut b = join(&mut a, dirs[1].path(), "b");
     add_task(&mut a, "real", "");
-    let genuine = a.export_changes("tasks", &[]).unwrap();
+    let genuine = a.export_changes(TASKS, &[]).unwrap();
 
     let mut forged = signed(&genuine);
     forged.attestations[0].signature[5] ^= 1;
@@ -122,26 +122,26 @@ fn a_forged_stripped_or_mismatched_attestation_is_refused_with_its_code_and_noth
     let hashes = resigned.attestations[0].hashes.clone();
     let workspace_id = a.workspace_id().to_bytes();
     resigned.attestations[0] =
-        Attestation::sign(&impostor, AttestationPlace { workspace_id: &workspace_id, document: "tasks" }, 1, hashes);
+        Attestation::sign(&impostor, AttestationPlace { workspace_id: &workspace_id, document: TASKS }, 1, hashes);
     // A change whose envelope and attestation are the impostor's but whose actor is a's.
     let mut change = foreign_change(&impostor);
     let mut doc = automerge::AutoCommit::new().with_actor(automerge::ActorId::from(&a.device_id().0[..16]));
     doc.put(automerge::ROOT, "k", "v").unwrap();
     doc.commit_with(CommitOptions::default().with_message(change.message().unwrap().to_owned()));
     change = doc.get_changes(&[]).into_iter().next().unwrap().clone();
-    let wrong_actor = unit(vec![attest(&b, &impostor, "tasks", &change)], &change);
+    let wrong_actor = unit(vec![attest(&b, &impostor, TASKS, &change)], &change);
     // A consistent change by a device never added.
     let stranger = foreign_change(&impostor);
-    let unknown = unit(vec![attest(&b, &impostor, "tasks", &stranger)], &stranger);
+    let unknown = unit(vec![attest(&b, &impostor, TASKS, &stranger)], &stranger);
     // a's attestation moved to another document.
     let moved = genuine.clone();
 
     let cases: [(&str, &str, Vec<u8>, ErrorCode); 6] = [
-        ("forged", "tasks", forged.encode().unwrap(), ErrorCode::ChangeBadSignature),
-        ("stripped", "tasks", stripped.encode().unwrap(), ErrorCode::ChangeUnsigned),
-        ("re-signed", "tasks", resigned.encode().unwrap(), ErrorCode::ChangeSignerMismatch),
-        ("wrong actor", "tasks", wrong_actor, ErrorCode::ChangeSignerMismatch),
-        ("unknown device", "tasks", unknown, ErrorCode::DeviceUnknown),
+        ("forged", TASKS, forged.encode().unwrap(), ErrorCode::ChangeBadSignature),
+        ("stripped", TASKS, stripped.encode().unwrap(), ErrorCode::ChangeUnsigned),
+        ("re-signed", TASKS, resigned.encode().unwrap(), ErrorCode::ChangeSignerMismatch),
+        ("wrong actor", TASKS, wrong_actor, ErrorCode::ChangeSignerMismatch),
+        ("unknown device", TASKS, unknown, ErrorCode::DeviceUnknown),
         ("other document", "calendar", moved, ErrorCode::ChangeBadSignature),
     ];
     for (name, document, bytes, code) in cases {
@@ -154,7 +154,7 @@ fn a_forged_stripped_or_mismatched_attestation_is_refused_with_its_code_and_noth
     drop(b);
     let mut b = open(dirs[1].path());
     assert!(b.list(Collection::Tasks).unwrap().is_empty());
-    assert_eq!(b.import_changes("tasks", &genuine).unwrap().applied, 1, "the genuine unit still applies");
+    assert_eq!(b.import_changes(TASKS, &genuine).unwrap().applied, 1, "the genuine unit still applies");
 }
 
 #[test]
@@ -164,8 +164,8 @@ fn a_removed_device_is_refused_beyond_what_its_removal_accepted_and_reads_nothin
     let mut b = join(&mut a, dirs[1].path(), "b");
     let mut c = join(&mut a, dirs[2].path(), "c");
     add_task(&mut b, "before the removal", "");
-    sync_document(&mut b, &mut a, "tasks");
-    let b_heads = b.heads("tasks").unwrap();
+    sync_document(&mut b, &mut a, TASKS);
+    let b_heads = b.heads(TASKS).unwrap();
     let epoch = a.remove_device(b.device_id()).unwrap();
     assert_eq!(epoch, 2);
     assert!(a.devices().unwrap().iter().any(|d| d.id == b.device_id() && d.is_removed()));
@@ -176,8 +176,8 @@ fn a_removed_device_is_refused_beyond_what_its_removal_accepted_and_reads_nothin
     assert_eq!(rotated.envelope.causation, Some(removed.envelope.id));
     // b, not knowing, writes on.
     add_task(&mut b, "after the removal", "");
-    let later = b.export_changes("tasks", &b_heads).unwrap();
-    let imported = a.import_changes("tasks", &later).unwrap();
+    let later = b.export_changes(TASKS, &b_heads).unwrap();
+    let imported = a.import_changes(TASKS, &later).unwrap();
     assert_eq!(imported.applied, 0);
     assert_eq!(imported.refused.len(), 1);
     assert_eq!(imported.refused[0].code(), ErrorCode::DeviceRemoved);
@@ -188,21 +188,21 @@ fn a_removed_device_is_refused_beyond_what_its_removal_accepted_and_reads_nothin
     assert_eq!(c.status().unwrap().key_epoch, 1);
     sync_document(&mut a, &mut c, ROOT_DOCUMENT);
     assert_eq!(c.status().unwrap().key_epoch, 2);
-    assert_eq!(sync_document(&mut b, &mut c, "tasks").refused.len(), 1);
+    assert_eq!(sync_document(&mut b, &mut c, TASKS).refused.len(), 1);
     assert_eq!(c.list(Collection::Tasks).unwrap().len(), 1);
 
     // Written after the removal, sealed under epoch 2: b cannot open it, even given the bytes.
     add_task(&mut a, "secret after the removal", "");
-    let bundle = a.export_bundle("tasks", &[]).unwrap();
+    let bundle = a.export_bundle(TASKS, &[]).unwrap();
     assert!(!contains(&bundle, b"secret after the removal"));
-    assert_eq!(b.import_bundle("tasks", &bundle).unwrap_err().code(), ErrorCode::UnknownEpoch);
+    assert_eq!(b.import_bundle(TASKS, &bundle).unwrap_err().code(), ErrorCode::UnknownEpoch);
     assert_eq!(b.status().unwrap().key_epoch, 1);
     // c, which remains, reads it; so does anything under epoch 1 stay readable to it.
-    assert_eq!(c.import_bundle("tasks", &bundle).unwrap().applied, 1);
+    assert_eq!(c.import_bundle(TASKS, &bundle).unwrap().applied, 1);
     assert_eq!(c.list(Collection::Tasks).unwrap().len(), 2);
     // c's own writes from now on are under epoch 2 and a accepts them.
     add_task(&mut c, "by c under epoch 2", "");
-    assert_eq!(a.import_bundle("tasks", &c.export_bundle("tasks", &[]).unwrap()).unwrap().applied, 1);
+    assert_eq!(a.import_bundle(TASKS, &c.export_bundle(TASKS, &[]).unwrap()).unwrap().applied, 1);
     drop(a);
     assert_eq!(open(dirs[0].path()).status().unwrap().key_epoch, 2, "the new epoch is durable");
 }
@@ -218,15 +218,15 @@ fn a_device_that_held_a_removed_devices_change_amends_the_removal_and_all_conver
     // a removes b; b meanwhile writes, and c takes b's change before it hears of the removal.
     a.remove_device(b.device_id()).unwrap();
     add_task(&mut b, "written while being removed", "");
-    sync_document(&mut b, &mut c, "tasks");
+    sync_document(&mut b, &mut c, TASKS);
     sync_document(&mut a, &mut c, ROOT_DOCUMENT);
     // c held more of b than the removal accepted: it amended the removal. a takes the
     // amendment and then b's change.
-    let refused = sync_document(&mut b, &mut a, "tasks");
+    let refused = sync_document(&mut b, &mut a, TASKS);
     assert_eq!(refused.refused.len(), 1);
     sync_document(&mut c, &mut a, ROOT_DOCUMENT);
     assert_eq!(a.status().unwrap().pending_changes, 0, "the kept-aside change applied");
-    assert_eq!(a.heads("tasks").unwrap(), c.heads("tasks").unwrap());
+    assert_eq!(a.heads(TASKS).unwrap(), c.heads(TASKS).unwrap());
     assert_eq!(a.list(Collection::Tasks).unwrap(), c.list(Collection::Tasks).unwrap());
 }
 
@@ -236,10 +236,10 @@ fn changes_that_arrive_before_their_dependencies_wait_durably() {
     let mut a = init(dirs[0].path());
     let mut b = join(&mut a, dirs[1].path(), "b");
     add_task(&mut a, "first", "");
-    let after_first = a.heads("tasks").unwrap();
+    let after_first = a.heads(TASKS).unwrap();
     add_task(&mut a, "second", "");
-    let second_only = a.export_changes("tasks", &after_first).unwrap();
-    let imported = b.import_changes("tasks", &second_only).unwrap();
+    let second_only = a.export_changes(TASKS, &after_first).unwrap();
+    let imported = b.import_changes(TASKS, &second_only).unwrap();
     assert_eq!((imported.applied, imported.pending), (0, 1));
     assert_eq!(b.status().unwrap().pending_changes, 1);
     drop(b);
@@ -247,12 +247,12 @@ fn changes_that_arrive_before_their_dependencies_wait_durably() {
     assert_eq!(b.status().unwrap().pending_changes, 1, "the pending change survived the reopen");
     assert!(b.list(Collection::Tasks).unwrap().is_empty());
     // What a peer syncing with the Automerge protocol sends beside the change it lacked.
-    let first = a.export_changes_by_hash("tasks", &after_first).unwrap();
+    let first = a.export_changes_by_hash(TASKS, &after_first).unwrap();
     assert_eq!(signed(&first).changes.len(), 1);
-    let imported = b.import_changes("tasks", &first).unwrap();
+    let imported = b.import_changes(TASKS, &first).unwrap();
     assert_eq!((imported.applied, imported.pending), (2, 0));
     assert_eq!(b.status().unwrap().pending_changes, 0);
-    assert_eq!(b.heads("tasks").unwrap(), a.heads("tasks").unwrap());
+    assert_eq!(b.heads(TASKS).unwrap(), a.heads(TASKS).unwrap());
 }
 
 #[test]
@@ -321,7 +321,7 @@ fn recovery_restores_onto_an_empty_directory_as_a_new_device() {
     add_task(&mut a, "under epoch 2", "");
     let wrapped = a.wrapped_recovery_key().unwrap().unwrap();
     let root = a.export_bundle(ROOT_DOCUMENT, &[]).unwrap();
-    let tasks = a.export_bundle("tasks", &[]).unwrap();
+    let tasks = a.export_bundle(TASKS, &[]).unwrap();
 
     let wrong = "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
     let error = Workspace::restore(dirs[2].path(), protection(), wrong, &wrapped, &root, "restored").err().unwrap();
@@ -335,16 +335,16 @@ fn recovery_restores_onto_an_empty_directory_as_a_new_device() {
     assert_eq!(error.code(), ErrorCode::ChunkCorrupt);
 
     let mut restored = Workspace::restore(dirs[2].path(), protection(), &phrase, &wrapped, &root, "restored").unwrap();
-    assert_eq!(restored.import_bundle("tasks", &tasks).unwrap().applied, 2);
+    assert_eq!(restored.import_bundle(TASKS, &tasks).unwrap().applied, 2);
     assert_eq!(restored.workspace_id(), a.workspace_id());
     assert_ne!(restored.device_id(), a.device_id());
     assert_eq!(restored.status().unwrap().key_epoch, 2);
-    assert_eq!(restored.heads("tasks").unwrap(), a.heads("tasks").unwrap());
+    assert_eq!(restored.heads(TASKS).unwrap(), a.heads(TASKS).unwrap());
     // It writes as itself, and a accepts its root (which adds it, by the recovery identity)
     // and its new changes.
     add_task(&mut restored, "after the restore", "");
     sync_document(&mut restored, &mut a, ROOT_DOCUMENT);
-    assert_eq!(sync_document(&mut restored, &mut a, "tasks").applied, 1);
+    assert_eq!(sync_document(&mut restored, &mut a, TASKS).applied, 1);
     assert_eq!(a.list(Collection::Tasks).unwrap().len(), 3);
     drop(restored);
     assert_eq!(open(dirs[2].path()).list(Collection::Tasks).unwrap().len(), 3);
@@ -391,7 +391,7 @@ mod concurrent {
         if from == to {
             return;
         }
-        for document in [ROOT_DOCUMENT, "tasks"] {
+        for document in [ROOT_DOCUMENT, TASKS] {
             let Some(bundle) = workspaces[from].as_mut().map(|w| w.export_changes(document, &[]).unwrap()) else {
                 return;
             };
@@ -428,7 +428,7 @@ mod concurrent {
             let devices = workspaces[i].as_mut().unwrap().devices().unwrap();
             assert!(devices.iter().any(|d| d.id == x_id && !d.is_removed()), "device {i} lists x");
         }
-        let heads = |w: &mut Workspace| (w.heads(ROOT_DOCUMENT).unwrap(), w.heads("tasks").unwrap());
+        let heads = |w: &mut Workspace| (w.heads(ROOT_DOCUMENT).unwrap(), w.heads(TASKS).unwrap());
         let reference = heads(workspaces[0].as_mut().unwrap());
         for i in [2, 3] {
             assert_eq!(heads(workspaces[i].as_mut().unwrap()), reference, "device {i}");
@@ -547,7 +547,7 @@ mod concurrent {
             return Ok(()); // everyone removed everyone: nothing left to agree on
         };
         let reference_list = lists[reference].clone().unwrap();
-        let heads = |w: &mut Workspace| (w.heads(ROOT_DOCUMENT).unwrap(), w.heads("tasks").unwrap());
+        let heads = |w: &mut Workspace| (w.heads(ROOT_DOCUMENT).unwrap(), w.heads(TASKS).unwrap());
         let reference_heads = heads(workspaces[reference].as_mut().unwrap());
         for i in 0..4 {
             let (Some(id), Some(list)) = (ids[i], &lists[i]) else { continue };

@@ -54,7 +54,7 @@ fn delete(dir: &Path, key: &[u8]) {
 }
 
 fn task_chunk_key(seq: u64) -> Vec<u8> {
-    [&b"c/tasks\0"[..], &seq.to_be_bytes()].concat()
+    [format!("c/{TASKS}\0").as_bytes(), &seq.to_be_bytes()].concat()
 }
 
 /// The damage must surface as `expected` when tasks are read, while notes stay readable.
@@ -62,14 +62,14 @@ fn assert_tasks_damaged_notes_fine(dir: &Path, expected: ErrorCode) {
     let mut workspace = open(dir);
     let error = workspace.list(Collection::Tasks).unwrap_err();
     assert_eq!(error.code(), expected, "{error}");
-    assert!(error.to_string().contains("tasks"), "the error names the document: {error}");
+    assert!(error.to_string().contains(TASKS), "the error names the document: {error}");
     let notes = workspace.list(Collection::Notes).unwrap();
     assert_eq!(notes.len(), 1);
     assert_eq!(notes[0]["body"], "still readable");
     let status = workspace.status().unwrap();
-    let tasks = status.documents.iter().find(|d| d.name == "tasks").unwrap();
+    let tasks = status.documents.iter().find(|d| d.name == TASKS).unwrap();
     assert!(tasks.error.as_deref().is_some_and(|e| e.starts_with(expected.as_str())), "{:?}", tasks.error);
-    assert!(status.documents.iter().filter(|d| d.name != "tasks").all(|d| d.error.is_none()));
+    assert!(status.documents.iter().filter(|d| d.name != TASKS).all(|d| d.error.is_none()));
 }
 
 #[test]
@@ -88,7 +88,7 @@ fn flipped_bytes_anywhere_in_a_chunk_are_named_errors() {
         let mut workspace = open(dir.path());
         let error = workspace.list(Collection::Tasks).unwrap_err();
         assert!(
-            matches!(error, Error::Chunk { ref document, ref blob, .. } if document == "tasks" && blob == "tasks#1"),
+            matches!(error, Error::Chunk { ref document, ref blob, .. } if document == TASKS && *blob == format!("{TASKS}#1")),
             "byte {position}: {error}"
         );
         assert!(
@@ -166,7 +166,7 @@ fn damage_to_a_snapshot_part_is_detected_after_compaction() {
     let dir = tempfile::tempdir().unwrap();
     compacted_workspace(dir.path(), 50, "text");
     let part_key =
-        raw_store(dir.path()).keys_with_prefix(b"s/tasks\0").unwrap().into_iter().next().expect("a snapshot part");
+        raw_store(dir.path()).keys_with_prefix(b"s/tasks/0\0").unwrap().into_iter().next().expect("a snapshot part");
     rewrite(dir.path(), &part_key, |bytes| {
         let middle = bytes.len() / 2;
         bytes[middle] ^= 4;
@@ -220,7 +220,7 @@ fn a_damaged_or_lost_read_view_is_rebuilt_from_the_log() {
     assert_eq!(open(dir.path()).list(Collection::Tasks).unwrap(), expected);
     // Rebuilt and stored again: the next open reads the view, and so does one without it.
     assert_eq!(open(dir.path()).list(Collection::Tasks).unwrap(), expected);
-    delete(dir.path(), b"v/tasks");
+    delete(dir.path(), b"v/tasks/0");
     assert_eq!(open(dir.path()).list(Collection::Tasks).unwrap(), expected);
 }
 
@@ -228,13 +228,13 @@ fn a_damaged_or_lost_read_view_is_rebuilt_from_the_log() {
 fn damage_to_the_manifest_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     workspace_with_tasks_and_a_note(dir.path());
-    rewrite(dir.path(), b"m/tasks", |bytes| {
+    rewrite(dir.path(), b"m/tasks/0", |bytes| {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
     });
     assert_tasks_damaged_notes_fine(dir.path(), ErrorCode::ChunkCorrupt);
     // Without its manifest, the document's chunks are strays, not an empty document.
-    delete(dir.path(), b"m/tasks");
+    delete(dir.path(), b"m/tasks/0");
     assert_tasks_damaged_notes_fine(dir.path(), ErrorCode::ChunkUnexpected);
 }
 
@@ -371,7 +371,7 @@ fn an_envelope_from_a_newer_version_is_refused_and_nothing_is_kept() {
         attestations: vec![],
         changes: newer.get_changes(&[]).iter().map(|c| c.raw_bytes().to_vec()).collect(),
     };
-    let error = workspace.import_changes("tasks", &unit.encode().unwrap()).unwrap_err();
+    let error = workspace.import_changes(TASKS, &unit.encode().unwrap()).unwrap_err();
     assert_eq!(error.code(), ErrorCode::EnvelopeVersion, "{error}");
     assert_eq!(workspace.list(Collection::Tasks).unwrap().len(), 1);
     drop(workspace);
@@ -503,19 +503,19 @@ fn a_manifest_from_another_document_or_an_older_one_is_refused() {
     let dir = template_copy(template.path());
     // The note is a document of its own (`notes/ID`).
     let note_manifest = raw_store(dir.path()).keys_with_prefix(b"m/notes/").unwrap().remove(0);
-    put_raw(dir.path(), b"m/tasks", raw_value(dir.path(), &note_manifest));
+    put_raw(dir.path(), b"m/tasks/0", raw_value(dir.path(), &note_manifest));
     assert_tasks_damaged_notes_fine(dir.path(), ErrorCode::ChunkCorrupt);
     // An older manifest of the same document: the witness knows the document had more chunks.
     let dir = tempfile::tempdir().unwrap();
     let mut workspace = init(dir.path());
     add_task(&mut workspace, "first", "one");
     drop(workspace);
-    let older = raw_value(dir.path(), b"m/tasks");
+    let older = raw_value(dir.path(), b"m/tasks/0");
     let mut workspace = open(dir.path());
     add_task(&mut workspace, "second", "two");
     add_note(&mut workspace, "unrelated note", "still readable");
     drop(workspace);
-    put_raw(dir.path(), b"m/tasks", older);
+    put_raw(dir.path(), b"m/tasks/0", older);
     assert_tasks_damaged_notes_fine(dir.path(), ErrorCode::StoreRolledBack);
 }
 
@@ -523,7 +523,7 @@ fn a_manifest_from_another_document_or_an_older_one_is_refused() {
 fn damaged_moved_or_lost_read_view_deltas_cost_a_rebuild_never_wrong_records() {
     let template = tempfile::tempdir().unwrap();
     workspace_with_tasks_and_a_note(template.path());
-    let deltas = raw_store(template.path()).keys_with_prefix(b"d/tasks\0").unwrap();
+    let deltas = raw_store(template.path()).keys_with_prefix(b"d/tasks/0\0").unwrap();
     assert_eq!(deltas.len(), 2, "one delta per commit");
     let notes_delta = raw_store(template.path()).keys_with_prefix(b"d/notes/").unwrap().remove(0);
     // (Reading stores a rebuilt base: read a copy.)

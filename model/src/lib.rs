@@ -30,4 +30,4 @@ pub mod schema;
 
 pub use envelope::{Actor, DeviceId, Envelope, EventId, EventKind, Subject};
 pub use error::ErrorCode;
-pub use record::{Collection, RecordId};
+pub use record::{Collection, RecordId, Spread};

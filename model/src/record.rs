@@ -20,8 +20,7 @@ crate::envelope::ulid_id!(
     "The id of a record (ULID)."
 );
 
-/// A collection of records; each is one Automerge document, or one per month for the
-/// high-volume ones so that no document's history grows without bound.
+/// A collection of records, kept in one or more Automerge documents (see [`Spread`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Collection {
@@ -31,8 +30,30 @@ pub enum Collection {
     Memory,
     Plans,
     Conversations,
-    /// Activity entries (every use of a grant, every plugin run): sharded by month.
+    /// Activity entries (every use of a grant, every plugin run): one document per month.
     Activity,
+}
+
+/// How many documents a collection of [`Spread::Buckets`] has at most.
+pub const BUCKETS: usize = 16;
+
+/// How a collection's records are spread over Automerge documents. Loading, compacting and
+/// syncing a document cost what its history holds, so no collection that keeps growing may
+/// keep all of its history in one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spread {
+    /// One document named after the collection (`plans`): few records.
+    Whole,
+    /// One of [`BUCKETS`] documents, by the low bits of the id's random part (`tasks/a`):
+    /// short records that may number in the hundred thousands, written at any time. A write
+    /// or a live sync touches one sixteenth of the history; loads run side by side.
+    Buckets,
+    /// One per month of the record's creation (`activity/2026-11`): entries that keep coming
+    /// and are rarely edited later.
+    Monthly,
+    /// One per record (`notes/01KB…`): long text that people edit, so that a write loads only
+    /// the record it touches.
+    PerRecord,
 }
 
 impl Collection {
@@ -58,37 +79,54 @@ impl Collection {
         }
     }
 
-    /// Whether records are spread over one document per month.
-    pub fn is_sharded(self) -> bool {
-        self == Collection::Activity
+    /// How the collection's records are spread over documents.
+    pub fn spread(self) -> Spread {
+        match self {
+            Collection::Tasks | Collection::Calendar | Collection::Memory => Spread::Buckets,
+            Collection::Notes => Spread::PerRecord,
+            Collection::Activity => Spread::Monthly,
+            Collection::Plans | Collection::Conversations => Spread::Whole,
+        }
     }
 
-    /// The name of the document that holds this collection's records created at `time`:
-    /// `tasks`, or `activity/2026-11` for a sharded collection.
-    pub fn document_name(self, time: DateTime<Utc>) -> String {
-        if self.is_sharded() { format!("{}/{}", self.name(), time.format("%Y-%m")) } else { self.name().to_owned() }
-    }
-
-    /// Whether each record has an Automerge document of its own (`notes/ID`): records that
-    /// hold long text, so that a write loads only the record it touches. The collection's
-    /// read views keep what lists need. Workspaces written before kept these records in the
-    /// collection's own document (`notes`), which stays readable until they move out.
+    /// Whether each record has an Automerge document of its own (`notes/ID`).
     pub fn has_record_documents(self) -> bool {
-        self == Collection::Notes
+        self.spread() == Spread::PerRecord
     }
 
-    /// The collection a document name belongs to (`activity/2026-11` → `Activity`,
-    /// `notes/01KB…` → `Notes`, and the older `notes` too).
+    /// The document that holds the record `id`: `plans`, `tasks/a`, `activity/2026-11` or
+    /// `notes/01KB…`. It follows from the id alone, so every device writes a record where
+    /// every other device looks for it. (A workspace written before its collection was spread
+    /// keeps older records in the collection's own document, `tasks`, which stays in use.)
+    pub fn document_of(self, id: RecordId) -> String {
+        let name = self.name();
+        match self.spread() {
+            Spread::Whole => name.to_owned(),
+            Spread::Buckets => format!("{name}/{:x}", id.0.random() % BUCKETS as u128),
+            Spread::Monthly => {
+                let created: DateTime<Utc> = id.0.datetime().into();
+                format!("{name}/{}", created.format("%Y-%m"))
+            }
+            Spread::PerRecord => format!("{name}/{id}"),
+        }
+    }
+
+    /// The collection a document name belongs to (`tasks/a` → `Tasks`, `activity/2026-11` →
+    /// `Activity`, `notes/01KB…` → `Notes`), including the collection's own document in a
+    /// workspace written before the collection was spread (`tasks`, `notes`).
     pub fn of_document(document: &str) -> Option<Collection> {
         let (base, rest) = match document.split_once('/') {
             Some((base, rest)) => (base, Some(rest)),
             None => (document, None),
         };
         let collection: Collection = base.parse().ok()?;
-        let fits = match rest {
-            None => !collection.is_sharded(),
-            Some(rest) if collection.has_record_documents() => rest.parse::<RecordId>().is_ok(),
-            Some(_) => collection.is_sharded(),
+        let fits = match (collection.spread(), rest) {
+            (Spread::Monthly, None) => false,
+            (_, None) => true,
+            (Spread::Whole, Some(_)) => false,
+            (Spread::Buckets, Some(rest)) => (0..BUCKETS).any(|bucket| format!("{bucket:x}") == rest),
+            (Spread::Monthly, Some(rest)) => NaiveDate::parse_from_str(&format!("{rest}-01"), "%Y-%m-%d").is_ok(),
+            (Spread::PerRecord, Some(rest)) => rest.parse::<RecordId>().is_ok(),
         };
         fits.then_some(collection)
     }
@@ -217,16 +255,36 @@ mod tests {
 
     #[test]
     fn document_names_and_back() {
-        let time: DateTime<Utc> = "2026-11-29T10:00:00Z".parse().unwrap();
-        assert_eq!(Collection::Tasks.document_name(time), "tasks");
-        assert_eq!(Collection::Activity.document_name(time), "activity/2026-11");
+        let id: RecordId = "01KB7Z8X3F8T1W0G6Q3W1YH4ZV".parse().unwrap();
+        assert_eq!(Collection::Plans.document_of(id), "plans");
+        assert_eq!(Collection::Tasks.document_of(id), format!("tasks/{:x}", id.0.random() % 16));
+        assert_eq!(
+            Collection::Activity.document_of(id),
+            format!("activity/{}", chrono::DateTime::<Utc>::from(id.0.datetime()).format("%Y-%m"))
+        );
+        assert_eq!(Collection::Notes.document_of(id), "notes/01KB7Z8X3F8T1W0G6Q3W1YH4ZV");
         assert_eq!(Collection::of_document("activity/2026-11"), Some(Collection::Activity));
-        assert_eq!(Collection::of_document("tasks"), Some(Collection::Tasks));
-        assert_eq!(Collection::of_document("tasks/2026-11"), None);
-        assert_eq!(Collection::of_document("activity"), None);
+        assert_eq!(Collection::of_document("tasks/f"), Some(Collection::Tasks));
+        assert_eq!(Collection::of_document("memory/0"), Some(Collection::Memory));
+        assert_eq!(Collection::of_document("tasks"), Some(Collection::Tasks), "written before tasks were spread");
+        for wrong in ["tasks/10", "tasks/F", "tasks/g", "tasks/", "tasks/2026-11", "activity", "activity/2026-13"] {
+            assert_eq!(Collection::of_document(wrong), None, "{wrong}");
+        }
+        assert_eq!(Collection::of_document("plans/0"), None);
         assert_eq!(Collection::of_document("root"), None);
         assert_eq!(Collection::of_document("notes/01KB7Z8X3F8T1W0G6Q3W1YH4ZV"), Some(Collection::Notes));
         assert_eq!(Collection::of_document("notes"), Some(Collection::Notes), "written before notes moved out");
         assert_eq!(Collection::of_document("notes/2026-11"), None);
+    }
+
+    #[test]
+    fn buckets_take_records_evenly() {
+        let mut counts = [0usize; BUCKETS];
+        for _ in 0..16_000 {
+            let document = Collection::Tasks.document_of(RecordId::new());
+            let bucket = document.strip_prefix("tasks/").and_then(|b| usize::from_str_radix(b, 16).ok()).unwrap();
+            counts[bucket] += 1;
+        }
+        assert!(counts.iter().all(|&count| (800..1200).contains(&count)), "{counts:?}");
     }
 }

@@ -132,7 +132,7 @@ fn rebuild_index_writes_views_and_events_elsewhere() {
     let rebuilt = adiuva_replay::rebuild::rebuild(&mut workspace, &out.path().join("derived")).unwrap();
     let last = &built.moments.last().unwrap().state;
     let tasks: Vec<Value> =
-        serde_json::from_slice(&std::fs::read(out.path().join("derived/views/tasks.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(out.path().join("derived/views/tasks%2F0.json")).unwrap()).unwrap();
     let tasks: BTreeMap<String, Value> =
         tasks.into_iter().map(|task| (task["id"].as_str().unwrap().to_owned(), task)).collect();
     assert_eq!(&tasks, &last["tasks"]);

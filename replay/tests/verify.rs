@@ -34,7 +34,7 @@ fn healthy(dir: &Path) {
     add_note(&mut a, "a note", "body");
     let mut b = join(&mut a, other.path(), "desktop");
     add_task(&mut b, "from b");
-    sync(&mut b, &mut a, "tasks");
+    sync(&mut b, &mut a, TASKS);
     a.remove_device(b.device_id()).unwrap();
     a.compact().unwrap();
     for title in ["four", "five", "six"] {
@@ -129,7 +129,7 @@ impl Raw {
 }
 
 fn tail_keys(raw: &Raw) -> Vec<Vec<u8>> {
-    let keys = raw.keys(b"c/tasks\0");
+    let keys = raw.keys(b"c/tasks/0\0");
     assert_eq!(keys.len(), 3, "three tasks in the tail");
     keys
 }
@@ -158,22 +158,24 @@ fn flipped_bytes_in_a_chunk_a_snapshot_and_a_manifest_are_named() {
     let raw = raw(dir.path());
     let chunk = tail_keys(&raw)[1].clone();
     raw.flip(&chunk);
-    let snapshot = raw.keys(b"s/tasks\0").pop().unwrap();
+    let snapshot = raw.keys(b"s/tasks/0\0").pop().unwrap();
     raw.flip(&snapshot);
     raw.flip(b"m/root");
     drop(raw);
     let found = faults(dir.path());
-    assert_found(&found, "chunk.corrupt", &["tasks", &format!("tasks#{}", seq_of(&chunk))]);
-    assert_found(&found, "chunk.corrupt", &[&format!("tasks snapshot {}", seq_of(&snapshot))]);
+    assert_found(&found, "chunk.corrupt", &[TASKS, &format!("{TASKS}#{}", seq_of(&chunk))]);
+    assert_found(&found, "chunk.corrupt", &[&format!("{TASKS} snapshot {}", seq_of(&snapshot))]);
     assert_found(&found, "chunk.corrupt", &["root manifest"]);
 
     // Several faults, one run, a non-zero exit, each printed.
     let out = replay(&["verify", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let printed = String::from_utf8(out.stdout).unwrap();
-    for name in
-        [format!("tasks#{}", seq_of(&chunk)), format!("tasks snapshot {}", seq_of(&snapshot)), "root manifest".into()]
-    {
+    for name in [
+        format!("{TASKS}#{}", seq_of(&chunk)),
+        format!("{TASKS} snapshot {}", seq_of(&snapshot)),
+        "root manifest".into(),
+    ] {
         assert!(printed.contains(&name), "{name} in {printed}");
     }
     assert!(printed.contains("NOT intact"), "{printed}");
@@ -189,7 +191,7 @@ fn a_chunk_from_another_workspace_is_named() {
     let bytes = foreign.get(&key);
     drop(foreign);
     raw(dir.path()).put(&key, bytes);
-    assert_found(&faults(dir.path()), "chunk.corrupt", &[&format!("tasks#{}", seq_of(&key))]);
+    assert_found(&faults(dir.path()), "chunk.corrupt", &[&format!("{TASKS}#{}", seq_of(&key))]);
 }
 
 #[test]
@@ -215,7 +217,7 @@ fn a_chunk_replayed_from_an_older_epoch_is_named() {
     // ...and its chunk is put in place of the first task written under epoch 2: same device,
     // same key, same slot, so the frame opens.
     let stale = raw(old.path());
-    let key = stale.keys(b"c/tasks\0").pop().unwrap();
+    let key = stale.keys(b"c/tasks/0\0").pop().unwrap();
     let bytes = stale.get(&key);
     drop(stale);
     raw(dir.path()).put(&key, bytes);
@@ -237,8 +239,8 @@ fn forged_and_stripped_signatures_are_named() {
     raw.reseal(&keys[1], &stripped);
     drop(raw);
     let found = faults(dir.path());
-    assert_found(&found, "change.bad_signature", &["tasks", &change_hash(&forged)]);
-    assert_found(&found, "change.unsigned", &["tasks", &change_hash(&stripped)]);
+    assert_found(&found, "change.bad_signature", &[TASKS, &change_hash(&forged)]);
+    assert_found(&found, "change.unsigned", &[TASKS, &change_hash(&stripped)]);
 }
 
 #[test]
@@ -254,7 +256,7 @@ fn a_change_by_a_device_never_authorized_is_named() {
     };
     let original = automerge::Change::from_bytes(last.1.changes[0].clone()).unwrap();
     let mut workspace = read_only(dir.path());
-    let history = workspace.automerge("tasks").unwrap().fork_at(original.deps()).unwrap();
+    let history = workspace.automerge(TASKS).unwrap().fork_at(original.deps()).unwrap();
     drop(workspace);
     let envelope = Envelope {
         v: ENVELOPE_VERSION,
@@ -275,7 +277,7 @@ fn a_change_by_a_device_never_authorized_is_named() {
     let planted = doc.get_changes(original.deps()).last().map(|c| c.raw_bytes().to_vec()).unwrap();
     let planted = automerge::Change::from_bytes(planted).unwrap();
     let raw = raw(dir.path());
-    let place = AttestationPlace { workspace_id: &raw.workspace_id, document: "tasks" };
+    let place = AttestationPlace { workspace_id: &raw.workspace_id, document: TASKS };
     let attestation = Attestation::sign(&intruder, place, 1, vec![planted.hash()]);
     raw.reseal(
         &last.0,
@@ -283,7 +285,7 @@ fn a_change_by_a_device_never_authorized_is_named() {
     );
     drop(raw);
     let found = faults(dir.path());
-    assert_found(&found, "device.unknown", &[&planted.hash().to_string(), "tasks", &intruder.device_id().to_string()]);
+    assert_found(&found, "device.unknown", &[&planted.hash().to_string(), TASKS, &intruder.device_id().to_string()]);
 }
 
 #[test]
@@ -296,7 +298,7 @@ fn a_missing_chunk_and_a_missing_dependency_are_named() {
     let key = tail_keys(&raw_lost)[1].clone();
     raw_lost.delete(&key);
     drop(raw_lost);
-    assert_found(&faults(lost.path()), "chunk.missing", &["tasks", &format!("chunk {}", seq_of(&key))]);
+    assert_found(&faults(lost.path()), "chunk.missing", &[TASKS, &format!("chunk {}", seq_of(&key))]);
 
     // The chunk is there, but the change the next one builds on is not.
     let raw = raw(emptied.path());
@@ -305,7 +307,7 @@ fn a_missing_chunk_and_a_missing_dependency_are_named() {
     let dependent = change_hash(&raw.changes(&keys[2]));
     raw.reseal(&keys[1], &SignedChanges::default());
     drop(raw);
-    assert_found(&faults(emptied.path()), "change.dependency_missing", &["tasks", &dependent, &removed]);
+    assert_found(&faults(emptied.path()), "change.dependency_missing", &[TASKS, &dependent, &removed]);
 }
 
 #[test]
@@ -319,7 +321,7 @@ fn a_rolled_back_store_is_named() {
     // The store is put back as it was; the witness beside it remembers more.
     std::fs::remove_dir_all(dir.path().join("store")).unwrap();
     copy_dir(&before.path().join("store"), &dir.path().join("store"));
-    assert_found(&faults(dir.path()), "store.rolled_back", &["tasks"]);
+    assert_found(&faults(dir.path()), "store.rolled_back", &[TASKS]);
 }
 
 #[test]
@@ -336,7 +338,7 @@ fn several_kinds_of_fault_are_reported_in_one_run() {
     raw.delete(&note_chunk);
     drop(raw);
     let found = faults(dir.path());
-    assert_found(&found, "chunk.corrupt", &[&format!("tasks#{}", seq_of(&keys[0]))]);
+    assert_found(&found, "chunk.corrupt", &[&format!("{TASKS}#{}", seq_of(&keys[0]))]);
     assert_found(&found, "change.unsigned", &[&change_hash(&stripped)]);
     assert_found(&found, "chunk.missing", &["notes/"]);
 }

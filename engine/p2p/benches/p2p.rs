@@ -7,10 +7,11 @@
 //!   session dialed afresh (the QUIC handshake in it), once to a live peer (`sync_live`: from
 //!   the commit until the peer's session that took the change in ended).
 //!
-//! The baseline is one Automerge document holding the same N changes (same fields, same
-//! envelope messages), synced to an empty document with Automerge's sync protocol until neither
-//! side has a message, then one more change with both sync states kept; and Automerge alone
-//! applying one new change to a document of N changes, the least a receiver pays.
+//! The baseline is Automerge holding the same N changes (same fields, same envelope messages),
+//! once in one document and once spread over the engine's 16 bucket documents, synced to empty
+//! documents with Automerge's sync protocol until neither side has a message, then one more
+//! change with both sync states kept; and Automerge alone applying one new change to its
+//! document, the least a receiver pays.
 //!
 //! Run: `cargo bench -p adiuva-p2p --bench p2p [-- --events N]`.
 
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use adiuva_engine::{Effect, EventDraft, KeyProtection, Workspace};
 use adiuva_model::envelope::{ENVELOPE_VERSION, Subject};
+use adiuva_model::record::BUCKETS;
 use adiuva_model::{Actor, Collection, DeviceId, Envelope, EventId, EventKind, RecordId};
 use adiuva_p2p::{PeerOptions, PeerServer, Peers, SessionReport, SharedWorkspace, sync_live, sync_once};
 use automerge::sync::SyncDoc;
@@ -164,9 +166,14 @@ async fn ours(events: usize) -> Figures {
     Figures { full: full_time, full_bytes: wire_bytes(&full), one, one_bytes, live }
 }
 
-/// A change like the engine's: the task's fields and its envelope as the commit message.
-fn raw_change(doc: &mut automerge::Automerge, index: usize) {
+/// A change like the engine's (the task's fields, its envelope as the commit message) into the
+/// document the engine puts it in, when `docs` are the engine's buckets (else into the one
+/// document); returns which of `docs` took it.
+fn raw_change(docs: &mut [automerge::Automerge], index: usize) -> usize {
     let id = RecordId::new();
+    let document = Collection::Tasks.document_of(id);
+    let bucket = document.strip_prefix("tasks/").and_then(|b| usize::from_str_radix(b, 16).ok()).unwrap();
+    let at = bucket % docs.len();
     let envelope = Envelope {
         v: ENVELOPE_VERSION,
         id: EventId::new(),
@@ -176,12 +183,13 @@ fn raw_change(doc: &mut automerge::Automerge, index: usize) {
         time: chrono::Utc::now(),
         correlation: None,
         causation: None,
-        subject: Some(Subject { document: "tasks".into(), record: id }),
+        subject: Some(Subject { document, record: id }),
     };
     let effect = Effect::CreateRecord { collection: Collection::Tasks, id, fields: task_fields(index) };
     let options =
         CommitOptions::default().with_message(envelope.encode().unwrap()).with_time(envelope.time.timestamp_millis());
-    doc.transact_with(|_| options, |tx| effect.apply(tx)).unwrap();
+    docs[at].transact_with(|_| options, |tx| effect.apply(tx)).unwrap();
+    at
 }
 
 /// How the raw baseline may send what the other side lacks.
@@ -236,50 +244,58 @@ fn raw_sync(
     }
 }
 
-fn raw(events: usize, shortcut: Shortcut) -> Figures {
-    let mut source = automerge::Automerge::new();
+/// The raw baseline over `documents` documents: 1, or the engine's [`BUCKETS`], each synced
+/// on its own, one after the other.
+fn raw(events: usize, documents: usize, shortcut: Shortcut) -> Figures {
+    let mut sources: Vec<_> = (0..documents).map(|_| automerge::Automerge::new()).collect();
     for index in 0..events {
-        raw_change(&mut source, index);
+        raw_change(&mut sources, index);
     }
-    let mut target = automerge::Automerge::new();
-    let (mut source_state, mut target_state) = (automerge::sync::State::new(), automerge::sync::State::new());
+    let mut targets: Vec<_> = (0..documents).map(|_| automerge::Automerge::new()).collect();
+    let mut states: Vec<_> =
+        (0..documents).map(|_| (automerge::sync::State::new(), automerge::sync::State::new())).collect();
     let started = Instant::now();
-    let full_bytes = raw_sync(&mut source, &mut source_state, &mut target, &mut target_state, shortcut);
+    let mut full_bytes = 0;
+    for ((source, target), (source_state, target_state)) in sources.iter_mut().zip(&mut targets).zip(&mut states) {
+        full_bytes += raw_sync(source, source_state, target, target_state, shortcut);
+        assert_eq!(source.get_heads(), target.get_heads());
+    }
     let full = started.elapsed();
-    assert_eq!(source.get_heads(), target.get_heads());
 
     let (mut one, mut one_bytes) = (Vec::new(), Vec::new());
     for index in 0..ONE_CHANGE_ROUNDS {
-        raw_change(&mut source, events + index);
+        let at = raw_change(&mut sources, events + index);
+        let (source_state, target_state) = &mut states[at];
         let started = Instant::now();
-        one_bytes.push(raw_sync(&mut source, &mut source_state, &mut target, &mut target_state, shortcut));
+        one_bytes.push(raw_sync(&mut sources[at], source_state, &mut targets[at], target_state, shortcut));
         one.push(started.elapsed());
-        assert_eq!(source.get_heads(), target.get_heads());
+        assert_eq!(sources[at].get_heads(), targets[at].get_heads());
     }
     Figures { full, full_bytes, live: one.clone(), one, one_bytes }
 }
 
-/// Automerge alone taking in one new change of a document of `events` changes (the least any
-/// receiver of that change pays): `apply_changes`, and `apply_changes_log_patches` with
-/// `make_patches` (which the engine's import needs, to learn which records changed).
-fn raw_apply(events: usize) -> (Vec<Duration>, Vec<Duration>) {
-    let mut source = automerge::Automerge::new();
+/// Automerge alone taking in one new change of the document that gets it, when N changes are
+/// spread over `documents` documents (the least any receiver of that change pays):
+/// `apply_changes`, and `apply_changes_log_patches` with `make_patches` (what an import that
+/// learns which records changed from patches pays).
+fn raw_apply(events: usize, documents: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let mut sources: Vec<_> = (0..documents).map(|_| automerge::Automerge::new()).collect();
     for index in 0..events {
-        raw_change(&mut source, index);
+        raw_change(&mut sources, index);
     }
-    let mut plain = source.fork();
-    let mut patched = source.fork();
+    let mut plain: Vec<_> = sources.iter().map(|doc| doc.fork()).collect();
+    let mut patched: Vec<_> = sources.iter().map(|doc| doc.fork()).collect();
     let (mut applied, mut with_patches) = (Vec::new(), Vec::new());
     for index in 0..ONE_CHANGE_ROUNDS {
-        raw_change(&mut source, events + index);
-        let change = source.get_last_local_change().unwrap().clone();
+        let at = raw_change(&mut sources, events + index);
+        let change = sources[at].get_last_local_change().unwrap().clone();
         let started = Instant::now();
-        plain.apply_changes([change.clone()]).unwrap();
+        plain[at].apply_changes([change.clone()]).unwrap();
         applied.push(started.elapsed());
         let started = Instant::now();
         let mut log = automerge::PatchLog::active();
-        patched.apply_changes_log_patches([change], &mut log).unwrap();
-        assert!(!patched.make_patches(&mut log).is_empty());
+        patched[at].apply_changes_log_patches([change], &mut log).unwrap();
+        assert!(!patched[at].make_patches(&mut log).is_empty());
         with_patches.push(started.elapsed());
     }
     (applied, with_patches)
@@ -290,8 +306,10 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let rows = [
         ("adiuva", runtime.block_on(ours(events))),
-        ("automerge, whole document", raw(events, Shortcut::WholeDocument)),
-        ("automerge, changes only", raw(events, Shortcut::ChangesOnly)),
+        ("automerge, whole document", raw(events, 1, Shortcut::WholeDocument)),
+        ("automerge, changes only", raw(events, 1, Shortcut::ChangesOnly)),
+        ("automerge, 16 buckets, whole", raw(events, BUCKETS, Shortcut::WholeDocument)),
+        ("automerge, 16 buckets, changes", raw(events, BUCKETS, Shortcut::ChangesOnly)),
     ];
     println!("peer sync on loopback, {events} task events, beside raw in-memory Automerge sync");
     println!(
@@ -327,22 +345,25 @@ fn main() {
     println!(
         "  (adiuva's one-change sessions each dial afresh, the QUIC handshake in every one; live: one connection kept)"
     );
-    let (mut applied, mut with_patches) = raw_apply(events);
-    applied.sort();
-    with_patches.sort();
-    println!(
-        "  automerge alone, one new change applied to the document of {events}: p50 {:.2} ms, p99 {:.2} ms; with patches p50 {:.2} ms, p99 {:.2} ms",
-        ms(percentile(&applied, 0.5)),
-        ms(percentile(&applied, 0.99)),
-        ms(percentile(&with_patches, 0.5)),
-        ms(percentile(&with_patches, 0.99))
-    );
-    report.insert(
-        "automerge, apply one change".into(),
-        json!({"p50_ms": ms(percentile(&applied, 0.5)), "p99_ms": ms(percentile(&applied, 0.99)),
-               "with_patches_p50_ms": ms(percentile(&with_patches, 0.5)),
-               "with_patches_p99_ms": ms(percentile(&with_patches, 0.99))}),
-    );
+    for (documents, name) in [(1, "automerge, apply one change"), (BUCKETS, "automerge, apply one change, 16 buckets")]
+    {
+        let (mut applied, mut with_patches) = raw_apply(events, documents);
+        applied.sort();
+        with_patches.sort();
+        println!(
+            "  automerge alone, one new change applied to its document ({events} changes in {documents}): p50 {:.2} ms, p99 {:.2} ms; with patches p50 {:.2} ms, p99 {:.2} ms",
+            ms(percentile(&applied, 0.5)),
+            ms(percentile(&applied, 0.99)),
+            ms(percentile(&with_patches, 0.5)),
+            ms(percentile(&with_patches, 0.99))
+        );
+        report.insert(
+            name.into(),
+            json!({"p50_ms": ms(percentile(&applied, 0.5)), "p99_ms": ms(percentile(&applied, 0.99)),
+                   "with_patches_p50_ms": ms(percentile(&with_patches, 0.5)),
+                   "with_patches_p99_ms": ms(percentile(&with_patches, 0.99))}),
+        );
+    }
     report.insert("events".into(), json!(events));
     println!("{}", Value::Object(report));
 }

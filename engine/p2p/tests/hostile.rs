@@ -126,7 +126,7 @@ async fn changes_signed_by_an_unknown_key_in_a_valid_session_or_a_push_end_it_an
     copy_dir(dirs[0].path(), dirs[3].path());
     let mut outsider = join(&mut open(dirs[3].path()), dirs[4].path(), "outsider");
     add_task(&mut outsider, "signed by a key a does not know");
-    let document = "tasks".to_owned();
+    let document = TASKS.to_owned();
     // The outsider's answer to `a`'s opening message: the changes `a` lacks.
     let mut a = open(dirs[0].path());
     assert!(a.document_names().unwrap().contains(&document));

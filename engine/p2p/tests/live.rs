@@ -172,10 +172,11 @@ async fn a_new_change_reaches_a_live_peer_as_a_push_both_ways_and_a_session_take
     let first = b_live.next().await;
     assert!(first.converged && first.rounds > 0, "{first:?}");
 
-    // One new change travels as a push, in no round, and each side records that the other holds it.
+    // One new change travels as a push, in no round, and each side records that the other holds
+    // it; the first task of a bucket comes with the bucket's registration.
     let pushed = a.add_task("pushed");
     let report = b_live.next().await;
-    assert_eq!((report.rounds, report.applied, report.converged), (0, 1, true), "{report:?}");
+    assert_eq!((report.rounds, report.applied, report.converged), (0, 2, true), "{report:?}");
     assert!(b.has(pushed));
     // Each records it once the answer is sent or read.
     eventually("b records that it holds a's push", || {

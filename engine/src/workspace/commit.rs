@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use adiuva_model::envelope::{ENVELOPE_VERSION, Subject};
-use adiuva_model::{Actor, Collection, DeviceId, Envelope, EventId, EventKind};
+use adiuva_model::{Actor, Collection, DeviceId, Envelope, EventId, EventKind, Spread};
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{Change, ChangeHash};
 use chrono::Utc;
@@ -137,8 +137,9 @@ impl Operation {
                 tx.put_object(automerge::ROOT, "settings", automerge::ObjType::Map).map_err(root_error)?;
                 let directory =
                     tx.put_object(automerge::ROOT, "documents", automerge::ObjType::Map).map_err(root_error)?;
-                // Documents made later (a month's, a record's) are registered when first written.
-                let whole = |c: &Collection| !c.is_sharded() && !c.has_record_documents();
+                // Documents made later (a bucket's, a month's, a record's) are registered when
+                // first written.
+                let whole = |c: &Collection| c.spread() == Spread::Whole;
                 for collection in Collection::ALL.into_iter().filter(whole) {
                     tx.put(&directory, collection.name(), collection.name()).map_err(root_error)?;
                 }

@@ -273,8 +273,8 @@ impl Workspace {
     /// What a live link pushes to `peer` outside a session: per document, the changes this
     /// device holds beyond the heads `states` says the peer holds, as signed units (documents
     /// with nothing new left out, the root first), with this device's heads as they were.
-    /// `None` when a session is needed instead: a document the peer's state does not cover,
-    /// or more than `limit` changes. Found by walking back from the heads, so the cost is the
+    /// A document made since the two last agreed is sent whole. `None` when a session is
+    /// needed instead: no session with the peer has converged yet, or more than `limit` changes. Found by walking back from the heads, so the cost is the
     /// new changes', not the document's (Automerge's `get_changes` reads the whole history).
     pub fn peer_push(&mut self, states: &PeerStates, limit: usize) -> Result<Option<PeerPush>> {
         let mut units = Vec::new();
@@ -283,8 +283,12 @@ impl Workspace {
         for document in self.document_names()? {
             let doc = &self.document(&document)?.doc;
             let heads = doc.get_heads();
-            let Some(shared) = states.shared_heads(&document) else {
-                return Ok(None);
+            let shared = match states.shared_heads(&document) {
+                Some(shared) => shared,
+                // Made since the two sides last held the same documents: the peer has none of it
+                // (or made it too, which the session after a push settles).
+                None if states.last_sync.is_some() => &[],
+                None => return Ok(None),
             };
             if heads.iter().any(|head| !shared.contains(head)) {
                 let Some(hashes) = changes_since(doc, &heads, shared, &mut budget) else {

@@ -2,7 +2,7 @@
 //! conflicts through the documents, and the workspace's status. Nothing here writes to the log
 //! (a rebuilt read view or event index is stored as a cache).
 
-use adiuva_model::{Collection, DeviceId, Envelope, RecordId};
+use adiuva_model::{Collection, DeviceId, Envelope, RecordId, Spread};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -14,6 +14,7 @@ use super::{ROOT_DOCUMENT, Workspace};
 use crate::error::{Error, Result, json_error};
 use crate::manifest::Manifest;
 use crate::records::{self, FieldConflict};
+use crate::view::RecordView;
 use automerge::ReadDoc;
 
 /// An event as read back from the log.
@@ -104,16 +105,14 @@ impl Workspace {
             .collect())
     }
 
-    /// The document that holds a record: [`records::document_of`], except for a record written
-    /// before its collection had a document per record and not moved out yet, which is still
-    /// in the collection's document.
+    /// The document that holds a record: [`Collection::document_of`], except for a record
+    /// written before its collection was spread over documents (and not moved out yet), which
+    /// is still in the collection's own document.
     pub(super) fn locate(&mut self, collection: Collection, id: RecordId) -> Result<String> {
-        let document = records::document_of(collection, id);
-        if collection.has_record_documents() && !self.is_registered(&document)? {
-            let shared = collection.name();
-            if self.is_registered(shared)? && self.view(shared)?.contains(id) {
-                return Ok(shared.to_owned());
-            }
+        let document = collection.document_of(id);
+        let shared = collection.name();
+        if document != shared && self.is_registered(shared)? && self.view(shared)?.contains(id) {
+            return Ok(shared.to_owned());
         }
         Ok(document)
     }
@@ -136,17 +135,15 @@ impl Workspace {
         self.list_as(collection)
     }
 
-    /// Every record of a collection, oldest first, deserialized straight from the read view.
+    /// Every record of a collection, oldest first, deserialized straight from the read views.
     pub fn list_as<T: DeserializeOwned + Send>(&mut self, collection: Collection) -> Result<Vec<T>> {
-        let mut out = Vec::new();
-        for document in self.collection_documents(collection)? {
-            let records = self.view(&document)?.records_as().map_err(|(id, e)| Error::RecordInvalid {
-                collection,
-                detail: format!("record {id} {}", json_error(&e)),
-            })?;
-            out.extend(records);
+        let documents = self.collection_documents(collection)?;
+        for document in &documents {
+            self.view(document)?;
         }
-        Ok(out)
+        let views: Vec<&RecordView> = documents.iter().filter_map(|document| self.views.get(document)).collect();
+        RecordView::records_of_as(&views)
+            .map_err(|(id, e)| Error::RecordInvalid { collection, detail: format!("record {id} {}", json_error(&e)) })
     }
 
     /// Visits every record of a collection as its JSON text, oldest first within each document,
@@ -278,9 +275,11 @@ impl Workspace {
                     error: Some(format!("{}: {error}", error.code().as_str())),
                 }
             });
-            // Documents of one record each are summed up per collection (`notes/*`), unless damaged.
+            // A collection's buckets and documents of one record each are summed up (`tasks/*`,
+            // `notes/*`), unless damaged.
+            let summed = |c: &Collection| matches!(c.spread(), Spread::Buckets | Spread::PerRecord);
             let group = Collection::of_document(&name)
-                .filter(|c| c.has_record_documents() && name != c.name() && status.error.is_none())
+                .filter(|c| summed(c) && name != c.name() && status.error.is_none())
                 .map(|c| format!("{c}/*"));
             match group {
                 Some(group) => match documents.iter_mut().find(|d| d.name == group) {

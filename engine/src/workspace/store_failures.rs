@@ -90,7 +90,9 @@ fn task(title: &str) -> (EventDraft, Effect) {
     let fields = json!({"title": title, "description": "", "status": "todo", "priority": "medium", "tags": [],
                         "created_at": "2026-11-29T10:00:00Z"});
     let Value::Object(fields) = fields else { unreachable!() };
-    let effect = Effect::CreateRecord { collection: Collection::Tasks, id: RecordId::new(), fields };
+    // Every task in one bucket, so that its document compacts often.
+    let id = std::iter::repeat_with(RecordId::new).find(|id| Collection::Tasks.document_of(*id) == "tasks/0");
+    let effect = Effect::CreateRecord { collection: Collection::Tasks, id: id.unwrap(), fields };
     let draft = EventDraft::new(adiuva_model::EventKind::new("task.created").unwrap(), adiuva_model::Actor::User);
     (draft, effect)
 }
@@ -177,7 +179,7 @@ fn a_background_compaction_keeps_what_was_written_while_it_saved() {
     let mut workspace = Workspace::init_in(dir.path(), lock, store, protection(), "device").unwrap();
     workspace.options = WorkspaceOptions { compact_after_chunks: 3, compact_after_bytes: u64::MAX };
     let tail =
-        |workspace: &Workspace| workspace.docs.get("tasks").map(|d| (d.manifest.tail_start, d.manifest.next_seq));
+        |workspace: &Workspace| workspace.docs.get("tasks/0").map(|d| (d.manifest.tail_start, d.manifest.next_seq));
     let (mut acknowledged, mut installed_with_tail, mut failures) = (BTreeSet::new(), 0, 0);
     for round in 0..48u64 {
         let before = tail(&workspace);

@@ -21,7 +21,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use adiuva_model::{Collection, DeviceId, Envelope, EventKind};
-use automerge::{Automerge, Change, ChangeHash, ChangeMetadata, PatchLog, ReadDoc};
+use automerge::{Automerge, Change, ChangeHash, ChangeMetadata, ReadDoc};
 use chrono::{DateTime, Utc};
 
 use super::commit::Operation;
@@ -225,9 +225,6 @@ impl Workspace {
 
         let before = self.document(document)?.doc.get_heads();
         let list_before = self.device_list()?;
-        // Logging patches while applying costs what the new changes touch; a diff afterwards
-        // would walk the whole document.
-        let mut patch_log = PatchLog::active();
         let mut waiting: Vec<Received> = {
             let doc = &self.document(document)?.doc;
             candidates.into_iter().filter(|r| doc.get_change_meta_by_hash(&r.change.hash()).is_none()).collect()
@@ -266,7 +263,7 @@ impl Workspace {
                 break;
             }
             let doc = &mut self.document(document)?.doc;
-            doc.apply_changes_log_patches(ready, &mut patch_log)
+            doc.apply_changes(ready)
                 .map_err(|e| Error::DocumentCorrupt { document: document.to_owned(), detail: e.to_string() })?;
             if document != ROOT_DOCUMENT {
                 break;
@@ -291,8 +288,8 @@ impl Workspace {
             }
         }
         let loaded = self.document(document)?;
-        let touched = records::touched_records(&loaded.doc.make_patches(&mut patch_log));
         let new_changes = loaded.doc.get_changes(&before);
+        let touched = records::touched_by(&loaded.doc, &new_changes);
         for change in &new_changes {
             if was_pending.contains(&change.hash()) {
                 batch.delete(layout::pending(document, &change.hash()));

@@ -1,12 +1,15 @@
 //! Upgrading a workspace written by an older build to what this build writes.
 //!
 //! Notes were kept in the collection's one document (`notes`) before each got a document of
-//! its own (`notes/ID`, see [`Collection::has_record_documents`]). Such a workspace keeps
-//! opening and reading as it is; its records move out at `adiuva upgrade` or at the next
-//! compaction of that document. Moving a record is two events committed together, with the
-//! new document's registration: `note.moved_out` deletes it from the collection's document
-//! (whose history keeps every earlier event of it) and `note.moved_in`, caused by the first,
-//! creates it, as it then was, in its own document.
+//! its own (`notes/ID`), and tasks, calendar events and memory facts before they were spread
+//! over buckets (`tasks/a`, see [`adiuva_model::Spread`]). Such a workspace keeps opening,
+//! reading and writing as it is; its records move out at `adiuva upgrade`, and notes also at
+//! the next compaction of `notes` (a bucketed collection may hold a hundred thousand records:
+//! moving them is asked for, not a side effect of a compaction). Moving a record is two events
+//! committed together, with the new document's registration if it is new:
+//! `task.moved_out` deletes it from the collection's document (whose history keeps every
+//! earlier event of it) and `task.moved_in`, caused by the first, creates it, as it then was,
+//! in its document.
 //!
 //! Changes written before attestations (see [`crate::authorship`]) carry none: compacting
 //! their document attests this device's own, which `upgrade` does for every such document, so
@@ -20,7 +23,9 @@
 //! under the device's key, then the keyring stops accepting the derived keys. A crash part-way
 //! leaves a workspace that opens (both keys are still accepted); the next run finishes.
 
-use adiuva_model::{Actor, Collection, EventKind, RecordId};
+use std::collections::BTreeSet;
+
+use adiuva_model::{Actor, Collection, EventKind, RecordId, Spread};
 use serde::Serialize;
 use serde_json::Value;
 use tracing::info;
@@ -50,14 +55,15 @@ pub struct Upgrade {
 }
 
 impl Workspace {
-    /// Brings the workspace to this build's layout and keys: every record of a collection with
-    /// a document per record moves out of the collection's document, which is then compacted,
+    /// Brings the workspace to this build's layout and keys: every record of a collection spread
+    /// over documents moves out of the collection's own document, which is then compacted,
     /// every document holding changes from before attestations is compacted (which attests this
     /// device's own), and every blob still sealed under a derived key moves to the device's
     /// storage key. Running it again does nothing.
     pub fn upgrade(&mut self) -> Result<Upgrade> {
         let mut upgrade = Upgrade::default();
-        for collection in Collection::ALL.into_iter().filter(|c| c.has_record_documents()) {
+        let spread = |c: &Collection| matches!(c.spread(), Spread::Buckets | Spread::PerRecord);
+        for collection in Collection::ALL.into_iter().filter(spread) {
             let moved = self.move_records_out(collection)?;
             if moved > 0 {
                 self.compact_document(collection.name())?;
@@ -120,8 +126,8 @@ impl Workspace {
         }
     }
 
-    /// Moves the records still in `collection`'s own document into documents of their own.
-    /// Returns how many moved.
+    /// Moves the records still in `collection`'s own document into the documents they now
+    /// belong to. Returns how many moved.
     pub(super) fn move_records_out(&mut self, collection: Collection) -> Result<usize> {
         let shared = collection.name();
         if !self.is_registered(shared)? || self.view(shared)?.is_empty() {
@@ -136,12 +142,13 @@ impl Workspace {
         let mut moved = 0;
         for group in ids.chunks(MOVE_GROUP) {
             let mut events = Vec::new();
+            let mut registering = BTreeSet::new();
             for &id in group {
                 // Gone already if a compaction during an earlier group moved it.
                 let Some(Value::Object(fields)) = records::read_record(&self.document(shared)?.doc, id, None) else {
                     continue;
                 };
-                let document = records::document_of(collection, id);
+                let document = collection.document_of(id);
                 let out = self.record_event(
                     shared.to_owned(),
                     EventDraft::new(moved_out.clone(), Actor::System),
@@ -150,10 +157,18 @@ impl Workspace {
                 );
                 let cause = out.id();
                 events.push(out);
-                // A record another device moved already is in its own document: that one stands.
-                if !self.is_registered(&document)? {
-                    let operation = Operation::RegisterDocument { name: document.clone(), collection };
-                    events.push(self.root_event("document.created", None, operation, false));
+                // A record another device moved already is in its new document: that one stands.
+                // (A note's document exists only once it moved; a bucket holds many records.)
+                let registered = registering.contains(&document) || self.is_registered(&document)?;
+                let moved_before = registered
+                    && !registering.contains(&document)
+                    && (collection.has_record_documents() || self.view(&document)?.contains(id));
+                if !moved_before {
+                    if !registered {
+                        let operation = Operation::RegisterDocument { name: document.clone(), collection };
+                        events.push(self.root_event("document.created", None, operation, false));
+                        registering.insert(document.clone());
+                    }
                     let draft = EventDraft::new(moved_in.clone(), Actor::System).caused_by(Some(cause));
                     events.push(self.record_event(
                         document,
@@ -168,13 +183,13 @@ impl Workspace {
                 self.commit_prepared(events, WriteBatch::default())?;
             }
         }
-        info!(collection = %collection, moved, "records moved into documents of their own");
+        info!(collection = %collection, moved, "records moved out of the collection's own document");
         Ok(moved)
     }
 }
 
 /// The collection whose records have documents of their own, if `document` is its older shared
-/// document (which may still hold records to move out).
+/// document (which may still hold records to move out at its compaction).
 pub(super) fn shared_document_of_records(document: &str) -> Option<Collection> {
     Collection::of_document(document).filter(|c| c.has_record_documents() && c.name() == document)
 }

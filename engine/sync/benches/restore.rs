@@ -12,7 +12,9 @@
 //!   number of changes to an empty peer, in memory: once as the crate does it for an empty peer
 //!   (the whole document in one message) and once change by change (capabilities dropped, as
 //!   the engine's peer sync does) — and Automerge alone loading that history saved as one
-//!   document, which adopting a restore point's document cannot go below.
+//!   document, which adopting a restore point's document cannot go below; and the same history
+//!   spread as the engine spreads it (16 bucket documents), synced whole and loaded, one
+//!   document after the other.
 //!
 //! `cargo bench --workspace --bench restore [-- --events N] [-- --json FILE]`; the relay binary
 //! is taken from the same target directory (`cargo bench --workspace` builds it).
@@ -27,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use adiuva_engine::{Effect, EventDraft, KeyProtection, Workspace};
 use adiuva_model::envelope::{ENVELOPE_VERSION, Subject};
+use adiuva_model::record::BUCKETS;
 use adiuva_model::{Actor, Collection, DeviceId, Envelope, EventId, EventKind, RecordId};
 use adiuva_sync::{Progress, RestoreFrom};
 use automerge::sync::SyncDoc;
@@ -234,11 +237,15 @@ fn automerge_sync(source: &mut automerge::Automerge, whole_document: bool) -> (D
     (elapsed, rounds)
 }
 
-fn automerge_history(events: usize) -> automerge::Automerge {
-    let mut doc = automerge::Automerge::new();
+/// The same history as plain Automerge documents: one, or the engine's 16 buckets (each change
+/// in the bucket of its record).
+fn automerge_history(events: usize, documents: usize) -> Vec<automerge::Automerge> {
+    let mut docs: Vec<_> = (0..documents).map(|_| automerge::Automerge::new()).collect();
     let device = DeviceId([7; 32]);
     for index in 0..events {
         let id = RecordId::new();
+        let document = Collection::Tasks.document_of(id);
+        let bucket = document.strip_prefix("tasks/").and_then(|b| usize::from_str_radix(b, 16).ok()).unwrap();
         let envelope = Envelope {
             v: ENVELOPE_VERSION,
             id: EventId::new(),
@@ -248,15 +255,25 @@ fn automerge_history(events: usize) -> automerge::Automerge {
             time: chrono::Utc::now(),
             correlation: None,
             causation: None,
-            subject: Some(Subject { document: "tasks".into(), record: id }),
+            subject: Some(Subject { document, record: id }),
         };
         let effect = Effect::CreateRecord { collection: Collection::Tasks, id, fields: task_fields(index) };
         let options = CommitOptions::default()
             .with_message(envelope.encode().unwrap())
             .with_time(envelope.time.timestamp_millis());
-        doc.transact_with(|_| options, |tx| effect.apply(tx)).unwrap();
+        docs[bucket % documents].transact_with(|_| options, |tx| effect.apply(tx)).unwrap();
     }
-    doc
+    docs
+}
+
+/// Automerge loading each of `docs` saved: the least adopting them costs.
+fn automerge_load(docs: &[automerge::Automerge]) -> Duration {
+    let saved: Vec<Vec<u8>> = docs.iter().map(|doc| doc.save()).collect();
+    let started = Instant::now();
+    for (doc, bytes) in docs.iter().zip(&saved) {
+        assert_eq!(automerge::Automerge::load(bytes).unwrap().get_heads(), doc.get_heads());
+    }
+    started.elapsed()
 }
 
 /// How long a restore took, to the first progress report (sign-in, phrase, proof) and to the
@@ -384,15 +401,20 @@ fn main() {
     // Restore from the phrase into an empty directory, now that the relay keeps a restore
     // point (which a restore starts from).
     let from_point = timed_restore(&relay, &mut source, &phrase, &scratch.path().join("from-point"), events);
-    let mut history = automerge_history(events);
-    let (whole, whole_rounds) = automerge_sync(&mut history, true);
-    let (by_change, change_rounds) = automerge_sync(&mut history, false);
-    // What adopting a restore point's document cannot go below: Automerge loading it.
-    let saved = history.save();
+    let mut history = automerge_history(events, 1);
+    let (whole, whole_rounds) = automerge_sync(&mut history[0], true);
+    let (by_change, change_rounds) = automerge_sync(&mut history[0], false);
+    // What adopting a restore point's documents cannot go below: Automerge loading them.
+    let load = automerge_load(&history);
+    drop(history);
+    let mut buckets = automerge_history(events, BUCKETS);
     let started = Instant::now();
-    let loaded = automerge::Automerge::load(&saved).unwrap();
-    let load = started.elapsed();
-    assert_eq!(loaded.get_heads(), history.get_heads());
+    for doc in &mut buckets {
+        automerge_sync(doc, true);
+    }
+    let buckets_whole = started.elapsed();
+    let buckets_load = automerge_load(&buckets);
+    drop(buckets);
     println!("restore of {events} events into an empty directory");
     for (name, timed) in [("from the restore point", &from_point), ("from the units alone", &from_units)] {
         println!(
@@ -406,6 +428,11 @@ fn main() {
     println!("  automerge sync to an empty peer, whole document: {:>8.3} s ({whole_rounds} rounds)", seconds(whole));
     println!("  automerge loading the same history as one saved document: {:>8.3} s", seconds(load));
     println!(
+        "  automerge, the same history in 16 buckets: whole-document sync {:>8.3} s, loading them {:>8.3} s (one after the other)",
+        seconds(buckets_whole),
+        seconds(buckets_load)
+    );
+    println!(
         "  automerge sync to an empty peer, change by change: {:>8.3} s ({change_rounds} rounds)",
         seconds(by_change)
     );
@@ -414,7 +441,8 @@ fn main() {
         "restore".into(),
         json!({"from_point": timed_json(&from_point), "from_units": timed_json(&from_units),
                "automerge_whole_document_s": seconds(whole), "automerge_change_by_change_s": seconds(by_change),
-               "automerge_load_s": seconds(load)}),
+               "automerge_load_s": seconds(load), "automerge_buckets_whole_document_s": seconds(buckets_whole),
+               "automerge_buckets_load_s": seconds(buckets_load)}),
     );
     if let Some(path) = json_out {
         std::fs::write(path, serde_json::to_vec_pretty(&report).unwrap()).unwrap();

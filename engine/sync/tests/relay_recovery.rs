@@ -175,10 +175,10 @@ fn a_restore_point_made_with_changes_kept_aside_covers_no_unit_and_the_restore_p
     sync(&mut a);
     sync(&mut b);
     // b takes in a change of a's whose dependency it lacks: kept aside, in no snapshot.
-    let tasks = a.document_names().unwrap().into_iter().find(|d| d.starts_with("tasks")).unwrap();
-    add_task(&mut a, "first");
+    let first = add_task(&mut a, "first");
+    let tasks = Collection::Tasks.document_of(first);
     let after_first = a.heads(&tasks).unwrap();
-    add_task(&mut a, "second");
+    edit_task(&mut a, first, "second");
     let second = a.export_changes(&tasks, &after_first).unwrap();
     assert_eq!(b.import_changes(&tasks, &second).unwrap().pending, 1);
     adiuva_sync::backup_now(&mut b, &mut |_| {}).unwrap();

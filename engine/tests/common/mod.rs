@@ -48,10 +48,19 @@ pub fn draft(kind: &str) -> EventDraft {
     EventDraft::new(EventKind::new(kind).unwrap(), Actor::User)
 }
 
+/// The bucket of the tasks the tests add ([`task_id`]): tests of one document's sync, authorship
+/// and storage find every task there.
+pub const TASKS: &str = "tasks/0";
+
+/// A new task id whose record goes to [`TASKS`].
+pub fn task_id() -> RecordId {
+    std::iter::repeat_with(RecordId::new).find(|id| Collection::Tasks.document_of(*id) == TASKS).unwrap()
+}
+
 pub fn task_effect(title: &str, description: &str) -> Effect {
     Effect::CreateRecord {
         collection: Collection::Tasks,
-        id: RecordId::new(),
+        id: task_id(),
         fields: fields(json!({"title": title, "description": description, "status": "todo", "priority": "medium",
                               "tags": [], "created_at": "2026-11-29T10:00:00Z"})),
     }

@@ -58,8 +58,16 @@ pub fn draft(kind: &str, actor: Actor) -> EventDraft {
     EventDraft::new(EventKind::new(kind).unwrap(), actor)
 }
 
+/// The bucket of the tasks the tests add: tests of one document's log find every task there.
+pub const TASKS: &str = "tasks/0";
+
+/// A new task id whose record goes to [`TASKS`].
+pub fn task_id() -> RecordId {
+    std::iter::repeat_with(RecordId::new).find(|id| Collection::Tasks.document_of(*id) == TASKS).unwrap()
+}
+
 pub fn add_task(workspace: &mut Workspace, title: &str) -> RecordId {
-    let id = RecordId::new();
+    let id = task_id();
     let fields = fields(json!({"title": title, "description": "", "status": "todo", "priority": "medium",
                                "tags": [], "created_at": "2026-12-02T10:00:00Z"}));
     workspace
@@ -78,7 +86,7 @@ pub fn add_note(workspace: &mut Workspace, title: &str, body: &str) -> RecordId 
 }
 
 pub fn note_document(id: RecordId) -> String {
-    adiuva_engine::records::document_of(Collection::Notes, id)
+    Collection::Notes.document_of(id)
 }
 
 /// Every record of every collection, as the workspace lists them now.
@@ -180,7 +188,7 @@ pub fn build() -> Built {
     recorder.record(&mut a);
 
     let from_b = add_task(&mut b, "written on b");
-    sync(&mut b, &mut a, "tasks");
+    sync(&mut b, &mut a, TASKS);
     recorder.record(&mut a);
     let b_note = add_note(&mut b, "b's note", "a body written on b");
     sync(&mut b, &mut a, &note_document(b_note));
@@ -195,7 +203,7 @@ pub fn build() -> Built {
     recorder.record(&mut a);
 
     let from_c = add_task(&mut c, "written on c");
-    sync(&mut c, &mut a, "tasks");
+    sync(&mut c, &mut a, TASKS);
     recorder.record(&mut a);
     a.remove_device(c.device_id()).unwrap();
     recorder.record(&mut a);
@@ -239,7 +247,7 @@ pub fn build() -> Built {
         )
         .unwrap();
     recorder.record(&mut a);
-    let planned = RecordId::new();
+    let planned = task_id();
     let step: Actor = format!("plan:{plan}/step:2").parse().unwrap();
     a.commit(
         draft("task.created", step).correlated(Some(correlation)).caused_by(Some(approved.id)),
