@@ -456,4 +456,56 @@ mod tests {
         assert_eq!(read_records(&doc, &all), one_by_one);
         assert_eq!(read_records(&doc, &all[1..3]), one_by_one[1..3]);
     }
+
+    /// An import learns which records changed from the changes' operations: every record an
+    /// operation reaches, however deep (text in a list in a record) and whoever wrote it, the
+    /// records the same changes' patches name among them, and nothing else.
+    #[test]
+    fn the_records_a_change_touches_are_read_from_its_operations() {
+        use automerge::transaction::Transactable as _;
+        let mut ids: Vec<RecordId> = (0..4).map(|_| RecordId::new()).collect();
+        ids.sort();
+        let mut author = automerge::Automerge::new();
+        author
+            .transact(|tx| {
+                for id in &ids {
+                    let record = tx.put_object(automerge::ROOT, id.to_string(), ObjType::Map)?;
+                    let list = tx.put_object(&record, "list", ObjType::List)?;
+                    let text = tx.insert_object(&list, 0, ObjType::Text)?;
+                    tx.splice_text(&text, 0, 0, "text")?;
+                }
+                tx.put(automerge::ROOT, "not-a-record", "x")
+            })
+            .unwrap();
+        let mut reader = automerge::Automerge::new();
+        reader.apply_changes(author.get_changes(&[])).unwrap();
+        let created = reader.get_changes(&[]);
+        assert_eq!(touched_by(&reader, &created).into_keys().collect::<Vec<_>>(), ids);
+
+        // Another device deletes one record and edits the deep text of another.
+        let mut other = reader.fork().with_actor(automerge::ActorId::from([9; 16]));
+        let before = other.get_heads();
+        let (_, record) = other.get(automerge::ROOT, ids[2].to_string()).unwrap().unwrap();
+        let (_, list) = other.get(&record, "list").unwrap().unwrap();
+        let (_, text) = other.get(&list, 0).unwrap().unwrap();
+        other
+            .transact(|tx| {
+                tx.splice_text(&text, 1, 1, "E")?;
+                tx.delete(automerge::ROOT, ids[0].to_string())
+            })
+            .unwrap();
+        let edits = other.get_changes(&before);
+        let mut patch_log = automerge::PatchLog::active();
+        reader.apply_changes_log_patches(edits.clone(), &mut patch_log).unwrap();
+        let touched: Vec<RecordId> = touched_by(&reader, &edits).into_keys().collect();
+        assert_eq!(touched, [ids[0], ids[2]]);
+        for patch in reader.make_patches(&mut patch_log) {
+            let key = match (patch.path.first(), &patch.action) {
+                (Some((_, Prop::Map(key))), _) => key.clone(),
+                (None, automerge::PatchAction::DeleteMap { key }) => key.clone(),
+                (_, action) => panic!("unexpected patch {action:?}"),
+            };
+            assert!(touched.contains(&key.parse().unwrap()), "{key}");
+        }
+    }
 }
