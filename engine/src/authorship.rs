@@ -173,6 +173,12 @@ pub struct SignedSnapshot {
 }
 
 impl SignedSnapshot {
+    /// Whether `bytes` claim to be a signed snapshot (rather than signed changes): what to
+    /// decode them as.
+    pub fn is_one(bytes: &[u8]) -> bool {
+        bytes.starts_with(SNAPSHOT_MAGIC)
+    }
+
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(self.document.len() + self.attestations.len() * 136 + 16);
         out.extend_from_slice(SNAPSHOT_MAGIC);

@@ -9,8 +9,9 @@
 
 mod common;
 
-use adiuva_engine::authorship::{Attestation, AttestationPlace, Decoded, SignedChanges};
+use adiuva_engine::authorship::{Attestation, AttestationPlace, Decoded, SignedChanges, SignedSnapshot};
 use adiuva_engine::identity::DeviceIdentity;
+use adiuva_engine::workspace::{PeerMessage, PeerStates};
 use adiuva_engine::{EventFilter, KeyProtection, ROOT_DOCUMENT, Workspace};
 use adiuva_model::envelope::ENVELOPE_VERSION;
 use adiuva_model::{Actor, Collection, Envelope, ErrorCode, EventId, EventKind};
@@ -581,4 +582,58 @@ mod concurrent {
             play(&steps)?;
         }
     }
+}
+
+/// A peer that holds nothing of a document gets it whole, as a signed snapshot: adopted when
+/// every change checks out, with each change still attested by its author. A snapshot holding a
+/// change by a device never added is refused with its code, and a damaged one is malformed;
+/// nothing of either is kept.
+#[test]
+fn a_document_received_whole_is_adopted_only_when_every_change_checks_out() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut a = init(dirs[0].path());
+    let mut b = join(&mut a, dirs[1].path(), "b");
+    let mut c = join(&mut a, dirs[2].path(), "c");
+    add_task(&mut a, "one", "");
+    add_task(&mut a, "two", "");
+    sync_document(&mut a, &mut b, ROOT_DOCUMENT);
+    let (mut a_states, mut b_states) = (PeerStates::default(), PeerStates::default());
+    // b says it holds nothing of the document; a answers with all of it.
+    let opening = b.peer_message(&mut b_states, TASKS).unwrap().unwrap();
+    a.receive_peer_message(&mut a_states, TASKS, &opening).unwrap();
+    let answer = a.peer_message(&mut a_states, TASKS).unwrap().unwrap();
+    assert!(SignedSnapshot::is_one(&answer.changes));
+    assert_eq!(b.receive_peer_message(&mut b_states, TASKS, &answer).unwrap().applied, 2);
+    assert_eq!(b.heads(TASKS).unwrap(), a.heads(TASKS).unwrap());
+    // Adopted whole: stored as its first snapshot, no change in a tail.
+    let status = b.status().unwrap();
+    let tasks = status.documents.iter().find(|d| d.name == "tasks/*").unwrap();
+    assert_eq!((tasks.records, tasks.events, tasks.tail_chunks), (2, 2, 0));
+    drop(b);
+    let mut b = open(dirs[1].path());
+    assert_eq!(b.list(Collection::Tasks).unwrap().len(), 2);
+    assert!(b.verify_authorship(TASKS).unwrap().is_empty(), "a's own attestations came along");
+    let a_id = a.device_id();
+    assert!(signed(&b.export_changes(TASKS, &[]).unwrap()).attestations.iter().all(|at| at.signer == a_id));
+
+    // The same shape, holding a change by a device never added.
+    let impostor = DeviceIdentity::generate().unwrap();
+    let stranger = foreign_change(&impostor);
+    let mut doc = automerge::Automerge::new();
+    doc.apply_changes([stranger.clone()]).unwrap();
+    let hostile = SignedSnapshot { attestations: vec![attest(&c, &impostor, TASKS, &stranger)], document: doc.save() };
+    let hostile = PeerMessage { sync: answer.sync.clone(), changes: hostile.encode().unwrap() };
+    let error = c.receive_peer_message(&mut PeerStates::default(), TASKS, &hostile).unwrap_err();
+    assert_eq!(error.code(), ErrorCode::DeviceUnknown, "{error}");
+    // A damaged one: a byte of the saved document flipped.
+    let mut damaged = answer.changes.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0x40;
+    let damaged = PeerMessage { sync: answer.sync.clone(), changes: damaged };
+    let error = c.receive_peer_message(&mut PeerStates::default(), TASKS, &damaged).unwrap_err();
+    assert_eq!(error.code(), ErrorCode::SyncUnitMalformed, "{error}");
+    drop(c);
+    let mut c = open(dirs[2].path());
+    assert!(c.list(Collection::Tasks).unwrap().is_empty());
+    assert_eq!(c.status().unwrap().pending_changes, 0);
 }

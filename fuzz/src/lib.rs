@@ -92,18 +92,8 @@ pub fn chunk(data: &[u8]) {
     let opened = open_local(&sealed, place, kind, |_| Some(&key));
     assert_eq!(opened.as_deref().ok(), Some(payload), "a sealed blob opens to its payload");
     match kind {
-        BlobKind::Changes | BlobKind::Pending => {
-            if let Ok(Decoded::Attested(unit)) = SignedChanges::decode(payload) {
-                for change in unit.changes {
-                    let _ = automerge::Change::from_bytes(change);
-                }
-            }
-        }
-        BlobKind::Snapshot => {
-            if let Ok(Decoded::Attested(snapshot)) = SignedSnapshot::decode(payload) {
-                let _ = automerge::Automerge::load(&snapshot.document);
-            }
-        }
+        BlobKind::Changes | BlobKind::Pending => signed_changes(payload),
+        BlobKind::Snapshot => signed_snapshot(payload),
         BlobKind::Manifest => {
             let _ = adiuva_engine::manifest::Manifest::decode(payload);
         }
@@ -188,6 +178,22 @@ pub fn search(data: &[u8]) {
     }
 }
 
+/// A signed unit's changes, each parsed as Automerge parses a change it receives.
+fn signed_changes(payload: &[u8]) {
+    if let Ok(Decoded::Attested(unit)) = SignedChanges::decode(payload) {
+        for change in unit.changes {
+            let _ = automerge::Change::from_bytes(change);
+        }
+    }
+}
+
+/// A signed snapshot's document, loaded as a restore or a peer loads it.
+fn signed_snapshot(payload: &[u8]) {
+    if let Ok(Decoded::Attested(snapshot)) = SignedSnapshot::decode(payload) {
+        let _ = automerge::Automerge::load(&snapshot.document);
+    }
+}
+
 /// What a peer sends over the peer protocol: frames (hello, rounds, heads, notices, pushes) and, inside a
 /// round, Automerge sync messages; and peer tickets as text.
 pub fn peer(data: &[u8]) {
@@ -197,6 +203,12 @@ pub fn peer(data: &[u8]) {
         if let Frame::Round(entries) = frame {
             for (_, message) in entries {
                 let _ = automerge::sync::Message::decode(&message.sync);
+                // The changes: a signed unit, or a document whole for a peer holding none of it.
+                if SignedSnapshot::is_one(&message.changes) {
+                    signed_snapshot(&message.changes);
+                } else {
+                    signed_changes(&message.changes);
+                }
             }
         }
     }

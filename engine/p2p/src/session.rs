@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use adiuva_engine::Workspace;
 use adiuva_engine::workspace::{PeerStates, ROOT_DOCUMENT};
-use adiuva_model::DeviceId;
+use adiuva_model::{Collection, DeviceId};
 use iroh::endpoint::{ConnectionError, RecvStream, SendStream};
 use tracing::debug;
 
@@ -407,9 +407,15 @@ async fn take_in(
 ) -> Result<(PeerStates, usize, usize)> {
     let (states, applied, pending, unknown) = with_workspace(shared, peer, move |w| {
         let known = phase.documents(w)?;
+        // A document the peer's root gained after this session's root phase (a task's new
+        // bucket, written meanwhile or brought by another peer): its changes register it here
+        // as any import does, and the next session's root phase brings its registration.
+        let arrived_since = |document: &str| {
+            phase == Phase::Documents && document != ROOT_DOCUMENT && Collection::of_document(document).is_some()
+        };
         let (mut applied, mut pending) = (0, 0);
         for (document, message) in &theirs {
-            if !known.contains(document) {
+            if !known.contains(document) && !arrived_since(document) {
                 return Ok((states, applied, pending, Some(document.clone())));
             }
             let imported = w.receive_peer_message(&mut states, document, message)?;

@@ -211,12 +211,7 @@ impl Workspace {
         names.sort_by_key(|name| name.as_str() != ROOT_DOCUMENT);
         let mut parts = Vec::new();
         for name in names {
-            let signed = match SignedChanges::decode(&self.export_changes(&name, &[])?) {
-                Ok(Decoded::Attested(signed)) => signed,
-                _ => return Err(Error::Encode { what: "restore point" }),
-            };
-            let document = self.document(&name)?.doc.save();
-            let snapshot = SignedSnapshot { attestations: signed.attestations, document }.encode()?;
+            let snapshot = self.signed_snapshot(&name)?;
             parts.push((name, snapshot));
         }
         let documents = parts.len();
@@ -245,6 +240,18 @@ impl Workspace {
             .map(|(index, group)| self.seal_restore_blob(&point_id, index as u32, count, &coverage, group))
             .collect::<Result<_>>()?;
         Ok(RestorePoint { blobs, documents })
+    }
+
+    /// `document` whole: the saved Automerge document with the attestations of every change
+    /// (an encoded [`SignedSnapshot`]), as a restore point holds it and as a peer holding
+    /// nothing of the document receives it.
+    pub(super) fn signed_snapshot(&mut self, document: &str) -> Result<Vec<u8>> {
+        let signed = match SignedChanges::decode(&self.export_changes(document, &[])?) {
+            Ok(Decoded::Attested(signed)) => signed,
+            _ => return Err(Error::Encode { what: "signed snapshot" }),
+        };
+        let saved = self.document(document)?.doc.save();
+        SignedSnapshot { attestations: signed.attestations, document: saved }.encode()
     }
 
     fn seal_restore_blob(
@@ -293,14 +300,7 @@ impl Workspace {
         for (document, bytes, decoded) in point.loaded.iter() {
             received += 1;
             let (doc, attestations) = decoded?;
-            if self.never_stored(&document)?
-                && let Some(events) = self.adoptable(&document, &doc, &attestations)?
-            {
-                imported.applied += events.len();
-                self.adopt(&document, &bytes, doc, attestations, events)?;
-                continue;
-            }
-            imported.add(self.import_changes(&document, &changes_of(&doc, &attestations)?)?);
+            imported.add(self.take_snapshot(&document, &bytes, doc, attestations)?);
         }
         if received != point.documents {
             // Only a panic while loading ends the loader early.
@@ -312,9 +312,32 @@ impl Workspace {
         Ok(imported)
     }
 
-    /// Whether nothing of `document` is stored or loaded.
+    /// Takes in `document` whole (`doc`, loaded from `snapshot`, an encoded [`SignedSnapshot`]):
+    /// adopted as it is if this device never stored the document and every change passes the
+    /// checks of an import, else imported change by change, which keeps aside or refuses
+    /// exactly as any import does.
+    pub(super) fn take_snapshot(
+        &mut self,
+        document: &str,
+        snapshot: &[u8],
+        doc: Automerge,
+        attestations: Attestations,
+    ) -> Result<Imported> {
+        if self.never_stored(document)?
+            && let Some(events) = self.adoptable(document, &doc, &attestations)?
+        {
+            let applied = events.len();
+            self.adopt(document, snapshot, doc, attestations, events)?;
+            return Ok(Imported { applied, ..Imported::default() });
+        }
+        self.import_changes(document, &changes_of(&doc, &attestations)?)
+    }
+
+    /// Whether nothing of `document` is stored or loaded (a document loaded empty, as a peer
+    /// session loads one to say it holds none of it, counts as nothing).
     fn never_stored(&self, document: &str) -> Result<bool> {
-        Ok(!self.docs.contains_key(document) && self.log.read_manifest(document)?.is_none())
+        let loaded_empty = self.docs.get(document).is_none_or(|loaded| loaded.doc.get_heads().is_empty());
+        Ok(loaded_empty && self.log.read_manifest(document)?.is_none())
     }
 
     /// The event index of `doc` (of `document`), if every change passes the checks of an
@@ -378,7 +401,7 @@ impl Workspace {
         self.docs.insert(document.to_owned(), loaded);
         self.views.insert(document.to_owned(), view);
         self.write_witness()?;
-        debug!(document, events = count, "adopted from a restore point");
+        debug!(document, events = count, "adopted whole");
         Ok(())
     }
 }
@@ -393,10 +416,11 @@ fn changes_of(doc: &Automerge, attestations: &Attestations) -> Result<Vec<u8>> {
     .encode()
 }
 
-/// A restore point's part: its document loaded (every change hash checked) and its attestations.
-fn decode_snapshot(document: &str, bytes: &[u8]) -> Result<(Automerge, Attestations)> {
+/// A document whole (a restore point's part, a peer's answer to a device holding none of it):
+/// loaded (every change hash checked), with its attestations.
+pub(super) fn decode_snapshot(document: &str, bytes: &[u8]) -> Result<(Automerge, Attestations)> {
     let malformed =
-        |detail: &str| Error::UnitMalformed { unit: format!("restore point, {document}"), detail: detail.to_owned() };
+        |detail: &str| Error::UnitMalformed { unit: format!("snapshot of {document}"), detail: detail.to_owned() };
     let Ok(Decoded::Attested(snapshot)) = SignedSnapshot::decode(bytes) else {
         return Err(malformed("not a signed snapshot"));
     };
