@@ -246,12 +246,12 @@ impl Workspace {
     /// (an encoded [`SignedSnapshot`]), as a restore point holds it and as a peer holding
     /// nothing of the document receives it.
     pub(super) fn signed_snapshot(&mut self, document: &str) -> Result<Vec<u8>> {
-        let signed = match SignedChanges::decode(&self.export_changes(document, &[])?) {
-            Ok(Decoded::Attested(signed)) => signed,
-            _ => return Err(Error::Encode { what: "signed snapshot" }),
-        };
-        let saved = self.document(document)?.doc.save();
-        SignedSnapshot { attestations: signed.attestations, document: saved }.encode()
+        if self.document(document)?.legacy {
+            // Refused, naming the change written before attestations (`upgrade` attests it).
+            self.export_changes(document, &[])?;
+        }
+        let loaded = self.loaded(document)?;
+        SignedSnapshot { attestations: loaded.attestations.all().to_vec(), document: loaded.doc.save() }.encode()
     }
 
     fn seal_restore_blob(
