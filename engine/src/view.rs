@@ -55,6 +55,10 @@ const MERGE_IN_PLACE: usize = 4;
 /// Below this many records one core parses them sooner than several threads would start.
 const PARALLEL_PARSE_MIN: usize = 8192;
 
+/// Reading a record out of Automerge costs several times parsing it: a bucket's few thousand
+/// records are worth both cores.
+const PARALLEL_MATERIALIZE_MIN: usize = 1024;
+
 /// `work` over `items` cut into one run per core, each a multiple of `align` long but the last,
 /// the results in order; in one run on one core or below `min` items.
 fn across_cores<I: Sync, O: Send>(items: &[I], align: usize, min: usize, work: impl Fn(&[I]) -> O + Sync) -> Vec<O> {
@@ -140,7 +144,7 @@ impl RecordView {
             Ok(blocks)
         };
         let mut blocks = Vec::with_capacity(ids.len().div_ceil(BLOCK));
-        for run in across_cores(&ids, BLOCK, PARALLEL_PARSE_MIN, pack) {
+        for run in across_cores(&ids, BLOCK, PARALLEL_MATERIALIZE_MIN, pack) {
             blocks.extend(run?);
         }
         Ok(Self { through_seq, blocks, older_format: false })
