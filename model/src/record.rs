@@ -37,6 +37,12 @@ pub enum Collection {
 /// How many documents a collection of [`Spread::Buckets`] has at most.
 pub const BUCKETS: usize = 16;
 
+/// Which of a bucketed collection's [`BUCKETS`] documents holds the record `id`: the low bits of
+/// its random part.
+pub fn bucket_of(id: RecordId) -> usize {
+    (id.0.random() % BUCKETS as u128) as usize
+}
+
 /// How a collection's records are spread over Automerge documents. Loading, compacting and
 /// syncing a document cost what its history holds, so no collection that keeps growing may
 /// keep all of its history in one.
@@ -102,7 +108,7 @@ impl Collection {
         let name = self.name();
         match self.spread() {
             Spread::Whole => name.to_owned(),
-            Spread::Buckets => format!("{name}/{:x}", id.0.random() % BUCKETS as u128),
+            Spread::Buckets => format!("{name}/{:x}", bucket_of(id)),
             Spread::Monthly => {
                 let created: DateTime<Utc> = id.0.datetime().into();
                 format!("{name}/{}", created.format("%Y-%m"))

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use adiuva_engine::{Effect, EventDraft, KeyProtection, Workspace};
 use adiuva_model::envelope::{ENVELOPE_VERSION, Subject};
-use adiuva_model::record::BUCKETS;
+use adiuva_model::record::{BUCKETS, bucket_of};
 use adiuva_model::{Actor, Collection, DeviceId, Envelope, EventId, EventKind, RecordId};
 use adiuva_p2p::{PeerOptions, PeerServer, Peers, SessionReport, SharedWorkspace, sync_live, sync_once};
 use automerge::sync::SyncDoc;
@@ -172,8 +172,7 @@ async fn ours(events: usize) -> Figures {
 fn raw_change(docs: &mut [automerge::Automerge], index: usize) -> usize {
     let id = RecordId::new();
     let document = Collection::Tasks.document_of(id);
-    let bucket = document.strip_prefix("tasks/").and_then(|b| usize::from_str_radix(b, 16).ok()).unwrap();
-    let at = bucket % docs.len();
+    let at = bucket_of(id) % docs.len();
     let envelope = Envelope {
         v: ENVELOPE_VERSION,
         id: EventId::new(),

@@ -159,9 +159,10 @@ impl Workspace {
                 events.push(out);
                 // A record another device moved already is in its new document: that one stands.
                 // (A note's document exists only once it moved; a bucket holds many records.)
-                let registered = registering.contains(&document) || self.is_registered(&document)?;
+                let registered_in_group = registering.contains(&document);
+                let registered = registered_in_group || self.is_registered(&document)?;
                 let moved_before = registered
-                    && !registering.contains(&document)
+                    && !registered_in_group
                     && (collection.has_record_documents() || self.view(&document)?.contains(id));
                 if !moved_before {
                     if !registered {

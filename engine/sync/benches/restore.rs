@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use adiuva_engine::{Effect, EventDraft, KeyProtection, Workspace};
 use adiuva_model::envelope::{ENVELOPE_VERSION, Subject};
-use adiuva_model::record::BUCKETS;
+use adiuva_model::record::{BUCKETS, bucket_of};
 use adiuva_model::{Actor, Collection, DeviceId, Envelope, EventId, EventKind, RecordId};
 use adiuva_sync::{Progress, RestoreFrom};
 use automerge::sync::SyncDoc;
@@ -245,7 +245,7 @@ fn automerge_history(events: usize, documents: usize) -> Vec<automerge::Automerg
     for index in 0..events {
         let id = RecordId::new();
         let document = Collection::Tasks.document_of(id);
-        let bucket = document.strip_prefix("tasks/").and_then(|b| usize::from_str_radix(b, 16).ok()).unwrap();
+        let bucket = bucket_of(id);
         let envelope = Envelope {
             v: ENVELOPE_VERSION,
             id: EventId::new(),
