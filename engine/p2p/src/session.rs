@@ -413,18 +413,15 @@ async fn take_in(
         let arrived_since = |document: &str| {
             phase == Phase::Documents && document != ROOT_DOCUMENT && Collection::of_document(document).is_some()
         };
-        let (mut applied, mut pending) = (0, 0);
-        for (document, message) in &theirs {
-            if !known.contains(document) && !arrived_since(document) {
-                return Ok((states, applied, pending, Some(document.clone())));
-            }
-            let imported = w.receive_peer_message(&mut states, document, message)?;
-            applied += imported.applied;
-            pending += imported.pending + imported.refused.len();
+        if let Some((document, _)) =
+            theirs.iter().find(|(document, _)| !known.contains(document) && !arrived_since(document))
+        {
+            return Ok((states, 0, 0, Some(document.clone())));
         }
+        let imported = w.receive_peer_round(&mut states, &theirs)?;
         // Every import above is durable: the states naming it may be stored.
         w.set_peer_states(&peer, &states)?;
-        Ok((states, applied, pending, None))
+        Ok((states, imported.applied, imported.pending + imported.refused.len(), None))
     })
     .await?;
     if let Some(document) = unknown {

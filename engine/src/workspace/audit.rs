@@ -12,7 +12,7 @@ use automerge::{Automerge, Change, ChangeHash, ChangeMetadata, LoadOptions, Veri
 use chrono::{DateTime, Utc};
 
 use super::devices::DeviceList;
-use super::sync::ChangeFacts;
+use super::sync::{self, ChangeFacts};
 use super::{ROOT_DOCUMENT, Workspace, layout};
 use crate::authorship::{Attestations, Decoded, SignedChanges, SignedSnapshot};
 use crate::chunk::BlobKind;
@@ -277,7 +277,8 @@ impl Workspace {
                 return Ok(audit);
             }
         };
-        let (faults, checked) = self.authorship_faults(&list, document, changes, &attestations);
+        let (faults, checked) =
+            sync::authorship_faults(&self.log.workspace_id, &list, document, changes, &attestations);
         audit.faults.extend(faults);
         audit.signed = checked
             .iter()

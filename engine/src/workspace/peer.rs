@@ -23,6 +23,7 @@
 //! start that document over (its reset message), never loop.
 
 use std::collections::BTreeMap;
+use std::sync::mpsc::channel;
 
 use adiuva_model::DeviceId;
 use automerge::sync::{self, ChunkList, SyncDoc};
@@ -31,14 +32,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::restore_point::decode_snapshot;
+use super::restore_point::{WholeDocument, load_whole};
 use super::sync::Imported;
-use super::{Workspace, layout};
+use super::{ROOT_DOCUMENT, Workspace, layout};
 use crate::authorship::SignedSnapshot;
 use crate::chunk::BlobKind;
 use crate::encode;
 use crate::error::{Error, Result, json_error};
-use crate::store::WriteBatch;
+use crate::store::{StoreError, WriteBatch};
 
 /// One document's turn of the sync protocol: Automerge's message without its changes, and the
 /// changes as a signed unit (empty when the message carries none).
@@ -227,15 +228,22 @@ impl Workspace {
     pub fn peer_message(&mut self, states: &mut PeerStates, document: &str) -> Result<Option<PeerMessage>> {
         let state = states.state(document);
         let peer_holds_none = state.their_heads.as_ref().is_some_and(|heads| heads.is_empty());
+        // Automerge sends no change to a peer it believes read-only: for a peer holding none of
+        // the document, told so for this one message, it makes the rest of its message without
+        // encoding every change that the snapshot replaces.
+        let peer_read_only = state.peer_read_only;
+        state.peer_read_only |= peer_holds_none;
         let doc = &self.document(document)?.doc;
-        let Some(mut message) = doc.generate_sync_message(state) else {
+        let generated = doc.generate_sync_message(state);
+        state.peer_read_only = peer_read_only;
+        let Some(mut message) = generated else {
             return Ok(None);
         };
         let changes = std::mem::replace(&mut message.changes, ChunkList::empty());
-        let signed = if changes.is_empty() {
-            Vec::new()
-        } else if peer_holds_none {
+        let signed = if peer_holds_none && !doc.get_heads().is_empty() {
             self.signed_snapshot(document)?
+        } else if changes.is_empty() {
+            Vec::new()
         } else {
             let changes = changes
                 .iter()
@@ -260,6 +268,77 @@ impl Workspace {
         document: &str,
         message: &PeerMessage,
     ) -> Result<Imported> {
+        let whole = SignedSnapshot::is_one(&message.changes)
+            .then(|| load_whole(&self.log.workspace_id, None, document, &message.changes));
+        self.receive_decoded(states, document, message, whole)
+    }
+
+    /// Takes in a round of the peer's messages in order, each as [`Self::receive_peer_message`]
+    /// does. The documents sent whole load meanwhile on threads of their own (as many as there
+    /// are cores), with the read views of those to be adopted, so loading them overlaps each
+    /// other and checking and storing those before.
+    pub fn receive_peer_round(&mut self, states: &mut PeerStates, round: &[(String, PeerMessage)]) -> Result<Imported> {
+        let list = self.device_list()?;
+        let whole: Vec<(&str, &[u8], bool)> = round
+            .iter()
+            .filter(|(_, message)| SignedSnapshot::is_one(&message.changes))
+            .map(|(document, message)| {
+                // The root's own snapshot may change the list: it is checked as it is adopted.
+                let precheck = document != ROOT_DOCUMENT && self.never_stored(document)?;
+                Ok((document.as_str(), message.changes.as_slice(), precheck))
+            })
+            .collect::<Result<_>>()?;
+        let loaders = std::thread::available_parallelism().map_or(1, |cores| cores.get()).min(whole.len());
+        let (workspace_id, list) = (self.log.workspace_id, &list);
+        std::thread::scope(|scope| {
+            // Loader `k` takes every `loaders`-th document from the `k`-th on.
+            let mut loaded = Vec::with_capacity(loaders);
+            for first in 0..loaders {
+                let (sender, receiver) = channel();
+                let mine: Vec<(&str, &[u8], bool)> = whole.iter().skip(first).step_by(loaders).copied().collect();
+                std::thread::Builder::new()
+                    .name("peer-snapshot-load".into())
+                    .spawn_scoped(scope, move || {
+                        for (document, bytes, fresh) in mine {
+                            // Nobody waits any more: taking in the round failed.
+                            if sender.send(load_whole(&workspace_id, fresh.then_some(list), document, bytes)).is_err() {
+                                return;
+                            }
+                        }
+                    })
+                    .map_err(|e| Error::Store(StoreError::from(e)))?;
+                loaded.push(receiver);
+            }
+            let mut imported = Imported::default();
+            let mut taken = 0;
+            for (document, message) in round {
+                let decoded = match SignedSnapshot::is_one(&message.changes) {
+                    true => {
+                        let next = loaded.get(taken % loaders.max(1)).and_then(|loader| loader.recv().ok());
+                        taken += 1;
+                        Some(next.unwrap_or_else(|| {
+                            Err(Error::PeerMessageMalformed {
+                                document: document.clone(),
+                                detail: "its snapshot did not load".into(),
+                            })
+                        }))
+                    }
+                    false => None,
+                };
+                imported.add(self.receive_decoded(states, document, message, decoded)?);
+            }
+            Ok(imported)
+        })
+    }
+
+    /// [`Self::receive_peer_message`] with the document sent whole, if it was, already decoded.
+    fn receive_decoded(
+        &mut self,
+        states: &mut PeerStates,
+        document: &str,
+        message: &PeerMessage,
+        whole: Option<Result<WholeDocument>>,
+    ) -> Result<Imported> {
         layout::check_document_name(document)?;
         let malformed = |detail: String| Error::PeerMessageMalformed { document: document.to_owned(), detail };
         let mut sync_message =
@@ -272,9 +351,8 @@ impl Workspace {
         sync_message.flags = None;
         let imported = if message.changes.is_empty() {
             Imported::default()
-        } else if SignedSnapshot::is_one(&message.changes) {
-            let (doc, attestations) = decode_snapshot(document, &message.changes)?;
-            self.take_snapshot(document, &message.changes, doc, attestations)?
+        } else if let Some(whole) = whole {
+            self.take_snapshot(document, &message.changes, whole?)?
         } else {
             self.import_changes(document, &message.changes)?
         };

@@ -36,9 +36,10 @@ use automerge::{Automerge, ChangeMetadata, ReadDoc};
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
+use super::devices::DeviceList;
 use super::log::LoadedDocument;
 use super::relay::{RELAY_FRAME_PREFIX, RelayFrame, decode_parts, encode_parts};
-use super::sync::Imported;
+use super::sync::{self, Imported};
 use super::{ROOT_DOCUMENT, Workspace, layout};
 use crate::authorship::{Attestations, Decoded, SignedChanges, SignedSnapshot};
 use crate::chunk::BlobKind;
@@ -245,12 +246,31 @@ impl Workspace {
     /// `document` whole: the saved Automerge document with the attestations of every change
     /// (an encoded [`SignedSnapshot`]), as a restore point holds it and as a peer holding
     /// nothing of the document receives it.
+    ///
+    /// Nothing written since the document's last compaction, its stored snapshot is exactly
+    /// that, and is sent as stored: opening it costs a fraction of saving the document again.
     pub(super) fn signed_snapshot(&mut self, document: &str) -> Result<Vec<u8>> {
         if self.document(document)?.legacy {
             // Refused, naming the change written before attestations (`upgrade` attests it).
             self.export_changes(document, &[])?;
         }
         let loaded = self.loaded(document)?;
+        let manifest = &loaded.manifest;
+        if let Some(snapshot) = manifest.snapshot
+            && manifest.tail_start == manifest.next_seq
+        {
+            let key = layout::snapshot(document, snapshot.generation);
+            let sealed = self
+                .log
+                .store
+                .get(&key)
+                .map_err(|source| Error::DocumentStore { document: document.to_owned(), source })?;
+            let sealed = sealed.ok_or_else(|| Error::SnapshotMissing {
+                document: document.to_owned(),
+                generation: snapshot.generation,
+            })?;
+            return self.log.open_chunk(document, &key, &sealed, BlobKind::Snapshot);
+        }
         SignedSnapshot { attestations: loaded.attestations.all().to_vec(), document: loaded.doc.save() }.encode()
     }
 
@@ -300,7 +320,8 @@ impl Workspace {
         for (document, bytes, decoded) in point.loaded.iter() {
             received += 1;
             let (doc, attestations) = decoded?;
-            imported.add(self.take_snapshot(&document, &bytes, doc, attestations)?);
+            let whole = WholeDocument { doc, attestations, precheck: Precheck::NotMade };
+            imported.add(self.take_snapshot(&document, &bytes, whole)?);
         }
         if received != point.documents {
             // Only a panic while loading ends the loader early.
@@ -316,61 +337,35 @@ impl Workspace {
     /// adopted as it is if this device never stored the document and every change passes the
     /// checks of an import, else imported change by change, which keeps aside or refuses
     /// exactly as any import does.
-    pub(super) fn take_snapshot(
-        &mut self,
-        document: &str,
-        snapshot: &[u8],
-        doc: Automerge,
-        attestations: Attestations,
-    ) -> Result<Imported> {
-        if self.never_stored(document)?
-            && let Some(events) = self.adoptable(document, &doc, &attestations)?
-        {
-            let applied = events.len();
-            self.adopt(document, snapshot, doc, attestations, events)?;
-            return Ok(Imported { applied, ..Imported::default() });
-        }
-        self.import_changes(document, &changes_of(&doc, &attestations)?)
+    pub(super) fn take_snapshot(&mut self, document: &str, snapshot: &[u8], whole: WholeDocument) -> Result<Imported> {
+        let WholeDocument { doc, attestations, precheck } = whole;
+        let adoption = match precheck {
+            _ if !self.never_stored(document)? => None,
+            Precheck::Adoptable { events, view } => Some((events, Some(view))),
+            Precheck::Faulty => None,
+            Precheck::NotMade => {
+                let list = self.device_list()?;
+                adoptable(&self.log.workspace_id, &list, document, &doc, &attestations).map(|events| (events, None))
+            }
+        };
+        let Some((events, view)) = adoption else {
+            return self.import_changes(document, &changes_of(&doc, &attestations)?);
+        };
+        let applied = events.len();
+        self.adopt(document, snapshot, doc, attestations, events, view)?;
+        Ok(Imported { applied, ..Imported::default() })
     }
 
     /// Whether nothing of `document` is stored or loaded (a document loaded empty, as a peer
     /// session loads one to say it holds none of it, counts as nothing).
-    fn never_stored(&self, document: &str) -> Result<bool> {
+    pub(super) fn never_stored(&self, document: &str) -> Result<bool> {
         let loaded_empty = self.docs.get(document).is_none_or(|loaded| loaded.doc.get_heads().is_empty());
         Ok(loaded_empty && self.log.read_manifest(document)?.is_none())
     }
 
-    /// The event index of `doc` (of `document`), if every change passes the checks of an
-    /// import and none lacks a dependency: then it can be adopted. `None` if a check finds a
-    /// fault: the caller imports change by change, which keeps aside or refuses exactly as any
-    /// import does.
-    fn adoptable(
-        &mut self,
-        document: &str,
-        doc: &Automerge,
-        attestations: &Attestations,
-    ) -> Result<Option<Vec<IndexedEvent>>> {
-        let list = self.device_list()?;
-        let metas: Vec<ChangeMetadata<'_>> = doc.get_changes_meta(&[]);
-        let (faults, checked) = self.authorship_faults(&list, document, metas, attestations);
-        if !faults.is_empty() || !doc.get_missing_deps(&[]).is_empty() {
-            debug!(document, faults = faults.len(), "a restore point's document imports change by change");
-            return Ok(None);
-        }
-        Ok(Some(
-            checked
-                .into_iter()
-                .map(|received| IndexedEvent {
-                    change: received.change.hash,
-                    envelope: received.change.message.as_deref().unwrap_or_default().into(),
-                })
-                .collect(),
-        ))
-    }
-
     /// Stores `doc`, loaded from `snapshot` (an encoded [`SignedSnapshot`]) and checked by
-    /// [`Self::adoptable`], as the first snapshot of `document`, with its read view and event
-    /// index.
+    /// [`adoptable`], as the first snapshot of `document`, with its read view (`view` if it was
+    /// made already) and event index.
     fn adopt(
         &mut self,
         document: &str,
@@ -378,6 +373,7 @@ impl Workspace {
         mut doc: Automerge,
         attestations: Attestations,
         events: Vec<IndexedEvent>,
+        view: Option<RecordView>,
     ) -> Result<()> {
         let count = events.len();
         self.register_if_new(document)?;
@@ -389,7 +385,10 @@ impl Workspace {
         let sealed = self.log.seal(&key, BlobKind::Snapshot, snapshot)?;
         manifest.snapshot = Some(SnapshotRef { generation: 1, bytes: sealed.len() as u64 });
         let index = EventIndex { first_seq: 0, next_seq: ADOPTED_NEXT_SEQ, events };
-        let view = RecordView::materialize(&doc, ADOPTED_NEXT_SEQ)?;
+        let view = match view {
+            Some(view) => view,
+            None => RecordView::materialize(&doc, ADOPTED_NEXT_SEQ)?,
+        };
         let mut batch = WriteBatch::default();
         batch.put(key, sealed);
         self.log.stage_manifest(document, &manifest, &mut batch)?;
@@ -404,6 +403,70 @@ impl Workspace {
         debug!(document, events = count, "adopted whole");
         Ok(())
     }
+}
+
+/// A document received whole: loaded, with its attestations and what was checked of it as it
+/// loaded (off the thread that adopts it).
+pub(super) struct WholeDocument {
+    pub doc: Automerge,
+    pub attestations: Attestations,
+    pub precheck: Precheck,
+}
+
+/// The checks of adoption, made as a document received whole loaded, against the device list
+/// the round was taken in with.
+pub(super) enum Precheck {
+    /// Left to the adopting thread.
+    NotMade,
+    /// A check found a fault: the document imports change by change.
+    Faulty,
+    /// Every change passed: the document's event index and read view.
+    Adoptable { events: Vec<IndexedEvent>, view: RecordView },
+}
+
+/// Loads a document received whole; with `list` (the document is to be adopted: this device
+/// never stored it), checks it for adoption and makes its read view too.
+pub(super) fn load_whole(
+    workspace_id: &[u8; 16],
+    list: Option<&DeviceList>,
+    document: &str,
+    bytes: &[u8],
+) -> Result<WholeDocument> {
+    let (doc, attestations) = decode_snapshot(document, bytes)?;
+    let precheck = match list.map(|list| adoptable(workspace_id, list, document, &doc, &attestations)) {
+        None => Precheck::NotMade,
+        Some(None) => Precheck::Faulty,
+        Some(Some(events)) => Precheck::Adoptable { events, view: RecordView::materialize(&doc, ADOPTED_NEXT_SEQ)? },
+    };
+    Ok(WholeDocument { doc, attestations, precheck })
+}
+
+/// The event index of `doc` (of `document`), if every change passes the checks of an import
+/// against `list` and none lacks a dependency: then it can be adopted. `None` if a check finds
+/// a fault: the caller imports change by change, which keeps aside or refuses exactly as any
+/// import does.
+fn adoptable(
+    workspace_id: &[u8; 16],
+    list: &DeviceList,
+    document: &str,
+    doc: &Automerge,
+    attestations: &Attestations,
+) -> Option<Vec<IndexedEvent>> {
+    let metas: Vec<ChangeMetadata<'_>> = doc.get_changes_meta(&[]);
+    let (faults, checked) = sync::authorship_faults(workspace_id, list, document, metas, attestations);
+    if !faults.is_empty() || !doc.get_missing_deps(&[]).is_empty() {
+        debug!(document, faults = faults.len(), "a document received whole imports change by change");
+        return None;
+    }
+    Some(
+        checked
+            .into_iter()
+            .map(|received| IndexedEvent {
+                change: received.change.hash,
+                envelope: received.change.message.as_deref().unwrap_or_default().into(),
+            })
+            .collect(),
+    )
 }
 
 /// Every change of `doc` with its attestations, as the [`SignedChanges`] of an import.

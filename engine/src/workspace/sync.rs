@@ -355,56 +355,9 @@ impl Workspace {
                 document: document.to_owned(),
                 detail: format!("a change does not parse: {e}"),
             })?;
-            received.push(self.check_change(document, change, attestations, &mut verified)?);
+            received.push(check_change(&self.log.workspace_id, document, change, attestations, &mut verified)?);
         }
         Ok(received)
-    }
-
-    /// [`Self::check_received`] for one parsed change; `verified` holds the signatures already
-    /// checked.
-    fn check_change<C: ChangeFacts>(
-        &self,
-        document: &str,
-        change: C,
-        attestations: &Attestations,
-        verified: &mut HashSet<[u8; 64]>,
-    ) -> Result<Received<C>> {
-        let place = AttestationPlace { workspace_id: &self.log.workspace_id, document };
-        let hash = change.hash();
-        let envelope = Envelope::decode(change.message().unwrap_or_default()).map_err(|source| Error::Envelope {
-            document: document.to_owned(),
-            change: hash.to_string(),
-            source,
-        })?;
-        let attestation = attestations
-            .covering(&hash)
-            .ok_or_else(|| Error::ChangeUnsigned { document: document.to_owned(), change: hash.to_string() })?;
-        if !verified.contains(&attestation.signature) {
-            if !attestation.verify(place) {
-                return Err(Error::ChangeBadSignature {
-                    document: document.to_owned(),
-                    change: hash.to_string(),
-                    signer: attestation.signer.to_string(),
-                });
-            }
-            verified.insert(attestation.signature);
-        }
-        let mismatch = |detail: String| Error::ChangeSignerMismatch {
-            document: document.to_owned(),
-            change: hash.to_string(),
-            detail,
-        };
-        if envelope.device != attestation.signer {
-            return Err(mismatch(format!(
-                "signed by {} but its envelope names {}",
-                attestation.signer.short(),
-                envelope.device.short()
-            )));
-        }
-        if change.actor_bytes() != &attestation.signer.0[..16] {
-            return Err(mismatch(format!("its actor is not the signer {}'s", attestation.signer.short())));
-        }
-        Ok(Received { change, kind: envelope.kind, time: envelope.time })
     }
 
     /// Checks every change `document` holds as an import would (what the audit tool's
@@ -414,36 +367,7 @@ impl Workspace {
         let loaded = self.document(document)?;
         let changes = loaded.doc.get_changes(&[]);
         let attestations = loaded.attestations.clone();
-        Ok(self.authorship_faults(&list, document, changes, &attestations).0)
-    }
-
-    /// Every authorship fault of `changes` of `document`, checked against `list`, and the
-    /// changes that passed the checks made without the list.
-    pub(super) fn authorship_faults<C: ChangeFacts>(
-        &self,
-        list: &DeviceList,
-        document: &str,
-        changes: Vec<C>,
-        attestations: &Attestations,
-    ) -> (Vec<Error>, Vec<Received<C>>) {
-        let mut faults = Vec::new();
-        let mut verified = HashSet::new();
-        let mut received = Vec::with_capacity(changes.len());
-        for change in changes {
-            match self.check_change(document, change, attestations, &mut verified) {
-                Ok(checked) => received.push(checked),
-                Err(fault) => faults.push(fault),
-            }
-        }
-        let vouched = vouched_for(list, document, &received, attestations);
-        for checked in received.iter().filter(|r| !vouched.contains(&r.change.hash())) {
-            if let Some(attestation) = attestations.covering(&checked.change.hash())
-                && let Err(fault) = Self::check_authorized(list, document, &checked.change, attestation)
-            {
-                faults.push(fault);
-            }
-        }
-        (faults, received)
+        Ok(authorship_faults(&self.log.workspace_id, &list, document, changes, &attestations).0)
     }
 
     /// A change from the pending area: it was checked when it arrived.
@@ -474,6 +398,82 @@ impl Workspace {
     pub(super) fn retry_pending(&mut self, document: &str) -> Result<Imported> {
         self.import_changes(document, &SignedChanges::default().encode()?)
     }
+}
+
+/// Every authorship fault of `changes` of `document`, checked against `list`, and the
+/// changes that passed the checks made without the list.
+pub(super) fn authorship_faults<C: ChangeFacts>(
+    workspace_id: &[u8; 16],
+    list: &DeviceList,
+    document: &str,
+    changes: Vec<C>,
+    attestations: &Attestations,
+) -> (Vec<Error>, Vec<Received<C>>) {
+    let mut faults = Vec::new();
+    let mut verified = HashSet::new();
+    let mut received = Vec::with_capacity(changes.len());
+    for change in changes {
+        match check_change(workspace_id, document, change, attestations, &mut verified) {
+            Ok(checked) => received.push(checked),
+            Err(fault) => faults.push(fault),
+        }
+    }
+    let vouched = vouched_for(list, document, &received, attestations);
+    for checked in received.iter().filter(|r| !vouched.contains(&r.change.hash())) {
+        if let Some(attestation) = attestations.covering(&checked.change.hash())
+            && let Err(fault) = Workspace::check_authorized(list, document, &checked.change, attestation)
+        {
+            faults.push(fault);
+        }
+    }
+    (faults, received)
+}
+
+/// [`Workspace::check_received`] for one parsed change; `verified` holds the signatures already
+/// checked.
+fn check_change<C: ChangeFacts>(
+    workspace_id: &[u8; 16],
+    document: &str,
+    change: C,
+    attestations: &Attestations,
+    verified: &mut HashSet<[u8; 64]>,
+) -> Result<Received<C>> {
+    let place = AttestationPlace { workspace_id, document };
+    let hash = change.hash();
+    let envelope = Envelope::decode(change.message().unwrap_or_default()).map_err(|source| Error::Envelope {
+        document: document.to_owned(),
+        change: hash.to_string(),
+        source,
+    })?;
+    let attestation = attestations
+        .covering(&hash)
+        .ok_or_else(|| Error::ChangeUnsigned { document: document.to_owned(), change: hash.to_string() })?;
+    if !verified.contains(&attestation.signature) {
+        if !attestation.verify(place) {
+            return Err(Error::ChangeBadSignature {
+                document: document.to_owned(),
+                change: hash.to_string(),
+                signer: attestation.signer.to_string(),
+            });
+        }
+        verified.insert(attestation.signature);
+    }
+    let mismatch = |detail: String| Error::ChangeSignerMismatch {
+        document: document.to_owned(),
+        change: hash.to_string(),
+        detail,
+    };
+    if envelope.device != attestation.signer {
+        return Err(mismatch(format!(
+            "signed by {} but its envelope names {}",
+            attestation.signer.short(),
+            envelope.device.short()
+        )));
+    }
+    if change.actor_bytes() != &attestation.signer.0[..16] {
+        return Err(mismatch(format!("its actor is not the signer {}'s", attestation.signer.short())));
+    }
+    Ok(Received { change, kind: envelope.kind, time: envelope.time })
 }
 
 /// Whether the device list admits `received`. A workspace's very first change (which creates
