@@ -601,9 +601,13 @@ fn a_document_received_whole_is_adopted_only_when_every_change_checks_out() {
     // b says it holds nothing of the document; a answers with all of it.
     let opening = b.peer_message(&mut b_states, TASKS).unwrap().unwrap();
     a.receive_peer_message(&mut a_states, TASKS, &opening).unwrap();
+    // Compacted, the document goes as stored; taken in as a round, it is checked and viewed
+    // on a loader thread.
+    a.compact().unwrap();
     let answer = a.peer_message(&mut a_states, TASKS).unwrap().unwrap();
     assert!(SignedSnapshot::is_one(&answer.changes));
-    assert_eq!(b.receive_peer_message(&mut b_states, TASKS, &answer).unwrap().applied, 2);
+    let round = [(TASKS.to_owned(), answer.clone())];
+    assert_eq!(b.receive_peer_round(&mut b_states, &round).unwrap().applied, 2);
     assert_eq!(b.heads(TASKS).unwrap(), a.heads(TASKS).unwrap());
     // Adopted whole: stored as its first snapshot, no change in a tail.
     let status = b.status().unwrap();
@@ -625,12 +629,18 @@ fn a_document_received_whole_is_adopted_only_when_every_change_checks_out() {
     let hostile = PeerMessage { sync: answer.sync.clone(), changes: hostile.encode().unwrap() };
     let error = c.receive_peer_message(&mut PeerStates::default(), TASKS, &hostile).unwrap_err();
     assert_eq!(error.code(), ErrorCode::DeviceUnknown, "{error}");
+    let round = [(TASKS.to_owned(), hostile)];
+    let error = c.receive_peer_round(&mut PeerStates::default(), &round).unwrap_err();
+    assert_eq!(error.code(), ErrorCode::DeviceUnknown, "{error}");
     // A damaged one: a byte of the saved document flipped.
     let mut damaged = answer.changes.clone();
     let last = damaged.len() - 1;
     damaged[last] ^= 0x40;
     let damaged = PeerMessage { sync: answer.sync.clone(), changes: damaged };
     let error = c.receive_peer_message(&mut PeerStates::default(), TASKS, &damaged).unwrap_err();
+    assert_eq!(error.code(), ErrorCode::SyncUnitMalformed, "{error}");
+    let round = [(TASKS.to_owned(), damaged)];
+    let error = c.receive_peer_round(&mut PeerStates::default(), &round).unwrap_err();
     assert_eq!(error.code(), ErrorCode::SyncUnitMalformed, "{error}");
     drop(c);
     let mut c = open(dirs[2].path());
