@@ -32,6 +32,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::devices::DeviceList;
 use super::restore_point::{WholeDocument, load_whole};
 use super::sync::Imported;
 use super::{ROOT_DOCUMENT, Workspace, layout};
@@ -278,7 +279,6 @@ impl Workspace {
     /// are cores), with the read views of those to be adopted, so loading them overlaps each
     /// other and checking and storing those before.
     pub fn receive_peer_round(&mut self, states: &mut PeerStates, round: &[(String, PeerMessage)]) -> Result<Imported> {
-        let list = self.device_list()?;
         let whole: Vec<(&str, &[u8], bool)> = round
             .iter()
             .filter(|(_, message)| SignedSnapshot::is_one(&message.changes))
@@ -288,6 +288,11 @@ impl Workspace {
                 Ok((document.as_str(), message.changes.as_slice(), precheck))
             })
             .collect::<Result<_>>()?;
+        // Only a round with a document to adopt needs the device list read out of the root.
+        let list = match whole.iter().any(|(_, _, precheck)| *precheck) {
+            true => self.device_list()?,
+            false => DeviceList::default(),
+        };
         let loaders = std::thread::available_parallelism().map_or(1, |cores| cores.get()).min(whole.len());
         let (workspace_id, list) = (self.log.workspace_id, &list);
         std::thread::scope(|scope| {
