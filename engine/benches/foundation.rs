@@ -3,7 +3,8 @@
 //! - `commit`: durable single-event commit latency (p50/p99) vs SQLite (WAL, synchronous=FULL)
 //!   inserting the same rows one transaction each;
 //! - `group`: group-commit throughput from 0 to N events in one collection, per window, vs raw
-//!   in-memory Automerge transactions of the same records and messages;
+//!   in-memory Automerge transactions of the same records and messages (one thread, one
+//!   document), their windows alternating with ours;
 //!
 //! Commit latency and group commit run for two record shapes (see [`Shape`]): Automerge text
 //! costs one operation per character, which dominates whenever a description is written.
@@ -186,58 +187,53 @@ fn group_commit(events: usize, windows: usize, shape: Shape, dir: &Path, report:
     let mut workspace = Some(new_workspace(dir, WorkspaceOptions::default()));
     // A whole number of groups per window.
     let window = (events / windows).div_ceil(GROUP) * GROUP;
-    let mut ours = Vec::new();
-    let mut started = Instant::now();
-    let (mut done, mut mark) = (0, 0);
+    // Baseline: the same records and envelopes as plain in-memory Automerge transactions, one
+    // thread, one document. Its windows alternate with ours, so a host that slows down or
+    // speeds up during the run weighs on both alike.
+    let mut doc = automerge::Automerge::new();
+    let device = DeviceId([7; 32]);
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let mut done = 0;
     while done < events {
-        let batch: Vec<_> = (done..(done + GROUP).min(events))
-            .map(|index| {
-                let fields = task_fields(index, shape);
-                (draft(), Effect::CreateRecord { collection: Collection::Tasks, id: RecordId::new(), fields })
-            })
-            .collect();
-        done += batch.len();
-        workspace.as_mut().unwrap().commit_batch(batch).unwrap();
-        if done == events {
+        let end = (done + window).min(events);
+        let started = Instant::now();
+        for first in (done..end).step_by(GROUP) {
+            let batch: Vec<_> = (first..(first + GROUP).min(end))
+                .map(|index| {
+                    let fields = task_fields(index, shape);
+                    (draft(), Effect::CreateRecord { collection: Collection::Tasks, id: RecordId::new(), fields })
+                })
+                .collect();
+            workspace.as_mut().unwrap().commit_batch(batch).unwrap();
+        }
+        if end == events {
             // The last window includes closing, which waits for a compaction still saving.
             drop(workspace.take());
         }
-        if done - mark >= window || done == events {
-            ours.push((done - mark) as f64 / started.elapsed().as_secs_f64());
-            mark = done;
-            started = Instant::now();
-        }
-    }
+        ours.push((end - done) as f64 / started.elapsed().as_secs_f64());
 
-    // Baseline: the same records and envelopes as plain in-memory Automerge transactions.
-    let mut doc = automerge::Automerge::new();
-    let device = DeviceId([7; 32]);
-    let mut theirs = Vec::new();
-    let mut started = Instant::now();
-    let mut mark = 0;
-    for index in 0..events {
-        let id = RecordId::new();
-        let envelope = Envelope {
-            v: ENVELOPE_VERSION,
-            id: EventId::new(),
-            kind: EventKind::from_static("task.created"),
-            actor: Actor::User,
-            device,
-            time: chrono::Utc::now(),
-            correlation: None,
-            causation: None,
-            subject: Some(Subject { document: Collection::Tasks.document_of(id), record: id }),
-        };
-        let effect = Effect::CreateRecord { collection: Collection::Tasks, id, fields: task_fields(index, shape) };
-        let options = CommitOptions::default()
-            .with_message(envelope.encode().unwrap())
-            .with_time(envelope.time.timestamp_millis());
-        doc.transact_with(|_| options, |tx| effect.apply(tx)).unwrap();
-        if index + 1 - mark >= window || index + 1 == events {
-            theirs.push((index + 1 - mark) as f64 / started.elapsed().as_secs_f64());
-            mark = index + 1;
-            started = Instant::now();
+        let started = Instant::now();
+        for index in done..end {
+            let id = RecordId::new();
+            let envelope = Envelope {
+                v: ENVELOPE_VERSION,
+                id: EventId::new(),
+                kind: EventKind::from_static("task.created"),
+                actor: Actor::User,
+                device,
+                time: chrono::Utc::now(),
+                correlation: None,
+                causation: None,
+                subject: Some(Subject { document: Collection::Tasks.document_of(id), record: id }),
+            };
+            let effect = Effect::CreateRecord { collection: Collection::Tasks, id, fields: task_fields(index, shape) };
+            let options = CommitOptions::default()
+                .with_message(envelope.encode().unwrap())
+                .with_time(envelope.time.timestamp_millis());
+            doc.transact_with(|_| options, |tx| effect.apply(tx)).unwrap();
         }
+        theirs.push((end - done) as f64 / started.elapsed().as_secs_f64());
+        done = end;
     }
     println!(
         "group commit throughput, events/s per window of {window} ({events} events, groups of {GROUP}, {})",

@@ -43,6 +43,7 @@
 
 pub mod authorship;
 pub mod chunk;
+mod cores;
 pub mod crypto;
 mod encode;
 pub mod error;

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::{encode, records};
+use crate::{cores, encode, records};
 
 const BASE_MAGIC: &[u8; 4] = b"ADVW";
 /// Version 1: every record in one deflated stream. Still read, and then stored again as the
@@ -58,24 +58,6 @@ const PARALLEL_PARSE_MIN: usize = 8192;
 /// Reading a record out of Automerge costs several times parsing it: a bucket's few thousand
 /// records are worth both cores.
 const PARALLEL_MATERIALIZE_MIN: usize = 1024;
-
-/// `work` over `items` cut into one run per core, each a multiple of `align` long but the last,
-/// the results in order; in one run on one core or below `min` items.
-fn across_cores<I: Sync, O: Send>(items: &[I], align: usize, min: usize, work: impl Fn(&[I]) -> O + Sync) -> Vec<O> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads == 1 || items.len() < min {
-        return vec![work(items)];
-    }
-    let part = items.len().div_ceil(threads).div_ceil(align) * align;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items.chunks(part).map(|run| scope.spawn(|| work(run))).collect();
-        // The work returns its errors; a panic in it is the bug to see.
-        handles
-            .into_iter()
-            .map(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-            .collect()
-    })
-}
 
 /// A document's records as of chunk sequence `through_seq` (exclusive).
 #[derive(Debug, Default)]
@@ -144,7 +126,7 @@ impl RecordView {
             Ok(blocks)
         };
         let mut blocks = Vec::with_capacity(ids.len().div_ceil(BLOCK));
-        for run in across_cores(&ids, BLOCK, PARALLEL_MATERIALIZE_MIN, pack) {
+        for run in cores::across(&ids, BLOCK, PARALLEL_MATERIALIZE_MIN, pack) {
             blocks.extend(run?);
         }
         Ok(Self { through_seq, blocks, older_format: false })
@@ -218,7 +200,7 @@ impl RecordView {
             Ok(out)
         };
         let mut out = Vec::with_capacity(blocks.iter().map(|block| block.ids.len()).sum());
-        for run in across_cores(&blocks, 1, PARALLEL_PARSE_MIN / BLOCK, parse) {
+        for run in cores::across(&blocks, 1, PARALLEL_PARSE_MIN / BLOCK, parse) {
             out.extend(run?);
         }
         if views.len() > 1 {

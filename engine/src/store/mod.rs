@@ -40,6 +40,12 @@ impl WriteBatch {
         self.deletes.push(key.into());
     }
 
+    /// Adds `other`'s puts and deletes after this batch's own.
+    pub fn append(&mut self, other: WriteBatch) {
+        self.puts.extend(other.puts);
+        self.deletes.extend(other.deletes);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.puts.is_empty() && self.deletes.is_empty()
     }

@@ -3,7 +3,10 @@
 //! batch**, then the durability barrier. Only then does a commit return.
 //!
 //! Every event is its own Automerge change (its envelope is the commit message), also in a
-//! group commit, which shares one batch and one barrier. If anything fails, the touched
+//! group commit, which shares one batch and one barrier. Documents are independent, so a large
+//! group applies and stages its documents on every core, each document's events in the
+//! group's order (an event depends only on the ones before it in its document, so the outcome
+//! is that of applying them one after the other). If anything fails, the touched
 //! documents are dropped from memory and reload from the store on next use, so memory never runs
 //! ahead of what is durable.
 
@@ -12,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use adiuva_model::envelope::{ENVELOPE_VERSION, Subject};
 use adiuva_model::{Actor, Collection, DeviceId, Envelope, EventId, EventKind, Spread};
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{Change, ChangeHash};
+use automerge::{Automerge, Change, ChangeHash};
 use chrono::Utc;
 use tracing::warn;
 use ulid::Ulid;
@@ -21,6 +24,7 @@ use super::devices;
 use super::log::Attest;
 use super::{FollowedEvent, LoggedEvent, ROOT_DOCUMENT, Workspace};
 use crate::authorship::Attestation;
+use crate::cores;
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::records::Effect;
@@ -267,10 +271,9 @@ impl Workspace {
         // changes are read back once per document, after the whole group.
         let mut heads_before: BTreeMap<String, (Vec<ChangeHash>, usize)> = BTreeMap::new();
         let mut touched: BTreeMap<String, Touched> = BTreeMap::new();
-        let mut envelopes = Vec::with_capacity(events.len());
-        // Only gathered when someone follows the log: (document, change hash, envelope).
-        let mut followed = Vec::new();
-        for event in events {
+        // The group's events of each document, in the group's order.
+        let mut by_document: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (index, event) in events.iter().enumerate() {
             let loaded = self.document(&event.document)?;
             if let Operation::Record(effect) = &event.operation {
                 let records = touched.entry(event.document.clone()).or_default();
@@ -280,19 +283,15 @@ impl Workspace {
                 records.insert(effect.record(), state);
             }
             let (_, count) = heads_before.entry(event.document.clone()).or_insert_with(|| (loaded.doc.get_heads(), 0));
-            let message = event.envelope.encode().map_err(|_| Error::Encode { what: "event envelope" })?;
-            let time = event.envelope.time.timestamp_millis();
-            let options = CommitOptions::default().with_message(message.clone()).with_time(time);
-            let success = loaded
-                .doc
-                .transact_with(|_| options, |tx| event.operation.apply(tx, &event.envelope))
-                .map_err(|failure| failure.error)?;
-            let hash = match success.hash {
-                Some(hash) => hash,
-                // An event that changed nothing (an edit to the same value) is still an event.
-                None => loaded.doc.empty_commit(CommitOptions::default().with_message(message).with_time(time)),
-            };
             *count += 1;
+            by_document.entry(event.document.clone()).or_default().push(index);
+        }
+        let events_count = events.len();
+        let hashes = self.apply_by_document(&events, &by_document)?;
+        let mut envelopes = Vec::with_capacity(events.len());
+        // Only gathered when someone follows the log: (document, change hash, envelope).
+        let mut followed = Vec::new();
+        for (event, hash) in events.into_iter().zip(hashes) {
             if self.observer.is_some() {
                 followed.push((event.document.clone(), hash, event.envelope.clone()));
             }
@@ -300,21 +299,80 @@ impl Workspace {
                 envelopes.push(event.envelope);
             }
         }
-        let mut staged = Vec::with_capacity(heads_before.len());
-        for (document, (before, count)) in &heads_before {
-            let changes = self.loaded(document)?.doc.get_changes(before);
-            if changes.len() != *count {
-                return Err(Error::DocumentCorrupt {
-                    document: document.clone(),
-                    detail: "a committed change is not in the document".into(),
-                });
-            }
-            staged.push(self.stage_document(document, &changes, Attest::Own, touched.get(document), &mut batch)?);
+        // Read back, sealed and staged per document, on the cores as the events were applied.
+        let documents: Vec<_> = heads_before.iter().collect();
+        let this = &*self;
+        let parts = cores::across(&documents, 1, parallel_min_documents(events_count), |run| {
+            run.iter()
+                .map(|(document, (before, count))| {
+                    let changes = this.loaded(document)?.doc.get_changes(before);
+                    if changes.len() != *count {
+                        return Err(Error::DocumentCorrupt {
+                            document: (*document).clone(),
+                            detail: "a committed change is not in the document".into(),
+                        });
+                    }
+                    let mut part = WriteBatch::default();
+                    let staged =
+                        this.stage_document(document, &changes, Attest::Own, touched.get(*document), &mut part)?;
+                    Ok((staged, part))
+                })
+                .collect::<Vec<_>>()
+        });
+        let mut staged = Vec::with_capacity(documents.len());
+        for part in parts.into_iter().flatten() {
+            let (document, part) = part?;
+            batch.append(part);
+            staged.push(document);
         }
         self.log.write_durably(batch)?;
         self.finish_staged(staged);
         self.tell_observer(followed);
         Ok(envelopes)
+    }
+
+    /// Applies each document's events in the group's order; returns each event's change hash,
+    /// in the group's order. Documents are independent, so a large group spreads them over the
+    /// cores; the outcome (the first failing event of the group, if any) is the same as one
+    /// after the other, since an event depends only on the events before it in its document.
+    fn apply_by_document(
+        &mut self,
+        events: &[Prepared],
+        by_document: &BTreeMap<String, Vec<usize>>,
+    ) -> Result<Vec<ChangeHash>> {
+        // In document order; the buckets of a collection get about as many events each.
+        let mut work: Vec<(&mut Automerge, &[usize])> = self
+            .docs
+            .iter_mut()
+            .filter_map(|(name, loaded)| by_document.get(name).map(|indices| (&mut loaded.doc, indices.as_slice())))
+            .collect();
+        let outcomes = cores::across_mut(&mut work, parallel_min_documents(events.len()), |run| {
+            run.iter_mut().map(|(doc, indices)| apply_to_document(doc, events, indices)).collect::<Vec<_>>()
+        });
+        let mut hashes = vec![None; events.len()];
+        let mut failed: Option<(usize, Error)> = None;
+        for outcome in outcomes.into_iter().flatten() {
+            match outcome {
+                Ok(applied) => applied.into_iter().for_each(|(index, hash)| hashes[index] = Some(hash)),
+                Err((index, error)) if failed.as_ref().is_none_or(|(first, _)| index < *first) => {
+                    failed = Some((index, error))
+                }
+                Err(_) => {}
+            }
+        }
+        if let Some((_, error)) = failed {
+            return Err(error);
+        }
+        hashes
+            .into_iter()
+            .zip(events)
+            .map(|(hash, event)| {
+                hash.ok_or_else(|| Error::DocumentCorrupt {
+                    document: event.document.clone(),
+                    detail: "an event of the group was not applied".into(),
+                })
+            })
+            .collect()
     }
 
     /// Numbers a durable group's events within their documents and hands them to the observer.
@@ -388,4 +446,42 @@ pub(super) struct Staged {
     manifest: Manifest,
     delta: Option<Delta>,
     attestations: Vec<Attestation>,
+}
+
+/// Groups at least this large spread their documents over the cores: below it, starting a
+/// thread costs more than it saves.
+const PARALLEL_MIN_EVENTS: usize = 64;
+
+/// The fewest documents worth a thread each, in a group of `events`.
+fn parallel_min_documents(events: usize) -> usize {
+    if events >= PARALLEL_MIN_EVENTS { 2 } else { usize::MAX }
+}
+
+/// What applying one document's events gave: each event's index in the group and its change's
+/// hash, or the first event that failed (the ones after it are not applied).
+type Applied = std::result::Result<Vec<(usize, ChangeHash)>, (usize, Error)>;
+
+fn apply_to_document(doc: &mut Automerge, events: &[Prepared], indices: &[usize]) -> Applied {
+    let mut applied = Vec::with_capacity(indices.len());
+    for &index in indices {
+        let event = &events[index];
+        let hash = (|| {
+            let message = event.envelope.encode().map_err(|_| Error::Encode { what: "event envelope" })?;
+            let time = event.envelope.time.timestamp_millis();
+            let options = CommitOptions::default().with_message(message.clone()).with_time(time);
+            let success = doc
+                .transact_with(|_| options, |tx| event.operation.apply(tx, &event.envelope))
+                .map_err(|failure| failure.error)?;
+            Ok(match success.hash {
+                Some(hash) => hash,
+                // An event that changed nothing (an edit to the same value) is still an event.
+                None => doc.empty_commit(CommitOptions::default().with_message(message).with_time(time)),
+            })
+        })();
+        match hash {
+            Ok(hash) => applied.push((index, hash)),
+            Err(error) => return Err((index, error)),
+        }
+    }
+    Ok(applied)
 }

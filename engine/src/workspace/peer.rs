@@ -293,7 +293,7 @@ impl Workspace {
             true => self.device_list()?,
             false => DeviceList::default(),
         };
-        let loaders = std::thread::available_parallelism().map_or(1, |cores| cores.get()).min(whole.len());
+        let loaders = crate::cores::count().min(whole.len());
         let (workspace_id, list) = (self.log.workspace_id, &list);
         std::thread::scope(|scope| {
             // Loader `k` takes every `loaders`-th document from the `k`-th on.

@@ -1,0 +1,52 @@
+//! Work spread over the machine's cores: a run of items per core, the results in the items'
+//! order. Used where the items are independent (blocks of a read view, the documents of a group
+//! commit) and a run is worth more than starting a thread.
+
+/// How many cores this process may use.
+pub(crate) fn count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `work` over `items` cut into one run per core, each a multiple of `align` long but the last,
+/// the results in order; in one run on one core or below `min` items.
+pub(crate) fn across<I: Sync, O: Send>(
+    items: &[I],
+    align: usize,
+    min: usize,
+    work: impl Fn(&[I]) -> O + Sync,
+) -> Vec<O> {
+    match run_length(items.len(), align, min) {
+        Some(length) => on_threads(items.chunks(length), work),
+        None => vec![work(items)],
+    }
+}
+
+/// [`across`] for work that changes its items.
+pub(crate) fn across_mut<I: Send, O: Send>(items: &mut [I], min: usize, work: impl Fn(&mut [I]) -> O + Sync) -> Vec<O> {
+    match run_length(items.len(), 1, min) {
+        Some(length) => on_threads(items.chunks_mut(length), work),
+        None => vec![work(items)],
+    }
+}
+
+/// The length of one core's run, or `None` when one run on this thread is best.
+fn run_length(items: usize, align: usize, min: usize) -> Option<usize> {
+    let cores = count();
+    (cores > 1 && items >= min.max(2)).then(|| items.div_ceil(cores).div_ceil(align).max(1) * align)
+}
+
+/// `work` on each run, the first on this thread and each other on a thread of its own.
+fn on_threads<R: Send, O: Send>(runs: impl Iterator<Item = R>, work: impl Fn(R) -> O + Sync) -> Vec<O> {
+    let mut runs = runs;
+    let Some(first) = runs.next() else { return Vec::new() };
+    let work = &work;
+    std::thread::scope(|scope| {
+        let others: Vec<_> = runs.map(|run| scope.spawn(move || work(run))).collect();
+        let mut results = vec![work(first)];
+        // The work returns its errors; a panic in it is the bug to see.
+        results.extend(
+            others.into_iter().map(|other| other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))),
+        );
+        results
+    })
+}
