@@ -29,7 +29,8 @@
 //! (with changes in its pending area the cursor is 0, and a restore pulls every unit).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
 
 use adiuva_model::DeviceId;
 use automerge::{Automerge, ChangeMetadata, ReadDoc};
@@ -43,6 +44,7 @@ use super::sync::{self, Imported};
 use super::{ROOT_DOCUMENT, Workspace, layout};
 use crate::authorship::{Attestations, Decoded, SignedChanges, SignedSnapshot};
 use crate::chunk::BlobKind;
+use crate::cores;
 use crate::crypto::{KeyPurpose, WorkspaceKey, random_bytes};
 use crate::error::{Error, Result, json_error};
 use crate::event_index::{EventIndex, IndexedEvent};
@@ -104,21 +106,32 @@ pub struct OpenedBlob {
 
 /// Every blob of one restore point, opened and checked together (see [`open_restore_point`]);
 /// its signers are checked against the device list when it is applied. Its documents other
-/// than the root load on a thread of their own from the moment it is opened, so loading
-/// overlaps what comes before applying them (a restore's pull and root) and each other's
-/// checks and writes. (Applying keeps every document it adopts loaded anyway.)
+/// than the root load on one thread per core from the moment it is opened, so loading overlaps
+/// what comes before applying them (a restore's pull and root) and each other's writes. Once
+/// the root has brought the device list, the loaders also check each document this device
+/// never stored for adoption and make its read view. (Applying keeps every document it adopts
+/// loaded anyway.)
 pub struct OpenedPoint {
     signers: BTreeSet<DeviceId>,
     coverage: RelayCoverage,
     root: Vec<u8>,
-    /// How many documents the loader sends.
-    documents: usize,
-    loaded: Receiver<LoadedPart>,
+    /// The documents the loaders send, in the point's order.
+    names: Vec<String>,
+    /// One per loader: loader `k` sends the point's documents `k`, `k + loaders`, … in order.
+    loaded: Vec<Receiver<LoadedPart>>,
+    /// One per loader: what to check for adoption. Dropped unsent, the loaders only load.
+    checks: Vec<Sender<Arc<AdoptionChecks>>>,
 }
 
 /// A document of a restore point: its name, its part (an encoded [`SignedSnapshot`]), and the
-/// part decoded and loaded.
-type LoadedPart = (String, Vec<u8>, Result<(Automerge, Attestations)>);
+/// part decoded, loaded and, if asked for, checked for adoption.
+type LoadedPart = (String, Vec<u8>, Result<WholeDocument>);
+
+/// The device list the root brought, and the documents to check against it for adoption.
+struct AdoptionChecks {
+    list: DeviceList,
+    documents: BTreeSet<String>,
+}
 
 impl OpenedPoint {
     /// The relay's sequence number up to which the point holds every unit (0: none).
@@ -179,21 +192,40 @@ pub fn open_restore_point(workspace_id: &[u8; 16], keys: &[WorkspaceKey], blobs:
     if parts.iter().any(|(document, _)| document == ROOT_DOCUMENT) {
         return Err(malformed("it holds the root document twice"));
     }
-    let documents = parts.len();
-    let (sender, loaded) = channel();
-    std::thread::Builder::new()
-        .name("restore-point-load".into())
-        .spawn(move || {
-            for (document, bytes) in parts {
-                let decoded = decode_snapshot(&document, &bytes);
-                // Nobody waits any more: the point was dropped.
-                if sender.send((document, bytes, decoded)).is_err() {
-                    return;
+    let names: Vec<String> = parts.iter().map(|(document, _)| document.clone()).collect();
+    let loaders = cores::count().min(names.len()).max(1);
+    let mut shares: Vec<Vec<(String, Vec<u8>)>> = (0..loaders).map(|_| Vec::new()).collect();
+    for (index, part) in parts.into_iter().enumerate() {
+        shares[index % loaders].push(part);
+    }
+    let (mut loaded, mut checks) = (Vec::with_capacity(loaders), Vec::with_capacity(loaders));
+    let workspace_id = *workspace_id;
+    for share in shares {
+        let (sender, receiver) = channel();
+        let (checks_sender, checks_receiver) = channel::<Arc<AdoptionChecks>>();
+        std::thread::Builder::new()
+            .name("restore-point-load".into())
+            .spawn(move || {
+                // Waited for once the first document is loaded; `None` if none is coming.
+                let mut asked: Option<Option<Arc<AdoptionChecks>>> = None;
+                for (document, bytes) in share {
+                    let loaded = decode_snapshot(&document, &bytes);
+                    let asked = asked.get_or_insert_with(|| checks_receiver.recv().ok());
+                    let list = asked.as_deref().filter(|c| c.documents.contains(&document)).map(|c| &c.list);
+                    let whole = loaded.and_then(|(doc, attestations)| {
+                        WholeDocument::checked(&workspace_id, list, &document, doc, attestations)
+                    });
+                    // Nobody waits any more: the point was dropped.
+                    if sender.send((document, bytes, whole)).is_err() {
+                        return;
+                    }
                 }
-            }
-        })
-        .map_err(|e| Error::Store(StoreError::from(e)))?;
-    Ok(OpenedPoint { signers, coverage, root, documents, loaded })
+            })
+            .map_err(|e| Error::Store(StoreError::from(e)))?;
+        loaded.push(receiver);
+        checks.push(checks_sender);
+    }
+    Ok(OpenedPoint { signers, coverage, root, names, loaded, checks })
 }
 
 impl Workspace {
@@ -315,19 +347,34 @@ impl Workspace {
         if let Some(signer) = point.signers.iter().find(|signer| !list.devices.contains_key(signer)) {
             return Err(Error::DeviceUnknown { device: signer.to_string(), document: None, change: None });
         }
+        // The documents this device never stored are checked for adoption as they load.
+        let mut fresh = BTreeSet::new();
+        for document in &point.names {
+            if self.never_stored(document)? {
+                fresh.insert(document.clone());
+            }
+        }
+        let checks = Arc::new(AdoptionChecks { list, documents: fresh });
+        for loader in &point.checks {
+            // A loader that ended early is found below, by what it did not send.
+            let _ = loader.send(checks.clone());
+        }
         let mut imported = Imported::default();
         let mut received = 0;
-        for (document, bytes, decoded) in point.loaded.iter() {
+        let loaders = point.loaded.len().max(1);
+        let documents = point.names.len();
+        while received < documents {
+            let Some(Ok((document, bytes, whole))) = point.loaded.get(received % loaders).map(Receiver::recv) else {
+                break;
+            };
             received += 1;
-            let (doc, attestations) = decoded?;
-            let whole = WholeDocument { doc, attestations, precheck: Precheck::NotMade };
-            imported.add(self.take_snapshot(&document, &bytes, whole)?);
+            imported.add(self.take_snapshot(&document, &bytes, whole?)?);
         }
-        if received != point.documents {
-            // Only a panic while loading ends the loader early.
+        if received != documents {
+            // Only a panic while loading ends a loader early.
             return Err(Error::UnitMalformed {
                 unit: "restore point".into(),
-                detail: format!("{} of its {} documents did not load", point.documents - received, point.documents),
+                detail: format!("{} of its {} documents did not load", documents - received, documents),
             });
         }
         Ok(imported)
@@ -433,12 +480,28 @@ pub(super) fn load_whole(
     bytes: &[u8],
 ) -> Result<WholeDocument> {
     let (doc, attestations) = decode_snapshot(document, bytes)?;
-    let precheck = match list.map(|list| adoptable(workspace_id, list, document, &doc, &attestations)) {
-        None => Precheck::NotMade,
-        Some(None) => Precheck::Faulty,
-        Some(Some(events)) => Precheck::Adoptable { events, view: RecordView::materialize(&doc, ADOPTED_NEXT_SEQ)? },
-    };
-    Ok(WholeDocument { doc, attestations, precheck })
+    WholeDocument::checked(workspace_id, list, document, doc, attestations)
+}
+
+impl WholeDocument {
+    /// `doc` as loaded; with `list` (the document is to be adopted: this device never stored
+    /// it), checked for adoption, with its read view made if it passed.
+    fn checked(
+        workspace_id: &[u8; 16],
+        list: Option<&DeviceList>,
+        document: &str,
+        doc: Automerge,
+        attestations: Attestations,
+    ) -> Result<Self> {
+        let precheck = match list.map(|list| adoptable(workspace_id, list, document, &doc, &attestations)) {
+            None => Precheck::NotMade,
+            Some(None) => Precheck::Faulty,
+            Some(Some(events)) => {
+                Precheck::Adoptable { events, view: RecordView::materialize(&doc, ADOPTED_NEXT_SEQ)? }
+            }
+        };
+        Ok(Self { doc, attestations, precheck })
+    }
 }
 
 /// The event index of `doc` (of `document`), if every change passes the checks of an import
