@@ -2,9 +2,13 @@
 //! order. Used where the items are independent (blocks of a read view, the documents of a group
 //! commit) and a run is worth more than starting a thread.
 
-/// How many cores this process may use.
+use std::sync::OnceLock;
+
+/// How many cores this process may use, read once: the standard library reads the cgroup's
+/// quota files each time it is asked, which cost a single-event commit a tenth of its time.
 pub(crate) fn count() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// `work` over `items` cut into one run per core, each a multiple of `align` long but the last,
@@ -31,8 +35,11 @@ pub(crate) fn across_mut<I: Send, O: Send>(items: &mut [I], min: usize, work: im
 
 /// The length of one core's run, or `None` when one run on this thread is best.
 fn run_length(items: usize, align: usize, min: usize) -> Option<usize> {
+    if items < min.max(2) {
+        return None;
+    }
     let cores = count();
-    (cores > 1 && items >= min.max(2)).then(|| items.div_ceil(cores).div_ceil(align).max(1) * align)
+    (cores > 1).then(|| items.div_ceil(cores).div_ceil(align).max(1) * align)
 }
 
 /// `work` on each run, the first on this thread and each other on a thread of its own.
