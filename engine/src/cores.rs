@@ -3,6 +3,7 @@
 //! commit) and a run is worth more than starting a thread.
 
 use std::sync::OnceLock;
+use std::sync::mpsc::Receiver;
 
 /// How many cores this process may use, read once: the standard library reads the cgroup's
 /// quota files each time it is asked, which cost a single-event commit a tenth of its time.
@@ -56,4 +57,36 @@ fn on_threads<R: Send, O: Send>(runs: impl Iterator<Item = R>, work: impl Fn(R) 
         );
         results
     })
+}
+
+/// `items` dealt like cards into `hands` runs (at least one): run `k` holds items `k`,
+/// `k + hands`, … in order, so loaders each taking a run finish about together and their results
+/// can be taken back in the items' order with [`Dealt`].
+pub(crate) fn deal<T>(items: impl IntoIterator<Item = T>, hands: usize) -> Vec<Vec<T>> {
+    let hands = hands.max(1);
+    let mut runs: Vec<Vec<T>> = (0..hands).map(|_| Vec::new()).collect();
+    for (index, item) in items.into_iter().enumerate() {
+        runs[index % hands].push(item);
+    }
+    runs
+}
+
+/// The results of loaders given the runs of [`deal`], one channel each, taken back in the order
+/// of the items dealt.
+pub(crate) struct Dealt<T> {
+    loaders: Vec<Receiver<T>>,
+    taken: usize,
+}
+
+impl<T> Dealt<T> {
+    pub(crate) fn new(loaders: Vec<Receiver<T>>) -> Self {
+        Self { loaders, taken: 0 }
+    }
+
+    /// The next item's result; `None` if its loader ended without sending it.
+    pub(crate) fn next(&mut self) -> Option<T> {
+        let loader = self.loaders.get(self.taken % self.loaders.len().max(1))?;
+        self.taken += 1;
+        loader.recv().ok()
+    }
 }

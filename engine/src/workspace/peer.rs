@@ -38,9 +38,9 @@ use super::sync::Imported;
 use super::{ROOT_DOCUMENT, Workspace, layout};
 use crate::authorship::SignedSnapshot;
 use crate::chunk::BlobKind;
-use crate::encode;
 use crate::error::{Error, Result, json_error};
 use crate::store::{StoreError, WriteBatch};
+use crate::{cores, encode};
 
 /// One document's turn of the sync protocol: Automerge's message without its changes, and the
 /// changes as a signed unit (empty when the message carries none).
@@ -293,14 +293,12 @@ impl Workspace {
             true => self.device_list()?,
             false => DeviceList::default(),
         };
-        let loaders = crate::cores::count().min(whole.len());
+        let loaders = cores::count().min(whole.len());
         let (workspace_id, list) = (self.log.workspace_id, &list);
         std::thread::scope(|scope| {
-            // Loader `k` takes every `loaders`-th document from the `k`-th on.
             let mut loaded = Vec::with_capacity(loaders);
-            for first in 0..loaders {
+            for mine in cores::deal(whole.iter().copied(), loaders) {
                 let (sender, receiver) = channel();
-                let mine: Vec<(&str, &[u8], bool)> = whole.iter().skip(first).step_by(loaders).copied().collect();
                 std::thread::Builder::new()
                     .name("peer-snapshot-load".into())
                     .spawn_scoped(scope, move || {
@@ -314,20 +312,16 @@ impl Workspace {
                     .map_err(|e| Error::Store(StoreError::from(e)))?;
                 loaded.push(receiver);
             }
+            let mut loaded = cores::Dealt::new(loaded);
             let mut imported = Imported::default();
-            let mut taken = 0;
             for (document, message) in round {
                 let decoded = match SignedSnapshot::is_one(&message.changes) {
-                    true => {
-                        let next = loaded.get(taken % loaders.max(1)).and_then(|loader| loader.recv().ok());
-                        taken += 1;
-                        Some(next.unwrap_or_else(|| {
-                            Err(Error::PeerMessageMalformed {
-                                document: document.clone(),
-                                detail: "its snapshot did not load".into(),
-                            })
-                        }))
-                    }
+                    true => Some(loaded.next().unwrap_or_else(|| {
+                        Err(Error::PeerMessageMalformed {
+                            document: document.clone(),
+                            detail: "its snapshot did not load".into(),
+                        })
+                    })),
                     false => None,
                 };
                 imported.add(self.receive_decoded(states, document, message, decoded)?);

@@ -30,7 +30,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Sender, channel};
 
 use adiuva_model::DeviceId;
 use automerge::{Automerge, ChangeMetadata, ReadDoc};
@@ -117,8 +117,8 @@ pub struct OpenedPoint {
     root: Vec<u8>,
     /// The documents the loaders send, in the point's order.
     names: Vec<String>,
-    /// One per loader: loader `k` sends the point's documents `k`, `k + loaders`, … in order.
-    loaded: Vec<Receiver<LoadedPart>>,
+    /// The loaders' documents, dealt to them in the point's order.
+    loaded: cores::Dealt<LoadedPart>,
     /// One per loader: what to check for adoption. Dropped unsent, the loaders only load.
     checks: Vec<Sender<Arc<AdoptionChecks>>>,
 }
@@ -194,13 +194,9 @@ pub fn open_restore_point(workspace_id: &[u8; 16], keys: &[WorkspaceKey], blobs:
     }
     let names: Vec<String> = parts.iter().map(|(document, _)| document.clone()).collect();
     let loaders = cores::count().min(names.len()).max(1);
-    let mut shares: Vec<Vec<(String, Vec<u8>)>> = (0..loaders).map(|_| Vec::new()).collect();
-    for (index, part) in parts.into_iter().enumerate() {
-        shares[index % loaders].push(part);
-    }
     let (mut loaded, mut checks) = (Vec::with_capacity(loaders), Vec::with_capacity(loaders));
     let workspace_id = *workspace_id;
-    for share in shares {
+    for share in cores::deal(parts, loaders) {
         let (sender, receiver) = channel();
         let (checks_sender, checks_receiver) = channel::<Arc<AdoptionChecks>>();
         std::thread::Builder::new()
@@ -225,7 +221,7 @@ pub fn open_restore_point(workspace_id: &[u8; 16], keys: &[WorkspaceKey], blobs:
         loaded.push(receiver);
         checks.push(checks_sender);
     }
-    Ok(OpenedPoint { signers, coverage, root, names, loaded, checks })
+    Ok(OpenedPoint { signers, coverage, root, names, loaded: cores::Dealt::new(loaded), checks })
 }
 
 impl Workspace {
@@ -361,12 +357,10 @@ impl Workspace {
         }
         let mut imported = Imported::default();
         let mut received = 0;
-        let loaders = point.loaded.len().max(1);
         let documents = point.names.len();
+        let mut loaded = point.loaded;
         while received < documents {
-            let Some(Ok((document, bytes, whole))) = point.loaded.get(received % loaders).map(Receiver::recv) else {
-                break;
-            };
+            let Some((document, bytes, whole)) = loaded.next() else { break };
             received += 1;
             imported.add(self.take_snapshot(&document, &bytes, whole?)?);
         }
