@@ -87,12 +87,17 @@ fn failing_with(dir: &Path, budget: &Arc<AtomicU64>, panics: bool) -> (File, Box
 }
 
 fn task(title: &str) -> (EventDraft, Effect) {
+    // Every task in one bucket, so that its document compacts often.
+    let id = std::iter::repeat_with(RecordId::new).find(|id| Collection::Tasks.document_of(*id) == "tasks/0");
+    task_with_id(title, id.unwrap())
+}
+
+/// A task in whichever bucket `id` falls in.
+fn task_with_id(title: &str, id: RecordId) -> (EventDraft, Effect) {
     let fields = json!({"title": title, "description": "", "status": "todo", "priority": "medium", "tags": [],
                         "created_at": "2026-11-29T10:00:00Z"});
     let Value::Object(fields) = fields else { unreachable!() };
-    // Every task in one bucket, so that its document compacts often.
-    let id = std::iter::repeat_with(RecordId::new).find(|id| Collection::Tasks.document_of(*id) == "tasks/0");
-    let effect = Effect::CreateRecord { collection: Collection::Tasks, id: id.unwrap(), fields };
+    let effect = Effect::CreateRecord { collection: Collection::Tasks, id, fields };
     let draft = EventDraft::new(adiuva_model::EventKind::new("task.created").unwrap(), adiuva_model::Actor::User);
     (draft, effect)
 }
@@ -165,6 +170,39 @@ fn a_failed_store_write_leaves_memory_exactly_as_the_store_has_it() {
     let mut reopened = Workspace::open(dir.path(), passphrase).unwrap();
     assert_eq!(task_ids(&mut reopened), live, "memory ran ahead of, or behind, the store");
     assert_eq!(reopened.events(&Default::default()).unwrap().len(), events);
+}
+
+/// A group large enough to be applied and staged on every core, over all the buckets, whose
+/// store write fails: nothing of it stays in memory, and the next group and a reopen find
+/// exactly what was acknowledged.
+#[test]
+fn a_group_across_the_cores_whose_write_fails_leaves_memory_as_the_store_has_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = Arc::new(AtomicU64::new(u64::MAX));
+    let (lock, store) = failing(dir.path(), &budget);
+    let mut workspace = Workspace::init_in(dir.path(), lock, store, protection(), "device").unwrap();
+    let group =
+        |name: &str| -> Vec<_> { (0..200).map(|n| task_with_id(&format!("{name} {n}"), RecordId::new())).collect() };
+    workspace.commit_batch(group("first")).unwrap();
+    let acknowledged = task_ids(&mut workspace);
+    let documents: Vec<String> = workspace.docs.keys().cloned().collect();
+    let heads = |workspace: &mut Workspace| -> Vec<Vec<automerge::ChangeHash>> {
+        documents.iter().map(|document| workspace.document(document).unwrap().doc.get_heads()).collect()
+    };
+    let before = heads(&mut workspace);
+    budget.store(0, Ordering::SeqCst);
+    assert!(workspace.commit_batch(group("failed")).is_err());
+    budget.store(u64::MAX, Ordering::SeqCst);
+    assert_eq!(heads(&mut workspace), before, "a document in memory kept changes the store refused");
+    assert_eq!(task_ids(&mut workspace), acknowledged, "memory kept a group the store refused");
+    assert_eq!(created_ids(&mut workspace), acknowledged);
+    workspace.commit_batch(group("after")).unwrap();
+    let live = task_ids(&mut workspace);
+    assert_eq!(live.len(), 400);
+    drop(workspace);
+    let mut reopened = Workspace::open(dir.path(), passphrase).unwrap();
+    assert_eq!(task_ids(&mut reopened), live);
+    assert_eq!(created_ids(&mut reopened), live);
 }
 
 /// A compaction a commit starts saves on its own thread while commits go on, and a later commit
