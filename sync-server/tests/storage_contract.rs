@@ -32,7 +32,9 @@ async fn small_records(storage: &dyn Storage, prefix: &str) {
     assert_eq!(storage.get(&key("a")).await.unwrap().as_deref(), Some(&b"two"[..]));
     storage.put(&key("b/1"), b"x").await.unwrap();
     storage.put(&key("b/2"), b"y").await.unwrap();
+    assert_eq!(storage.get(&key("b/2")).await.unwrap().as_deref(), Some(&b"y"[..]));
     storage.put(&key("b/2"), b"z").await.unwrap();
+    assert_eq!(storage.get(&key("b/2")).await.unwrap().as_deref(), Some(&b"z"[..]), "a read after a write sees it");
     storage.put(&key("c"), &[0, 255, 1]).await.unwrap();
     let scanned = storage.scan(&key("b/")).await.unwrap();
     assert_eq!(scanned, vec![(key("b/1"), b"x".to_vec()), (key("b/2"), b"z".to_vec())]);

@@ -6,6 +6,11 @@
 //!   size), `h WS` → head, `u ACCOUNT` → usage, and `checkpoint`.
 //! - `blobs/`: the segments ([`super::segments`]).
 //!
+//! **Small records are read through a cache** ([`RecordCache`]): every request reads its
+//! session, workspace and device records, and sled's tree walk for each was a tenth of an
+//! upload's CPU. This process is the store's only writer (sled locks the directory), and every
+//! write here invalidates its key, so the cache never serves what the store no longer holds.
+//!
 //! **Blob writes** go through one writer thread, which is the group commit: it takes every
 //! upload waiting, numbers the new ones, appends them to the current segment in one write, makes
 //! that durable with one `fdatasync`, applies the group's index entries in one sled batch, and
@@ -58,6 +63,7 @@ struct Shared {
     /// sled's own file, `fdatasync`ed after each flush.
     db_file: File,
     segments: Segments,
+    cache: RecordCache,
 }
 
 struct Upload {
@@ -85,7 +91,7 @@ impl Embedded {
         let records = db.open_tree("records")?;
         let index = db.open_tree("index")?;
         let segments = Segments::new(&dir.join("blobs"))?;
-        let shared = Arc::new(Shared { db, records, index, db_file, segments });
+        let shared = Arc::new(Shared { db, records, index, db_file, segments, cache: RecordCache::default() });
         let position = shared.replay()?;
         let (sender, receiver) = mpsc::channel();
         let writer_shared = shared.clone();
@@ -105,6 +111,63 @@ impl Embedded {
         tokio::task::spawn_blocking(move || operation(&shared))
             .await
             .map_err(|_| StorageError::Corrupt { what: "a storage task panicked".into() })?
+    }
+}
+
+/// Most small records kept in memory; past it, the cache starts again empty.
+const CACHED_RECORDS: usize = 8192;
+
+/// Small records as last read, absent ones included. A write bumps the generation and forgets
+/// its key; a read that missed stores what it read only if no write happened meanwhile, so a
+/// value read before a write can never be stored after it.
+#[derive(Default)]
+struct RecordCache(Mutex<CachedRecords>);
+
+#[derive(Default)]
+struct CachedRecords {
+    values: HashMap<String, Option<Vec<u8>>>,
+    generation: u64,
+}
+
+impl RecordCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CachedRecords> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cached value (`Ok`), or the generation to fill the key at (`Err`).
+    fn get(&self, key: &str) -> std::result::Result<Option<Vec<u8>>, u64> {
+        let cached = self.lock();
+        cached.values.get(key).cloned().ok_or(cached.generation)
+    }
+
+    fn fill(&self, key: &str, value: &Option<Vec<u8>>, generation: u64) {
+        let mut cached = self.lock();
+        if cached.generation != generation {
+            return;
+        }
+        if cached.values.len() >= CACHED_RECORDS {
+            cached.values.clear();
+        }
+        cached.values.insert(key.to_owned(), value.clone());
+    }
+
+    /// Forgets `key` when dropped: after its write, whether it succeeded, failed or panicked.
+    /// Held by the write itself, which runs to its end even if its caller gave up waiting.
+    fn writing<'a>(&'a self, key: &'a str) -> Writing<'a> {
+        Writing { cache: self, key }
+    }
+}
+
+struct Writing<'a> {
+    cache: &'a RecordCache,
+    key: &'a str,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        let mut cached = self.cache.lock();
+        cached.generation += 1;
+        cached.values.remove(self.key);
     }
 }
 
@@ -484,7 +547,14 @@ impl Writer {
 #[async_trait]
 impl Storage for Embedded {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.shared.records.get(key.as_bytes())?.map(|value| value.to_vec()))
+        let cache = &self.shared.cache;
+        let generation = match cache.get(key) {
+            Ok(cached) => return Ok(cached),
+            Err(generation) => generation,
+        };
+        let value = self.shared.records.get(key.as_bytes())?.map(|value| value.to_vec());
+        cache.fill(key, &value, generation);
+        Ok(value)
     }
 
     async fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
@@ -505,6 +575,7 @@ impl Storage for Embedded {
     async fn compare_and_swap(&self, key: &str, expected: Option<&[u8]>, new: Option<&[u8]>) -> Result<bool> {
         let (key, expected, new) = (key.to_owned(), expected.map(<[u8]>::to_vec), new.map(<[u8]>::to_vec));
         self.blocking(move |shared| {
+            let _writing = shared.cache.writing(&key);
             let swapped = shared.records.compare_and_swap(key.as_bytes(), expected, new)?.is_ok();
             if swapped {
                 shared.sync()?;
@@ -517,6 +588,7 @@ impl Storage for Embedded {
     async fn put(&self, key: &str, value: &[u8]) -> Result<()> {
         let (key, value) = (key.to_owned(), value.to_vec());
         self.blocking(move |shared| {
+            let _writing = shared.cache.writing(&key);
             shared.records.insert(key.as_bytes(), value)?;
             shared.sync()
         })
@@ -574,5 +646,26 @@ impl Storage for Embedded {
 
     async fn usage(&self, account: &str) -> Result<u64> {
         self.shared.read_u64(&named_key(b'u', account))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RecordCache;
+
+    #[test]
+    fn a_read_from_before_a_write_is_not_cached_after_it() {
+        let cache = RecordCache::default();
+        // A read misses, then a write of the key ends before the read stores what it read.
+        let Err(generation) = cache.get("k") else { panic!("an empty cache had the key") };
+        drop(cache.writing("k"));
+        cache.fill("k", &Some(b"before the write".to_vec()), generation);
+        assert!(cache.get("k").is_err(), "the value from before the write was cached");
+        // A read that no write overtook is cached, and forgotten by the next write.
+        let Err(generation) = cache.get("k") else { panic!("the key was cached") };
+        cache.fill("k", &Some(b"now".to_vec()), generation);
+        assert_eq!(cache.get("k"), Ok(Some(b"now".to_vec())));
+        drop(cache.writing("k"));
+        assert!(cache.get("k").is_err());
     }
 }
