@@ -61,8 +61,53 @@ pub const MIN_PASSPHRASE_CHARS: usize = 8;
 pub enum KeyProtection {
     /// Wrapped by a key derived from this passphrase.
     Passphrase(Zeroizing<String>),
+    /// Wrapped by a key already derived from a passphrase ([`KeyProtection::derived`]).
+    PassphraseKey(PassphraseKey),
     /// Wrapped by a random key kept in the OS keyring (Secret Service on Linux).
     OsKeyring,
+}
+
+impl KeyProtection {
+    /// The same protection with a passphrase's key derived now (Argon2id, the slow part), so
+    /// that it can be done ahead, beside other work: a restore derives it while the relay
+    /// checks the account's password. Any other protection is returned as it is.
+    pub fn derived(self) -> Result<Self> {
+        match self {
+            KeyProtection::Passphrase(passphrase) => {
+                Ok(KeyProtection::PassphraseKey(PassphraseKey::derive(&passphrase)?))
+            }
+            other => Ok(other),
+        }
+    }
+}
+
+/// A key derived from a passphrase under a fresh salt, with today's Argon2id cost.
+pub struct PassphraseKey {
+    salt: [u8; 16],
+    kek: SecretKey,
+}
+
+impl PassphraseKey {
+    fn derive(passphrase: &str) -> Result<Self> {
+        let passphrase = normalized(passphrase);
+        if passphrase.chars().count() < MIN_PASSPHRASE_CHARS {
+            return Err(Error::PassphraseTooShort { min: MIN_PASSPHRASE_CHARS });
+        }
+        let salt: [u8; 16] = crypto::random_bytes()?;
+        let kek = passphrase_kek(&passphrase, &salt, ARGON2_MEMORY_KIB, ARGON2_ITERATIONS, ARGON2_PARALLELISM)?;
+        Ok(Self { salt, kek })
+    }
+
+    /// The header's protection and the key it names.
+    fn protection(self) -> (Protection, SecretKey) {
+        let protection = Protection::Passphrase {
+            salt: adiuva_model::hex::encode(&self.salt),
+            memory_kib: ARGON2_MEMORY_KIB,
+            iterations: ARGON2_ITERATIONS,
+            parallelism: ARGON2_PARALLELISM,
+        };
+        (protection, self.kek)
+    }
 }
 
 /// The cleartext header.
@@ -223,21 +268,8 @@ pub fn create_for(
     keys.sort_by_key(|key| key.epoch);
     let device_id = identity.device_id();
     let (protection, kek) = match protection {
-        KeyProtection::Passphrase(passphrase) => {
-            let passphrase = normalized(&passphrase);
-            if passphrase.chars().count() < MIN_PASSPHRASE_CHARS {
-                return Err(Error::PassphraseTooShort { min: MIN_PASSPHRASE_CHARS });
-            }
-            let salt: [u8; 16] = crypto::random_bytes()?;
-            let kek = passphrase_kek(&passphrase, &salt, ARGON2_MEMORY_KIB, ARGON2_ITERATIONS, ARGON2_PARALLELISM)?;
-            let protection = Protection::Passphrase {
-                salt: adiuva_model::hex::encode(&salt),
-                memory_kib: ARGON2_MEMORY_KIB,
-                iterations: ARGON2_ITERATIONS,
-                parallelism: ARGON2_PARALLELISM,
-            };
-            (protection, kek)
-        }
+        KeyProtection::Passphrase(passphrase) => PassphraseKey::derive(&passphrase)?.protection(),
+        KeyProtection::PassphraseKey(key) => key.protection(),
         KeyProtection::OsKeyring => {
             let account = format!("workspace {workspace_id} device {}", device_id.short());
             let kek = SecretKey::random()?;
@@ -538,6 +570,19 @@ mod tests {
         // The minimum counts characters after normalization.
         assert!(matches!(create(ulid::Ulid::new(), passphrase("seven c")), Err(Error::PassphraseTooShort { min: 8 })));
         assert!(create(ulid::Ulid::new(), passphrase("\u{FB01}\u{FB01}\u{FB01}\u{FB01}")).is_ok());
+    }
+
+    #[test]
+    fn a_passphrase_key_derived_ahead_protects_as_the_passphrase_does() {
+        let derived = passphrase("caf\u{E9} au lait").derived().unwrap();
+        assert!(matches!(derived, KeyProtection::PassphraseKey(_)));
+        let created = create(ulid::Ulid::new(), derived).unwrap();
+        unlock(created.keyring.header(), &sealed(&created), given("cafe\u{301} au lait")).unwrap();
+        assert!(matches!(
+            unlock(created.keyring.header(), &sealed(&created), given("another passphrase")),
+            Err(Error::WrongPassphrase)
+        ));
+        assert!(matches!(passphrase("seven c").derived(), Err(Error::PassphraseTooShort { min: 8 })));
     }
 
     /// A header and keyring as format 1 wrote them: the passphrase hashed as typed, no storage key.

@@ -54,6 +54,12 @@ pub fn restore(
     name: &str,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Workspace> {
+    // The new key store's passphrase key (Argon2id) is derived while the relay checks the
+    // account's password (Argon2id too): otherwise it competes with the restore's loading.
+    let protection = std::thread::Builder::new()
+        .name("passphrase-key".into())
+        .spawn(move || protection.derived())
+        .map_err(|e| adiuva_engine::Error::Store(e.into()))?;
     let identity = DeviceIdentity::generate().map_err(adiuva_engine::Error::from)?;
     let device = identity.device_id();
     let client = RelayClient::new(from.server);
@@ -104,6 +110,7 @@ pub fn restore(
     }
     progress(Progress::Pulling { done: cursor - start, total: cursor - start });
     let relay = Relay::unstored(client, from.email, session);
+    let protection = protection.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
     let mut workspace = Workspace::restore_from_units(
         dir,
         protection,
