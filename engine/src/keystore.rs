@@ -87,6 +87,9 @@ pub struct PassphraseKey {
     kek: SecretKey,
 }
 
+/// Its key is a [`SecretKey`], which wipes itself; the salt is no secret.
+impl zeroize::ZeroizeOnDrop for PassphraseKey {}
+
 impl PassphraseKey {
     fn derive(passphrase: &str) -> Result<Self> {
         let passphrase = normalized(passphrase);

@@ -18,6 +18,7 @@ fn every_type_holding_keys_wipes_them_when_dropped() {
     wiped_when_dropped::<WorkspaceKey>();
     wiped_when_dropped::<DeviceIdentity>();
     wiped_when_dropped::<Keyring>();
+    wiped_when_dropped::<adiuva_engine::keystore::PassphraseKey>();
     wiped_when_dropped::<adiuva_engine::Ticket>();
     wiped_when_dropped::<adiuva_engine::PendingJoin>();
     wiped_when_dropped::<adiuva_engine::recovery::RecoveryKeys>();
