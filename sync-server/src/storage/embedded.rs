@@ -7,8 +7,8 @@
 //! - `blobs/`: the segments ([`super::segments`]).
 //!
 //! **Small records are read through a cache** ([`RecordCache`]): every request reads its
-//! session, workspace and device records, and sled's tree walk for each was a tenth of an
-//! upload's CPU. This process is the store's only writer (sled locks the directory), and every
+//! session, workspace and device records, and sled's tree walks for the three were a tenth of
+//! an upload's CPU. This process is the store's only writer (sled locks the directory), and every
 //! write here invalidates its key, so the cache never serves what the store no longer holds.
 //!
 //! **Blob writes** go through one writer thread, which is the group commit: it takes every
