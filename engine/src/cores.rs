@@ -12,6 +12,21 @@ pub(crate) fn count() -> usize {
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
+/// Where a piece of work may run: across the cores, or only on the calling thread when that is
+/// already one of a thread per core (spreading again would put a square of threads on them).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Spread {
+    AcrossCores,
+    OnThisThread,
+}
+
+impl Spread {
+    /// For work done on each of `threads` threads at once.
+    pub(crate) fn within(threads: usize) -> Self {
+        if threads > 1 { Spread::OnThisThread } else { Spread::AcrossCores }
+    }
+}
+
 /// `work` over `items` cut into one run per core, each a multiple of `align` long but the last,
 /// the results in order; in one run on one core or below `min` items.
 pub(crate) fn across<I: Sync, O: Send>(

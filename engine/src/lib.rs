@@ -57,6 +57,7 @@ pub mod store;
 pub mod view;
 pub mod workspace;
 
+pub use cores::Spread;
 pub use error::{Error, Result, json_error};
 pub use keystore::KeyProtection;
 pub use records::{Effect, FieldConflict};

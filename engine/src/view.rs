@@ -35,7 +35,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::{cores, encode, records};
+use crate::cores::{self, Spread};
+use crate::{encode, records};
 
 const BASE_MAGIC: &[u8; 4] = b"ADVW";
 /// Version 1: every record in one deflated stream. Still read, and then stored again as the
@@ -108,8 +109,8 @@ type State<'a> = (RecordId, Option<&'a str>);
 impl RecordView {
     /// Every record of `doc`, which holds the chunks before `through_seq`. Reading records
     /// out of Automerge is most of the cost, and runs of whole blocks read independently: from
-    /// 8192 records on, the work is split across the cores.
-    pub fn materialize(doc: &(impl ReadDoc + Sync), through_seq: u64) -> crate::Result<Self> {
+    /// 1024 records on, the work is split across the cores when `spread` allows it.
+    pub fn materialize(doc: &(impl ReadDoc + Sync), through_seq: u64, spread: Spread) -> crate::Result<Self> {
         let ids = records::record_ids(doc);
         let pack = |ids: &[RecordId]| -> crate::Result<Vec<Block>> {
             let mut packer = Packer::new();
@@ -125,8 +126,12 @@ impl RecordView {
             }
             Ok(blocks)
         };
+        let runs = match spread {
+            Spread::AcrossCores => cores::across(&ids, BLOCK, PARALLEL_MATERIALIZE_MIN, pack),
+            Spread::OnThisThread => vec![pack(&ids)],
+        };
         let mut blocks = Vec::with_capacity(ids.len().div_ceil(BLOCK));
-        for run in cores::across(&ids, BLOCK, PARALLEL_MATERIALIZE_MIN, pack) {
+        for run in runs {
             blocks.extend(run?);
         }
         Ok(Self { through_seq, blocks, older_format: false })
@@ -648,10 +653,22 @@ mod tests {
     }
 
     #[test]
+    fn a_view_read_on_one_thread_is_the_view_read_across_the_cores() {
+        let mut ids: Vec<RecordId> = (0..PARALLEL_MATERIALIZE_MIN * 2 + 5).map(|_| RecordId::new()).collect();
+        ids.sort();
+        let doc = doc_with(&ids);
+        let across = RecordView::materialize(&doc, 4, Spread::AcrossCores).unwrap();
+        let here = RecordView::materialize(&doc, 4, Spread::OnThisThread).unwrap();
+        assert_eq!(contents(&here).len(), ids.len());
+        assert_eq!(contents(&here), contents(&across));
+        assert_eq!(here.encode().unwrap(), across.encode().unwrap());
+    }
+
+    #[test]
     fn a_base_and_its_deltas_round_trip_and_a_gap_is_refused() {
         let ids: Vec<RecordId> = (0..3).map(|_| RecordId::new()).collect();
         let doc = doc_with(&ids);
-        let view = RecordView::materialize(&doc, 4).unwrap();
+        let view = RecordView::materialize(&doc, 4, Spread::AcrossCores).unwrap();
         let mut decoded = RecordView::decode(&view.encode().unwrap()).unwrap();
         assert_eq!(decoded.len(), 3);
         assert!(!decoded.stored_in_older_format());

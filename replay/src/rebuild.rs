@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use adiuva_engine::view::RecordView;
-use adiuva_engine::{ROOT_DOCUMENT, Workspace};
+use adiuva_engine::{ROOT_DOCUMENT, Spread, Workspace};
 use adiuva_model::Envelope;
 use serde_json::Value;
 
@@ -50,9 +50,10 @@ pub fn rebuild(workspace: &mut Workspace, out: &Path) -> Result<Rebuilt, ReplayE
         if document == ROOT_DOCUMENT {
             continue;
         }
-        let records: Vec<Value> = RecordView::materialize(doc, 0)?.records_as().map_err(|(id, _)| {
-            adiuva_engine::Error::DocumentCorrupt { document: document.clone(), detail: format!("record {id}") }
-        })?;
+        let records: Vec<Value> =
+            RecordView::materialize(doc, 0, Spread::AcrossCores)?.records_as().map_err(|(id, _)| {
+                adiuva_engine::Error::DocumentCorrupt { document: document.clone(), detail: format!("record {id}") }
+            })?;
         rebuilt.records += records.len();
         rebuilt.views += 1;
         let path = views.join(format!("{}.json", document.replace('/', "%2F")));

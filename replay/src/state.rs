@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 
 use adiuva_engine::view::RecordView;
-use adiuva_engine::{EventFilter, LoggedEvent, ROOT_DOCUMENT, Workspace};
+use adiuva_engine::{EventFilter, LoggedEvent, ROOT_DOCUMENT, Spread, Workspace};
 use adiuva_model::Collection;
 use automerge::{Automerge, ChangeHash};
 use chrono::{DateTime, Utc};
@@ -59,14 +59,14 @@ pub fn at(workspace: &mut Workspace, point: &Point) -> Result<State, ReplayError
         let held = held.get(&document).unwrap_or(&empty);
         let doc = workspace.automerge(&document)?;
         let records = match heads_within(doc, held) {
-            Heads::All => RecordView::materialize(doc, 0)?,
+            Heads::All => RecordView::materialize(doc, 0, Spread::AcrossCores)?,
             Heads::None => continue,
             Heads::Some(heads) => {
                 let forked = doc.fork_at(&heads).map_err(|e| adiuva_engine::Error::DocumentCorrupt {
                     document: document.clone(),
                     detail: format!("cannot go back to the point: {e}"),
                 })?;
-                RecordView::materialize(&forked, 0)?
+                RecordView::materialize(&forked, 0, Spread::AcrossCores)?
             }
         };
         let records: Vec<Value> = records.records_as().map_err(|(id, _)| adiuva_engine::Error::RecordInvalid {

@@ -38,9 +38,10 @@ use super::sync::Imported;
 use super::{ROOT_DOCUMENT, Workspace, layout};
 use crate::authorship::SignedSnapshot;
 use crate::chunk::BlobKind;
+use crate::cores::{self, Spread};
+use crate::encode;
 use crate::error::{Error, Result, json_error};
 use crate::store::{StoreError, WriteBatch};
-use crate::{cores, encode};
 
 /// One document's turn of the sync protocol: Automerge's message without its changes, and the
 /// changes as a signed unit (empty when the message carries none).
@@ -270,7 +271,7 @@ impl Workspace {
         message: &PeerMessage,
     ) -> Result<Imported> {
         let whole = SignedSnapshot::is_one(&message.changes)
-            .then(|| load_whole(&self.log.workspace_id, None, document, &message.changes));
+            .then(|| load_whole(&self.log.workspace_id, None, document, &message.changes, Spread::AcrossCores));
         self.receive_decoded(states, document, message, whole)
     }
 
@@ -302,9 +303,13 @@ impl Workspace {
                 std::thread::Builder::new()
                     .name("peer-snapshot-load".into())
                     .spawn_scoped(scope, move || {
+                        let spread = Spread::within(loaders);
                         for (document, bytes, fresh) in mine {
                             // Nobody waits any more: taking in the round failed.
-                            if sender.send(load_whole(&workspace_id, fresh.then_some(list), document, bytes)).is_err() {
+                            if sender
+                                .send(load_whole(&workspace_id, fresh.then_some(list), document, bytes, spread))
+                                .is_err()
+                            {
                                 return;
                             }
                         }

@@ -44,7 +44,7 @@ use super::sync::{self, Imported};
 use super::{ROOT_DOCUMENT, Workspace, layout};
 use crate::authorship::{Attestations, Decoded, SignedChanges, SignedSnapshot};
 use crate::chunk::BlobKind;
-use crate::cores;
+use crate::cores::{self, Spread};
 use crate::crypto::{KeyPurpose, WorkspaceKey, random_bytes};
 use crate::error::{Error, Result, json_error};
 use crate::event_index::{EventIndex, IndexedEvent};
@@ -208,8 +208,10 @@ pub fn open_restore_point(workspace_id: &[u8; 16], keys: &[WorkspaceKey], blobs:
                     let loaded = decode_snapshot(&document, &bytes);
                     let asked = asked.get_or_insert_with(|| checks_receiver.recv().ok());
                     let list = asked.as_deref().filter(|c| c.documents.contains(&document)).map(|c| &c.list);
-                    let whole = loaded.and_then(|(doc, attestations)| {
-                        WholeDocument::checked(&workspace_id, list, &document, doc, attestations)
+                    // Their views spread over the cores: these loaders wait for the root, then
+                    // finish unevenly, and kept to their own threads a restore measured slower.
+                    let whole = loaded.and_then(|loaded| {
+                        WholeDocument::checked(&workspace_id, list, &document, loaded, Spread::AcrossCores)
                     });
                     // Nobody waits any more: the point was dropped.
                     if sender.send((document, bytes, whole)).is_err() {
@@ -428,7 +430,7 @@ impl Workspace {
         let index = EventIndex { first_seq: 0, next_seq: ADOPTED_NEXT_SEQ, events };
         let view = match view {
             Some(view) => view,
-            None => RecordView::materialize(&doc, ADOPTED_NEXT_SEQ)?,
+            None => RecordView::materialize(&doc, ADOPTED_NEXT_SEQ, Spread::AcrossCores)?,
         };
         let mut batch = WriteBatch::default();
         batch.put(key, sealed);
@@ -472,26 +474,27 @@ pub(super) fn load_whole(
     list: Option<&DeviceList>,
     document: &str,
     bytes: &[u8],
+    spread: Spread,
 ) -> Result<WholeDocument> {
-    let (doc, attestations) = decode_snapshot(document, bytes)?;
-    WholeDocument::checked(workspace_id, list, document, doc, attestations)
+    WholeDocument::checked(workspace_id, list, document, decode_snapshot(document, bytes)?, spread)
 }
 
 impl WholeDocument {
     /// `doc` as loaded; with `list` (the document is to be adopted: this device never stored
-    /// it), checked for adoption, with its read view made if it passed.
+    /// it), checked for adoption, with its read view made if it passed (spread as `spread`
+    /// allows: not when documents load on a thread per core).
     fn checked(
         workspace_id: &[u8; 16],
         list: Option<&DeviceList>,
         document: &str,
-        doc: Automerge,
-        attestations: Attestations,
+        (doc, attestations): (Automerge, Attestations),
+        spread: Spread,
     ) -> Result<Self> {
         let precheck = match list.map(|list| adoptable(workspace_id, list, document, &doc, &attestations)) {
             None => Precheck::NotMade,
             Some(None) => Precheck::Faulty,
             Some(Some(events)) => {
-                Precheck::Adoptable { events, view: RecordView::materialize(&doc, ADOPTED_NEXT_SEQ)? }
+                Precheck::Adoptable { events, view: RecordView::materialize(&doc, ADOPTED_NEXT_SEQ, spread)? }
             }
         };
         Ok(Self { doc, attestations, precheck })

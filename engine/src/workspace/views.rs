@@ -10,6 +10,7 @@ use tracing::{debug, warn};
 
 use super::{Workspace, layout};
 use crate::chunk::BlobKind;
+use crate::cores::Spread;
 use crate::error::{Error, Result};
 use crate::store::{StoreError, WriteBatch};
 use crate::view::{Delta, RecordView, Touched};
@@ -71,7 +72,7 @@ impl Workspace {
             return Ok(view);
         }
         let loaded = self.document(document)?;
-        let view = RecordView::materialize(&loaded.doc, loaded.manifest.next_seq)?;
+        let view = RecordView::materialize(&loaded.doc, loaded.manifest.next_seq, Spread::AcrossCores)?;
         debug!(document, records = view.len(), "read view rebuilt");
         self.store_view(document, &view)?;
         Ok(view)
