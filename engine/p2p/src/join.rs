@@ -27,6 +27,8 @@ use crate::{PeerOptions, PeerTicket, SharedWorkspace};
 
 /// The join protocol's ALPN.
 pub const JOIN_ALPN: &[u8] = b"adiuva/join/1";
+/// How long a joiner whose answer broke off waits for the inviter's close to say why.
+const REFUSAL_GRACE: Duration = Duration::from_secs(2);
 
 const PREFIX: &str = "adiuva-join-p2p-1-";
 /// The largest join request read: a request is a few hundred bytes.
@@ -136,13 +138,22 @@ pub async fn request(
             .map_err(|e| unreachable(e.to_string()))?;
         let (mut send, mut recv) = connection.open_bi().await.map_err(|e| ended(inviter, Some(&e), e.to_string()))?;
         write_json(&mut send, inviter, pending_request).await?;
-        // An inviter that refuses closes the connection saying why.
-        let acceptance = read_json(&mut recv, inviter, MAX_ACCEPTANCE, options.stall).await.map_err(|error| {
-            match connection.close_reason() {
-                Some(reason) => ended(inviter, Some(&reason), error.to_string()),
-                None => error,
+        // An inviter that refuses closes the connection saying why. Its stream may end just
+        // before that close arrives (a busy machine sends them apart): the reason is waited for
+        // a moment rather than reported as a lost connection.
+        let acceptance = match read_json(&mut recv, inviter, MAX_ACCEPTANCE, options.stall).await {
+            Ok(acceptance) => Ok(acceptance),
+            Err(error) => {
+                let reason = match connection.close_reason() {
+                    Some(reason) => Some(reason),
+                    None => tokio::time::timeout(REFUSAL_GRACE, connection.closed()).await.ok(),
+                };
+                Err(match reason {
+                    Some(reason) => ended(inviter, Some(&reason), error.to_string()),
+                    None => error,
+                })
             }
-        });
+        };
         connection.close(VarInt::from_u32(CLOSE_DONE), b"done");
         acceptance
     }

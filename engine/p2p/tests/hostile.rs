@@ -2,7 +2,8 @@
 //! changes signed by a key the workspace does not know, inside an otherwise valid session or a
 //! push; a peer that stalls mid-session, on either side; a reconnect with peer state the other
 //! side no longer matches (a device restored from an older copy); two devices dialing each
-//! other at once. Each ends with a typed error or a converged workspace, never a damaged one.
+//! other at once; an inviter whose refusal arrives after its stream ended. Each ends with a
+//! typed error or a converged workspace, never a damaged one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -16,7 +17,8 @@ use adiuva_engine::Workspace;
 use adiuva_engine::workspace::PeerStates;
 use adiuva_model::{Collection, ErrorCode};
 use adiuva_p2p::frame::{Frame, VERSION};
-use adiuva_p2p::session::CLOSE_ERROR;
+use adiuva_p2p::join::JOIN_ALPN;
+use adiuva_p2p::session::{CLOSE_ERROR, CLOSE_REFUSED};
 use adiuva_p2p::{ALPN, PeerOptions, PeerServer, PeerTicket, Peers, sync_once};
 use common::*;
 use iroh::Endpoint;
@@ -330,4 +332,35 @@ async fn two_devices_dialing_each_other_at_once_both_end_and_converge() {
     }
     a_server.shutdown().await;
     b_server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_closing_the_connection_after_the_stream_ended_is_a_typed_refusal() {
+    let dirs = [tempfile::tempdir().unwrap()];
+    let mut inviter = Workspace::init(dirs[0].path(), protection(), "inviter").unwrap();
+    let ticket = inviter.invite(chrono::Duration::minutes(10)).unwrap();
+    let (_pending, request) = Workspace::request_join(&ticket.encode(), "joiner").unwrap();
+    // An inviter that reads the request, ends its stream, and only then closes saying why: the
+    // order a loaded machine delivered a refusal in.
+    let endpoint = raw_endpoint_accepting(*inviter.endpoint_secret(), vec![JOIN_ALPN.to_vec()]).await;
+    let peer = PeerTicket { device: inviter.device_id(), addrs: endpoint.bound_sockets() };
+    let refusing = tokio::spawn({
+        let endpoint = endpoint.clone();
+        async move {
+            let connection = endpoint.accept().await.unwrap().await.unwrap();
+            let (mut send, mut recv) = connection.accept_bi().await.unwrap();
+            let mut length = [0u8; 4];
+            recv.read_exact(&mut length).await.unwrap();
+            send.finish().unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            connection.close(CLOSE_REFUSED.into(), b"invite.unauthentic");
+            connection.closed().await
+        }
+    });
+
+    let refused = adiuva_p2p::join::request(&request, &peer, &quick()).await.unwrap_err();
+    assert_eq!(refused.code(), ErrorCode::PeerRefused, "{refused}");
+    assert!(refused.to_string().contains("invite.unauthentic"), "{refused}");
+    refusing.await.unwrap();
+    endpoint.close().await;
 }
