@@ -210,14 +210,12 @@ async fn a_listener_that_stalls_mid_session_ends_the_dialers_sync_as_stalled() {
     let before = heads(&mut a);
     let a = shared(a);
     // A device of the list listening, that answers the hello and then says nothing more.
-    let endpoint = raw_endpoint_accepting(*hostile.endpoint_secret(), vec![ALPN.to_vec()]).await;
-    let ticket = PeerTicket { device: hostile.device_id(), addrs: endpoint.bound_sockets() };
+    let (endpoint, ticket) = raw_listener(&hostile, ALPN).await;
     let workspace_id = a.lock().unwrap().workspace_id().to_bytes();
     let listening = tokio::spawn({
         let endpoint = endpoint.clone();
         async move {
-            let connection = endpoint.accept().await.unwrap().await.unwrap();
-            let (mut send, mut recv) = connection.accept_bi().await.unwrap();
+            let (connection, mut send, mut recv) = first_stream(&endpoint).await;
             let mut hello = [0u8; 26];
             recv.read_exact(&mut hello).await.unwrap();
             let body = Frame::Hello { version: VERSION, workspace_id }.encode();
@@ -342,13 +340,11 @@ async fn a_refusal_closing_the_connection_after_the_stream_ended_is_a_typed_refu
     let (_pending, request) = Workspace::request_join(&ticket.encode(), "joiner").unwrap();
     // An inviter that reads the request, ends its stream, and only then closes saying why: the
     // order a loaded machine delivered a refusal in.
-    let endpoint = raw_endpoint_accepting(*inviter.endpoint_secret(), vec![JOIN_ALPN.to_vec()]).await;
-    let peer = PeerTicket { device: inviter.device_id(), addrs: endpoint.bound_sockets() };
+    let (endpoint, peer) = raw_listener(&inviter, JOIN_ALPN).await;
     let refusing = tokio::spawn({
         let endpoint = endpoint.clone();
         async move {
-            let connection = endpoint.accept().await.unwrap().await.unwrap();
-            let (mut send, mut recv) = connection.accept_bi().await.unwrap();
+            let (connection, mut send, mut recv) = first_stream(&endpoint).await;
             let mut length = [0u8; 4];
             recv.read_exact(&mut length).await.unwrap();
             send.finish().unwrap();

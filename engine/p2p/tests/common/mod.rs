@@ -8,7 +8,7 @@ use std::time::Duration;
 use adiuva_engine::{Effect, EventDraft, KeyProtection, Workspace};
 use adiuva_model::{Actor, Collection, EventKind, RecordId};
 use adiuva_p2p::{ALPN, PeerOptions, PeerServer, PeerTicket, Peers, SharedWorkspace};
-use iroh::endpoint::{ConnectionError, presets};
+use iroh::endpoint::{Connection, ConnectionError, RecvStream, SendStream, presets};
 use iroh::{Endpoint, EndpointAddr, RelayMode, SecretKey, TransportAddr};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
@@ -138,6 +138,20 @@ pub async fn raw_endpoint_accepting(secret: [u8; 32], alpns: Vec<Vec<u8>>) -> En
         .bind()
         .await
         .unwrap()
+}
+
+/// A raw endpoint with `device`'s key accepting `alpn`, and the ticket to dial it at.
+pub async fn raw_listener(device: &Workspace, alpn: &[u8]) -> (Endpoint, PeerTicket) {
+    let endpoint = raw_endpoint_accepting(*device.endpoint_secret(), vec![alpn.to_vec()]).await;
+    let ticket = PeerTicket { device: device.device_id(), addrs: endpoint.bound_sockets() };
+    (endpoint, ticket)
+}
+
+/// The first connection a raw endpoint accepts, and the first stream pair its dialer opens.
+pub async fn first_stream(endpoint: &Endpoint) -> (Connection, SendStream, RecvStream) {
+    let connection = endpoint.accept().await.unwrap().await.unwrap();
+    let (send, recv) = connection.accept_bi().await.unwrap();
+    (connection, send, recv)
 }
 
 pub fn addr(ticket: &PeerTicket) -> EndpointAddr {
