@@ -86,6 +86,15 @@ fn failing_with(dir: &Path, budget: &Arc<AtomicU64>, panics: bool) -> (File, Box
     (lock, Box::new(FailingStore { inner, budget: budget.clone(), panics }))
 }
 
+/// A new workspace on a [`FailingStore`] that lets every write through until `budget` is lowered.
+fn failing_workspace() -> (tempfile::TempDir, Arc<AtomicU64>, Workspace) {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = Arc::new(AtomicU64::new(u64::MAX));
+    let (lock, store) = failing(dir.path(), &budget);
+    let workspace = Workspace::init_in(dir.path(), lock, store, protection(), "device").unwrap();
+    (dir, budget, workspace)
+}
+
 fn task(title: &str) -> (EventDraft, Effect) {
     // Every task in one bucket, so that its document compacts often.
     let id = std::iter::repeat_with(RecordId::new).find(|id| Collection::Tasks.document_of(*id) == "tasks/0");
@@ -140,10 +149,7 @@ fn init_cut_short_at_any_store_write_leaves_no_workspace_or_a_complete_one() {
 /// is lost.
 #[test]
 fn a_failed_store_write_leaves_memory_exactly_as_the_store_has_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let budget = Arc::new(AtomicU64::new(u64::MAX));
-    let (lock, store) = failing(dir.path(), &budget);
-    let mut workspace = Workspace::init_in(dir.path(), lock, store, protection(), "device").unwrap();
+    let (dir, budget, mut workspace) = failing_workspace();
     workspace.options = WorkspaceOptions { compact_after_chunks: 3, compact_after_bytes: u64::MAX };
     let mut acknowledged = BTreeSet::new();
     let mut failures = 0;
@@ -177,10 +183,7 @@ fn a_failed_store_write_leaves_memory_exactly_as_the_store_has_it() {
 /// exactly what was acknowledged.
 #[test]
 fn a_group_across_the_cores_whose_write_fails_leaves_memory_as_the_store_has_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let budget = Arc::new(AtomicU64::new(u64::MAX));
-    let (lock, store) = failing(dir.path(), &budget);
-    let mut workspace = Workspace::init_in(dir.path(), lock, store, protection(), "device").unwrap();
+    let (dir, budget, mut workspace) = failing_workspace();
     let group =
         |name: &str| -> Vec<_> { (0..200).map(|n| task_with_id(&format!("{name} {n}"), RecordId::new())).collect() };
     workspace.commit_batch(group("first")).unwrap();
@@ -211,10 +214,7 @@ fn a_group_across_the_cores_whose_write_fails_leaves_memory_as_the_store_has_it(
 /// reopen finds every acknowledged task and event.
 #[test]
 fn a_background_compaction_keeps_what_was_written_while_it_saved() {
-    let dir = tempfile::tempdir().unwrap();
-    let budget = Arc::new(AtomicU64::new(u64::MAX));
-    let (lock, store) = failing(dir.path(), &budget);
-    let mut workspace = Workspace::init_in(dir.path(), lock, store, protection(), "device").unwrap();
+    let (dir, budget, mut workspace) = failing_workspace();
     workspace.options = WorkspaceOptions { compact_after_chunks: 3, compact_after_bytes: u64::MAX };
     let tail =
         |workspace: &Workspace| workspace.docs.get("tasks/0").map(|d| (d.manifest.tail_start, d.manifest.next_seq));
