@@ -10,8 +10,10 @@
 //! The baseline is Automerge holding the same N changes (same fields, same envelope messages),
 //! once in one document and once spread over the engine's 16 bucket documents, synced to empty
 //! documents with Automerge's sync protocol until neither side has a message, then one more
-//! change with both sync states kept; and Automerge alone applying one new change to its
-//! document, the least a receiver pays.
+//! change with both sync states kept; Automerge alone loading the 16 buckets sent whole on one
+//! thread per core, then reading every record once (the least a device that shows the records
+//! pays, whatever its protocol); and Automerge alone applying one new change to its document,
+//! the least a receiver pays.
 //!
 //! Run: `cargo bench -p adiuva-p2p --bench p2p [-- --events N]`.
 
@@ -300,6 +302,49 @@ fn raw_apply(events: usize, documents: usize) -> (Vec<Duration>, Vec<Duration>) 
     (applied, with_patches)
 }
 
+/// Automerge alone taking in the 16 buckets saved whole, on one thread per core: loaded only,
+/// then loaded with every value of every record read once.
+fn raw_load(events: usize) -> (Duration, Duration) {
+    let mut sources: Vec<_> = (0..BUCKETS).map(|_| automerge::Automerge::new()).collect();
+    for index in 0..events {
+        raw_change(&mut sources, index);
+    }
+    let saved: Vec<Vec<u8>> = sources.iter_mut().map(|doc| doc.save()).collect();
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let on_every_core = |read: bool| {
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            for first in 0..threads {
+                let saved = &saved;
+                scope.spawn(move || {
+                    for bytes in saved.iter().skip(first).step_by(threads) {
+                        let doc = automerge::Automerge::load(bytes).unwrap();
+                        if read {
+                            assert!(read_every_value(&doc, &automerge::ROOT, automerge::ObjType::Map) > 0);
+                        }
+                    }
+                });
+            }
+        });
+        started.elapsed()
+    };
+    (on_every_core(false), on_every_core(true))
+}
+
+/// Reads every value under `obj` through Automerge's read API; returns how many it read.
+fn read_every_value(doc: &automerge::Automerge, obj: &automerge::ObjId, kind: automerge::ObjType) -> usize {
+    use automerge::{ObjType, ReadDoc, ValueRef};
+    let value = |value: ValueRef<'_>, id: automerge::ObjId| match value {
+        ValueRef::Object(kind) => read_every_value(doc, &id, kind),
+        ValueRef::Scalar(_) => 1,
+    };
+    match kind {
+        ObjType::Map | ObjType::Table => doc.map_range(obj, ..).map(|item| value(item.value.clone(), item.id())).sum(),
+        ObjType::List => doc.list_range(obj, ..).map(|item| value(item.value.clone(), item.id())).sum(),
+        ObjType::Text => doc.text(obj).map_or(0, |text| text.len() + 1),
+    }
+}
+
 fn main() {
     let events = events_setting();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -363,6 +408,13 @@ fn main() {
                    "with_patches_p99_ms": ms(percentile(&with_patches, 0.99))}),
         );
     }
+    let (loaded, read) = raw_load(events);
+    println!(
+        "  automerge alone, the {BUCKETS} buckets saved whole loaded on one thread per core: {:.1} ms; loaded and every record read once: {:.1} ms",
+        ms(loaded),
+        ms(read)
+    );
+    report.insert("automerge, 16 buckets loaded".into(), json!({"load_ms": ms(loaded), "load_and_read_ms": ms(read)}));
     report.insert("events".into(), json!(events));
     println!("{}", Value::Object(report));
 }
