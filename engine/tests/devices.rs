@@ -9,7 +9,7 @@
 
 mod common;
 
-use adiuva_engine::authorship::{Attestation, AttestationPlace, Decoded, SignedChanges, SignedSnapshot};
+use adiuva_engine::authorship::{Attestation, AttestationPlace, ChangeNames, Decoded, SignedChanges, SignedSnapshot};
 use adiuva_engine::identity::DeviceIdentity;
 use adiuva_engine::workspace::{PeerMessage, PeerStates};
 use adiuva_engine::{EventFilter, KeyProtection, ROOT_DOCUMENT, Workspace};
@@ -625,13 +625,27 @@ fn a_document_received_whole_is_adopted_only_when_every_change_checks_out() {
     let stranger = foreign_change(&impostor);
     let mut doc = automerge::Automerge::new();
     doc.apply_changes([stranger.clone()]).unwrap();
+    let names = ChangeNames::of(&doc);
     let hostile = SignedSnapshot { attestations: vec![attest(&c, &impostor, TASKS, &stranger)], document: doc.save() };
-    let hostile = PeerMessage { sync: answer.sync.clone(), changes: hostile.encode().unwrap() };
+    let hostile = PeerMessage { sync: answer.sync.clone(), changes: hostile.encode(&names).unwrap() };
     let error = c.receive_peer_message(&mut PeerStates::default(), TASKS, &hostile).unwrap_err();
     assert_eq!(error.code(), ErrorCode::DeviceUnknown, "{error}");
     let round = [(TASKS.to_owned(), hostile)];
     let error = c.receive_peer_round(&mut PeerStates::default(), &round).unwrap_err();
     assert_eq!(error.code(), ErrorCode::DeviceUnknown, "{error}");
+    // One naming the changes its attestation covers, its document holding none of them.
+    let Decoded::Attested(answered) = SignedSnapshot::decode(&answer.changes).unwrap() else { panic!("legacy") };
+    let answered_doc = automerge::Automerge::load(answered.document).unwrap();
+    let a_names = ChangeNames::of(&answered_doc);
+    let attestations = answered.attestations(&answered_doc).unwrap();
+    let misnamed = SignedSnapshot { attestations, document: automerge::Automerge::new().save() };
+    let misnamed = PeerMessage { sync: answer.sync.clone(), changes: misnamed.encode(&a_names).unwrap() };
+    for error in [
+        c.receive_peer_message(&mut PeerStates::default(), TASKS, &misnamed).unwrap_err(),
+        c.receive_peer_round(&mut PeerStates::default(), &[(TASKS.to_owned(), misnamed.clone())]).unwrap_err(),
+    ] {
+        assert_eq!(error.code(), ErrorCode::SyncUnitMalformed, "{error}");
+    }
     // A damaged one: a byte of the saved document flipped.
     let mut damaged = answer.changes.clone();
     let last = damaged.len() - 1;

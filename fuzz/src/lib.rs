@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use adiuva_engine::authorship::{Decoded, SignedChanges, SignedSnapshot};
+use adiuva_engine::authorship::{ChangeNames, Decoded, SignedChanges, SignedSnapshot};
 use adiuva_engine::chunk::{BlobKind, ChunkPlace, open_chunk, open_local, parse_frame, seal_local};
 use adiuva_engine::crypto::{SecretKey, WorkspaceKey};
 use adiuva_engine::identity::DeviceIdentity;
@@ -137,9 +137,7 @@ pub fn signed(data: &[u8]) {
     if let Ok(Decoded::Attested(unit)) = SignedChanges::decode(data) {
         assert_eq!(unit.encode().ok().as_deref(), Some(data));
     }
-    if let Ok(Decoded::Attested(snapshot)) = SignedSnapshot::decode(data) {
-        assert_eq!(snapshot.encode().ok().as_deref(), Some(data));
-    }
+    signed_snapshot(data);
     if let Ok(text) = std::str::from_utf8(data)
         && let Ok(ticket) = adiuva_engine::Ticket::decode(text)
     {
@@ -187,11 +185,17 @@ fn signed_changes(payload: &[u8]) {
     }
 }
 
-/// A signed snapshot's document, loaded as a restore or a peer loads it.
+/// A signed snapshot's document, loaded as a restore or a peer loads it, and its attestations
+/// named against it. What resolves must, encoded again, resolve to the same attestations.
 fn signed_snapshot(payload: &[u8]) {
-    if let Ok(Decoded::Attested(snapshot)) = SignedSnapshot::decode(payload) {
-        let _ = automerge::Automerge::load(&snapshot.document);
-    }
+    let Ok(Decoded::Attested(snapshot)) = SignedSnapshot::decode(payload) else { return };
+    let document = snapshot.document;
+    let Ok(doc) = automerge::Automerge::load(document) else { return };
+    let Ok(attestations) = snapshot.attestations(&doc) else { return };
+    let again = SignedSnapshot { attestations, document: document.to_vec() };
+    let Ok(encoded) = again.encode(&ChangeNames::of(&doc)) else { panic!("a resolved snapshot did not encode") };
+    let Ok(Decoded::Attested(decoded)) = SignedSnapshot::decode(&encoded) else { panic!("nor decode again") };
+    assert_eq!(decoded.attestations(&doc).ok(), Some(again.attestations));
 }
 
 /// What a peer sends over the peer protocol: frames (hello, rounds, heads, notices, pushes) and, inside a
@@ -302,15 +306,11 @@ fn unit_parts(parts: &[(String, Vec<u8>)]) {
     }
 }
 
-/// A restore point's parts decoded as applying it decodes them: signed snapshots, Automerge
-/// documents and their changes.
+/// A restore point's parts decoded as applying it decodes them: signed snapshots, their
+/// documents and attestations.
 fn restore_point_parts(parts: &[(String, Vec<u8>)]) {
     for (_, bytes) in parts {
-        if let Ok(Decoded::Attested(snapshot)) = SignedSnapshot::decode(bytes)
-            && let Ok(document) = automerge::Automerge::load(&snapshot.document)
-        {
-            let _ = document.get_changes(&[]);
-        }
+        signed_snapshot(bytes);
     }
 }
 

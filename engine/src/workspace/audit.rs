@@ -147,22 +147,30 @@ impl Workspace {
                     match self.log.open_chunk(document, &key, &sealed, BlobKind::Snapshot) {
                         Err(fault) => audit.faults.push(fault),
                         Ok(payload) => {
-                            let saved = match SignedSnapshot::decode(&payload) {
-                                Ok(Decoded::Attested(snapshot)) => {
-                                    attestations.extend(snapshot.attestations);
-                                    Some(snapshot.document)
-                                }
-                                Ok(Decoded::Legacy) => Some(payload),
-                                Err(e) => {
-                                    audit.faults.push(corrupt(format!("{}: {e}", layout::describe(&key))));
-                                    None
-                                }
-                            };
+                            let fault = |e: &dyn std::fmt::Display| corrupt(format!("{}: {e}", layout::describe(&key)));
                             let checked = LoadOptions::new().verification_mode(VerificationMode::Check);
-                            match saved.map(|bytes| Automerge::load_with_options(&bytes, checked)) {
-                                Some(Ok(loaded)) => doc = loaded,
-                                Some(Err(e)) => audit.faults.push(corrupt(format!("{}: {e}", layout::describe(&key)))),
-                                None => {}
+                            match SignedSnapshot::decode(&payload) {
+                                Err(e) => audit.faults.push(fault(&e)),
+                                Ok(decoded) => {
+                                    let saved = match &decoded {
+                                        Decoded::Attested(snapshot) => snapshot.document,
+                                        Decoded::Legacy => &payload[..],
+                                    };
+                                    match Automerge::load_with_options(saved, checked) {
+                                        Err(e) => audit.faults.push(fault(&e)),
+                                        Ok(loaded) => {
+                                            // Without them the document is still audited: its
+                                            // changes then show as unattested.
+                                            if let Decoded::Attested(snapshot) = decoded {
+                                                match snapshot.attestations(&loaded) {
+                                                    Ok(listed) => attestations.extend(listed),
+                                                    Err(e) => audit.faults.push(fault(&e)),
+                                                }
+                                            }
+                                            doc = loaded;
+                                        }
+                                    }
+                                }
                             }
                         }
                     }

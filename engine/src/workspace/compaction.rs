@@ -11,7 +11,7 @@ use tracing::{debug, warn};
 
 use super::upgrade::shared_document_of_records;
 use super::{LoadedDocument, ROOT_DOCUMENT, Workspace, layout};
-use crate::authorship::{Attestation, Attestations, SignedSnapshot};
+use crate::authorship::{Attestation, Attestations, ChangeNames, SignedSnapshot};
 use crate::chunk::BlobKind;
 use crate::error::{Error, Result};
 use crate::manifest::SnapshotRef;
@@ -57,7 +57,7 @@ impl Workspace {
         let own_legacy = self.own_unattested_changes(document)?;
         let loaded = self.document(document)?;
         let mut fold = Fold::of(document, loaded);
-        let saved = Saved { snapshot: loaded.doc.save(), index: None };
+        let saved = Saved { snapshot: loaded.doc.save(), names: ChangeNames::of(&loaded.doc), index: None };
         // The snapshot keeps the attestation of every change it folds in, so authorship
         // survives compaction; this device's own changes from before attestations get one now.
         if !own_legacy.is_empty() {
@@ -89,7 +89,11 @@ impl Workspace {
             .name("compaction".into())
             .spawn(move || {
                 let sealed = index.encode().and_then(|plain| sealer.seal(&index_key, BlobKind::EventIndex, &plain));
-                Saved { snapshot: copy.save(), index: Some(sealed.map(|sealed| (sealed, index.next_seq))) }
+                Saved {
+                    snapshot: copy.save(),
+                    names: ChangeNames::of(&copy),
+                    index: Some(sealed.map(|sealed| (sealed, index.next_seq))),
+                }
             })
             .map_err(|e| Error::Store(StoreError::from(e)))?;
         self.compacting = Some(Compacting { fold, saving });
@@ -131,7 +135,7 @@ impl Workspace {
         let snapshot = SignedSnapshot { attestations: attestations.all().to_vec(), document: saved.snapshot };
         // Step 1: the new snapshot and the manifest that points at it, durable together.
         let key = layout::snapshot(document, generation);
-        let sealed = self.log.seal(&key, BlobKind::Snapshot, &snapshot.encode()?)?;
+        let sealed = self.log.seal(&key, BlobKind::Snapshot, &snapshot.encode(&saved.names)?)?;
         let mut manifest = current.clone();
         manifest.tail_start = fold.upto;
         manifest.tail_bytes = current.tail_bytes.saturating_sub(fold.tail_bytes);
@@ -214,11 +218,12 @@ impl Fold {
     }
 }
 
-/// What a compaction's save produced: the document's bytes and, when saved on a thread of its
-/// own, the sealed event index base as far as the document went, with the sequence number it
+/// What a compaction's save produced: the document's bytes, the names of its changes and, when
+/// saved on a thread of its own, the sealed event index base as far as the document went, with the sequence number it
 /// reaches.
 struct Saved {
     snapshot: Vec<u8>,
+    names: ChangeNames,
     index: Option<Result<(Vec<u8>, u64)>>,
 }
 

@@ -249,22 +249,25 @@ impl DocumentLog {
             // document it had checked; re-hashing every change here would only cost time. A
             // read-only open (an audit) checks them.
             Some(bytes) => {
-                let bytes = match SignedSnapshot::decode(bytes).map_err(|e| corrupt(e.to_string()))? {
-                    Decoded::Attested(snapshot) => {
-                        attestations.extend(snapshot.attestations);
-                        snapshot.document
-                    }
-                    Decoded::Legacy => {
-                        legacy = true;
-                        bytes.clone()
-                    }
-                };
                 let verification = match self.read_only {
                     true => automerge::VerificationMode::Check,
                     false => automerge::VerificationMode::DontCheck,
                 };
-                let options = automerge::LoadOptions::new().verification_mode(verification);
-                Automerge::load_with_options(&bytes, options).map_err(|e| corrupt(e.to_string()))?
+                let load = |saved: &[u8]| {
+                    let options = automerge::LoadOptions::new().verification_mode(verification);
+                    Automerge::load_with_options(saved, options).map_err(|e| corrupt(e.to_string()))
+                };
+                match SignedSnapshot::decode(bytes).map_err(|e| corrupt(e.to_string()))? {
+                    Decoded::Attested(snapshot) => {
+                        let doc = load(snapshot.document)?;
+                        attestations.extend(snapshot.attestations(&doc).map_err(|e| corrupt(e.to_string()))?);
+                        doc
+                    }
+                    Decoded::Legacy => {
+                        legacy = true;
+                        load(bytes)?
+                    }
+                }
             }
             None => Automerge::new(),
         };

@@ -42,7 +42,7 @@ use super::log::LoadedDocument;
 use super::relay::{RELAY_FRAME_PREFIX, RelayFrame, decode_parts, encode_parts};
 use super::sync::{self, Imported};
 use super::{ROOT_DOCUMENT, Workspace, layout};
-use crate::authorship::{Attestations, Decoded, SignedChanges, SignedSnapshot};
+use crate::authorship::{Attestations, ChangeNames, Decoded, SignedChanges, SignedSnapshot};
 use crate::chunk::BlobKind;
 use crate::cores::{self, Spread};
 use crate::crypto::{KeyPurpose, WorkspaceKey, random_bytes};
@@ -301,7 +301,8 @@ impl Workspace {
             })?;
             return self.log.open_chunk(document, &key, &sealed, BlobKind::Snapshot);
         }
-        SignedSnapshot { attestations: loaded.attestations.all().to_vec(), document: loaded.doc.save() }.encode()
+        let names = ChangeNames::of(&loaded.doc);
+        SignedSnapshot { attestations: loaded.attestations.all().to_vec(), document: loaded.doc.save() }.encode(&names)
     }
 
     fn seal_restore_blob(
@@ -547,9 +548,9 @@ pub(super) fn decode_snapshot(document: &str, bytes: &[u8]) -> Result<(Automerge
     let Ok(Decoded::Attested(snapshot)) = SignedSnapshot::decode(bytes) else {
         return Err(malformed("not a signed snapshot"));
     };
-    let doc = Automerge::load(&snapshot.document).map_err(|_| malformed("not an Automerge document"))?;
+    let doc = Automerge::load(snapshot.document).map_err(|_| malformed("not an Automerge document"))?;
     let mut attestations = Attestations::default();
-    attestations.extend(snapshot.attestations);
+    attestations.extend(snapshot.attestations(&doc).map_err(|error| malformed(error.0))?);
     Ok((doc, attestations))
 }
 
