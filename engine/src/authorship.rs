@@ -345,6 +345,17 @@ fn decode_named(reader: &mut Reader<'_>) -> Result<Covered, PayloadError> {
 }
 
 impl SnapshotPayload<'_> {
+    /// The document, loaded with every change hash checked. Automerge 0.12 panics on some
+    /// malformed documents (an `unwrap` in its column decoder, `hexane`), and these bytes come
+    /// from other devices: such a panic is what it says, bytes that are not a document.
+    pub fn load(&self) -> Result<Automerge, PayloadError> {
+        let document = self.document;
+        match std::panic::catch_unwind(|| Automerge::load(document)) {
+            Ok(Ok(doc)) => Ok(doc),
+            Ok(Err(_)) | Err(_) => Err(PayloadError("not an Automerge document")),
+        }
+    }
+
     /// The attestations with the hashes of the changes they cover, each named change looked
     /// up in `doc`, the document loaded from [`Self::document`]. A name the document does not
     /// hold, holds twice, or that the snapshot uses twice is an error.

@@ -646,6 +646,19 @@ fn a_document_received_whole_is_adopted_only_when_every_change_checks_out() {
     ] {
         assert_eq!(error.code(), ErrorCode::SyncUnitMalformed, "{error}");
     }
+    // One whose document makes Automerge's load panic (found by the `peer` fuzz target).
+    let mut panicking = b"ADSS\x01\0\0\0\0".to_vec();
+    panicking.extend_from_slice(&[
+        0x85, 0x6f, 0x4a, 0x83, 0x21, 0x02, 0x4d, 0x00, 0x03, 0x0a, 0x00, 0x00, 0x00, 0x01, 0x23, 0x04, 0x2f, 0x04,
+        0x4d, 0x00, 0x00, 0x0a, 0x4d, 0x00, 0x4d, 0x04,
+    ]);
+    let panicking = PeerMessage { sync: answer.sync.clone(), changes: panicking };
+    for error in [
+        c.receive_peer_message(&mut PeerStates::default(), TASKS, &panicking).unwrap_err(),
+        c.receive_peer_round(&mut PeerStates::default(), &[(TASKS.to_owned(), panicking.clone())]).unwrap_err(),
+    ] {
+        assert_eq!(error.code(), ErrorCode::SyncUnitMalformed, "{error}");
+    }
     // A damaged one: a byte of the saved document flipped.
     let mut damaged = answer.changes.clone();
     let last = damaged.len() - 1;

@@ -190,7 +190,7 @@ fn signed_changes(payload: &[u8]) {
 fn signed_snapshot(payload: &[u8]) {
     let Ok(Decoded::Attested(snapshot)) = SignedSnapshot::decode(payload) else { return };
     let document = snapshot.document;
-    let Ok(doc) = automerge::Automerge::load(document) else { return };
+    let Ok(doc) = snapshot.load() else { return };
     let Ok(attestations) = snapshot.attestations(&doc) else { return };
     let again = SignedSnapshot { attestations, document: document.to_vec() };
     let Ok(encoded) = again.encode(&ChangeNames::of(&doc)) else { panic!("a resolved snapshot did not encode") };

@@ -548,7 +548,7 @@ pub(super) fn decode_snapshot(document: &str, bytes: &[u8]) -> Result<(Automerge
     let Ok(Decoded::Attested(snapshot)) = SignedSnapshot::decode(bytes) else {
         return Err(malformed("not a signed snapshot"));
     };
-    let doc = Automerge::load(snapshot.document).map_err(|_| malformed("not an Automerge document"))?;
+    let doc = snapshot.load().map_err(|error| malformed(error.0))?;
     let mut attestations = Attestations::default();
     attestations.extend(snapshot.attestations(&doc).map_err(|error| malformed(error.0))?);
     Ok((doc, attestations))
