@@ -45,7 +45,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 
 use adiuva_model::DeviceId;
-use automerge::{ActorId, Automerge, Change, ChangeHash};
+use automerge::{ActorId, Automerge, Change, ChangeHash, LoadOptions, VerificationMode};
 
 use crate::identity::{self, DeviceIdentity, SIGNATURE_LEN};
 use crate::{Result, encode};
@@ -345,17 +345,6 @@ fn decode_named(reader: &mut Reader<'_>) -> Result<Covered, PayloadError> {
 }
 
 impl SnapshotPayload<'_> {
-    /// The document, loaded with every change hash checked. Automerge 0.12 panics on some
-    /// malformed documents (an `unwrap` in its column decoder, `hexane`), and these bytes come
-    /// from other devices: such a panic is what it says, bytes that are not a document.
-    pub fn load(&self) -> Result<Automerge, PayloadError> {
-        let document = self.document;
-        match std::panic::catch_unwind(|| Automerge::load(document)) {
-            Ok(Ok(doc)) => Ok(doc),
-            Ok(Err(_)) | Err(_) => Err(PayloadError("not an Automerge document")),
-        }
-    }
-
     /// The attestations with the hashes of the changes they cover, each named change looked
     /// up in `doc`, the document loaded from [`Self::document`]. A name the document does not
     /// hold, holds twice, or that the snapshot uses twice is an error.
@@ -387,6 +376,18 @@ impl SnapshotPayload<'_> {
             attestations.push(attestation);
         }
         Ok(attestations)
+    }
+}
+
+/// Automerge's load of `document` (a snapshot's, or bare Automerge bytes), with `verification`;
+/// what fails is described. Automerge 0.12 panics on some malformed documents (an `unwrap` in
+/// its column decoder, `hexane`), and documents come from other devices: such a panic is what
+/// it says, bytes that are not a document.
+pub fn load_document(document: &[u8], verification: VerificationMode) -> Result<Automerge, String> {
+    let load = || Automerge::load_with_options(document, LoadOptions::new().verification_mode(verification));
+    match std::panic::catch_unwind(load) {
+        Ok(loaded) => loaded.map_err(|error| error.to_string()),
+        Err(_) => Err("not an Automerge document (its decoder gave up)".into()),
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use adiuva_engine::authorship::{ChangeNames, Decoded, SignedChanges, SignedSnapshot};
+use adiuva_engine::authorship::{ChangeNames, Decoded, SignedChanges, SignedSnapshot, load_document};
 use adiuva_engine::chunk::{BlobKind, ChunkPlace, open_chunk, open_local, parse_frame, seal_local};
 use adiuva_engine::crypto::{SecretKey, WorkspaceKey};
 use adiuva_engine::identity::DeviceIdentity;
@@ -186,7 +186,7 @@ fn signed_changes(payload: &[u8]) {
 }
 
 /// libFuzzer's panic hook aborts at any panic, even one the code under test catches (as
-/// `SnapshotPayload::load` catches Automerge's). The default hook instead: a panic that is not
+/// `load_document` catches Automerge's). The default hook instead: a panic that is not
 /// caught still ends the input as a crash (libfuzzer-sys aborts when the target unwinds).
 fn panics_caught_are_not_crashes() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -199,7 +199,7 @@ fn signed_snapshot(payload: &[u8]) {
     let Ok(Decoded::Attested(snapshot)) = SignedSnapshot::decode(payload) else { return };
     let document = snapshot.document;
     panics_caught_are_not_crashes();
-    let Ok(doc) = snapshot.load() else { return };
+    let Ok(doc) = load_document(document, automerge::VerificationMode::Check) else { return };
     let Ok(attestations) = snapshot.attestations(&doc) else { return };
     let again = SignedSnapshot { attestations, document: document.to_vec() };
     let Ok(encoded) = again.encode(&ChangeNames::of(&doc)) else { panic!("a resolved snapshot did not encode") };

@@ -8,13 +8,13 @@
 use std::collections::{BTreeMap, HashSet};
 
 use adiuva_model::DeviceId;
-use automerge::{Automerge, Change, ChangeHash, ChangeMetadata, LoadOptions, VerificationMode};
+use automerge::{Automerge, Change, ChangeHash, ChangeMetadata, VerificationMode};
 use chrono::{DateTime, Utc};
 
 use super::devices::DeviceList;
 use super::sync::{self, ChangeFacts};
 use super::{ROOT_DOCUMENT, Workspace, layout};
-use crate::authorship::{Attestations, Decoded, SignedChanges, SignedSnapshot};
+use crate::authorship::{Attestations, Decoded, SignedChanges, SignedSnapshot, load_document};
 use crate::chunk::BlobKind;
 use crate::error::{Error, Result};
 
@@ -147,31 +147,12 @@ impl Workspace {
                     match self.log.open_chunk(document, &key, &sealed, BlobKind::Snapshot) {
                         Err(fault) => audit.faults.push(fault),
                         Ok(payload) => {
-                            let fault = |e: &dyn std::fmt::Display| corrupt(format!("{}: {e}", layout::describe(&key)));
-                            let checked = LoadOptions::new().verification_mode(VerificationMode::Check);
-                            match SignedSnapshot::decode(&payload) {
-                                Err(e) => audit.faults.push(fault(&e)),
-                                Ok(decoded) => {
-                                    let saved = match &decoded {
-                                        Decoded::Attested(snapshot) => snapshot.document,
-                                        Decoded::Legacy => &payload[..],
-                                    };
-                                    match Automerge::load_with_options(saved, checked) {
-                                        Err(e) => audit.faults.push(fault(&e)),
-                                        Ok(loaded) => {
-                                            // Without them the document is still audited: its
-                                            // changes then show as unattested.
-                                            if let Decoded::Attested(snapshot) = decoded {
-                                                match snapshot.attestations(&loaded) {
-                                                    Ok(listed) => attestations.extend(listed),
-                                                    Err(e) => audit.faults.push(fault(&e)),
-                                                }
-                                            }
-                                            doc = loaded;
-                                        }
-                                    }
-                                }
+                            let mut details = Vec::new();
+                            if let Some(loaded) = load_snapshot(&payload, &mut attestations, &mut details) {
+                                doc = loaded;
                             }
+                            let describe = |detail| corrupt(format!("{}: {detail}", layout::describe(&key)));
+                            audit.faults.extend(details.into_iter().map(describe));
                         }
                     }
                 }
@@ -223,7 +204,7 @@ impl Workspace {
                     }
                 }
                 // Written before attestations: bare Automerge bytes.
-                Ok(Decoded::Legacy) => match Automerge::load(&payload) {
+                Ok(Decoded::Legacy) => match load_document(&payload, VerificationMode::Check) {
                     Ok(part) => tail.extend(part.get_changes(&[])),
                     Err(e) => audit.faults.push(corrupt(format!("{}: {e}", layout::describe(&key)))),
                 },
@@ -332,4 +313,24 @@ pub fn epoch_faults(audits: &[DocumentAudit]) -> Vec<Error> {
         }
     }
     faults
+}
+
+/// A stored snapshot's document (`payload`), loaded with every hash checked, and its
+/// attestations added to `attestations`; each fault described in `faults`. Attestations that do
+/// not resolve are a fault of their own: the document is still audited, its changes then
+/// unattested.
+fn load_snapshot(payload: &[u8], attestations: &mut Attestations, faults: &mut Vec<String>) -> Option<Automerge> {
+    let decoded = SignedSnapshot::decode(payload).map_err(|e| faults.push(e.to_string())).ok()?;
+    let saved = match &decoded {
+        Decoded::Attested(snapshot) => snapshot.document,
+        Decoded::Legacy => payload,
+    };
+    let loaded = load_document(saved, VerificationMode::Check).map_err(|e| faults.push(e)).ok()?;
+    if let Decoded::Attested(snapshot) = decoded {
+        match snapshot.attestations(&loaded) {
+            Ok(listed) => attestations.extend(listed),
+            Err(e) => faults.push(e.to_string()),
+        }
+    }
+    Some(loaded)
 }

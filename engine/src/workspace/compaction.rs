@@ -219,8 +219,8 @@ impl Fold {
 }
 
 /// What a compaction's save produced: the document's bytes, the names of its changes and, when
-/// saved on a thread of its own, the sealed event index base as far as the document went, with the sequence number it
-/// reaches.
+/// saved on a thread of its own, the sealed event index base as far as the document went, with
+/// the sequence number it reaches.
 struct Saved {
     snapshot: Vec<u8>,
     names: ChangeNames,

@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 use automerge::{ActorId, Automerge, Change, ReadDoc};
 
 use super::layout;
-use crate::authorship::{Attestation, AttestationPlace, Attestations, Decoded, SignedChanges, SignedSnapshot};
+use crate::authorship::{
+    Attestation, AttestationPlace, Attestations, Decoded, SignedChanges, SignedSnapshot, load_document,
+};
 use crate::chunk::{self, BlobKind, ChunkPlace, SealingKey};
 use crate::crypto::SecretKey;
 use crate::error::{Error, Result};
@@ -253,10 +255,7 @@ impl DocumentLog {
                     true => automerge::VerificationMode::Check,
                     false => automerge::VerificationMode::DontCheck,
                 };
-                let load = |saved: &[u8]| {
-                    let options = automerge::LoadOptions::new().verification_mode(verification);
-                    Automerge::load_with_options(saved, options).map_err(|e| corrupt(e.to_string()))
-                };
+                let load = |saved: &[u8]| load_document(saved, verification).map_err(corrupt);
                 match SignedSnapshot::decode(bytes).map_err(|e| corrupt(e.to_string()))? {
                     Decoded::Attested(snapshot) => {
                         let doc = load(snapshot.document)?;

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Sender, channel};
 
 use adiuva_model::DeviceId;
-use automerge::{Automerge, ChangeMetadata, ReadDoc};
+use automerge::{Automerge, ChangeMetadata, ReadDoc, VerificationMode};
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 
@@ -42,7 +42,7 @@ use super::log::LoadedDocument;
 use super::relay::{RELAY_FRAME_PREFIX, RelayFrame, decode_parts, encode_parts};
 use super::sync::{self, Imported};
 use super::{ROOT_DOCUMENT, Workspace, layout};
-use crate::authorship::{Attestations, ChangeNames, Decoded, SignedChanges, SignedSnapshot};
+use crate::authorship::{Attestations, ChangeNames, Decoded, SignedChanges, SignedSnapshot, load_document};
 use crate::chunk::BlobKind;
 use crate::cores::{self, Spread};
 use crate::crypto::{KeyPurpose, WorkspaceKey, random_bytes};
@@ -548,7 +548,8 @@ pub(super) fn decode_snapshot(document: &str, bytes: &[u8]) -> Result<(Automerge
     let Ok(Decoded::Attested(snapshot)) = SignedSnapshot::decode(bytes) else {
         return Err(malformed("not a signed snapshot"));
     };
-    let doc = snapshot.load().map_err(|error| malformed(error.0))?;
+    let doc = load_document(snapshot.document, VerificationMode::Check)
+        .map_err(|_| malformed("not an Automerge document"))?;
     let mut attestations = Attestations::default();
     attestations.extend(snapshot.attestations(&doc).map_err(|error| malformed(error.0))?);
     Ok((doc, attestations))
