@@ -1,11 +1,16 @@
 //! The routes, all under `/api/v1`, with the OpenAPI document generated from their handlers
-//! (served at `/api/v1/openapi.json`), and what wraps every request: its request id and span.
+//! (served at `/api/v1/openapi.json`), and what wraps every request: its request id and span,
+//! and `connection: close` on an answer given before its request's body was read.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use adiuva_http_api::BearerToken;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::{Json, Router};
@@ -70,8 +75,57 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::Extension(document))
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::from_fn(close_if_body_unread))
         .layer(axum::middleware::from_fn(request_span))
         .with_state(state)
+}
+
+/// Answers a request whose body was not read to its end (refused before it, or cut at a limit)
+/// with `connection: close`. The server closes such a connection after answering, since what
+/// is left of the body cannot be told from the next request; without the header a client
+/// keeping connections alive would send its next request into the closed one.
+async fn close_if_body_unread(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    if body.is_end_stream() {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    let finished = Arc::new(AtomicBool::new(false));
+    let body = Body::new(ReadToEnd { inner: body, finished: finished.clone() });
+    let mut response = next.run(Request::from_parts(parts, body)).await;
+    if !finished.load(Ordering::Acquire) {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// A request body that notes when it has been read to its end.
+struct ReadToEnd {
+    inner: Body,
+    finished: Arc<AtomicBool>,
+}
+
+impl HttpBody for ReadToEnd {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.finished.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Gives each request its id (echoed in `x-request-id`) and a span carrying it; logs one line

@@ -119,6 +119,51 @@ fn missing_forged_and_expired_tokens_are_refused() {
     server.call("GET", "/api/v1/auth/me", renewed["access_token"].as_str(), Body::None).expect(200);
 }
 
+#[test]
+fn an_answer_given_before_the_body_is_read_says_the_connection_closes() {
+    let (_dir, data) = data_dir();
+    let server = Server::start(&data, &[]);
+    let mut connection = std::net::TcpStream::connect(&server.address).unwrap();
+    connection.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+
+    // A body fully read, even one refused after reading: the connection stays open.
+    let body = r#"{"email": "nobody@example.com"}"#;
+    let head = format!(
+        "POST /api/v1/auth/login HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let answer = exchange(&mut connection, &[head.as_bytes(), body.as_bytes()]);
+    assert!(answer.starts_with("http/1.1 400") && !answer.contains("connection: close"), "{answer}");
+
+    // Refused (no token) before its body arrived: the server closes the connection after
+    // answering, and the answer says so, or a client would send its next request into it.
+    let head = "PUT /api/v1/workspaces/ws1/blobs/00 HTTP/1.1\r\nhost: x\r\ncontent-length: 6\r\n\r\n";
+    let answer = exchange(&mut connection, &[head.as_bytes()]);
+    assert!(answer.starts_with("http/1.1 401") && answer.contains("connection: close"), "{answer}");
+}
+
+/// Writes one request in parts and reads its answer (head and `content-length` bytes).
+fn exchange(connection: &mut std::net::TcpStream, parts: &[&[u8]]) -> String {
+    use std::io::{Read, Write};
+    for part in parts {
+        connection.write_all(part).unwrap();
+    }
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n\r\n") {
+        connection.read_exact(&mut byte).unwrap();
+        answer.push(byte[0]);
+    }
+    let head = String::from_utf8(answer).unwrap().to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length: "))
+        .map_or(0, |value| value.trim().parse().unwrap());
+    let mut body = vec![0; length];
+    connection.read_exact(&mut body).unwrap();
+    head + &String::from_utf8_lossy(&body)
+}
+
 /// The same claims, signed HS256 with a secret that is not the server's.
 pub fn forge(token: &str) -> String {
     let mut parts = token.split('.');
