@@ -391,6 +391,23 @@ pub fn load_document(document: &[u8], verification: VerificationMode) -> Result<
     }
 }
 
+/// Automerge's `apply_changes` of `changes` to `doc`; what fails is described. Changes come from
+/// other devices, and Automerge 0.12 panics on some that parse (an `unwrap` of an actor lookup
+/// while it imports their operations, found by the `apply` fuzz target): a device that passed
+/// every check, its signature included, could otherwise end the process that takes them in.
+/// Such a panic is a refusal here. It can stop Automerge halfway through changing `doc`, which
+/// is then left empty; on any error the caller drops `doc` or reads it again from the store.
+pub fn apply_changes(doc: &mut Automerge, changes: impl IntoIterator<Item = Change> + Clone) -> Result<(), String> {
+    let apply = std::panic::AssertUnwindSafe(|| doc.apply_changes(changes));
+    match std::panic::catch_unwind(apply) {
+        Ok(applied) => applied.map_err(|error| error.to_string()),
+        Err(_) => {
+            *doc = Automerge::new();
+            Err("changes Automerge cannot apply (its importer gave up)".into())
+        }
+    }
+}
+
 /// Every change of a document by its name: its actor (numbered in the order first met) and
 /// sequence number.
 #[derive(Debug, Default)]

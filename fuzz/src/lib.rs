@@ -13,10 +13,11 @@ use std::sync::LazyLock;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use adiuva_engine::authorship::{ChangeNames, Decoded, SignedChanges, SignedSnapshot, load_document};
+use adiuva_engine::authorship::{self, ChangeNames, Decoded, SignedChanges, SignedSnapshot, load_document};
 use adiuva_engine::chunk::{BlobKind, ChunkPlace, open_chunk, open_local, parse_frame, seal_local};
 use adiuva_engine::crypto::{SecretKey, WorkspaceKey};
 use adiuva_engine::identity::DeviceIdentity;
+use adiuva_engine::records;
 use adiuva_engine::recovery::RecoveryKeys;
 use adiuva_engine::workspace::fuzzing;
 use axum::extract::{FromRequest, FromRequestParts};
@@ -38,6 +39,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("invite", invite),
     ("search", search),
     ("peer", peer),
+    ("apply", apply),
     ("relay_unit", relay_unit),
     ("key_envelope", key_envelope),
     ("relay_answer", relay_answer),
@@ -186,8 +188,9 @@ fn signed_changes(payload: &[u8]) {
 }
 
 /// libFuzzer's panic hook aborts at any panic, even one the code under test catches (as
-/// `load_document` catches Automerge's). The default hook instead: a panic that is not
-/// caught still ends the input as a crash (libfuzzer-sys aborts when the target unwinds).
+/// `load_document` and `apply_changes` catch Automerge's). The default hook instead: a panic
+/// that is not caught still ends the input as a crash (libfuzzer-sys aborts when the target
+/// unwinds).
 fn panics_caught_are_not_crashes() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| drop(std::panic::take_hook()));
@@ -231,6 +234,74 @@ pub fn peer(data: &[u8]) {
         assert_eq!(ticket.to_string().parse::<adiuva_p2p::PeerTicket>().ok(), Some(ticket));
     }
 }
+
+/// What the Automerge data other devices send does once it has passed its checks: the first
+/// byte picks one change (as a signed unit carries it) or a sync message (as a peer's round
+/// carries it: one without changes), the rest is that, taken in by a collection document
+/// holding records. After a change, the records it touched are read back as the read views
+/// read them. Changes go through `authorship::apply_changes`, as the engine applies them.
+pub fn apply(data: &[u8]) {
+    let Some((&kind, rest)) = data.split_first() else { return };
+    let mut doc = COLLECTION_DOCUMENT.clone();
+    if kind % 2 == 0 {
+        let Ok(change) = automerge::Change::from_bytes(rest.to_vec()) else { return };
+        let before = doc.get_heads();
+        panics_caught_are_not_crashes();
+        if authorship::apply_changes(&mut doc, [change]).is_err() {
+            return;
+        }
+        let changes = doc.get_changes(&before);
+        let touched: Vec<_> = records::touched_by(&doc, &changes).into_keys().collect();
+        for id in &touched {
+            let _ = records::read_record(&doc, *id, None);
+        }
+        let _ = records::read_records(&doc, &records::record_ids(&doc));
+    } else {
+        use automerge::sync::SyncDoc;
+        let Ok(message) = automerge::sync::Message::decode(rest) else { return };
+        if !message.changes.is_empty() {
+            return;
+        }
+        let mut state = automerge::sync::State::new();
+        if doc.receive_sync_message(&mut state, message).is_ok() {
+            let _ = doc.generate_sync_message(&mut state);
+        }
+    }
+}
+
+/// The document the `apply` target's inputs are taken in by: two tasks and a note, made by
+/// actor `[1; 16]` (the seeds' changes build on its heads).
+pub static COLLECTION_DOCUMENT: LazyLock<automerge::Automerge> = LazyLock::new(|| {
+    use adiuva_model::{Collection, RecordId};
+    use records::Effect;
+    let mut doc = automerge::Automerge::new().with_actor(automerge::ActorId::from([1; 16]));
+    let record = |n: u8| RecordId(ulid::Ulid::from_parts(1_700_000_000_000 + u64::from(n), u128::from(n)));
+    let fields = |value: serde_json::Value| value.as_object().cloned().unwrap_or_default();
+    let effects = [
+        Effect::CreateRecord {
+            collection: Collection::Tasks,
+            id: record(1),
+            fields: fields(
+                serde_json::json!({"title": "Call the bank", "description": "about the card", "due": "2026-12-08", "tags": ["home", "money"]}),
+            ),
+        },
+        Effect::CreateRecord {
+            collection: Collection::Tasks,
+            id: record(2),
+            fields: fields(serde_json::json!({"title": "Book the train", "done": false, "priority": 2})),
+        },
+        Effect::CreateRecord {
+            collection: Collection::Notes,
+            id: record(3),
+            fields: fields(serde_json::json!({"title": "Ideas", "body": "a long body of text"})),
+        },
+    ];
+    for effect in effects {
+        let made = doc.transact(|tx| effect.apply(tx));
+        assert!(made.is_ok(), "the base document builds");
+    }
+    doc
+});
 
 /// The P2P join protocol (`adiuva/join/1`): its messages, read as the inviter reads a join
 /// request and the joiner an acceptance (a length, then JSON), and join tickets as text.

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use super::devices::DeviceList;
 use super::sync::{self, ChangeFacts};
 use super::{ROOT_DOCUMENT, Workspace, layout};
-use crate::authorship::{Attestations, Decoded, SignedChanges, SignedSnapshot, load_document};
+use crate::authorship::{self, Attestations, Decoded, SignedChanges, SignedSnapshot, load_document};
 use crate::chunk::BlobKind;
 use crate::error::{Error, Result};
 
@@ -218,7 +218,7 @@ impl Workspace {
         // The tail applied, every change the document holds is listed by its metadata (the
         // facts the checks read), not materialized again; a tail change Automerge holds back
         // for a missing dependency is checked (its envelope, its author) and counted too.
-        if let Err(e) = doc.apply_changes(tail.iter().cloned()) {
+        if let Err(e) = authorship::apply_changes(&mut doc, tail.iter().cloned()) {
             audit.faults.push(corrupt(format!("the tail does not apply: {e}")));
         }
         let held = doc.get_changes_meta(&[]);

@@ -29,7 +29,7 @@ use ulid::Ulid;
 use super::commit::Operation;
 use super::devices::{DeviceList, device_name};
 use super::{ROOT_DOCUMENT, Workspace, layout, lock_dir, store_dir};
-use crate::authorship::{Decoded, SignedChanges};
+use crate::authorship::{self, Decoded, SignedChanges};
 use crate::chunk::BlobKind;
 use crate::crypto::{SecretKey, random_bytes};
 use crate::error::{Error, Result};
@@ -324,7 +324,7 @@ impl PendingJoin {
         let mut scratch = Automerge::new();
         let changes: Vec<automerge::Change> =
             unit.changes.into_iter().filter_map(|bytes| automerge::Change::from_bytes(bytes).ok()).collect();
-        scratch.apply_changes(changes).map_err(|_| unauthentic())?;
+        authorship::apply_changes(&mut scratch, changes).map_err(|_| unauthentic())?;
         let list = DeviceList::read(&scratch);
         let workspace_id = ticket.workspace_id.to_bytes();
         let keys: Vec<_> = list

@@ -21,7 +21,7 @@ use automerge::{ActorId, Automerge, Change, ReadDoc};
 
 use super::layout;
 use crate::authorship::{
-    Attestation, AttestationPlace, Attestations, Decoded, SignedChanges, SignedSnapshot, load_document,
+    self, Attestation, AttestationPlace, Attestations, Decoded, SignedChanges, SignedSnapshot, load_document,
 };
 use crate::chunk::{self, BlobKind, ChunkPlace, SealingKey};
 use crate::crypto::SecretKey;
@@ -281,12 +281,12 @@ impl DocumentLog {
                 }
                 Decoded::Legacy => {
                     legacy = true;
-                    doc.apply_changes(std::mem::take(&mut changes)).map_err(|e| corrupt(e.to_string()))?;
+                    authorship::apply_changes(&mut doc, std::mem::take(&mut changes)).map_err(corrupt)?;
                     doc.load_incremental(payload).map_err(|e| corrupt(e.to_string()))?;
                 }
             }
         }
-        doc.apply_changes(changes).map_err(|e| corrupt(e.to_string()))?;
+        authorship::apply_changes(&mut doc, changes).map_err(corrupt)?;
         let missing = doc.get_missing_deps(&[]);
         if !missing.is_empty() {
             return Err(corrupt(format!("{} changes depend on history that is not stored", missing.len())));

@@ -28,7 +28,7 @@ use super::commit::Operation;
 use super::devices::DeviceList;
 use super::log::Attest;
 use super::{ROOT_DOCUMENT, Workspace, layout};
-use crate::authorship::{AttestationPlace, Attestations, Decoded, SignedChanges};
+use crate::authorship::{self, AttestationPlace, Attestations, Decoded, SignedChanges};
 use crate::chunk::{self, BlobKind, ChunkPlace, SealingKey};
 use crate::crypto::{KeyPurpose, SecretKey, WorkspaceKey};
 use crate::error::{Error, Result};
@@ -263,8 +263,10 @@ impl Workspace {
                 break;
             }
             let doc = &mut self.document(document)?.doc;
-            doc.apply_changes(ready)
-                .map_err(|e| Error::DocumentCorrupt { document: document.to_owned(), detail: e.to_string() })?;
+            // What Automerge refuses (or gives up on) is the unit's fault, not the document's:
+            // `import_into` drops the document from memory, and nothing of the unit is stored.
+            authorship::apply_changes(doc, ready)
+                .map_err(|detail| Error::BundleMalformed { document: document.to_owned(), detail })?;
             if document != ROOT_DOCUMENT {
                 break;
             }
@@ -507,7 +509,7 @@ fn admits_counter_removal(root: &Automerge, document: &str, received: &Received,
         return false;
     }
     let mut copy = root.fork();
-    if copy.apply_changes([received.change.clone()]).is_err() {
+    if authorship::apply_changes(&mut copy, [received.change.clone()]).is_err() {
         return false;
     }
     let list = DeviceList::read(&copy);
@@ -564,4 +566,92 @@ fn vouched_for<C: ChangeFacts>(
 /// or as a stored chunk, fails authentication.
 fn bundle_id(document: &str) -> Vec<u8> {
     [b"bundle/", document.as_bytes()].concat()
+}
+
+#[cfg(test)]
+mod tests {
+    // Tests fail loudly: unwrapping is how they assert.
+    #![allow(clippy::unwrap_used)]
+
+    use adiuva_model::envelope::ENVELOPE_VERSION;
+    use adiuva_model::{Actor, ErrorCode, EventId, RecordId};
+    use automerge::transaction::{CommitOptions, Transactable};
+    use zeroize::Zeroizing;
+
+    use super::*;
+    use crate::KeyProtection;
+    use crate::authorship::Attestation;
+    use crate::workspace::EventDraft;
+
+    const PASSPHRASE: &str = "a passphrase for tests";
+
+    fn protection() -> KeyProtection {
+        KeyProtection::Passphrase(Zeroizing::new(PASSPHRASE.into()))
+    }
+
+    fn create_plan(workspace: &mut Workspace) -> RecordId {
+        let id = RecordId::new();
+        let fields = serde_json::json!({"goal": "a plan"}).as_object().cloned().unwrap();
+        let effect = records::Effect::CreateRecord { collection: Collection::Plans, id, fields };
+        workspace.commit(EventDraft::new(EventKind::from_static("plan.created"), Actor::User), effect).unwrap();
+        id
+    }
+
+    /// A change by `device` (its actor, its envelope) numbered 2 in its actor's sequence with
+    /// nothing before it: Automerge 0.12 adds an actor it has not seen only with its change
+    /// number 1, and panics looking this one's actor up.
+    fn change_automerge_panics_on(device: DeviceId) -> Change {
+        let envelope = Envelope {
+            v: ENVELOPE_VERSION,
+            id: EventId::new(),
+            kind: EventKind::from_static("plan.created"),
+            actor: Actor::User,
+            device,
+            time: Utc::now(),
+            correlation: None,
+            causation: None,
+            subject: None,
+        };
+        let mut doc = automerge::AutoCommit::new().with_actor(automerge::ActorId::from(&device.0[..16]));
+        doc.put(automerge::ROOT, "first", 1).unwrap();
+        doc.commit();
+        doc.put(automerge::ROOT, "second", 2).unwrap();
+        doc.commit_with(CommitOptions::default().with_message(envelope.encode().unwrap()));
+        let second = doc.get_changes(&[])[1].clone();
+        let mut expanded = second.decode();
+        expanded.deps.clear();
+        Change::from(expanded)
+    }
+
+    #[test]
+    fn a_signed_change_automerge_cannot_apply_is_refused_and_the_document_reads_on() {
+        let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut a = Workspace::init(dirs[0].path(), protection(), "a").unwrap();
+        let ticket = a.invite(chrono::Duration::minutes(10)).unwrap();
+        let (pending, request) = Workspace::request_join(&ticket.encode(), "b").unwrap();
+        let acceptance = a.accept_join(&request).unwrap();
+        let b = pending.complete(dirs[1].path(), protection(), &acceptance).unwrap();
+        let plan = create_plan(&mut a);
+        let heads = a.heads("plans").unwrap();
+
+        // Signed by b, an authorized device, and consistent in every field the checks read.
+        let change = change_automerge_panics_on(b.device_id());
+        let place = AttestationPlace { workspace_id: &b.log.workspace_id, document: "plans" };
+        let attestation = Attestation::sign(&b.log.identity, place, 1, vec![change.hash()]);
+        let unit = SignedChanges { attestations: vec![attestation], changes: vec![change.raw_bytes().to_vec()] }
+            .encode()
+            .unwrap();
+        let error = a.import_changes("plans", &unit).unwrap_err();
+        assert_eq!(error.code(), ErrorCode::BundleMalformed, "{error}");
+
+        // Nothing of it stayed, in memory or stored; the document reads and takes changes on.
+        assert_eq!(a.heads("plans").unwrap(), heads);
+        assert_eq!(a.list(Collection::Plans).unwrap().len(), 1);
+        assert_eq!(a.status().unwrap().pending_changes, 0);
+        create_plan(&mut a);
+        drop(a);
+        let mut a = Workspace::open(dirs[0].path(), || Some(Zeroizing::new(PASSPHRASE.into()))).unwrap();
+        assert_eq!(a.list(Collection::Plans).unwrap().len(), 2);
+        assert!(a.get(Collection::Plans, plan).unwrap().is_some());
+    }
 }
