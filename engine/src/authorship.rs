@@ -408,6 +408,15 @@ pub fn apply_changes(doc: &mut Automerge, changes: impl IntoIterator<Item = Chan
     }
 }
 
+/// Automerge's `get_changes(heads)`: the changes of `doc` since `heads`, as Automerge encodes
+/// them. Built with debug assertions, Automerge checks that encoding against another and
+/// panics where a change it took in does not encode to its own hash, which a change from
+/// another device can make happen: that panic is a refusal here too.
+pub fn changes_since(doc: &Automerge, heads: &[ChangeHash]) -> Result<Vec<Change>, String> {
+    std::panic::catch_unwind(|| doc.get_changes(heads))
+        .map_err(|_| "a change Automerge does not encode again as it came".to_owned())
+}
+
 /// Every change of a document by its name: its actor (numbered in the order first met) and
 /// sequence number.
 #[derive(Debug, Default)]

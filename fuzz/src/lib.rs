@@ -238,19 +238,27 @@ pub fn peer(data: &[u8]) {
 /// What the Automerge data other devices send does once it has passed its checks: the first
 /// byte picks one change (as a signed unit carries it) or a sync message (as a peer's round
 /// carries it: one without changes), the rest is that, taken in by a collection document
-/// holding records. After a change, the records it touched are read back as the read views
-/// read them. Changes go through `authorship::apply_changes`, as the engine applies them.
+/// holding records. Changes go through `authorship::apply_changes` and are held under their own
+/// hash, as an import checks; the records a change touched are then read back as the read
+/// views read them.
 pub fn apply(data: &[u8]) {
     let Some((&kind, rest)) = data.split_first() else { return };
     let mut doc = COLLECTION_DOCUMENT.clone();
     if kind % 2 == 0 {
         let Ok(change) = automerge::Change::from_bytes(rest.to_vec()) else { return };
-        let before = doc.get_heads();
+        let (before, hash) = (doc.get_heads(), change.hash());
         panics_caught_are_not_crashes();
         if authorship::apply_changes(&mut doc, [change]).is_err() {
             return;
         }
-        let changes = doc.get_changes(&before);
+        // What an import takes in is held under its own hash (else it is refused), and then
+        // the document's save loads again, as compaction needs.
+        let Ok(changes) = authorship::changes_since(&doc, &before) else { return };
+        if changes.iter().map(automerge::Change::hash).ne([hash]) {
+            return;
+        }
+        let saved = doc.save();
+        assert!(load_document(&saved, automerge::VerificationMode::Check).is_ok(), "a save that does not load");
         let touched: Vec<_> = records::touched_by(&doc, &changes).into_keys().collect();
         for id in &touched {
             let _ = records::read_record(&doc, *id, None);
