@@ -417,6 +417,52 @@ pub fn changes_since(doc: &Automerge, heads: &[ChangeHash]) -> Result<Vec<Change
         .map_err(|_| "a change Automerge does not encode again as it came".to_owned())
 }
 
+/// The most probes a Bloom filter in a sync message from another device may ask for per hash
+/// (Automerge makes its own with 7).
+pub const BLOOM_PROBES_LIMIT: u64 = 64;
+
+/// Whether Automerge can take in `message`, a sync message from another device, and answer
+/// it. Automerge 0.12 uses the Bloom filters the message carries as they come: for every
+/// change it weighs sending, it allocates a vector of as many probes as a filter names (up to
+/// 2^32, which ends the process) and divides by the filter's size in bits (zero panics). A
+/// filter with entries must have bits and at most [`BLOOM_PROBES_LIMIT`] probes.
+pub fn check_sync_message(message: &automerge::sync::Message) -> Result<(), String> {
+    for have in &message.have {
+        let bytes = have.bloom.to_bytes();
+        let mut rest = bytes.as_slice();
+        // No entries: written as nothing, and never probed.
+        if rest.is_empty() {
+            continue;
+        }
+        let (Some(_entries), Some(_bits_per_entry), Some(probes)) =
+            (read_leb128(&mut rest), read_leb128(&mut rest), read_leb128(&mut rest))
+        else {
+            return Err("a Bloom filter's parameters do not read".into());
+        };
+        if rest.is_empty() || rest.len() > (u32::MAX / 8) as usize {
+            return Err(format!("a Bloom filter of {} bytes", rest.len()));
+        }
+        if !(1..=BLOOM_PROBES_LIMIT).contains(&probes) {
+            return Err(format!("a Bloom filter of {probes} probes"));
+        }
+    }
+    Ok(())
+}
+
+/// An unsigned LEB128 number of at most 64 bits from the front of `bytes`.
+fn read_leb128(bytes: &mut &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&byte, rest) = bytes.split_first()?;
+        *bytes = rest;
+        value |= u64::from(byte & 0x7f).checked_shl(shift)?;
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
+}
+
 /// Every change of a document by its name: its actor (numbered in the order first met) and
 /// sequence number.
 #[derive(Debug, Default)]

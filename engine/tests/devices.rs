@@ -589,6 +589,36 @@ mod concurrent {
 /// change by a device never added is refused with its code, and a damaged one is malformed;
 /// nothing of either is kept.
 #[test]
+fn a_sync_message_whose_bloom_filter_automerge_cannot_use_is_refused_and_the_peer_served_on() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut a = init(dirs[0].path());
+    let mut b = join(&mut a, dirs[1].path(), "b");
+    add_task(&mut a, "one", "");
+    sync_document(&mut a, &mut b, ROOT_DOCUMENT);
+    let mut b_states = PeerStates::default();
+    let genuine = b.peer_message(&mut b_states, TASKS).unwrap().unwrap();
+    // Filters of one entry: 2^32 - 1 probes (Automerge would allocate 16 GiB for each change
+    // it weighs), and no bits at all (it would divide by zero).
+    for (name, filter) in [("probes", [1, 10, 0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0].as_slice()), ("no bits", &[1, 0, 7])]
+    {
+        let mut message = automerge::sync::Message::decode(&genuine.sync).unwrap();
+        let bloom = automerge::sync::BloomFilter::try_from(filter).unwrap();
+        message.have = vec![automerge::sync::Have { last_sync: Vec::new(), bloom }];
+        let hostile = PeerMessage { sync: message.encode(), changes: Vec::new() };
+        let mut a_states = PeerStates::default();
+        let error = a.receive_peer_message(&mut a_states, TASKS, &hostile).unwrap_err();
+        assert_eq!(error.code(), ErrorCode::PeerMessageMalformed, "{name}: {error}");
+        // Answering the peer, as a session does next, neither panics nor runs away.
+        let _ = a.peer_message(&mut a_states, TASKS).unwrap();
+    }
+    // The genuine message still goes through, and the task is all there.
+    let mut a_states = PeerStates::default();
+    a.receive_peer_message(&mut a_states, TASKS, &genuine).unwrap();
+    assert!(a.peer_message(&mut a_states, TASKS).unwrap().is_some());
+    assert_eq!(a.list(Collection::Tasks).unwrap().len(), 1);
+}
+
+#[test]
 fn a_document_received_whole_is_adopted_only_when_every_change_checks_out() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut a = init(dirs[0].path());

@@ -237,10 +237,10 @@ pub fn peer(data: &[u8]) {
 
 /// What the Automerge data other devices send does once it has passed its checks: the first
 /// byte picks one change (as a signed unit carries it) or a sync message (as a peer's round
-/// carries it: one without changes), the rest is that, taken in by a collection document
-/// holding records. Changes go through `authorship::apply_changes` and are held under their own
-/// hash, as an import checks; the records a change touched are then read back as the read
-/// views read them.
+/// carries it: one without changes, its Bloom filters checked), the rest is that, taken in by
+/// a collection document holding records. Changes go through `authorship::apply_changes` and
+/// are held under their own hash, as an import checks; the records a change touched are then
+/// read back as the read views read them.
 pub fn apply(data: &[u8]) {
     let Some((&kind, rest)) = data.split_first() else { return };
     let mut doc = COLLECTION_DOCUMENT.clone();
@@ -267,7 +267,7 @@ pub fn apply(data: &[u8]) {
     } else {
         use automerge::sync::SyncDoc;
         let Ok(message) = automerge::sync::Message::decode(rest) else { return };
-        if !message.changes.is_empty() {
+        if !message.changes.is_empty() || authorship::check_sync_message(&message).is_err() {
             return;
         }
         let mut state = automerge::sync::State::new();

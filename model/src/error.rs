@@ -135,7 +135,7 @@ error_codes! {
     SyncUnitCorrupt => "sync.unit_corrupt", "A relay unit failed authentication: altered, or sealed by someone without the workspace key.";
     SyncUnitMalformed => "sync.unit_malformed", "A relay unit is not in the unit format (truncated, foreign bytes, or a newer version).";
     SyncUnitTooLarge => "sync.unit_too_large", "A single change is larger than the relay accepts in one blob.";
-    PeerMessageMalformed => "peer.message_malformed", "A peer's sync message is not an Automerge sync message, or carries changes outside its signed part.";
+    PeerMessageMalformed => "peer.message_malformed", "A peer's sync message is not an Automerge sync message, carries changes outside its signed part, or carries a Bloom filter Automerge cannot use safely.";
     PeerRefused => "peer.refused", "The peer is not an authorized device of this workspace (unknown, removed, or of another workspace); nothing was exchanged.";
     PeerForeignWorkspace => "peer.foreign_workspace", "The peer belongs to another workspace.";
     PeerFrameMalformed => "peer.frame_malformed", "A peer sent bytes that are not a frame of the peer protocol (garbage, truncated, or a newer version).";

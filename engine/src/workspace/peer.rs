@@ -36,7 +36,7 @@ use super::devices::DeviceList;
 use super::restore_point::{WholeDocument, load_whole};
 use super::sync::Imported;
 use super::{ROOT_DOCUMENT, Workspace, layout};
-use crate::authorship::SignedSnapshot;
+use crate::authorship::{self, SignedSnapshot};
 use crate::chunk::BlobKind;
 use crate::cores::{self, Spread};
 use crate::encode;
@@ -350,6 +350,7 @@ impl Workspace {
         if !sync_message.changes.is_empty() {
             return Err(malformed("it carries changes outside its signed part".into()));
         }
+        authorship::check_sync_message(&sync_message).map_err(malformed)?;
         // Without the flags this device never learns the peer takes format-2 messages, so it
         // never sends a whole document in place of attested changes.
         sync_message.flags = None;
