@@ -417,6 +417,18 @@ pub fn changes_since(doc: &Automerge, heads: &[ChangeHash]) -> Result<Vec<Change
         .map_err(|_| "a change Automerge does not encode again as it came".to_owned())
 }
 
+/// The number a change depending on `deps` numbers its operations from, as Automerge numbers
+/// them: one past the last its dependencies hold (`max_op` gives each one's last), or 1 with
+/// none; `None` while a dependency is missing. Automerge takes in a change numbered otherwise,
+/// and can then hold a document whose save does not load.
+pub fn expected_start_op(deps: &[ChangeHash], max_op: impl Fn(&ChangeHash) -> Option<u64>) -> Option<u64> {
+    let mut last = 0;
+    for dep in deps {
+        last = last.max(max_op(dep)?);
+    }
+    Some(last + 1)
+}
+
 /// The most probes a Bloom filter in a sync message from another device may ask for per hash
 /// (Automerge makes its own with 7).
 pub const BLOOM_PROBES_LIMIT: u64 = 64;

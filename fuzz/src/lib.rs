@@ -246,6 +246,13 @@ pub fn apply(data: &[u8]) {
     let mut doc = COLLECTION_DOCUMENT.clone();
     if kind % 2 == 0 {
         let Ok(change) = automerge::Change::from_bytes(rest.to_vec()) else { return };
+        // What an import refuses before applying: no operations, or numbered out of turn.
+        let numbered_from = authorship::expected_start_op(change.deps(), |dep| {
+            doc.get_change_meta_by_hash(dep).map(|meta| meta.max_op)
+        });
+        if change.is_empty() || numbered_from.is_some_and(|start| start != change.start_op().get()) {
+            return;
+        }
         let (before, hash) = (doc.get_heads(), change.hash());
         panics_caught_are_not_crashes();
         if authorship::apply_changes(&mut doc, [change]).is_err() {

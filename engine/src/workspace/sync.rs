@@ -237,22 +237,33 @@ impl Workspace {
             let vouched = vouched_for(&list, document, &waiting, &attestations);
             let doc = &self.loaded(document)?.doc;
             let mut ready = Vec::new();
-            let mut ready_hashes = HashSet::new();
+            // The changes made ready, with the last operation number of each.
+            let mut ready_hashes = HashMap::new();
             let mut progress = true;
             while progress {
                 progress = false;
                 for received in std::mem::take(&mut waiting) {
                     let hash = received.change.hash();
-                    let deps_present = received
-                        .change
-                        .deps()
-                        .iter()
-                        .all(|dep| ready_hashes.contains(dep) || doc.get_change_meta_by_hash(dep).is_some());
+                    let expected_start = authorship::expected_start_op(received.change.deps(), |dep| {
+                        ready_hashes.get(dep).copied().or_else(|| doc.get_change_meta_by_hash(dep).map(|m| m.max_op))
+                    });
+                    let deps_present = expected_start.is_some();
+                    if let Some(expected_start) = expected_start
+                        && received.change.start_op().get() != expected_start
+                    {
+                        return Err(Error::BundleMalformed {
+                            document: document.to_owned(),
+                            detail: format!(
+                                "change {hash} numbers its operations from {}, not {expected_start}",
+                                received.change.start_op()
+                            ),
+                        });
+                    }
                     let admitted = admits(&list, document, &received, &attestations)
                         || vouched.contains(&hash)
                         || (deps_present && admits_counter_removal(doc, document, &received, &attestations));
                     if deps_present && admitted {
-                        ready_hashes.insert(hash);
+                        ready_hashes.insert(hash, received.change.max_op());
                         ready.push(received.change);
                         progress = true;
                     } else {
@@ -263,7 +274,7 @@ impl Workspace {
             if ready.is_empty() {
                 break;
             }
-            applied.extend(ready_hashes);
+            applied.extend(ready_hashes.into_keys());
             let doc = &mut self.document(document)?.doc;
             // What Automerge refuses (or gives up on) is the unit's fault, not the document's:
             // `import_into` drops the document from memory, and nothing of the unit is stored.
@@ -368,6 +379,14 @@ impl Workspace {
                 document: document.to_owned(),
                 detail: format!("a change does not parse: {e}"),
             })?;
+            // Every event makes operations; Automerge takes in a change without any that it
+            // cannot save again.
+            if change.is_empty() {
+                return Err(Error::BundleMalformed {
+                    document: document.to_owned(),
+                    detail: format!("change {} has no operations", change.hash()),
+                });
+            }
             received.push(check_change(&self.log.workspace_id, document, change, attestations, &mut verified)?);
         }
         Ok(received)
@@ -676,6 +695,24 @@ mod tests {
         let mut expanded = second.decode();
         expanded.deps.clear();
         refused_leaving_everything(a, &signed_by(&b, &Change::from(expanded)), plan, dirs[0].path());
+    }
+
+    #[test]
+    fn a_change_numbering_its_operations_out_of_turn_or_without_any_is_refused() {
+        // Found by the `apply` fuzz target: Automerge takes in a change with no operations
+        // numbered from 4, and holds it under its own hash, but a save of the document then
+        // does not load (`MissingOps`).
+        for case in ["out of turn", "no operations"] {
+            let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+            let (a, b, plan) = two_devices(&dirs);
+            let [first, _] = changes_by(b.device_id());
+            let mut expanded = first.decode();
+            expanded.start_op = std::num::NonZeroU64::new(4).unwrap();
+            if case == "no operations" {
+                expanded.operations.clear();
+            }
+            refused_leaving_everything(a, &signed_by(&b, &Change::from(expanded)), plan, dirs[0].path());
+        }
     }
 
     #[test]
