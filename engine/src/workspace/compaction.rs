@@ -6,12 +6,12 @@
 //! the deltas they replace deleted. A crash in between leaves leftovers the manifest does not
 //! count: they are ignored on load and removed by the next compaction.
 
-use automerge::Change;
+use automerge::{Automerge, Change, VerificationMode};
 use tracing::{debug, warn};
 
 use super::upgrade::shared_document_of_records;
 use super::{LoadedDocument, ROOT_DOCUMENT, Workspace, layout};
-use crate::authorship::{Attestation, Attestations, ChangeNames, SignedSnapshot};
+use crate::authorship::{Attestation, Attestations, ChangeNames, SignedSnapshot, load_document};
 use crate::chunk::BlobKind;
 use crate::error::{Error, Result};
 use crate::manifest::SnapshotRef;
@@ -57,7 +57,8 @@ impl Workspace {
         let own_legacy = self.own_unattested_changes(document)?;
         let loaded = self.document(document)?;
         let mut fold = Fold::of(document, loaded);
-        let saved = Saved { snapshot: loaded.doc.save(), names: ChangeNames::of(&loaded.doc), index: None };
+        let saved =
+            Saved { snapshot: save_verified(document, &loaded.doc), names: ChangeNames::of(&loaded.doc), index: None };
         // The snapshot keeps the attestation of every change it folds in, so authorship
         // survives compaction; this device's own changes from before attestations get one now.
         if !own_legacy.is_empty() {
@@ -85,12 +86,13 @@ impl Workspace {
         // The event index as far as the copy goes: encoded and sealed on the thread too.
         let index = self.event_index(document)?;
         let (index_key, sealer) = (layout::index(document), self.log.local_sealer());
+        let name = document.to_owned();
         let saving = std::thread::Builder::new()
             .name("compaction".into())
             .spawn(move || {
                 let sealed = index.encode().and_then(|plain| sealer.seal(&index_key, BlobKind::EventIndex, &plain));
                 Saved {
-                    snapshot: copy.save(),
+                    snapshot: save_verified(&name, &copy),
                     names: ChangeNames::of(&copy),
                     index: Some(sealed.map(|sealed| (sealed, index.next_seq))),
                 }
@@ -132,7 +134,7 @@ impl Workspace {
         if let Some(legacy) = &fold.legacy {
             attestations.add(legacy.clone());
         }
-        let snapshot = SignedSnapshot { attestations: attestations.all().to_vec(), document: saved.snapshot };
+        let snapshot = SignedSnapshot { attestations: attestations.all().to_vec(), document: saved.snapshot? };
         // Step 1: the new snapshot and the manifest that points at it, durable together.
         let key = layout::snapshot(document, generation);
         let sealed = self.log.seal(&key, BlobKind::Snapshot, &snapshot.encode(&saved.names)?)?;
@@ -222,9 +224,21 @@ impl Fold {
 /// saved on a thread of its own, the sealed event index base as far as the document went, with
 /// the sequence number it reaches.
 struct Saved {
-    snapshot: Vec<u8>,
+    snapshot: Result<Vec<u8>>,
     names: ChangeNames,
     index: Option<Result<(Vec<u8>, u64)>>,
+}
+
+/// `doc` saved, and the save loaded back and checked. A save that does not load (Automerge
+/// took in a change it cannot save again) must not replace the tail it folds: the document
+/// would be lost. The compaction fails instead, and the document stays as its tail holds it.
+fn save_verified(document: &str, doc: &Automerge) -> Result<Vec<u8>> {
+    let snapshot = doc.save();
+    load_document(&snapshot, VerificationMode::Check).map_err(|detail| Error::DocumentCorrupt {
+        document: document.to_owned(),
+        detail: format!("its save does not load again ({detail}): not compacted"),
+    })?;
+    Ok(snapshot)
 }
 
 /// A background compaction: the save running on its thread.
@@ -249,5 +263,52 @@ impl Workspace {
             .into_iter()
             .filter(|change| change.actor_id() == &actor && !covered.contains(&change.hash()))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // Tests fail loudly: unwrapping is how they assert.
+    #![allow(clippy::unwrap_used)]
+
+    use adiuva_model::{Actor, Collection, EventKind, RecordId};
+    use zeroize::Zeroizing;
+
+    use super::*;
+    use crate::KeyProtection;
+    use crate::records::Effect;
+    use crate::workspace::EventDraft;
+
+    #[test]
+    fn a_document_whose_save_does_not_load_is_not_compacted_and_nothing_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let passphrase = || Some(Zeroizing::new("a passphrase for tests".to_owned()));
+        let protection = KeyProtection::Passphrase(passphrase().unwrap());
+        let mut workspace = Workspace::init(dir.path(), protection, "a").unwrap();
+        let fields = serde_json::json!({"goal": "a plan"}).as_object().cloned().unwrap();
+        let effect = Effect::CreateRecord { collection: Collection::Plans, id: RecordId::new(), fields };
+        workspace.commit(EventDraft::new(EventKind::from_static("plan.created"), Actor::User), effect).unwrap();
+        // In memory only, past every check an import makes: a change without operations
+        // numbered from 4, which Automerge takes in but cannot save again.
+        let unsaveable = automerge::ExpandedChange {
+            operations: Vec::new(),
+            actor_id: automerge::ActorId::from([4; 16]),
+            hash: None,
+            seq: 1,
+            start_op: std::num::NonZeroU64::new(4).unwrap(),
+            time: 0,
+            message: None,
+            deps: Vec::new(),
+            extra_bytes: Vec::new(),
+            author: None,
+        };
+        let loaded = workspace.document("plans").unwrap();
+        loaded.doc.apply_changes([Change::from(unsaveable)]).unwrap();
+
+        let error = workspace.compact_document("plans").unwrap_err();
+        assert!(matches!(error, Error::DocumentCorrupt { .. }), "{error}");
+        drop(workspace);
+        let mut workspace = Workspace::open(dir.path(), passphrase).unwrap();
+        assert_eq!(workspace.list(Collection::Plans).unwrap().len(), 1);
     }
 }
