@@ -391,6 +391,17 @@ pub fn load_document(document: &[u8], verification: VerificationMode) -> Result<
     }
 }
 
+/// Automerge's parse of one change's bytes; what fails is described. Changes come from other
+/// devices (and from the disk, where they came from other devices), and Automerge 0.12's
+/// column decoder panics on some malformed changes (an `unwrap` in `hexane`, found by the
+/// `apply` fuzz target): such a panic is what it says, bytes that are not a change.
+pub fn parse_change(bytes: Vec<u8>) -> Result<Change, String> {
+    match std::panic::catch_unwind(|| Change::from_bytes(bytes)) {
+        Ok(parsed) => parsed.map_err(|error| error.to_string()),
+        Err(_) => Err("not an Automerge change (its decoder gave up)".into()),
+    }
+}
+
 /// Automerge's `apply_changes` of `changes` to `doc`; what fails is described. Changes come from
 /// other devices, and Automerge 0.12 panics on some that parse (an `unwrap` of an actor lookup
 /// while it imports their operations, found by the `apply` fuzz target): a device that passed

@@ -181,16 +181,17 @@ pub fn search(data: &[u8]) {
 /// A signed unit's changes, each parsed as Automerge parses a change it receives.
 fn signed_changes(payload: &[u8]) {
     if let Ok(Decoded::Attested(unit)) = SignedChanges::decode(payload) {
+        panics_caught_are_not_crashes();
         for change in unit.changes {
-            let _ = automerge::Change::from_bytes(change);
+            let _ = authorship::parse_change(change);
         }
     }
 }
 
 /// libFuzzer's panic hook aborts at any panic, even one the code under test catches (as
-/// `load_document` and `apply_changes` catch Automerge's). The default hook instead: a panic
-/// that is not caught still ends the input as a crash (libfuzzer-sys aborts when the target
-/// unwinds).
+/// `load_document`, `parse_change` and `apply_changes` catch Automerge's). The default hook
+/// instead: a panic that is not caught still ends the input as a crash (libfuzzer-sys aborts
+/// when the target unwinds).
 fn panics_caught_are_not_crashes() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| drop(std::panic::take_hook()));
@@ -245,7 +246,8 @@ pub fn apply(data: &[u8]) {
     let Some((&kind, rest)) = data.split_first() else { return };
     let mut doc = COLLECTION_DOCUMENT.clone();
     if kind % 2 == 0 {
-        let Ok(change) = automerge::Change::from_bytes(rest.to_vec()) else { return };
+        panics_caught_are_not_crashes();
+        let Ok(change) = authorship::parse_change(rest.to_vec()) else { return };
         // What an import refuses before applying: no operations, or numbered out of turn.
         let numbered_from = authorship::expected_start_op(change.deps(), |dep| {
             doc.get_change_meta_by_hash(dep).map(|meta| meta.max_op)
@@ -254,20 +256,19 @@ pub fn apply(data: &[u8]) {
             return;
         }
         let (before, hash) = (doc.get_heads(), change.hash());
-        panics_caught_are_not_crashes();
         if authorship::apply_changes(&mut doc, [change]).is_err() {
             return;
         }
-        // What an import takes in is held under its own hash (else it is refused), and then
-        // the document's save loads again, as compaction needs.
+        // What an import takes in is held under its own hash and holds no mark (else it is
+        // refused), and then the document's save loads again, as compaction needs.
         let Ok(changes) = authorship::changes_since(&doc, &before) else { return };
         if changes.iter().map(automerge::Change::hash).ne([hash]) {
             return;
         }
+        let Ok(touched) = records::touched_by(&doc, &changes) else { return };
         let saved = doc.save();
         assert!(load_document(&saved, automerge::VerificationMode::Check).is_ok(), "a save that does not load");
-        let touched: Vec<_> = records::touched_by(&doc, &changes).into_keys().collect();
-        for id in &touched {
+        for id in touched.keys() {
             let _ = records::read_record(&doc, *id, None);
         }
         let _ = records::read_records(&doc, &records::record_ids(&doc));
@@ -394,8 +395,9 @@ pub fn relay_unit(data: &[u8]) {
 fn unit_parts(parts: &[(String, Vec<u8>)]) {
     for (_, signed) in parts {
         if let Ok(Decoded::Attested(unit)) = SignedChanges::decode(signed) {
+            panics_caught_are_not_crashes();
             for change in unit.changes {
-                let _ = automerge::Change::from_bytes(change);
+                let _ = authorship::parse_change(change);
             }
         }
     }

@@ -195,7 +195,7 @@ impl Workspace {
                 Ok(Decoded::Attested(signed)) => {
                     attestations.extend(signed.attestations);
                     for bytes in signed.changes {
-                        match Change::from_bytes(bytes) {
+                        match authorship::parse_change(bytes) {
                             Ok(change) => tail.push(change),
                             Err(e) => audit
                                 .faults

@@ -323,7 +323,7 @@ impl PendingJoin {
         };
         let mut scratch = Automerge::new();
         let changes: Vec<automerge::Change> =
-            unit.changes.into_iter().filter_map(|bytes| automerge::Change::from_bytes(bytes).ok()).collect();
+            unit.changes.into_iter().filter_map(|bytes| authorship::parse_change(bytes).ok()).collect();
         authorship::apply_changes(&mut scratch, changes).map_err(|_| unauthentic())?;
         let list = DeviceList::read(&scratch);
         let workspace_id = ticket.workspace_id.to_bytes();

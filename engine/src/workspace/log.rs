@@ -276,7 +276,7 @@ impl DocumentLog {
                 Decoded::Attested(signed) => {
                     attestations.extend(signed.attestations);
                     for bytes in signed.changes {
-                        changes.push(Change::from_bytes(bytes).map_err(|e| corrupt(e.to_string()))?);
+                        changes.push(authorship::parse_change(bytes).map_err(corrupt)?);
                     }
                 }
                 Decoded::Legacy => {
@@ -309,7 +309,7 @@ impl DocumentLog {
             else {
                 return Err(corrupt("an empty pending change".into()));
             };
-            pending.push((Change::from_bytes(bytes).map_err(|e| corrupt(e.to_string()))?, attestation));
+            pending.push((authorship::parse_change(bytes).map_err(corrupt)?, attestation));
         }
         Ok(pending)
     }

@@ -26,8 +26,8 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::channel;
 
 use adiuva_model::DeviceId;
+use automerge::ChangeHash;
 use automerge::sync::{self, ChunkList, SyncDoc};
-use automerge::{Change, ChangeHash};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -250,7 +250,7 @@ impl Workspace {
             let changes = changes
                 .iter()
                 .map(|bytes| {
-                    Change::from_bytes(bytes.to_vec()).map_err(|e| Error::DocumentCorrupt {
+                    authorship::parse_change(bytes.to_vec()).map_err(|e| Error::DocumentCorrupt {
                         document: document.to_owned(),
                         detail: format!("a change to send does not parse: {e}"),
                     })

@@ -37,7 +37,7 @@ use super::devices::open_epoch_key;
 use super::restore_point::RelayCoverage;
 use super::sync::Imported;
 use super::{ROOT_DOCUMENT, Workspace, layout};
-use crate::authorship::{Decoded, SignedChanges};
+use crate::authorship::{self, Decoded, SignedChanges};
 use crate::chunk::{self, BlobKind, ChunkError, ChunkPlace, SealingKey, VerifiedChunk};
 use crate::crypto::{KeyPurpose, SecretKey, WorkspaceKey};
 use crate::encode;
@@ -409,7 +409,9 @@ fn unit_changes(document: &str, signed: &[u8]) -> Result<Vec<Change>> {
         Ok(Decoded::Attested(signed)) => signed
             .changes
             .into_iter()
-            .map(|bytes| Change::from_bytes(bytes).map_err(|e| malformed(format!("a change does not parse: {e}"))))
+            .map(|bytes| {
+                authorship::parse_change(bytes).map_err(|e| malformed(format!("a change does not parse: {e}")))
+            })
             .collect(),
         Ok(Decoded::Legacy) => Err(malformed("no attestations".into())),
         Err(error) => Err(malformed(error.0.into())),

@@ -313,7 +313,8 @@ impl Workspace {
                 detail: "a change is not encoded as Automerge encodes it".into(),
             });
         }
-        let touched = records::touched_by(&loaded.doc, &new_changes);
+        let touched = records::touched_by(&loaded.doc, &new_changes)
+            .map_err(|detail| Error::BundleMalformed { document: document.to_owned(), detail })?;
         for change in &new_changes {
             if was_pending.contains(&change.hash()) {
                 batch.delete(layout::pending(document, &change.hash()));
@@ -375,7 +376,7 @@ impl Workspace {
         let mut verified = HashSet::new();
         let mut received = Vec::with_capacity(changes.len());
         for bytes in changes {
-            let change = Change::from_bytes(bytes).map_err(|e| Error::BundleMalformed {
+            let change = authorship::parse_change(bytes).map_err(|e| Error::BundleMalformed {
                 document: document.to_owned(),
                 detail: format!("a change does not parse: {e}"),
             })?;
@@ -712,6 +713,34 @@ mod tests {
                 expanded.operations.clear();
             }
             refused_leaving_everything(a, &signed_by(&b, &Change::from(expanded)), plan, dirs[0].path());
+        }
+    }
+
+    #[test]
+    fn a_change_automerge_cannot_parse_or_save_again_is_refused() {
+        // Both found by the `apply` fuzz target: bytes whose columns make Automerge's decoder
+        // panic, and a mark on the root map, which Automerge takes in but cannot save again.
+        let unparsable =
+            &include_bytes!("../../../fuzz/regressions/apply/a-change-whose-columns-make-automerges-decoder-panic")
+                [1..];
+        for case in ["unparsable", "mark"] {
+            let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+            let (a, b, plan) = two_devices(&dirs);
+            let unit = if case == "unparsable" {
+                SignedChanges { attestations: Vec::new(), changes: vec![unparsable.to_vec()] }.encode().unwrap()
+            } else {
+                let [first, _] = changes_by(b.device_id());
+                let mut expanded = first.decode();
+                expanded.operations = vec![automerge::legacy::Op {
+                    action: automerge::legacy::OpType::MarkEnd(false),
+                    obj: automerge::legacy::ObjectId::Root,
+                    key: automerge::legacy::Key::Map("first".into()),
+                    pred: Vec::new().into(),
+                    insert: false,
+                }];
+                signed_by(&b, &Change::from(expanded))
+            };
+            refused_leaving_everything(a, &unit, plan, dirs[0].path());
         }
     }
 
