@@ -305,6 +305,7 @@ fn with_id(mut record: Value, id: RecordId) -> Value {
 ///
 /// A change holding a mark is refused (`Err` names it): records hold none, and Automerge
 /// takes one in where it cannot save it again (on a map, found by the `apply` fuzz target).
+/// So is one nesting an object in itself.
 pub fn touched_by(
     doc: &impl ReadDoc,
     changes: &[automerge::Change],
@@ -324,7 +325,14 @@ pub fn touched_by(
                 automerge::legacy::ObjectId::Id(automerge::legacy::OpId(counter, actor)) => {
                     // The actor's index is looked up by the document when it is not this one.
                     let object = ExId::Id(counter, actor, 0);
-                    *record_of.entry(object.clone()).or_insert_with(|| root_key_above(doc, &object))
+                    match record_of.get(&object) {
+                        Some(record) => *record,
+                        None => {
+                            let record = root_key_above(doc, &object)
+                                .ok_or_else(|| format!("change {} nests an object in itself", change.hash()))?;
+                            *record_of.entry(object).or_insert(record)
+                        }
+                    }
                 }
             };
             if let Some(record) = record {
@@ -335,13 +343,26 @@ pub fn touched_by(
     Ok(touched)
 }
 
-/// The key in the root map under which `object` sits, however deep.
-fn root_key_above(doc: &impl ReadDoc, object: &ExId) -> Option<RecordId> {
-    let parents = doc.parents(object).ok()?;
-    match parents.last()?.prop {
+/// How deep objects may nest: a record's maps, lists and texts take a few levels.
+const NESTING_LIMIT: usize = 64;
+
+/// The key in the root map under which `object` sits, however deep (`Some(None)` for none);
+/// `None` when its parents run past [`NESTING_LIMIT`]. Automerge takes in a change that makes
+/// two objects each other's parent, and then walks their parents forever (found by the
+/// `apply` fuzz target).
+fn root_key_above(doc: &impl ReadDoc, object: &ExId) -> Option<Option<RecordId>> {
+    let Ok(parents) = doc.parents(object) else { return Some(None) };
+    let mut top = None;
+    for (depth, parent) in parents.enumerate() {
+        if depth == NESTING_LIMIT {
+            return None;
+        }
+        top = Some(parent);
+    }
+    Some(top.and_then(|parent| match parent.prop {
         Prop::Map(key) => key.parse().ok(),
         Prop::Seq(_) => None,
-    }
+    }))
 }
 
 /// Every record id in a collection document, in id (creation time) order.
