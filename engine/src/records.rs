@@ -303,37 +303,63 @@ fn with_id(mut record: Value, id: RecordId) -> Value {
 /// An operation that ended up hidden (overwritten, or under a deleted record) still names its
 /// record, which costs a re-read at most; no record a change touched is left out.
 ///
-/// A change holding a mark is refused (`Err` names it): records hold none, and Automerge
-/// takes one in where it cannot save it again (on a map, found by the `apply` fuzz target).
-/// So is one nesting an object in itself.
+/// Changes that Automerge takes in but then cannot work with are refused (`Err` names the
+/// change), each found by the `apply` fuzz target: one holding a mark (records hold none;
+/// Automerge cannot save one on a map again), one nesting an object in itself (its parents
+/// never end), and one whose key does not fit its object (a list position in a map: the walk
+/// to its record panics).
 pub fn touched_by(
     doc: &impl ReadDoc,
     changes: &[automerge::Change],
 ) -> std::result::Result<BTreeMap<RecordId, Option<Value>>, String> {
+    use automerge::legacy::{Key, ObjectId, OpId, OpType};
     let mut touched = BTreeMap::new();
+    let mut kinds: HashMap<ExId, ObjType> = HashMap::new();
     let mut record_of: HashMap<ExId, Option<RecordId>> = HashMap::new();
     for change in changes {
+        let refused = |why: &str| format!("change {} {why}", change.hash());
         for op in change.decode().operations {
-            if matches!(op.action, automerge::legacy::OpType::MarkBegin(_) | automerge::legacy::OpType::MarkEnd(_)) {
-                return Err(format!("change {} holds a mark, which no record has", change.hash()));
+            if matches!(op.action, OpType::MarkBegin(_) | OpType::MarkEnd(_)) {
+                return Err(refused("holds a mark, which no record has"));
             }
-            let record = match op.obj {
-                automerge::legacy::ObjectId::Root => match &op.key {
-                    automerge::legacy::Key::Map(key) => key.parse().ok(),
-                    automerge::legacy::Key::Seq(_) => None,
+            // The actor's index is looked up by the document when it is not this one.
+            let object = match op.obj {
+                ObjectId::Root => None,
+                ObjectId::Id(OpId(counter, actor)) => Some(ExId::Id(counter, actor, 0)),
+            };
+            let kind = match &object {
+                None => ObjType::Map,
+                Some(object) => match kinds.get(object) {
+                    Some(kind) => *kind,
+                    None => {
+                        let kind = doc.object_type(object).map_err(|_| refused("names no object"))?;
+                        *kinds.entry(object.clone()).or_insert(kind)
+                    }
                 },
-                automerge::legacy::ObjectId::Id(automerge::legacy::OpId(counter, actor)) => {
-                    // The actor's index is looked up by the document when it is not this one.
-                    let object = ExId::Id(counter, actor, 0);
-                    match record_of.get(&object) {
-                        Some(record) => *record,
-                        None => {
-                            let record = root_key_above(doc, &object)
-                                .ok_or_else(|| format!("change {} nests an object in itself", change.hash()))?;
-                            *record_of.entry(object).or_insert(record)
-                        }
+            };
+            let fits = match kind {
+                ObjType::Map | ObjType::Table => matches!(op.key, Key::Map(_)),
+                ObjType::List | ObjType::Text => matches!(op.key, Key::Seq(_)),
+            };
+            if !fits {
+                return Err(refused(&format!("gives a {kind:?} object a key of the other kind")));
+            }
+            let record = match object {
+                None => {
+                    if let Key::Map(key) = &op.key {
+                        key.parse().ok()
+                    } else {
+                        None
                     }
                 }
+                Some(object) => match record_of.get(&object) {
+                    Some(record) => *record,
+                    None => {
+                        let record = root_key_above(doc, &object)
+                            .ok_or_else(|| refused("nests an object where its record cannot be found"))?;
+                        *record_of.entry(object).or_insert(record)
+                    }
+                },
             };
             if let Some(record) = record {
                 touched.insert(record, None);
@@ -347,22 +373,27 @@ pub fn touched_by(
 const NESTING_LIMIT: usize = 64;
 
 /// The key in the root map under which `object` sits, however deep (`Some(None)` for none);
-/// `None` when its parents run past [`NESTING_LIMIT`]. Automerge takes in a change that makes
-/// two objects each other's parent, and then walks their parents forever (found by the
-/// `apply` fuzz target).
+/// `None` when its parents run past [`NESTING_LIMIT`], or Automerge gives up walking them.
+/// Automerge takes in a change that makes two objects each other's parent, and then walks
+/// their parents forever; it panics on a parent keyed as the other kind of object is (both
+/// found by the `apply` fuzz target; the second is refused before this walk, and the guard is
+/// for its kin).
 fn root_key_above(doc: &impl ReadDoc, object: &ExId) -> Option<Option<RecordId>> {
-    let Ok(parents) = doc.parents(object) else { return Some(None) };
-    let mut top = None;
-    for (depth, parent) in parents.enumerate() {
-        if depth == NESTING_LIMIT {
-            return None;
+    let walk = || {
+        let Ok(parents) = doc.parents(object) else { return Some(None) };
+        let mut top = None;
+        for (depth, parent) in parents.enumerate() {
+            if depth == NESTING_LIMIT {
+                return None;
+            }
+            top = Some(parent);
         }
-        top = Some(parent);
-    }
-    Some(top.and_then(|parent| match parent.prop {
-        Prop::Map(key) => key.parse().ok(),
-        Prop::Seq(_) => None,
-    }))
+        Some(top.and_then(|parent| match parent.prop {
+            Prop::Map(key) => key.parse().ok(),
+            Prop::Seq(_) => None,
+        }))
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(walk)).ok().flatten()
 }
 
 /// Every record id in a collection document, in id (creation time) order.
