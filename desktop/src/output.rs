@@ -186,6 +186,13 @@ pub fn status(
                 (None, _) => {}
             }
             writeln!(out, "outbox     {} events wait to go out", sync.waiting)?;
+            if sync.refused_units > 0 {
+                writeln!(
+                    out,
+                    "refused    {} relay units sent by a device cannot be taken in; `adiuva account status` names them",
+                    sync.refused_units
+                )?;
+            }
         }
         None => writeln!(out, "relay      none (`adiuva account login` to sync through one)")?,
     }

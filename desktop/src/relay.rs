@@ -223,6 +223,7 @@ fn account_status(workspace: &mut Workspace, json: bool) -> anyhow::Result<()> {
                 "cursor": state.cursor,
                 "last_sync": state.last_sync,
                 "waiting": waiting,
+                "refused_units": state.refused,
             })
         );
         return Ok(());
@@ -237,6 +238,12 @@ fn account_status(workspace: &mut Workspace, json: bool) -> anyhow::Result<()> {
     }
     println!("last sync {}", state.last_sync.map_or("never".to_owned(), |t| t.to_rfc3339()));
     println!("waiting   {waiting} events wait to go out");
+    for (seq, unit) in &state.refused {
+        for (document, code, message) in &unit.refusals {
+            let document = document.as_deref().unwrap_or("(the unit)");
+            println!("refused   unit #{seq}, {document}: {} ({message})", code.as_str());
+        }
+    }
     Ok(())
 }
 
@@ -281,6 +288,9 @@ pub struct SyncOutcome {
     pub pending: usize,
     /// Changes refused as a removed device's.
     pub refused: usize,
+    /// Units of the relay's sequence this device refused and keeps to try again.
+    #[serde(default)]
+    pub refused_units: usize,
     /// The relay's sequence number this device has pulled up to.
     pub cursor: u64,
     /// This device's events the relay has not acknowledged.
@@ -297,6 +307,7 @@ impl SyncOutcome {
             applied: report.applied,
             pending: report.pending,
             refused: report.refused,
+            refused_units: report.refused_units,
             cursor: report.cursor,
             waiting: report.waiting,
             offline: None,
@@ -328,6 +339,12 @@ pub fn print_outcome(outcome: &SyncOutcome) {
         outcome.cursor,
         outcome.waiting,
     );
+    if outcome.refused_units > 0 {
+        println!(
+            "{} relay units refused: a device sent what cannot be taken in (`adiuva status`; kept to be tried again)",
+            outcome.refused_units
+        );
+    }
 }
 
 /// `adiuva restore`: an empty directory becomes the workspace, as a new device; with

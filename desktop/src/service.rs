@@ -203,6 +203,10 @@ pub struct SyncStatus {
     pub last_sync: Option<chrono::DateTime<Utc>>,
     /// This device's events the relay has not acknowledged yet.
     pub waiting: u64,
+    /// Units of the relay's sequence this device refused (sent by a device of the workspace,
+    /// but not valid or not authorized), kept to be tried again.
+    #[serde(default)]
+    pub refused_units: usize,
     /// Whether the relay answered the daemon's last sync (`null` without a daemon, or before
     /// its first try).
     #[serde(default)]
@@ -389,6 +393,7 @@ impl Service for Local<'_> {
             cursor: state.cursor,
             last_sync: state.last_sync,
             waiting,
+            refused_units: state.refused.len(),
             online: None,
             last_error: None,
         }))

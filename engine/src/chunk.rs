@@ -125,6 +125,8 @@ pub enum BlobKind {
     RelayOutbox = 12,
     /// What this device and one peer hold in common, per document (local only).
     PeerState = 13,
+    /// A relay unit this device refused, kept to be tried again (local only).
+    RelayRefused = 14,
 }
 
 impl BlobKind {
@@ -143,6 +145,7 @@ impl BlobKind {
             11 => Some(BlobKind::RelayState),
             12 => Some(BlobKind::RelayOutbox),
             13 => Some(BlobKind::PeerState),
+            14 => Some(BlobKind::RelayRefused),
             _ => None,
         }
     }

@@ -169,6 +169,26 @@ pub fn json_error(error: &serde_json::Error) -> String {
 }
 
 impl Error {
+    /// Whether this refuses what a device sent (its changes do not decode, verify, or come from
+    /// an authorized device) rather than reporting a fault of this device: the same bytes get
+    /// the same answer until the device list changes, so retrying them now is pointless.
+    pub fn refuses_sent(&self) -> bool {
+        matches!(
+            self,
+            Error::BundleMalformed { .. }
+                | Error::UnitMalformed { .. }
+                | Error::DocumentNameInvalid { .. }
+                | Error::Envelope { .. }
+                | Error::ChangeUnsigned { .. }
+                | Error::ChangeBadSignature { .. }
+                | Error::ChangeSignerMismatch { .. }
+                | Error::ChangeEpochReplayed { .. }
+                | Error::DeviceUnknown { .. }
+                | Error::DeviceRemoved { .. }
+                | Error::EpochNotMember { .. }
+        )
+    }
+
     /// The stable code of this error.
     pub fn code(&self) -> ErrorCode {
         match self {

@@ -107,6 +107,12 @@ pub fn relay_outbox(relay: &str, index: u64) -> Vec<u8> {
     numbered(&relay_outbox_prefix(relay), index)
 }
 
+/// A unit of a relay's sequence this device refused, kept to be tried again (`u/RELAY\0N`,
+/// N its number in the sequence).
+pub fn relay_refused(relay: &str, seq: u64) -> Vec<u8> {
+    numbered(&[b"u/", relay_name(relay).as_bytes(), b"\0"].concat(), seq)
+}
+
 /// A relay's address as a short, store-safe name.
 fn relay_name(relay: &str) -> String {
     blake3::hash(relay.as_bytes()).to_hex()[..16].to_owned()
@@ -182,6 +188,7 @@ pub fn describe(key: &[u8]) -> String {
         [b'l', b'/', rest @ ..] => format!("device setting {}", String::from_utf8_lossy(rest)),
         [b'y', b'/', rest @ ..] => format!("relay state {}", String::from_utf8_lossy(rest)),
         [b'o', b'/', rest @ ..] => numbered(rest, " relay outbox unit "),
+        [b'u', b'/', rest @ ..] => numbered(rest, " refused relay unit "),
         [b'q', b'/', rest @ ..] => format!("peer state {}", String::from_utf8_lossy(rest)),
         other => String::from_utf8_lossy(other).into_owned(),
     }

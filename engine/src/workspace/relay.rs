@@ -15,8 +15,14 @@
 //! Units are padded to powers of two (at least 1 KiB), so the relay learns coarse sizes only.
 //! [`Workspace::open_unit`] imports each document's changes through [`Workspace::import_changes`]:
 //! every change is checked against the device list exactly as any import is. Each document
-//! imports atomically; a unit refused midway keeps the documents it imported before, every
-//! change of which passed those checks.
+//! imports atomically. A unit that does not open (altered, of another workspace, under an epoch
+//! this device lacks) is the relay's or the path's fault: a typed error, retried later. One
+//! that opens was sealed by a device of the workspace; if its payload or a document's part is
+//! then refused, that is its sender's fault, and every device refuses it alike. Such a unit is
+//! a **refused unit** (`u/RELAY\0N`, with its number and reasons in the sync state): its other
+//! parts are imported, the cursor passes it, so one faulty or hostile device cannot stop every
+//! other device's sync, and it is tried again whenever the root document has moved (the
+//! device list may then admit its sender).
 //!
 //! **Sync state** (`y/RELAY`, a local blob): the cursor (the last number of the relay's
 //! sequence imported), per document the heads the relay is known to hold (pushed and
@@ -28,10 +34,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use adiuva_model::DeviceId;
+use adiuva_model::{DeviceId, ErrorCode};
 use automerge::{Change, ChangeHash};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use tracing::warn;
 
 use super::devices::open_epoch_key;
 use super::restore_point::RelayCoverage;
@@ -87,6 +94,22 @@ pub struct RelayState {
     /// When a sync last completed.
     #[serde(default)]
     pub last_sync: Option<DateTime<Utc>>,
+    /// The units of the sequence this device refused, by number, each kept to be tried again.
+    #[serde(default)]
+    pub refused: BTreeMap<u64, RefusedUnit>,
+}
+
+/// A unit of the relay's sequence that authenticated as sealed by a device of the workspace
+/// but that this device could not take in whole. The cursor passes it (a device that sent
+/// something no one can take in must not stop everyone's sync); its bytes are kept, and it is
+/// tried again once the root document moves, since the device list may then admit it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RefusedUnit {
+    /// What was refused: the document (none if the unit's payload itself), the stable code
+    /// of the error and its message.
+    pub refusals: Vec<(Option<String>, ErrorCode, String)>,
+    /// The root document's heads when it was last tried.
+    root_heads: BTreeSet<String>,
 }
 
 impl RelayState {
@@ -107,6 +130,8 @@ impl RelayState {
 #[derive(Debug, Default)]
 pub struct UnitImport {
     pub imported: Imported,
+    /// What of the unit was refused: the unit is kept to be tried again (see [`RefusedUnit`]).
+    pub refusals: Vec<Error>,
     /// The device that sealed the unit.
     pub sender: Option<DeviceId>,
 }
@@ -115,6 +140,9 @@ pub struct UnitImport {
 pub struct OpenedUnit {
     pub sender: DeviceId,
     pub parts: Vec<(String, Vec<u8>)>,
+    /// Why the payload is refused, if it does not decode (then there are no parts): the unit
+    /// opened, so this is its sender's fault, not the relay's.
+    pub refused: Option<Error>,
 }
 
 impl Workspace {
@@ -265,19 +293,26 @@ impl Workspace {
 
     /// Opens unit number `seq` of `relay` (workspace id, epoch, authentication and signature
     /// checked), imports its changes through the checked import path, and records in the sync
-    /// state that the relay holds them and that the cursor passed `seq`. A unit that fails a
-    /// check of the unit itself is a typed error before anything is imported; one refused while
-    /// importing keeps the documents imported before (see the module docs). Either way the
-    /// cursor stays where it was.
+    /// state that the relay holds them and that the cursor passed `seq`. A unit that does not
+    /// open (altered, foreign, under an epoch this device lacks) is a typed error, and the
+    /// cursor stays where it was. One that opens but whose payload, or a document's part, is
+    /// refused ([`Error::refuses_sent`]) keeps what its other parts imported, is kept as a
+    /// [`RefusedUnit`], and the cursor passes it.
     pub fn open_unit(&mut self, relay: &str, seq: u64, bytes: &[u8]) -> Result<UnitImport> {
         let unit = format!("#{seq}");
         let keys = bundle_keys(self.log.keyring.workspace_keys());
         let opened = open_unit_bytes(&unit, &self.log.workspace_id, &keys, bytes)?;
         let mut result = UnitImport { sender: Some(opened.sender), ..UnitImport::default() };
+        result.refusals.extend(opened.refused);
         let mut state = self.relay_state(relay)?;
         for (document, signed) in &opened.parts {
-            self.check_unit_sender(document, &opened.sender)?;
-            let imported = self.import_changes(document, signed)?;
+            let imported = match self.import_part(document, &opened.sender, signed)? {
+                Ok(imported) => imported,
+                Err(refusal) => {
+                    result.refusals.push(refusal);
+                    continue;
+                }
+            };
             result.imported.add(imported);
             let acked = state.acked.entry(document.clone()).or_default();
             for change in unit_changes(document, signed)? {
@@ -291,9 +326,74 @@ impl Workspace {
             let total = self.event_count(document, &self.current_manifest(document)?)?;
             state.acked_events.insert(document.clone(), total.saturating_sub(uncovered));
         }
+        let key = layout::relay_refused(relay, seq);
+        let mut batch = WriteBatch::default();
+        if result.refusals.is_empty() {
+            if state.refused.remove(&seq).is_some() {
+                batch.delete(key);
+            }
+        } else {
+            let mut refusals = Vec::with_capacity(result.refusals.len());
+            for refusal in &result.refusals {
+                warn!(relay, unit = seq, code = refusal.code().as_str(), error = %refusal, "refused a relay unit's part");
+                refusals.push((refused_document(refusal), refusal.code(), refusal.to_string()));
+            }
+            let root_heads = self.heads(ROOT_DOCUMENT)?.iter().map(ChangeHash::to_string).collect();
+            state.refused.insert(seq, RefusedUnit { refusals, root_heads });
+            batch.put(key.clone(), self.log.seal_local(&key, BlobKind::RelayRefused, bytes)?);
+        }
         state.cursor = state.cursor.max(seq);
-        self.set_relay_state(relay, &state)?;
+        self.stage_relay_state(relay, &state, &mut batch)?;
+        self.log.write_durably(batch)?;
         Ok(result)
+    }
+
+    /// Imports one document's part of a unit sealed by `sender`: `Ok(Err(refusal))` if the
+    /// part is refused for what it holds ([`Error::refuses_sent`]), `Err` for a fault of this
+    /// device (its store, its own documents).
+    pub(super) fn import_part(
+        &mut self,
+        document: &str,
+        sender: &DeviceId,
+        signed: &[u8],
+    ) -> Result<Result<Imported, Error>> {
+        match self.check_unit_sender(document, sender).and_then(|()| self.import_changes(document, signed)) {
+            Ok(imported) => Ok(Ok(imported)),
+            Err(error) if error.refuses_sent() => Ok(Err(error)),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Tries again each unit of `relay` this device refused, if the root document moved since
+    /// it was last tried (the device list may admit it now), until nothing more moves. Returns
+    /// what they imported; those still refused stay kept.
+    pub fn retry_refused_units(&mut self, relay: &str) -> Result<Imported> {
+        let mut imported = Imported::default();
+        loop {
+            let root_heads: BTreeSet<String> = self.heads(ROOT_DOCUMENT)?.iter().map(ChangeHash::to_string).collect();
+            let stale: Vec<u64> = (self.relay_state(relay)?.refused.iter())
+                .filter(|(_, unit)| unit.root_heads != root_heads)
+                .map(|(seq, _)| *seq)
+                .collect();
+            if stale.is_empty() {
+                return Ok(imported);
+            }
+            for seq in stale {
+                let key = layout::relay_refused(relay, seq);
+                match self.log.store.get(&key)? {
+                    Some(sealed) => {
+                        let bytes = self.log.open_local("refused relay unit", &key, &sealed, BlobKind::RelayRefused)?;
+                        imported.add(self.open_unit(relay, seq, &bytes)?.imported);
+                    }
+                    // Both are written in one batch: a record without its unit has nothing to try.
+                    None => {
+                        let mut state = self.relay_state(relay)?;
+                        state.refused.remove(&seq);
+                        self.set_relay_state(relay, &state)?;
+                    }
+                }
+            }
+        }
     }
 
     /// Refuses a unit's part for `document` sealed by `sender` if the sender is not in the
@@ -363,6 +463,23 @@ impl Workspace {
     /// The newest key epoch this device holds.
     pub fn key_epoch(&self) -> u32 {
         self.log.keyring.workspace_key().map_or(0, |key| key.epoch)
+    }
+}
+
+/// The document an error names, if any.
+fn refused_document(error: &Error) -> Option<String> {
+    match error {
+        Error::BundleMalformed { document, .. }
+        | Error::Envelope { document, .. }
+        | Error::ChangeUnsigned { document, .. }
+        | Error::ChangeBadSignature { document, .. }
+        | Error::ChangeSignerMismatch { document, .. }
+        | Error::ChangeEpochReplayed { document, .. } => Some(document.clone()),
+        Error::DeviceUnknown { document, .. }
+        | Error::DeviceRemoved { document, .. }
+        | Error::EpochNotMember { document, .. } => document.clone(),
+        Error::DocumentNameInvalid { name } => Some(name.clone()),
+        _ => None,
     }
 }
 
@@ -508,7 +625,8 @@ impl RelayFrame {
     }
 }
 
-/// Opens a unit with the bundle keys `keys` (by epoch). Pure; never panics.
+/// Opens a unit with the bundle keys `keys` (by epoch): a typed error if it does not open; a
+/// payload that opens but does not decode is [`OpenedUnit::refused`]. Pure; never panics.
 pub(super) fn open_unit_bytes(
     unit: &str,
     workspace_id: &[u8; 16],
@@ -516,8 +634,10 @@ pub(super) fn open_unit_bytes(
     bytes: &[u8],
 ) -> Result<OpenedUnit> {
     let opened = UNIT_FRAME.open(unit, workspace_id, keys, bytes)?;
-    let parts = decode_parts(&opened.payload, unit)?;
-    Ok(OpenedUnit { sender: opened.signer, parts })
+    Ok(match decode_parts(&opened.payload, unit) {
+        Ok(parts) => OpenedUnit { sender: opened.signer, parts, refused: None },
+        Err(error) => OpenedUnit { sender: opened.signer, parts: Vec::new(), refused: Some(error) },
+    })
 }
 
 /// `count u32 LE | (name length u16 LE | name | length u32 LE | bytes) × count`: a unit's
@@ -569,4 +689,94 @@ fn take_slice<'a>(rest: &mut &'a [u8], n: usize, unit: &str) -> Result<&'a [u8]>
 fn take<const N: usize>(rest: &mut &[u8], unit: &str) -> Result<[u8; N]> {
     let bytes = take_slice(rest, N, unit)?;
     bytes.try_into().map_err(|_| Error::UnitMalformed { unit: unit.to_owned(), detail: "truncated payload".into() })
+}
+
+#[cfg(test)]
+mod tests {
+    // Tests fail loudly: unwrapping is how they assert.
+    #![allow(clippy::unwrap_used)]
+
+    use adiuva_model::Collection;
+    use zeroize::Zeroizing;
+
+    use super::*;
+    use crate::workspace::sync::tests::{PASSPHRASE, changes_by, create_plan, protection, signed_by, two_devices};
+
+    const RELAY: &str = "https://relay.test";
+
+    /// A unit sealed by `sender` holding `parts` as they are.
+    fn unit_of(sender: &Workspace, parts: &[(&str, Vec<u8>)]) -> Vec<u8> {
+        let parts: Vec<_> = parts.iter().map(|(document, signed)| (document.to_string(), signed.clone())).collect();
+        sender.seal_unit(&parts).unwrap()
+    }
+
+    #[test]
+    fn a_unit_its_sender_sealed_but_no_device_can_take_in_is_kept_aside_and_the_sequence_goes_on() {
+        let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+        let (mut a, mut b, _) = two_devices(&dirs);
+        // b's second change without its first: no device can apply it (see `sync`'s tests).
+        let [_, second] = changes_by(b.device_id());
+        let mut expanded = second.decode();
+        expanded.deps.clear();
+        let unappliable = signed_by(&b, &Change::from(expanded));
+        create_plan(&mut b);
+        let plans = b.export_changes("plans", &[]).unwrap();
+        // #1 holds the bad part beside a good one; #2's payload does not decode; #3 does not open.
+        let units = [
+            unit_of(&b, &[("plans", unappliable), ("plans", plans.clone())]),
+            UNIT_FRAME
+                .seal(&b.log.workspace_id, b.log.keyring.workspace_key().unwrap(), &b.log.identity, &[7; 40])
+                .unwrap(),
+        ];
+        let mut altered = unit_of(&b, &[("plans", plans)]);
+        let middle = altered.len() / 2;
+        altered[middle] ^= 1;
+
+        let first = a.open_unit(RELAY, 1, &units[0]).unwrap();
+        assert_eq!(first.refusals.iter().map(Error::code).collect::<Vec<_>>(), [ErrorCode::BundleMalformed]);
+        assert_eq!(first.imported.applied, 1, "the unit's good part is taken in");
+        assert_eq!(a.list(Collection::Plans).unwrap().len(), 2);
+        let second = a.open_unit(RELAY, 2, &units[1]).unwrap();
+        assert_eq!(second.refusals.iter().map(Error::code).collect::<Vec<_>>(), [ErrorCode::SyncUnitMalformed]);
+        // A unit that does not open is the relay's or the path's fault: the cursor stays.
+        let error = a.open_unit(RELAY, 3, &altered).unwrap_err();
+        assert_eq!(error.code(), ErrorCode::SyncUnitCorrupt, "{error}");
+        let state = a.relay_state(RELAY).unwrap();
+        assert_eq!(state.cursor, 2);
+        assert_eq!(state.refused.keys().copied().collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(state.refused[&1].refusals[0].0.as_deref(), Some("plans"));
+        assert_eq!(state.refused[&2].refusals[0].0, None);
+
+        // Kept across a restart, and tried again only once the root document moves.
+        drop(a);
+        let mut a = Workspace::open(dirs[0].path(), || Some(Zeroizing::new(PASSPHRASE.into()))).unwrap();
+        assert_eq!(a.retry_refused_units(RELAY).unwrap().applied, 0);
+        assert_eq!(a.relay_state(RELAY).unwrap().refused.len(), 2);
+        assert_eq!(a.list(Collection::Plans).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_unit_refused_for_an_unknown_sender_is_taken_in_once_the_device_list_admits_it() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let (mut a, mut b, _) = two_devices(&dirs);
+        // c joins through b; its unit reaches a before b's root change that adds it.
+        let ticket = b.invite(chrono::Duration::minutes(10)).unwrap();
+        let (pending, request) = Workspace::request_join(&ticket.encode(), "c").unwrap();
+        let acceptance = b.accept_join(&request).unwrap();
+        let mut c = pending.complete(dirs[2].path(), protection(), &acceptance).unwrap();
+        create_plan(&mut c);
+        let plans = c.export_changes("plans", &[]).unwrap();
+        let from_c = unit_of(&c, &[("plans", plans)]);
+        let refused = a.open_unit(RELAY, 1, &from_c).unwrap();
+        assert_eq!(refused.refusals.iter().map(Error::code).collect::<Vec<_>>(), [ErrorCode::DeviceUnknown]);
+        assert_eq!(a.list(Collection::Plans).unwrap().len(), 1);
+
+        for (seq, unit) in b.relay_outbox(RELAY).unwrap().iter().enumerate() {
+            assert!(a.open_unit(RELAY, 2 + seq as u64, unit).unwrap().refusals.is_empty());
+        }
+        assert_eq!(a.retry_refused_units(RELAY).unwrap().applied, 1);
+        assert_eq!(a.list(Collection::Plans).unwrap().len(), 2);
+        assert!(a.relay_state(RELAY).unwrap().refused.is_empty());
+        assert!(a.log.store.get(&layout::relay_refused(RELAY, 1)).unwrap().is_none(), "its kept copy is gone");
+    }
 }

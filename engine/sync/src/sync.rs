@@ -31,6 +31,9 @@ pub struct SyncReport {
     pub pending: usize,
     /// Changes refused as a removed device's.
     pub refused: usize,
+    /// Units of the relay's sequence this device refused and keeps to try again (all of them,
+    /// not only this sync's).
+    pub refused_units: usize,
     /// The relay's sequence number this device has pulled up to.
     pub cursor: u64,
     /// This device's changes the relay has not acknowledged (0 after a complete sync).
@@ -162,6 +165,11 @@ fn pull(
         let page = relay.call(workspace, |client, token| client.changes(token, &ws, cursor))?;
         let total = page.head.saturating_sub(start);
         if page.changes.is_empty() {
+            let retried = workspace.retry_refused_units(&server)?;
+            report.applied += retried.applied;
+            report.pending += retried.pending;
+            report.refused += retried.refused.len();
+            report.refused_units = workspace.relay_state(&server)?.refused.len();
             return Ok(());
         }
         for entry in &page.changes {
