@@ -599,11 +599,21 @@ fn a_sync_message_whose_bloom_filter_automerge_cannot_use_is_refused_and_the_pee
     let genuine = b.peer_message(&mut b_states, TASKS).unwrap().unwrap();
     // Filters of one entry: 2^32 - 1 probes (Automerge would allocate 16 GiB for each change
     // it weighs), and no bits at all (it would divide by zero).
-    for (name, filter) in [("probes", [1, 10, 0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0].as_slice()), ("no bits", &[1, 0, 7])]
-    {
+    // And a thousand filters in one message.
+    let filters =
+        [("probes", [1, 10, 0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0].as_slice()), ("no bits", &[1, 0, 7]), ("many", &[])];
+    for (name, filter) in filters {
         let mut message = automerge::sync::Message::decode(&genuine.sync).unwrap();
         let bloom = automerge::sync::BloomFilter::try_from(filter).unwrap();
         message.have = vec![automerge::sync::Have { last_sync: Vec::new(), bloom }];
+        if name == "many" {
+            // Sound filters, but each change Automerge weighs sending is probed against all.
+            let have = automerge::sync::Have {
+                last_sync: Vec::new(),
+                bloom: automerge::sync::BloomFilter::from_hashes([].iter()),
+            };
+            message.have = vec![have; 1000];
+        }
         let hostile = PeerMessage { sync: message.encode(), changes: Vec::new() };
         let mut a_states = PeerStates::default();
         let error = a.receive_peer_message(&mut a_states, TASKS, &hostile).unwrap_err();
