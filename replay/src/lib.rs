@@ -60,6 +60,9 @@ pub fn open(dir: &Path) -> Result<Workspace, ReplayError> {
 /// came from a relay (removed when this is dropped, after the workspace closes).
 pub struct Audited {
     pub workspace: Workspace,
+    /// What every device refuses of a relay's log (a unit's part that does not decode, verify
+    /// or come from an authorized device), as faults: the copy went on without it.
+    pub refused: Vec<verify::Fault>,
     /// Declared after the workspace, so it is dropped (removed) after the workspace closes.
     copy: Option<tempfile::TempDir>,
 }
@@ -73,7 +76,7 @@ impl Audited {
 
 impl From<Workspace> for Audited {
     fn from(workspace: Workspace) -> Self {
-        Self { workspace, copy: None }
+        Self { workspace, refused: Vec::new(), copy: None }
     }
 }
 
@@ -88,9 +91,15 @@ pub fn open_relay(from: &RelayBackup<'_>, progress: &mut dyn FnMut(RelayProgress
     let dir = copy.path().join("workspace");
     let secret = adiuva_engine::crypto::random_bytes::<32>().map_err(adiuva_engine::Error::from)?;
     let passphrase = Zeroizing::new(adiuva_model::hex::encode(&secret));
-    adiuva_sync::copy_for_audit(&dir, KeyProtection::Passphrase(passphrase.clone()), from, progress)?;
+    let copied = adiuva_sync::copy_for_audit(&dir, KeyProtection::Passphrase(passphrase.clone()), from, progress)?;
     let workspace = Workspace::open_read_only(&dir, || Some(passphrase))?;
-    Ok(Audited { workspace, copy: Some(copy) })
+    let refused = (copied.refused.iter())
+        .map(|(seq, error)| verify::Fault {
+            code: error.code().as_str(),
+            message: format!("relay unit #{seq}: {error}"),
+        })
+        .collect();
+    Ok(Audited { workspace, refused, copy: Some(copy) })
 }
 
 fn passphrase() -> Option<Zeroizing<String>> {

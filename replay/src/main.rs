@@ -218,7 +218,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let mut audited = open(path, relay)?;
             let workspace = &mut audited.workspace;
             let bar = ProgressBar::hidden();
-            let report = verify::verify(workspace, &mut |progress| match progress {
+            let mut report = verify::verify(workspace, &mut |progress| match progress {
                 Progress::Documents(count) => {
                     bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
                     bar.set_length(count as u64);
@@ -233,6 +233,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             })?;
             bar.finish_and_clear();
+            report.faults.extend(audited.refused.iter().cloned());
             if json {
                 serde_json::to_writer_pretty(&mut out, &report)?;
                 writeln!(out)?;

@@ -130,7 +130,7 @@ impl Workspace {
             Some(point) => Some(point.root_changes()?),
             None => None,
         };
-        let (mut workspace, _) =
+        let (mut workspace, _, _) =
             Self::root_from_units(dir, protection, identity, workspace_id, epochs, root.as_deref(), units)?;
         if let Some(point) = point {
             let state = RelayState::covered(point.coverage().clone());
@@ -153,33 +153,36 @@ impl Workspace {
     /// [`Self::restore_from_units`] does, imported through the same checked path, but nothing
     /// committed and nothing of the relay recorded: no `device.added`, no sync state. The copy's
     /// device (`identity`, shown to no one) is not in its device list: the copy holds the
-    /// relay's log and nothing more.
+    /// relay's log and nothing more. Returned with what every device refuses of that log
+    /// (refused units' parts, by unit number: see `relay`), which the copy goes on without.
     pub fn copy_from_units(
         dir: &Path,
         protection: KeyProtection,
         identity: DeviceIdentity,
         unwrapped: recovery::Unwrapped,
         units: &[(u64, Vec<u8>)],
-    ) -> Result<Workspace> {
-        let (mut workspace, opened) =
+    ) -> Result<(Workspace, Vec<(u64, Error)>)> {
+        let (mut workspace, opened, mut refused) =
             Self::root_from_units(dir, protection, identity, unwrapped.workspace_id, unwrapped.epochs, None, units)?;
-        for unit in &opened {
+        for (seq, unit) in opened {
+            refused.extend(unit.refused.map(|refusal| (seq, refusal)));
             // The root came in whole, in order, before.
             for (document, signed) in unit.parts.iter().filter(|(document, _)| document != ROOT_DOCUMENT) {
-                // Refused as every device refuses it (see `relay`): the copy goes on without it.
                 if let Err(refusal) = workspace.import_part(document, &unit.sender, signed)? {
-                    warn!(code = refusal.code().as_str(), error = %refusal, "the copy leaves out a refused unit's part");
+                    refused.push((seq, refusal));
                 }
             }
         }
+        refused.sort_by_key(|(seq, _)| *seq);
         workspace.finish_restore()?;
-        Ok(workspace)
+        Ok((workspace, refused))
     }
 
     /// Opens and checks every unit, then creates the workspace in `dir` with `identity` and
     /// the key `epochs`, holding the root document of `point_root` (a restore point's root as
-    /// signed changes), if any, then of the units in their order. Returns it and the opened
-    /// units.
+    /// signed changes), if any, then of the units in their order. Returns it, the opened units
+    /// with their numbers, and the root parts refused, by unit number (see `relay`).
+    #[allow(clippy::type_complexity)]
     fn root_from_units(
         dir: &Path,
         protection: KeyProtection,
@@ -188,20 +191,18 @@ impl Workspace {
         epochs: Vec<WorkspaceKey>,
         point_root: Option<&[u8]>,
         units: &[(u64, Vec<u8>)],
-    ) -> Result<(Workspace, Vec<OpenedUnit>)> {
+    ) -> Result<(Workspace, Vec<(u64, OpenedUnit)>, Vec<(u64, Error)>)> {
         let keys = bundle_keys(&epochs);
         let mut opened = Vec::with_capacity(units.len());
         for (seq, bytes) in units {
-            opened.push(open_unit_bytes(&format!("#{seq}"), &workspace_id.to_bytes(), &keys, bytes)?);
+            opened.push((*seq, open_unit_bytes(&format!("#{seq}"), &workspace_id.to_bytes(), &keys, bytes)?));
         }
-        let mut root_parts = point_root.into_iter().chain(
-            opened
-                .iter()
-                .flat_map(|unit| unit.parts.iter())
-                .filter(|(document, _)| document == ROOT_DOCUMENT)
-                .map(|(_, signed)| signed.as_slice()),
-        );
-        let first = root_parts.next().ok_or_else(|| Error::UnitMalformed {
+        let mut root_parts =
+            point_root.map(|root| (0, root)).into_iter().chain(opened.iter().flat_map(|(seq, unit)| {
+                let roots = unit.parts.iter().filter(|(document, _)| document == ROOT_DOCUMENT);
+                roots.map(|(_, signed)| (*seq, signed.as_slice()))
+            }));
+        let (_, first) = root_parts.next().ok_or_else(|| Error::UnitMalformed {
             unit: "relay".into(),
             detail: "the relay holds no root document to restore from".into(),
         })?;
@@ -209,19 +210,18 @@ impl Workspace {
         let unlocked = keystore::create_for(workspace_id, protection, identity, epochs)?;
         let (mut workspace, batch) = Workspace::create_empty(dir, workspace_id, unlocked)?;
         workspace.import_into(ROOT_DOCUMENT, first, batch)?;
-        for signed in root_parts {
+        let mut refused = Vec::new();
+        for (seq, signed) in root_parts {
             // A part every device refuses (see `relay`): a restore records it when its unit is
             // opened again in order.
             match workspace.import_changes(ROOT_DOCUMENT, signed) {
-                Err(refusal) if refusal.refuses_sent() => {
-                    warn!(code = refusal.code().as_str(), error = %refusal, "left out a refused root part");
-                }
+                Err(refusal) if refusal.refuses_sent() => refused.push((seq, refusal)),
                 other => {
                     other?;
                 }
             }
         }
-        Ok((workspace, opened))
+        Ok((workspace, opened, refused))
     }
 
     /// Marks the restore (or copy) that built this workspace finished: until then its directory

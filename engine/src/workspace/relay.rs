@@ -779,4 +779,42 @@ mod tests {
         assert!(a.relay_state(RELAY).unwrap().refused.is_empty());
         assert!(a.log.store.get(&layout::relay_refused(RELAY, 1)).unwrap().is_none(), "its kept copy is gone");
     }
+
+    #[test]
+    fn a_restore_and_an_audit_copy_go_on_past_a_unit_every_device_refuses() {
+        let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+        let (mut a, mut b, _) = two_devices(&dirs);
+        let phrase = a.create_recovery().unwrap();
+        let wrapped = a.wrapped_recovery_key().unwrap().unwrap();
+        let mut units: Vec<(u64, Vec<u8>)> =
+            a.relay_outbox(RELAY).unwrap().into_iter().enumerate().map(|(n, unit)| (n as u64 + 1, unit)).collect();
+        let [_, second] = changes_by(b.device_id());
+        let mut expanded = second.decode();
+        expanded.deps.clear();
+        let unappliable = signed_by(&b, &Change::from(expanded));
+        create_plan(&mut b);
+        let plans = b.export_changes("plans", &[]).unwrap();
+        let bad = units.len() as u64 + 1;
+        units.push((bad, unit_of(&b, &[("plans", unappliable), ("plans", plans)])));
+
+        let unwrapped = crate::recovery::unwrap(&phrase, &wrapped).unwrap();
+        let identity = DeviceIdentity::generate().unwrap();
+        let (mut copy, refused) =
+            Workspace::copy_from_units(&dirs[2].path().join("copy"), protection(), identity, unwrapped, &units)
+                .unwrap();
+        assert_eq!(
+            refused.iter().map(|(seq, e)| (*seq, e.code())).collect::<Vec<_>>(),
+            [(bad, ErrorCode::BundleMalformed)]
+        );
+        assert_eq!(copy.list(Collection::Plans).unwrap().len(), 2, "the unit's good part is in the copy");
+
+        let unwrapped = crate::recovery::unwrap(&phrase, &wrapped).unwrap();
+        let identity = DeviceIdentity::generate().unwrap();
+        let mut restored =
+            Workspace::restore_from_units(dirs[3].path(), protection(), identity, unwrapped, RELAY, None, &units, "c")
+                .unwrap();
+        assert_eq!(restored.list(Collection::Plans).unwrap().len(), 2);
+        let state = restored.relay_state(RELAY).unwrap();
+        assert_eq!((state.cursor, state.refused.keys().copied().collect::<Vec<_>>()), (bad, vec![bad]));
+    }
 }

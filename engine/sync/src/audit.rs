@@ -22,13 +22,15 @@ use crate::sync::{self, Progress};
 const READ_PROOF_CONTEXT: &str = "adiuva relay recovery read v1";
 
 /// What [`copy_for_audit`] copied.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub struct AuditCopy {
     pub workspace_id: ulid::Ulid,
     /// Units of the relay's sequence copied (blobs that are not units passed over).
     pub units: usize,
     /// The relay's sequence number reached.
     pub head: u64,
+    /// What every device refuses of the log, by unit number: the copy goes on without it.
+    pub refused: Vec<(u64, adiuva_engine::Error)>,
 }
 
 /// Copies workspace `from.workspace` as the relay holds it into `dir` (a fresh, private
@@ -55,10 +57,10 @@ pub fn copy_for_audit(
     reader.sign_out();
     let Pulled { unwrapped, units, head } = pulled?;
     let workspace_id = unwrapped.workspace_id;
-    let copy = Workspace::copy_from_units(dir, protection, identity, unwrapped, &units)?;
+    let (copy, refused) = Workspace::copy_from_units(dir, protection, identity, unwrapped, &units)?;
     // Closing records the copy's witness, which its read-only opening checks.
     drop(copy);
-    Ok(AuditCopy { workspace_id, units: units.len(), head })
+    Ok(AuditCopy { workspace_id, units: units.len(), head, refused })
 }
 
 /// What an audit pulled: the recovery record opened with the phrase, every unit of the
