@@ -113,9 +113,12 @@ pub struct RefusedUnit {
 }
 
 impl RelayState {
-    /// What a restore point made now holds of the relay's sequence (see `restore_point`).
+    /// What a restore point made now holds of the relay's sequence (see `restore_point`). Its
+    /// cursor stops short of the first unit kept as refused: a device restored from the point
+    /// pulls that unit again, and takes it in if this device later does.
     pub(super) fn coverage(&self) -> RelayCoverage {
-        RelayCoverage { cursor: self.cursor, acked: self.acked.clone(), acked_events: self.acked_events.clone() }
+        let cursor = self.refused.keys().next().map_or(self.cursor, |first| self.cursor.min(first.saturating_sub(1)));
+        RelayCoverage { cursor, acked: self.acked.clone(), acked_events: self.acked_events.clone() }
     }
 
     /// The state of a device restored from a restore point with `coverage`: it holds what the
@@ -744,6 +747,8 @@ mod tests {
         let state = a.relay_state(RELAY).unwrap();
         assert_eq!(state.cursor, 2);
         assert_eq!(state.refused.keys().copied().collect::<Vec<_>>(), [1, 2]);
+        // A restore point made now covers the sequence only up to before the first refused.
+        assert_eq!(state.coverage().cursor, 0);
         assert_eq!(state.refused[&1].refusals[0].0.as_deref(), Some("plans"));
         assert_eq!(state.refused[&2].refusals[0].0, None);
 
