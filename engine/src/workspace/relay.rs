@@ -713,20 +713,26 @@ mod tests {
         sender.seal_unit(&parts).unwrap()
     }
 
+    /// A unit by `b` holding a part no device can take in (b's second change without its first:
+    /// see `sync`'s tests), then a good one, a new plan; with the good part's changes.
+    fn refused_beside_good(b: &mut Workspace) -> (Vec<u8>, Vec<u8>) {
+        let [_, second] = changes_by(b.device_id());
+        let mut expanded = second.decode();
+        expanded.deps.clear();
+        let unappliable = signed_by(b, &Change::from(expanded));
+        create_plan(b);
+        let plans = b.export_changes("plans", &[]).unwrap();
+        (unit_of(b, &[("plans", unappliable), ("plans", plans.clone())]), plans)
+    }
+
     #[test]
     fn a_unit_its_sender_sealed_but_no_device_can_take_in_is_kept_aside_and_the_sequence_goes_on() {
         let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
         let (mut a, mut b, _) = two_devices(&dirs);
-        // b's second change without its first: no device can apply it (see `sync`'s tests).
-        let [_, second] = changes_by(b.device_id());
-        let mut expanded = second.decode();
-        expanded.deps.clear();
-        let unappliable = signed_by(&b, &Change::from(expanded));
-        create_plan(&mut b);
-        let plans = b.export_changes("plans", &[]).unwrap();
+        let (refused_beside_good, plans) = refused_beside_good(&mut b);
         // #1 holds the bad part beside a good one; #2's payload does not decode; #3 does not open.
         let units = [
-            unit_of(&b, &[("plans", unappliable), ("plans", plans.clone())]),
+            refused_beside_good,
             UNIT_FRAME
                 .seal(&b.log.workspace_id, b.log.keyring.workspace_key().unwrap(), &b.log.identity, &[7; 40])
                 .unwrap(),
@@ -793,14 +799,8 @@ mod tests {
         let wrapped = a.wrapped_recovery_key().unwrap().unwrap();
         let mut units: Vec<(u64, Vec<u8>)> =
             a.relay_outbox(RELAY).unwrap().into_iter().enumerate().map(|(n, unit)| (n as u64 + 1, unit)).collect();
-        let [_, second] = changes_by(b.device_id());
-        let mut expanded = second.decode();
-        expanded.deps.clear();
-        let unappliable = signed_by(&b, &Change::from(expanded));
-        create_plan(&mut b);
-        let plans = b.export_changes("plans", &[]).unwrap();
         let bad = units.len() as u64 + 1;
-        units.push((bad, unit_of(&b, &[("plans", unappliable), ("plans", plans)])));
+        units.push((bad, refused_beside_good(&mut b).0));
 
         let unwrapped = crate::recovery::unwrap(&phrase, &wrapped).unwrap();
         let identity = DeviceIdentity::generate().unwrap();
