@@ -54,6 +54,7 @@ pub mod manifest;
 pub mod records;
 pub mod recovery;
 pub mod store;
+pub mod untrusted;
 pub mod view;
 pub mod workspace;
 

@@ -13,12 +13,13 @@ use std::sync::LazyLock;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use adiuva_engine::authorship::{self, ChangeNames, Decoded, SignedChanges, SignedSnapshot, load_document};
+use adiuva_engine::authorship::{ChangeNames, Decoded, SignedChanges, SignedSnapshot};
 use adiuva_engine::chunk::{BlobKind, ChunkPlace, open_chunk, open_local, parse_frame, seal_local};
 use adiuva_engine::crypto::{SecretKey, WorkspaceKey};
 use adiuva_engine::identity::DeviceIdentity;
 use adiuva_engine::records;
 use adiuva_engine::recovery::RecoveryKeys;
+use adiuva_engine::untrusted::{self, load_document};
 use adiuva_engine::workspace::fuzzing;
 use axum::extract::{FromRequest, FromRequestParts};
 use axum::response::IntoResponse;
@@ -183,7 +184,7 @@ fn signed_changes(payload: &[u8]) {
     if let Ok(Decoded::Attested(unit)) = SignedChanges::decode(payload) {
         panics_caught_are_not_crashes();
         for change in unit.changes {
-            let _ = authorship::parse_change(change);
+            let _ = untrusted::parse_change(change);
         }
     }
 }
@@ -239,7 +240,7 @@ pub fn peer(data: &[u8]) {
 /// What the Automerge data other devices send does once it has passed its checks: the first
 /// byte picks one change (as a signed unit carries it) or a sync message (as a peer's round
 /// carries it: one without changes, its Bloom filters checked), the rest is that, taken in by
-/// a collection document holding records. Changes go through `authorship::apply_changes` and
+/// a collection document holding records. Changes go through `untrusted::apply_changes` and
 /// are held under their own hash, as an import checks; the records a change touched are then
 /// read back as the read views read them.
 pub fn apply(data: &[u8]) {
@@ -247,21 +248,20 @@ pub fn apply(data: &[u8]) {
     let mut doc = COLLECTION_DOCUMENT.clone();
     if kind % 2 == 0 {
         panics_caught_are_not_crashes();
-        let Ok(change) = authorship::parse_change(rest.to_vec()) else { return };
+        let Ok(change) = untrusted::parse_change(rest.to_vec()) else { return };
         // What an import refuses before applying: no operations, or numbered out of turn.
-        let numbered_from = authorship::expected_start_op(change.deps(), |dep| {
-            doc.get_change_meta_by_hash(dep).map(|meta| meta.max_op)
-        });
+        let numbered_from =
+            untrusted::expected_start_op(change.deps(), |dep| doc.get_change_meta_by_hash(dep).map(|meta| meta.max_op));
         if change.is_empty() || numbered_from.is_some_and(|start| start != change.start_op().get()) {
             return;
         }
         let (before, hash) = (doc.get_heads(), change.hash());
-        if authorship::apply_changes(&mut doc, [change]).is_err() {
+        if untrusted::apply_changes(&mut doc, [change]).is_err() {
             return;
         }
         // What an import takes in is held under its own hash and holds no mark (else it is
         // refused), and then the document's save loads again, as compaction needs.
-        let Ok(changes) = authorship::changes_since(&doc, &before) else { return };
+        let Ok(changes) = untrusted::changes_since(&doc, &before) else { return };
         if changes.iter().map(automerge::Change::hash).ne([hash]) {
             return;
         }
@@ -275,7 +275,7 @@ pub fn apply(data: &[u8]) {
     } else {
         use automerge::sync::SyncDoc;
         let Ok(message) = automerge::sync::Message::decode(rest) else { return };
-        if !message.changes.is_empty() || authorship::check_sync_message(&message).is_err() {
+        if !message.changes.is_empty() || untrusted::check_sync_message(&message).is_err() {
             return;
         }
         let mut state = automerge::sync::State::new();
@@ -397,7 +397,7 @@ fn unit_parts(parts: &[(String, Vec<u8>)]) {
         if let Ok(Decoded::Attested(unit)) = SignedChanges::decode(signed) {
             panics_caught_are_not_crashes();
             for change in unit.changes {
-                let _ = authorship::parse_change(change);
+                let _ = untrusted::parse_change(change);
             }
         }
     }

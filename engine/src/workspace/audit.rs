@@ -14,9 +14,10 @@ use chrono::{DateTime, Utc};
 use super::devices::DeviceList;
 use super::sync::{self, ChangeFacts};
 use super::{ROOT_DOCUMENT, Workspace, layout};
-use crate::authorship::{self, Attestations, Decoded, SignedChanges, SignedSnapshot, load_document};
+use crate::authorship::{Attestations, Decoded, SignedChanges, SignedSnapshot};
 use crate::chunk::BlobKind;
 use crate::error::{Error, Result};
+use crate::untrusted::{self, load_document};
 
 /// What auditing one document found.
 #[derive(Debug)]
@@ -195,7 +196,7 @@ impl Workspace {
                 Ok(Decoded::Attested(signed)) => {
                     attestations.extend(signed.attestations);
                     for bytes in signed.changes {
-                        match authorship::parse_change(bytes) {
+                        match untrusted::parse_change(bytes) {
                             Ok(change) => tail.push(change),
                             Err(e) => audit
                                 .faults
@@ -218,7 +219,7 @@ impl Workspace {
         // The tail applied, every change the document holds is listed by its metadata (the
         // facts the checks read), not materialized again; a tail change Automerge holds back
         // for a missing dependency is checked (its envelope, its author) and counted too.
-        if let Err(e) = authorship::apply_changes(&mut doc, tail.iter().cloned()) {
+        if let Err(e) = untrusted::apply_changes(&mut doc, tail.iter().cloned()) {
             audit.faults.push(corrupt(format!("the tail does not apply: {e}")));
         }
         let held = doc.get_changes_meta(&[]);

@@ -11,11 +11,12 @@ use tracing::{debug, warn};
 
 use super::upgrade::shared_document_of_records;
 use super::{LoadedDocument, ROOT_DOCUMENT, Workspace, layout};
-use crate::authorship::{Attestation, Attestations, ChangeNames, SignedSnapshot, load_document};
+use crate::authorship::{Attestation, Attestations, ChangeNames, SignedSnapshot};
 use crate::chunk::BlobKind;
 use crate::error::{Error, Result};
 use crate::manifest::SnapshotRef;
 use crate::store::{StoreError, WriteBatch};
+use crate::untrusted::load_document;
 
 impl Workspace {
     /// Folds every document's tail into a fresh snapshot (documents without a tail are not

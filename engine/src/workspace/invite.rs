@@ -29,7 +29,7 @@ use ulid::Ulid;
 use super::commit::Operation;
 use super::devices::{DeviceList, device_name};
 use super::{ROOT_DOCUMENT, Workspace, layout, lock_dir, store_dir};
-use crate::authorship::{self, Decoded, SignedChanges};
+use crate::authorship::{Decoded, SignedChanges};
 use crate::chunk::BlobKind;
 use crate::crypto::{SecretKey, random_bytes};
 use crate::error::{Error, Result};
@@ -37,6 +37,7 @@ use crate::identity::DeviceIdentity;
 use crate::keystore::{self, KeyProtection};
 use crate::store::disk::{Disk, RealDisk};
 use crate::store::{ChunkStore, SledStore, StoreError, WriteBatch};
+use crate::untrusted;
 
 const TICKET_PREFIX: &str = "adiuva-invite-1-";
 const REQUEST_DOMAIN: &[u8] = b"adiuva join request v1\0";
@@ -323,8 +324,8 @@ impl PendingJoin {
         };
         let mut scratch = Automerge::new();
         let changes: Vec<automerge::Change> =
-            unit.changes.into_iter().filter_map(|bytes| authorship::parse_change(bytes).ok()).collect();
-        authorship::apply_changes(&mut scratch, changes).map_err(|_| unauthentic())?;
+            unit.changes.into_iter().filter_map(|bytes| untrusted::parse_change(bytes).ok()).collect();
+        untrusted::apply_changes(&mut scratch, changes).map_err(|_| unauthentic())?;
         let list = DeviceList::read(&scratch);
         let workspace_id = ticket.workspace_id.to_bytes();
         let keys: Vec<_> = list

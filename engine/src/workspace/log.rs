@@ -20,9 +20,7 @@ use std::path::{Path, PathBuf};
 use automerge::{ActorId, Automerge, Change, ReadDoc};
 
 use super::layout;
-use crate::authorship::{
-    self, Attestation, AttestationPlace, Attestations, Decoded, SignedChanges, SignedSnapshot, load_document,
-};
+use crate::authorship::{Attestation, AttestationPlace, Attestations, Decoded, SignedChanges, SignedSnapshot};
 use crate::chunk::{self, BlobKind, ChunkPlace, SealingKey};
 use crate::crypto::SecretKey;
 use crate::error::{Error, Result};
@@ -31,6 +29,7 @@ use crate::keystore::Keyring;
 use crate::manifest::Manifest;
 use crate::store::disk::Disk;
 use crate::store::{ChunkStore, RealDisk, StoreError, WriteBatch, replace_file};
+use crate::untrusted::{self, load_document};
 
 /// Largest payload of one chunk. Keeps sled values far below the size at which it writes them
 /// to unsynced side files, and bounds what one damaged chunk can take with it.
@@ -276,17 +275,17 @@ impl DocumentLog {
                 Decoded::Attested(signed) => {
                     attestations.extend(signed.attestations);
                     for bytes in signed.changes {
-                        changes.push(authorship::parse_change(bytes).map_err(corrupt)?);
+                        changes.push(untrusted::parse_change(bytes).map_err(corrupt)?);
                     }
                 }
                 Decoded::Legacy => {
                     legacy = true;
-                    authorship::apply_changes(&mut doc, std::mem::take(&mut changes)).map_err(corrupt)?;
+                    untrusted::apply_changes(&mut doc, std::mem::take(&mut changes)).map_err(corrupt)?;
                     doc.load_incremental(payload).map_err(|e| corrupt(e.to_string()))?;
                 }
             }
         }
-        authorship::apply_changes(&mut doc, changes).map_err(corrupt)?;
+        untrusted::apply_changes(&mut doc, changes).map_err(corrupt)?;
         let missing = doc.get_missing_deps(&[]);
         if !missing.is_empty() {
             return Err(corrupt(format!("{} changes depend on history that is not stored", missing.len())));
@@ -309,7 +308,7 @@ impl DocumentLog {
             else {
                 return Err(corrupt("an empty pending change".into()));
             };
-            pending.push((authorship::parse_change(bytes).map_err(corrupt)?, attestation));
+            pending.push((untrusted::parse_change(bytes).map_err(corrupt)?, attestation));
         }
         Ok(pending)
     }

@@ -36,12 +36,13 @@ use super::devices::DeviceList;
 use super::restore_point::{WholeDocument, load_whole};
 use super::sync::Imported;
 use super::{ROOT_DOCUMENT, Workspace, layout};
-use crate::authorship::{self, SignedSnapshot};
+use crate::authorship::SignedSnapshot;
 use crate::chunk::BlobKind;
 use crate::cores::{self, Spread};
 use crate::encode;
 use crate::error::{Error, Result, json_error};
 use crate::store::{StoreError, WriteBatch};
+use crate::untrusted;
 
 /// One document's turn of the sync protocol: Automerge's message without its changes, and the
 /// changes as a signed unit (empty when the message carries none).
@@ -250,7 +251,7 @@ impl Workspace {
             let changes = changes
                 .iter()
                 .map(|bytes| {
-                    authorship::parse_change(bytes.to_vec()).map_err(|e| Error::DocumentCorrupt {
+                    untrusted::parse_change(bytes.to_vec()).map_err(|e| Error::DocumentCorrupt {
                         document: document.to_owned(),
                         detail: format!("a change to send does not parse: {e}"),
                     })
@@ -350,7 +351,7 @@ impl Workspace {
         if !sync_message.changes.is_empty() {
             return Err(malformed("it carries changes outside its signed part".into()));
         }
-        authorship::check_sync_message(&sync_message).map_err(malformed)?;
+        untrusted::check_sync_message(&sync_message).map_err(malformed)?;
         // Without the flags this device never learns the peer takes format-2 messages, so it
         // never sends a whole document in place of attested changes.
         sync_message.flags = None;

@@ -44,13 +44,14 @@ use super::devices::open_epoch_key;
 use super::restore_point::RelayCoverage;
 use super::sync::Imported;
 use super::{ROOT_DOCUMENT, Workspace, layout};
-use crate::authorship::{self, Decoded, SignedChanges};
+use crate::authorship::{Decoded, SignedChanges};
 use crate::chunk::{self, BlobKind, ChunkError, ChunkPlace, SealingKey, VerifiedChunk};
 use crate::crypto::{KeyPurpose, SecretKey, WorkspaceKey};
 use crate::encode;
 use crate::error::{Error, Result, json_error};
 use crate::identity::DeviceIdentity;
 use crate::store::WriteBatch;
+use crate::untrusted;
 
 const UNIT_MAGIC: &[u8; 4] = b"ADVU";
 const UNIT_VERSION: u8 = 1;
@@ -529,9 +530,7 @@ fn unit_changes(document: &str, signed: &[u8]) -> Result<Vec<Change>> {
         Ok(Decoded::Attested(signed)) => signed
             .changes
             .into_iter()
-            .map(|bytes| {
-                authorship::parse_change(bytes).map_err(|e| malformed(format!("a change does not parse: {e}")))
-            })
+            .map(|bytes| untrusted::parse_change(bytes).map_err(|e| malformed(format!("a change does not parse: {e}"))))
             .collect(),
         Ok(Decoded::Legacy) => Err(malformed("no attestations".into())),
         Err(error) => Err(malformed(error.0.into())),

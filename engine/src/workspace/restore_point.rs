@@ -42,7 +42,7 @@ use super::log::LoadedDocument;
 use super::relay::{RELAY_FRAME_PREFIX, RelayFrame, decode_parts, encode_parts};
 use super::sync::{self, Imported};
 use super::{ROOT_DOCUMENT, Workspace, layout};
-use crate::authorship::{Attestations, ChangeNames, Decoded, SignedChanges, SignedSnapshot, load_document};
+use crate::authorship::{Attestations, ChangeNames, Decoded, SignedChanges, SignedSnapshot};
 use crate::chunk::BlobKind;
 use crate::cores::{self, Spread};
 use crate::crypto::{KeyPurpose, WorkspaceKey, random_bytes};
@@ -50,6 +50,7 @@ use crate::error::{Error, Result, json_error};
 use crate::event_index::{EventIndex, IndexedEvent};
 use crate::manifest::{Manifest, SnapshotRef};
 use crate::store::{StoreError, WriteBatch};
+use crate::untrusted::load_document;
 use crate::view::RecordView;
 
 /// How a restore point's blob starts.

@@ -28,12 +28,13 @@ use super::commit::Operation;
 use super::devices::DeviceList;
 use super::log::Attest;
 use super::{ROOT_DOCUMENT, Workspace, layout};
-use crate::authorship::{self, AttestationPlace, Attestations, Decoded, SignedChanges};
+use crate::authorship::{AttestationPlace, Attestations, Decoded, SignedChanges};
 use crate::chunk::{self, BlobKind, ChunkPlace, SealingKey};
 use crate::crypto::{KeyPurpose, SecretKey, WorkspaceKey};
 use crate::error::{Error, Result};
 use crate::records;
 use crate::store::WriteBatch;
+use crate::untrusted;
 
 /// What one import did.
 #[derive(Debug, Default)]
@@ -244,7 +245,7 @@ impl Workspace {
                 progress = false;
                 for received in std::mem::take(&mut waiting) {
                     let hash = received.change.hash();
-                    let expected_start = authorship::expected_start_op(received.change.deps(), |dep| {
+                    let expected_start = untrusted::expected_start_op(received.change.deps(), |dep| {
                         ready_hashes.get(dep).copied().or_else(|| doc.get_change_meta_by_hash(dep).map(|m| m.max_op))
                     });
                     let deps_present = expected_start.is_some();
@@ -278,7 +279,7 @@ impl Workspace {
             let doc = &mut self.document(document)?.doc;
             // What Automerge refuses (or gives up on) is the unit's fault, not the document's:
             // `import_into` drops the document from memory, and nothing of the unit is stored.
-            authorship::apply_changes(doc, ready)
+            untrusted::apply_changes(doc, ready)
                 .map_err(|detail| Error::BundleMalformed { document: document.to_owned(), detail })?;
             if document != ROOT_DOCUMENT {
                 break;
@@ -303,7 +304,7 @@ impl Workspace {
             }
         }
         let loaded = self.document(document)?;
-        let new_changes = authorship::changes_since(&loaded.doc, &before)
+        let new_changes = untrusted::changes_since(&loaded.doc, &before)
             .map_err(|detail| Error::BundleMalformed { document: document.to_owned(), detail })?;
         // A change Automerge takes in but encodes differently (under another hash) leaves a
         // document whose save does not load again: compaction would lose it.
@@ -376,7 +377,7 @@ impl Workspace {
         let mut verified = HashSet::new();
         let mut received = Vec::with_capacity(changes.len());
         for bytes in changes {
-            let change = authorship::parse_change(bytes).map_err(|e| Error::BundleMalformed {
+            let change = untrusted::parse_change(bytes).map_err(|e| Error::BundleMalformed {
                 document: document.to_owned(),
                 detail: format!("a change does not parse: {e}"),
             })?;
@@ -540,7 +541,7 @@ fn admits_counter_removal(root: &Automerge, document: &str, received: &Received,
         return false;
     }
     let mut copy = root.fork();
-    if authorship::apply_changes(&mut copy, [received.change.clone()]).is_err() {
+    if untrusted::apply_changes(&mut copy, [received.change.clone()]).is_err() {
         return false;
     }
     let list = DeviceList::read(&copy);
