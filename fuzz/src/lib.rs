@@ -249,10 +249,10 @@ pub fn apply(data: &[u8]) {
     if kind % 2 == 0 {
         panics_caught_are_not_crashes();
         let Ok(change) = untrusted::parse_change(rest.to_vec()) else { return };
-        // What an import refuses before applying: no operations, or numbered out of turn.
+        // What an import refuses before applying: operations numbered out of turn.
         let numbered_from =
             untrusted::expected_start_op(change.deps(), |dep| doc.get_change_meta_by_hash(dep).map(|meta| meta.max_op));
-        if change.is_empty() || numbered_from.is_some_and(|start| start != change.start_op().get()) {
+        if numbered_from.is_some_and(|start| start != change.start_op().get()) {
             return;
         }
         let (before, hash) = (doc.get_heads(), change.hash());
