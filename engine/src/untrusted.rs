@@ -13,6 +13,7 @@ use automerge::{Automerge, Change, ChangeHash, LoadOptions, VerificationMode};
 pub fn load_document(document: &[u8], verification: VerificationMode) -> Result<Automerge, String> {
     // What `Automerge::save` writes: a document chunk, and changes as they came.
     only_chunks_of(document, &[DOCUMENT_CHUNK, CHANGE_CHUNK])?;
+    columns_inflate_within(document, DOCUMENT_INFLATED_LIMIT)?;
     let load = || Automerge::load_with_options(document, LoadOptions::new().verification_mode(verification));
     match std::panic::catch_unwind(load) {
         Ok(loaded) => loaded.map_err(|error| error.to_string()),
@@ -37,24 +38,87 @@ pub fn parse_change(bytes: Vec<u8>) -> Result<Change, String> {
 const DOCUMENT_CHUNK: u8 = 0;
 const CHANGE_CHUNK: u8 = 1;
 
-/// Refuses `bytes` unless each of its chunks (`magic 4 | checksum 4 | type 1 | length uleb |
-/// data`) is of one of the `allowed` types. Automerge parses whatever chunk it is given in full
-/// before it looks at the type: a bundle chunk of 603 bytes made it allocate 24 GiB (found by
-/// the `apply` fuzz target), and a compressed one is inflated without bound. Devices send
-/// neither. Framing faults are left for Automerge to describe.
-fn only_chunks_of(mut bytes: &[u8], allowed: &[u8]) -> Result<(), String> {
-    while let Some((header, mut rest)) = bytes.split_at_checked(9) {
-        let kind = header[8];
-        if !allowed.contains(&kind) {
-            return Err(format!("an Automerge chunk of type {kind}, which no device sends"));
-        }
-        let Some(length) = read_leb128(&mut rest).and_then(|length| usize::try_from(length).ok()) else {
-            return Ok(());
-        };
-        let Some((_, next)) = rest.split_at_checked(length) else { return Ok(()) };
-        bytes = next;
+/// Refuses `bytes` unless each of its chunks is of one of the `allowed` types. Automerge parses
+/// whatever chunk it is given in full before it looks at the type: a bundle chunk of 603 bytes
+/// made it allocate 24 GiB (found by the `apply` fuzz target), and a compressed one is inflated
+/// without bound. Devices send neither.
+fn only_chunks_of(bytes: &[u8], allowed: &[u8]) -> Result<(), String> {
+    match chunks(bytes).find(|(kind, _)| !allowed.contains(kind)) {
+        Some((kind, _)) => Err(format!("an Automerge chunk of type {kind}, which no device sends")),
+        None => Ok(()),
+    }
+}
+
+/// The most bytes the deflated columns of one document may inflate to, all together: 256 MiB,
+/// some hundred times what the largest document of a 100k-event workspace holds, and past what
+/// Automerge could hold in memory as operations on a device.
+pub const DOCUMENT_INFLATED_LIMIT: u64 = 256 << 20;
+
+/// Refuses `document` if the deflated columns of its document chunks inflate to more than
+/// `limit` bytes. `Automerge::save` deflates a document's large columns and Automerge's load
+/// inflates them without a bound; deflate reaches 1,000:1, so a hostile snapshot of 16 MiB
+/// would otherwise ask for 16 GiB. Each column is inflated here into nothing, as far as the
+/// limit, before Automerge sees it. A legitimate column can deflate as well as a bomb (a note
+/// of one repeated line), so the limit is on the size, not the ratio. Columns that do not
+/// parse or inflate are left for Automerge to describe.
+fn columns_inflate_within(document: &[u8], limit: u64) -> Result<(), String> {
+    use std::io::Read;
+    let mut left = limit;
+    let documents = chunks(document).filter(|(kind, _)| *kind == DOCUMENT_CHUNK);
+    for column in documents.flat_map(|(_, data)| deflated_columns(data).unwrap_or_default()) {
+        let mut inflated = flate2::bufread::DeflateDecoder::new(column).take(left + 1);
+        let Ok(size) = std::io::copy(&mut inflated, &mut std::io::sink()) else { continue };
+        left = left
+            .checked_sub(size)
+            .ok_or_else(|| format!("a document whose columns inflate past {} MiB", limit >> 20))?;
     }
     Ok(())
+}
+
+/// Set in a column's specification when the column is deflated.
+const DEFLATED_COLUMN: u64 = 0b1000;
+
+/// The deflated columns in `data`, a document chunk's data (`actors | heads | change column
+/// specifications | operation column specifications | their columns | …`); `None` where it
+/// does not parse that far.
+fn deflated_columns(mut data: &[u8]) -> Option<Vec<&[u8]>> {
+    for _ in 0..read_leb128(&mut data)? {
+        let actor = usize::try_from(read_leb128(&mut data)?).ok()?;
+        data = data.get(actor..)?;
+    }
+    let heads = usize::try_from(read_leb128(&mut data)?).ok()?;
+    data = data.get(heads.checked_mul(32)?..)?;
+    let mut columns = Vec::new();
+    for _changes_then_operations in 0..2 {
+        for _ in 0..read_leb128(&mut data)? {
+            let specification = read_leb128(&mut data)?;
+            let length = usize::try_from(read_leb128(&mut data)?).ok()?;
+            columns.push((specification & DEFLATED_COLUMN != 0, length));
+        }
+    }
+    let mut deflated = Vec::new();
+    for (is_deflated, length) in columns {
+        let (column, rest) = data.split_at_checked(length)?;
+        data = rest;
+        if is_deflated {
+            deflated.push(column);
+        }
+    }
+    Some(deflated)
+}
+
+/// The chunks of `bytes` (`magic 4 | checksum 4 | type 1 | length uleb | data`) as their types
+/// and data, as far as they are framed; the last may be cut short. Framing faults are left for
+/// Automerge to describe.
+fn chunks(mut bytes: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    std::iter::from_fn(move || {
+        let (header, mut rest) = bytes.split_at_checked(9)?;
+        let kind = header[8];
+        let length = read_leb128(&mut rest).and_then(|length| usize::try_from(length).ok()).unwrap_or(usize::MAX);
+        let (data, next) = rest.split_at_checked(length).unwrap_or((rest, &[]));
+        bytes = next;
+        Some((kind, data))
+    })
 }
 
 /// Automerge's `apply_changes` of `changes` to `doc`; what fails is described. Changes come from
@@ -177,5 +241,46 @@ mod tests {
         assert_eq!(bundle[8], 3, "a bundle chunk");
         assert!(parse_change(bundle.to_vec()).is_err());
         assert!(load_document(bundle, VerificationMode::DontCheck).is_err());
+    }
+
+    #[test]
+    fn a_document_whose_columns_inflate_past_the_limit_is_refused_before_automerge_inflates_them() {
+        use automerge::transaction::Transactable;
+        use std::io::Write;
+        // A legitimate document can deflate as well as a bomb: 2 MiB of one repeated line.
+        let mut doc = Automerge::new();
+        let mut tx = doc.transaction();
+        tx.put(automerge::ROOT, "note", "the same line again\n".repeat(100_000)).unwrap();
+        tx.commit();
+        let saved = doc.save();
+        assert!(saved.len() < 64 * 1024, "its values column is deflated");
+        assert!(load_document(&saved, VerificationMode::Check).is_ok());
+        assert!(columns_inflate_within(&saved, 4 << 20).is_ok());
+        assert!(columns_inflate_within(&saved, 1 << 20).unwrap_err().contains("inflate past 1 MiB"));
+
+        // A document chunk of one operation column, deflated: past the limit once inflated.
+        let mut bomb = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        for _ in 0..=DOCUMENT_INFLATED_LIMIT >> 20 {
+            bomb.write_all(&[0; 1 << 20]).unwrap();
+        }
+        let bomb = bomb.finish().unwrap();
+        let leb = |mut value: usize, out: &mut Vec<u8>| loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                break out.push(byte);
+            }
+            out.push(byte | 0x80);
+        };
+        // No actors, no heads, no change columns; one operation column (id 1, a value column).
+        let mut data = vec![0, 0, 0, 1];
+        leb((1 << 4) | DEFLATED_COLUMN as usize | 6, &mut data);
+        leb(bomb.len(), &mut data);
+        data.extend(&bomb);
+        let mut chunk = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, DOCUMENT_CHUNK];
+        leb(data.len(), &mut chunk);
+        chunk.extend(&data);
+        let refused = load_document(&chunk, VerificationMode::DontCheck).unwrap_err();
+        assert!(refused.contains("inflate past 256 MiB"), "{refused}");
     }
 }
