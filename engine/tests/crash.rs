@@ -17,9 +17,10 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use adiuva_engine::{Workspace, WorkspaceOptions};
+use adiuva_engine::{KeyProtection, Workspace, WorkspaceOptions};
 use adiuva_model::{Collection, RecordId};
 use common::*;
+use zeroize::Zeroizing;
 
 const ROUNDS: usize = 60;
 const CHILD_ENV: &str = "ADIUVA_CRASH_CHILD_WORKSPACE";
@@ -101,11 +102,15 @@ fn sigkill_during_init_leaves_a_complete_workspace_or_none() {
             }
             Err(adiuva_engine::Error::WorkspaceNotFound { .. }) => {
                 none += 1;
-                init(dir.path())
+                Workspace::init(dir.path(), KeyProtection::Passphrase(Zeroizing::new(PASSPHRASE.into())), "device")
+                    .unwrap_or_else(|e| panic!("round {round}: killed after {delay:?}: none, and init failed: {e}"))
             }
             Err(e) => panic!("round {round}: killed after {delay:?}: neither a workspace nor none: {e}"),
         };
-        add_task(&mut workspace, "after the kill", "");
+        let effect = task_effect("after the kill", "");
+        if let Err(e) = workspace.commit(draft("task.created"), effect) {
+            panic!("round {round}: killed after {delay:?}: opened, but a commit failed: {e}");
+        }
         eprintln!("round {round}: killed after {delay:?}");
     }
     eprintln!("{complete} complete workspaces, {none} none");

@@ -41,6 +41,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("search", search),
     ("peer", peer),
     ("apply", apply),
+    ("document", document),
     ("relay_unit", relay_unit),
     ("key_envelope", key_envelope),
     ("relay_answer", relay_answer),
@@ -283,6 +284,17 @@ pub fn apply(data: &[u8]) {
             let _ = doc.generate_sync_message(&mut state);
         }
     }
+}
+
+/// A bare Automerge document, as a restore point or a peer carries one inside a signed
+/// snapshot (the `signed` and `peer` targets reach Automerge's loader only through that
+/// framing), loaded through `untrusted::load_document`; then its records read as a read view
+/// is made of them, and the document saved and loaded again, as compaction does.
+pub fn document(data: &[u8]) {
+    panics_caught_are_not_crashes();
+    let Ok(doc) = load_document(data, automerge::VerificationMode::Check) else { return };
+    let _ = records::read_records(&doc, &records::record_ids(&doc));
+    let _ = load_document(&doc.save(), automerge::VerificationMode::Check);
 }
 
 /// The document the `apply` target's inputs are taken in by: two tasks and a note, made by
