@@ -193,6 +193,13 @@ pub fn status(
                     sync.refused_units
                 )?;
             }
+            if sync.held_units > 0 {
+                writeln!(
+                    out,
+                    "held back  {} relay units do not open here (altered by the relay, or uploaded so by a device); tried again at each sync; `adiuva account status` names them",
+                    sync.held_units
+                )?;
+            }
         }
         None => writeln!(out, "relay      none (`adiuva account login` to sync through one)")?,
     }

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use adiuva_engine::Workspace;
+use adiuva_model::ErrorCode;
 use adiuva_sync::{Progress, RestoreFrom, SyncError, SyncReport};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -224,6 +225,7 @@ fn account_status(workspace: &mut Workspace, json: bool) -> anyhow::Result<()> {
                 "last_sync": state.last_sync,
                 "waiting": waiting,
                 "refused_units": state.refused,
+                "held_units": state.held,
             })
         );
         return Ok(());
@@ -244,6 +246,13 @@ fn account_status(workspace: &mut Workspace, json: bool) -> anyhow::Result<()> {
             println!("refused   unit #{seq}, {document}: {} ({message})", code.as_str());
         }
     }
+    for (seq, unit) in &state.held {
+        println!(
+            "held back unit #{seq}: {} ({}); fetched and tried again at each sync",
+            unit.code.as_str(),
+            unit.reason
+        );
+    }
     Ok(())
 }
 
@@ -251,8 +260,9 @@ fn account_status(workspace: &mut Workspace, json: bool) -> anyhow::Result<()> {
 /// failure: it says so, and what waits stays queued.
 pub fn sync(dir: &Path, correlation: ulid::Ulid) -> anyhow::Result<()> {
     if let Some(remote) = crate::daemon::client::Remote::find(dir, correlation) {
-        print_outcome(&remote.sync_now()?);
-        return Ok(());
+        let outcome = remote.sync_now()?;
+        print_outcome(&outcome);
+        return held_back(&outcome);
     }
     let mut workspace = Workspace::open(dir, unlock::passphrase)?;
     sync_open(&mut workspace)
@@ -272,7 +282,20 @@ pub fn sync_open(workspace: &mut Workspace) -> anyhow::Result<()> {
         Err(error) => return Err(coded(error)),
     };
     print_outcome(&outcome);
-    Ok(())
+    held_back(&outcome)
+}
+
+/// A sync that held back a unit of the relay's sequence went on past it, but did not take it
+/// in: that fails the command, with the unit's code, once the rest is synced.
+fn held_back(outcome: &SyncOutcome) -> anyhow::Result<()> {
+    match outcome.held_units.first() {
+        Some(unit) => Err(crate::service::Error::Reported {
+            code: unit.code,
+            message: format!("relay unit #{} does not open here: {}", unit.seq, unit.reason),
+        }
+        .into()),
+        None => Ok(()),
+    }
 }
 
 /// What one `adiuva sync` did, the same whether it ran here or in the daemon (`POST /v1/sync`).
@@ -291,6 +314,10 @@ pub struct SyncOutcome {
     /// Units of the relay's sequence this device refused and keeps to try again.
     #[serde(default)]
     pub refused_units: usize,
+    /// Units of the relay's sequence that do not open here, held back: the sync went on past
+    /// them, and fetches and tries each again at every sync.
+    #[serde(default)]
+    pub held_units: Vec<HeldUnitView>,
     /// The relay's sequence number this device has pulled up to.
     pub cursor: u64,
     /// This device's events the relay has not acknowledged.
@@ -308,6 +335,9 @@ impl SyncOutcome {
             pending: report.pending,
             refused: report.refused,
             refused_units: report.refused_units,
+            held_units: (report.held_units.iter())
+                .map(|(seq, unit)| HeldUnitView { seq: *seq, code: unit.code, reason: unit.reason.clone() })
+                .collect(),
             cursor: report.cursor,
             waiting: report.waiting,
             offline: None,
@@ -317,6 +347,17 @@ impl SyncOutcome {
     pub fn offline(error: &SyncError, waiting: u64) -> Self {
         Self { waiting, offline: Some(error.to_string()), ..Self::default() }
     }
+}
+
+/// A unit of the relay's sequence held back (see [`adiuva_engine::HeldUnit`]).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct HeldUnitView {
+    /// Its number in the relay's sequence.
+    pub seq: u64,
+    /// The stable code of why it does not open here.
+    #[schema(value_type = String)]
+    pub code: ErrorCode,
+    pub reason: String,
 }
 
 pub fn print_outcome(outcome: &SyncOutcome) {
@@ -343,6 +384,14 @@ pub fn print_outcome(outcome: &SyncOutcome) {
         println!(
             "{} relay units refused: a device sent what cannot be taken in (`adiuva status`; kept to be tried again)",
             outcome.refused_units
+        );
+    }
+    for unit in &outcome.held_units {
+        println!(
+            "held back relay unit #{}: it does not open here ({}: {}); the rest was synced, and it is tried again at each sync",
+            unit.seq,
+            unit.code.as_str(),
+            unit.reason
         );
     }
 }

@@ -207,6 +207,10 @@ pub struct SyncStatus {
     /// but not valid or not authorized), kept to be tried again.
     #[serde(default)]
     pub refused_units: usize,
+    /// Units of the relay's sequence that do not open here, held back (the relay's fault or a
+    /// device's), fetched and tried again at each sync.
+    #[serde(default)]
+    pub held_units: usize,
     /// Whether the relay answered the daemon's last sync (`null` without a daemon, or before
     /// its first try).
     #[serde(default)]
@@ -394,6 +398,7 @@ impl Service for Local<'_> {
             last_sync: state.last_sync,
             waiting,
             refused_units: state.refused.len(),
+            held_units: state.held.len(),
             online: None,
             last_error: None,
         }))

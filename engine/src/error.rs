@@ -189,6 +189,20 @@ impl Error {
         )
     }
 
+    /// Whether this says a unit of the relay's sequence did not open here (altered, of
+    /// another workspace, malformed, or sealed under an epoch this device lacks): a fault of the
+    /// relay, or of a device that uploaded something no device can open, which cannot be told
+    /// apart. The sync holds such a unit back and goes on (see `Workspace::hold_unit`).
+    pub fn leaves_unit_unopened(&self) -> bool {
+        matches!(
+            self,
+            Error::UnitCorrupt { .. }
+                | Error::UnitMalformed { .. }
+                | Error::UnitForeign { .. }
+                | Error::UnitEpochUnknown { .. }
+        )
+    }
+
     /// The stable code of this error.
     pub fn code(&self) -> ErrorCode {
         match self {

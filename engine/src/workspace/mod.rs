@@ -68,7 +68,7 @@ pub use follow::{CommitObserver, Cursor, FollowedEvent};
 pub use invite::{JoinAcceptance, JoinRequest, PendingJoin, Ticket};
 pub use peer::{PeerHeads, PeerMessage, PeerPush, PeerStates};
 pub use query::{DocumentStatus, EventFilter, LoggedEvent, WorkspaceStatus};
-pub use relay::{RefusedUnit, RelayState, UnitImport};
+pub use relay::{HeldUnit, RefusedUnit, RelayState, UnitImport};
 pub use restore_point::{OpenedPoint, RestorePoint, is_restore_point, open_restore_point};
 pub use sync::Imported;
 pub use upgrade::Upgrade;

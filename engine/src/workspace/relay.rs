@@ -98,6 +98,22 @@ pub struct RelayState {
     /// The units of the sequence this device refused, by number, each kept to be tried again.
     #[serde(default)]
     pub refused: BTreeMap<u64, RefusedUnit>,
+    /// The units of the sequence that did not open here, by number (see [`HeldUnit`]).
+    #[serde(default)]
+    pub held: BTreeMap<u64, HeldUnit>,
+}
+
+/// A unit of the relay's sequence that did not open here ([`Error::leaves_unit_unopened`]):
+/// the relay altered or replaced it, or a device uploaded something no device can open, and
+/// nothing tells the two apart. Either way it must not stop the sync: the units after it open
+/// on their own, and this device's own units must still go out. The cursor passes it, and each
+/// sync fetches it again by its number and tries once more; until it opens, the sync reports
+/// it. Nothing of it is kept: its bytes may be the relay's.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HeldUnit {
+    /// The stable code of why it did not open, and the message.
+    pub code: ErrorCode,
+    pub reason: String,
 }
 
 /// A unit of the relay's sequence that authenticated as sealed by a device of the workspace
@@ -115,10 +131,11 @@ pub struct RefusedUnit {
 
 impl RelayState {
     /// What a restore point made now holds of the relay's sequence (see `restore_point`). Its
-    /// cursor stops short of the first unit kept as refused: a device restored from the point
-    /// pulls that unit again, and takes it in if this device later does.
+    /// cursor stops short of the first unit kept as refused or held back: a device restored
+    /// from the point pulls that unit again, and takes it in if this device later does.
     pub(super) fn coverage(&self) -> RelayCoverage {
-        let cursor = self.refused.keys().next().map_or(self.cursor, |first| self.cursor.min(first.saturating_sub(1)));
+        let first = self.refused.keys().chain(self.held.keys()).min();
+        let cursor = first.map_or(self.cursor, |first| self.cursor.min(first.saturating_sub(1)));
         RelayCoverage { cursor, acked: self.acked.clone(), acked_events: self.acked_events.clone() }
     }
 
@@ -330,6 +347,7 @@ impl Workspace {
             let total = self.event_count(document, &self.current_manifest(document)?)?;
             state.acked_events.insert(document.clone(), total.saturating_sub(uncovered));
         }
+        state.held.remove(&seq);
         let key = layout::relay_refused(relay, seq);
         let mut batch = WriteBatch::default();
         if result.refusals.is_empty() {
@@ -413,14 +431,26 @@ impl Workspace {
         Ok(())
     }
 
+    /// Holds back unit `seq` of `relay`, which did not open here for `error` (see
+    /// [`HeldUnit`]): the cursor passes it. [`Self::open_unit`] releases it once it opens,
+    /// [`Self::relay_passed`] if it turns out to be a blob devices pass over.
+    pub fn hold_unit(&mut self, relay: &str, seq: u64, error: &Error) -> Result<()> {
+        warn!(relay, unit = seq, code = error.code().as_str(), %error, "held back a relay unit that does not open");
+        let mut state = self.relay_state(relay)?;
+        state.held.insert(seq, HeldUnit { code: error.code(), reason: error.to_string() });
+        state.cursor = state.cursor.max(seq);
+        self.set_relay_state(relay, &state)
+    }
+
     /// Moves the cursor past number `seq` of `relay`: a blob of the sequence that is not a unit
     /// (a join acceptance sealed to a joining device, a restore point), with nothing to import.
     pub fn relay_passed(&mut self, relay: &str, seq: u64) -> Result<()> {
         let mut state = self.relay_state(relay)?;
-        if state.cursor >= seq {
+        let released = state.held.remove(&seq).is_some();
+        if state.cursor >= seq && !released {
             return Ok(());
         }
-        state.cursor = seq;
+        state.cursor = state.cursor.max(seq);
         self.set_relay_state(relay, &state)
     }
 
@@ -736,7 +766,7 @@ mod tests {
                 .seal(&b.log.workspace_id, b.log.keyring.workspace_key().unwrap(), &b.log.identity, &[7; 40])
                 .unwrap(),
         ];
-        let mut altered = unit_of(&b, &[("plans", plans)]);
+        let mut altered = unit_of(&b, &[("plans", plans.clone())]);
         let middle = altered.len() / 2;
         altered[middle] ^= 1;
 
@@ -746,11 +776,21 @@ mod tests {
         assert_eq!(a.list(Collection::Plans).unwrap().len(), 2);
         let second = a.open_unit(RELAY, 2, &units[1]).unwrap();
         assert_eq!(second.refusals.iter().map(Error::code).collect::<Vec<_>>(), [ErrorCode::SyncUnitMalformed]);
-        // A unit that does not open is the relay's or the path's fault: the cursor stays.
+        // A unit that does not open is an error: the sync holds it back, the cursor passing it.
         let error = a.open_unit(RELAY, 3, &altered).unwrap_err();
         assert_eq!(error.code(), ErrorCode::SyncUnitCorrupt, "{error}");
+        assert!(error.leaves_unit_unopened());
+        assert_eq!(a.relay_state(RELAY).unwrap().cursor, 2);
+        a.hold_unit(RELAY, 3, &error).unwrap();
         let state = a.relay_state(RELAY).unwrap();
-        assert_eq!(state.cursor, 2);
+        assert_eq!((state.cursor, state.held[&3].code), (3, ErrorCode::SyncUnitCorrupt));
+        let held_alone = RelayState { held: state.held.clone(), cursor: 5, ..RelayState::default() };
+        assert_eq!(held_alone.coverage().cursor, 2, "a restore point stops short of a held unit");
+        // Fetched again as it was sealed, it opens, and is held back no more.
+        a.open_unit(RELAY, 3, &unit_of(&b, &[("plans", plans)])).unwrap();
+        let state = a.relay_state(RELAY).unwrap();
+        assert!(state.held.is_empty());
+        assert_eq!(state.cursor, 3);
         assert_eq!(state.refused.keys().copied().collect::<Vec<_>>(), [1, 2]);
         // A restore point made now covers the sequence only up to before the first refused.
         assert_eq!(state.coverage().cursor, 0);

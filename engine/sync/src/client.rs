@@ -378,8 +378,18 @@ impl RelayClient {
 
     /// [`Self::changes`] with a read grant, if given.
     pub fn changes_granted(&self, token: &str, grant: Option<&str>, ws: &str, after: u64) -> Result<ChangesPage> {
-        let path = format!("/workspaces/{ws}/changes?after={after}");
-        let answer = self.send("GET", &path, Some(token), grant, Body::None)?;
+        self.page(token, grant, ws, &format!("after={after}"), after)
+    }
+
+    /// Entry number `seq` of the workspace's sequence, alone (`None` if the relay lists
+    /// nothing there).
+    pub fn entry_at(&self, token: &str, ws: &str, seq: u64) -> Result<Option<BlobEntry>> {
+        let after = seq.saturating_sub(1);
+        Ok(self.page(token, None, ws, &format!("after={after}&limit=1"), after)?.changes.into_iter().next())
+    }
+
+    fn page(&self, token: &str, grant: Option<&str>, ws: &str, query: &str, after: u64) -> Result<ChangesPage> {
+        let answer = self.send("GET", &format!("/workspaces/{ws}/changes?{query}"), Some(token), grant, Body::None)?;
         check_page(after, json(answer, &[200], "changes")?)
     }
 }

@@ -2,11 +2,12 @@
 //! imported, the relay's device list and key envelopes brought in line with the workspace's,
 //! then the outbox pushed.
 
-use adiuva_engine::{Error as EngineError, Workspace};
+use adiuva_engine::{Error as EngineError, UnitImport, Workspace};
 use chrono::Utc;
 use tracing::{info, warn};
 
 use crate::account::Relay;
+use crate::client::BlobEntry;
 use crate::error::{Result, SyncError};
 
 /// What a long sync reports as it goes.
@@ -34,6 +35,9 @@ pub struct SyncReport {
     /// Units of the relay's sequence this device refused and keeps to try again (all of them,
     /// not only this sync's).
     pub refused_units: usize,
+    /// Units of the relay's sequence that did not open here, by number: held back, tried again
+    /// at each sync (all of them, not only this sync's; see [`adiuva_engine::HeldUnit`]).
+    pub held_units: Vec<(u64, adiuva_engine::HeldUnit)>,
     /// The relay's sequence number this device has pulled up to.
     pub cursor: u64,
     /// This device's changes the relay has not acknowledged (0 after a complete sync).
@@ -149,7 +153,8 @@ fn push(
 }
 
 /// Pulls every unit after the cursor, in order, and imports each; the cursor moves with each
-/// import. A unit under an epoch this device lacks is opened once its key envelope is taken in.
+/// import. A unit under an epoch this device lacks is opened once its key envelope is taken in;
+/// one that does not open is held back, and every unit held back is fetched and tried again.
 fn pull(
     workspace: &mut Workspace,
     relay: &mut Relay,
@@ -158,51 +163,85 @@ fn pull(
 ) -> Result<()> {
     let server = relay.account.server.clone();
     let ws = workspace.workspace_id().to_string();
-    let me = workspace.device_id();
     let start = workspace.relay_state(&server)?.cursor;
     let mut cursor = start;
     loop {
         let page = relay.call(workspace, |client, token| client.changes(token, &ws, cursor))?;
         let total = page.head.saturating_sub(start);
         if page.changes.is_empty() {
+            retry_held_units(workspace, relay, report)?;
             let retried = workspace.retry_refused_units(&server)?;
             report.applied += retried.applied;
             report.pending += retried.pending;
             report.refused += retried.refused.len();
-            report.refused_units = workspace.relay_state(&server)?.refused.len();
+            let state = workspace.relay_state(&server)?;
+            report.refused_units = state.refused.len();
+            report.held_units = state.held.into_iter().collect();
             return Ok(());
         }
         for entry in &page.changes {
             progress(Progress::Pulling { done: entry.seq - 1 - start, total });
-            let bytes = relay.call(workspace, |client, token| client.get_blob(token, &ws, &entry.id))?;
-            if passed_over(&bytes) {
-                workspace.relay_passed(&server, entry.seq)?;
-                cursor = entry.seq;
-                continue;
-            }
-            let imported = match workspace.open_unit(&server, entry.seq, &bytes) {
-                Err(EngineError::UnitEpochUnknown { epoch, .. }) => {
-                    let envelope =
-                        relay.call(workspace, |client, token| client.get_envelope(token, &ws, &me, epoch))?.ok_or(
-                            SyncError::Engine(EngineError::UnitEpochUnknown { unit: format!("#{}", entry.seq), epoch }),
-                        )?;
-                    workspace.accept_key_envelope(epoch, &envelope)?;
-                    info!(epoch, "learned a key epoch from its envelope on the relay");
-                    workspace.open_unit(&server, entry.seq, &bytes)?
-                }
-                other => other?,
-            };
-            for refused in &imported.imported.refused {
-                warn!(error = %refused, "a change was refused");
-            }
-            report.pulled += 1;
-            report.applied += imported.imported.applied;
-            report.pending += imported.imported.pending;
-            report.refused += imported.imported.refused.len();
+            pull_entry(workspace, relay, entry, report)?;
             cursor = entry.seq;
         }
         progress(Progress::Pulling { done: cursor - start, total });
     }
+}
+
+/// Fetches and takes in one entry of the sequence: a unit imported, a blob devices pass over
+/// passed, a unit that does not open held back (the cursor passes each).
+fn pull_entry(workspace: &mut Workspace, relay: &mut Relay, entry: &BlobEntry, report: &mut SyncReport) -> Result<()> {
+    let server = relay.account.server.clone();
+    let ws = workspace.workspace_id().to_string();
+    let bytes = relay.call(workspace, |client, token| client.get_blob(token, &ws, &entry.id))?;
+    if passed_over(&bytes) {
+        return Ok(workspace.relay_passed(&server, entry.seq)?);
+    }
+    let imported = match open_unit(workspace, relay, entry.seq, &bytes) {
+        Err(SyncError::Engine(error)) if error.leaves_unit_unopened() => {
+            return Ok(workspace.hold_unit(&server, entry.seq, &error)?);
+        }
+        other => other?,
+    };
+    for refused in &imported.imported.refused {
+        warn!(error = %refused, "a change was refused");
+    }
+    report.pulled += 1;
+    report.applied += imported.imported.applied;
+    report.pending += imported.imported.pending;
+    report.refused += imported.imported.refused.len();
+    Ok(())
+}
+
+/// Opens and imports unit `seq`; one under an epoch this device lacks is opened once the
+/// epoch's key envelope on the relay is taken in.
+fn open_unit(workspace: &mut Workspace, relay: &mut Relay, seq: u64, bytes: &[u8]) -> Result<UnitImport> {
+    let server = relay.account.server.clone();
+    match workspace.open_unit(&server, seq, bytes) {
+        Err(EngineError::UnitEpochUnknown { epoch, .. }) => {
+            let (ws, me) = (workspace.workspace_id().to_string(), workspace.device_id());
+            let envelope = relay
+                .call(workspace, |client, token| client.get_envelope(token, &ws, &me, epoch))?
+                .ok_or(SyncError::Engine(EngineError::UnitEpochUnknown { unit: format!("#{seq}"), epoch }))?;
+            workspace.accept_key_envelope(epoch, &envelope)?;
+            info!(epoch, "learned a key epoch from its envelope on the relay");
+            Ok(workspace.open_unit(&server, seq, bytes)?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Fetches each unit held back again, by its number (the relay may have been at fault, and
+/// may list another blob there now), and takes it in as [`pull_entry`] does.
+fn retry_held_units(workspace: &mut Workspace, relay: &mut Relay, report: &mut SyncReport) -> Result<()> {
+    let (server, ws) = (relay.account.server.clone(), workspace.workspace_id().to_string());
+    let held: Vec<u64> = workspace.relay_state(&server)?.held.into_keys().collect();
+    for seq in held {
+        if let Some(entry) = relay.call(workspace, |client, token| client.entry_at(token, &ws, seq))? {
+            pull_entry(workspace, relay, &entry, report)?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether a blob of the sequence is not a unit but something devices pass over: a join

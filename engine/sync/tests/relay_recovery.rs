@@ -333,20 +333,11 @@ fn altered_foreign_replayed_or_cut_answers_are_typed_errors_that_leave_nothing_b
     let email = "tamper@example.com";
     let (mut a, phrase) = recoverable(&mut relay, dirs[0].path(), email);
     let ws = a.workspace_id().to_string();
-    // A unit of another workspace of the same account.
-    let mut other = Workspace::init(dirs[1].path(), protection(), "other").unwrap();
-    adiuva_sync::sign_in(&mut other, &relay.url, email, PASSWORD, false).unwrap();
-    add_task(&mut other, "in another workspace");
-    sync(&mut other);
-    let client = adiuva_sync::RelayClient::new(&relay.url);
-    let token = client.sign_in(false, email, PASSWORD, other.device_id()).unwrap().access_token;
-    let other_ws = other.workspace_id().to_string();
-    let foreign_entry = client.changes(&token, &other_ws, 0).unwrap().changes.remove(0);
-    let foreign_bytes = client.get_blob(&token, &other_ws, &foreign_entry.id).unwrap();
+    let (foreign_id, foreign_bytes) = foreign_unit(&relay, dirs[1].path(), email);
 
     let cases = [
         (Tamper::FlipBlob, ErrorCode::SyncBlobCorrupt),
-        (Tamper::Foreign { id: foreign_entry.id, bytes: foreign_bytes }, ErrorCode::SyncUnitForeign),
+        (Tamper::Foreign { id: foreign_id, bytes: foreign_bytes }, ErrorCode::SyncUnitForeign),
         (Tamper::ReplayPage, ErrorCode::SyncPageInvalid),
         (Tamper::TruncatePage, ErrorCode::SyncPageTruncated),
         (Tamper::CutBody, ErrorCode::SyncResponseMalformed),
@@ -399,5 +390,67 @@ fn altered_foreign_replayed_or_cut_answers_are_typed_errors_that_leave_nothing_b
     }
     *mode.lock().unwrap() = Tamper::Nothing;
     sync(&mut b);
+    assert_eq!(snapshot(&mut a), snapshot(&mut b));
+}
+
+/// A unit of another workspace of `email`'s account, made by a device in `dir`: its blob id
+/// and bytes.
+fn foreign_unit(relay: &Relay, dir: &Path, email: &str) -> (String, Vec<u8>) {
+    let mut other = Workspace::init(dir, protection(), "other").unwrap();
+    adiuva_sync::sign_in(&mut other, &relay.url, email, PASSWORD, false).unwrap();
+    add_task(&mut other, "in another workspace");
+    sync(&mut other);
+    let client = adiuva_sync::RelayClient::new(&relay.url);
+    let token = client.sign_in(false, email, PASSWORD, other.device_id()).unwrap().access_token;
+    let other_ws = other.workspace_id().to_string();
+    let entry = client.changes(&token, &other_ws, 0).unwrap().changes.remove(0);
+    let bytes = client.get_blob(&token, &other_ws, &entry.id).unwrap();
+    (entry.id, bytes)
+}
+
+fn titles(workspace: &mut Workspace, collection: Collection) -> Vec<String> {
+    let records = workspace.list(collection).unwrap();
+    records.iter().map(|record| record["title"].as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn a_unit_that_does_not_open_is_held_back_while_the_rest_syncs_both_ways_and_taken_in_once_it_opens() {
+    let mut relay = Relay::start();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let email = "held@example.com";
+    let mut a = first_device(&mut relay, dirs[0].path(), email);
+    let (foreign_id, foreign_bytes) = foreign_unit(&relay, dirs[1].path(), email);
+    let mut b = join(&mut a, &relay, dirs[2].path(), email, "b");
+    let (proxy, mode, _) = tampering_proxy(relay.url.clone(), Tamper::Nothing);
+    adiuva_sync::sign_in(&mut b, &proxy, email, PASSWORD, false).unwrap();
+    sync(&mut a);
+    sync(&mut b);
+    add_task(&mut a, "in the unit that does not open");
+    sync(&mut a);
+    add_note(&mut a, "after it", "in a document of its own");
+    sync(&mut a);
+
+    // The relay lists a blob of another workspace where a's task unit is.
+    *mode.lock().unwrap() = Tamper::Foreign { id: foreign_id, bytes: foreign_bytes };
+    add_task(&mut b, "written on b meanwhile");
+    let report = adiuva_sync::sync_once(&mut b, &mut |_| {}).unwrap();
+    let held: Vec<_> = report.held_units.iter().map(|(seq, unit)| (*seq, unit.code)).collect();
+    assert_eq!(held.len(), 1, "{report:?}");
+    assert_eq!(held[0].1, ErrorCode::SyncUnitForeign);
+    assert_eq!(b.relay_state(&proxy).unwrap().held.len(), 1, "kept across syncs");
+    assert!(report.cursor > held[0].0, "the cursor passes it");
+    // What follows it is taken in, and b's own write goes out.
+    assert_eq!(titles(&mut b, Collection::Notes), ["after it"]);
+    assert!(!titles(&mut b, Collection::Tasks).contains(&"in the unit that does not open".to_owned()));
+    assert_eq!(report.waiting, 0);
+    sync(&mut a);
+    assert!(titles(&mut a, Collection::Tasks).contains(&"written on b meanwhile".to_owned()));
+
+    // Fetched again at the next sync, by its number: once the relay serves it, it is taken in.
+    *mode.lock().unwrap() = Tamper::Nothing;
+    let report = sync(&mut b);
+    assert!(report.held_units.is_empty(), "{report:?}");
+    assert!(b.relay_state(&proxy).unwrap().held.is_empty());
+    sync(&mut a);
     assert_eq!(snapshot(&mut a), snapshot(&mut b));
 }
