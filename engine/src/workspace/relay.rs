@@ -131,19 +131,23 @@ pub struct RefusedUnit {
 
 impl RelayState {
     /// What a restore point made now holds of the relay's sequence (see `restore_point`). Its
-    /// cursor stops short of the first unit kept as refused or held back: a device restored
-    /// from the point pulls that unit again, and takes it in if this device later does.
+    /// cursor stops short of the first unit kept as refused: a device restored from the point
+    /// pulls that unit again, and takes it in if this device later does. Units held back are
+    /// passed on as held instead: pulled again, one of them would stop the restore itself (a
+    /// restore takes in no unit that does not open), and the restored device retries them.
     pub(super) fn coverage(&self) -> RelayCoverage {
-        let first = self.refused.keys().chain(self.held.keys()).min();
+        let first = self.refused.keys().next();
         let cursor = first.map_or(self.cursor, |first| self.cursor.min(first.saturating_sub(1)));
-        RelayCoverage { cursor, acked: self.acked.clone(), acked_events: self.acked_events.clone() }
+        let held = self.held.range(..=cursor).map(|(seq, unit)| (*seq, unit.clone())).collect();
+        RelayCoverage { cursor, acked: self.acked.clone(), acked_events: self.acked_events.clone(), held }
     }
 
     /// The state of a device restored from a restore point with `coverage`: it holds what the
-    /// point's maker held of the relay, and has authorized, revoked and uploaded nothing yet.
+    /// point's maker held of the relay, holds back what it held back, and has authorized,
+    /// revoked and uploaded nothing yet.
     pub(super) fn covered(coverage: RelayCoverage) -> Self {
-        let RelayCoverage { cursor, acked, acked_events } = coverage;
-        Self { cursor, acked, acked_events, ..Self::default() }
+        let RelayCoverage { cursor, acked, acked_events, held } = coverage;
+        Self { cursor, acked, acked_events, held, ..Self::default() }
     }
 }
 
@@ -785,7 +789,9 @@ mod tests {
         let state = a.relay_state(RELAY).unwrap();
         assert_eq!((state.cursor, state.held[&3].code), (3, ErrorCode::SyncUnitCorrupt));
         let held_alone = RelayState { held: state.held.clone(), cursor: 5, ..RelayState::default() };
-        assert_eq!(held_alone.coverage().cursor, 2, "a restore point stops short of a held unit");
+        let coverage = held_alone.coverage();
+        assert_eq!((coverage.cursor, coverage.held.len()), (5, 1), "a restore point passes a held unit on as held");
+        assert_eq!(RelayState::covered(coverage).held, state.held);
         // Fetched again as it was sealed, it opens, and is held back no more.
         a.open_unit(RELAY, 3, &unit_of(&b, &[("plans", plans)])).unwrap();
         let state = a.relay_state(RELAY).unwrap();

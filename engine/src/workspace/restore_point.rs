@@ -7,8 +7,9 @@
 //! frame    = a bundle frame sealed under the snapshot key, blob id "relay/restore-point/2"
 //! payload  = point id 16 | index u32 LE | count u32 LE | coverage length u32 LE | coverage
 //!            | parts (as a relay unit's) | zeros up to the blob's size bucket
-//! coverage = JSON: the relay's sequence number the maker had imported up to, and per document
-//!            the heads the relay held and how many changes they cover
+//! coverage = JSON: the relay's sequence number the maker had imported up to, per document
+//!            the heads the relay held and how many changes they cover, and the units up to
+//!            that number it held back (written only when there are any)
 //! part     = a document's name and its `SignedSnapshot`
 //! ```
 //!
@@ -25,8 +26,10 @@
 //! check finds a fault, imports change by change through [`Workspace::import_changes`].
 //!
 //! The **coverage** lets a restore onto an empty directory pull from the relay only the units
-//! after the point: the maker had imported every unit up to `cursor`, and kept nothing aside
-//! (with changes in its pending area the cursor is 0, and a restore pulls every unit).
+//! after the point: the maker had imported every unit up to `cursor` but those it held back
+//! because they do not open (which the restored device holds back in turn, and retries), and
+//! kept nothing aside (with changes in its pending area the cursor is 0, and a restore pulls
+//! every unit).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -87,12 +90,18 @@ pub struct RestorePoint {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelayCoverage {
-    /// Every unit up to this number of the relay's sequence is in the point.
+    /// Every unit up to this number of the relay's sequence is in the point, but those held.
     pub cursor: u64,
     /// Per document, heads the relay held (hex change hashes).
     pub acked: BTreeMap<String, BTreeSet<String>>,
     /// Per document, how many changes those heads cover.
     pub acked_events: BTreeMap<String, u64>,
+    /// Units up to the cursor that did not open for the point's maker (see
+    /// [`HeldUnit`](super::HeldUnit)): a device restored from the point holds them back too,
+    /// and tries each again at every sync. Written only when there are any, so a point without
+    /// them reads in builds from before.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub held: BTreeMap<u64, super::HeldUnit>,
 }
 
 /// One blob of a restore point, opened and checked.

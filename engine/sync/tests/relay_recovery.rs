@@ -202,8 +202,9 @@ enum Tamper {
     Nothing,
     /// One byte of each blob flipped.
     FlipBlob,
-    /// The first entry of the sequence names this blob (of another workspace), which it serves.
-    Foreign { id: String, bytes: Vec<u8> },
+    /// The first entry of every page (or entry number `at` alone) names this blob (of another
+    /// workspace), which it serves.
+    Foreign { id: String, bytes: Vec<u8>, at: Option<u64> },
     /// Every page answers as if asked from the start.
     ReplayPage,
     /// Every page lists nothing while announcing the head.
@@ -264,7 +265,7 @@ fn serve(stream: TcpStream, relay: &str, tamper: &Tamper, asked: &Asked) {
     reader.read_exact(&mut body).unwrap();
 
     let foreign = match tamper {
-        Tamper::Foreign { id, bytes } if path.ends_with(&format!("/blobs/{id}")) => Some(bytes.clone()),
+        Tamper::Foreign { id, bytes, .. } if path.ends_with(&format!("/blobs/{id}")) => Some(bytes.clone()),
         _ => None,
     };
     let forwarded = match (tamper, path.split_once("/changes?after=")) {
@@ -283,9 +284,14 @@ fn serve(stream: TcpStream, relay: &str, tamper: &Tamper, asked: &Asked) {
         if path.contains("/changes?") {
             let mut page: serde_json::Value = serde_json::from_slice(&answer).unwrap();
             match tamper {
-                Tamper::Foreign { id, .. } => {
-                    if let Some(first) = page["changes"].get_mut(0) {
-                        first["id"] = id.clone().into();
+                Tamper::Foreign { id, at, .. } => {
+                    let entries = page["changes"].as_array_mut().unwrap();
+                    let named = entries.iter_mut().enumerate().find(|(n, entry)| match at {
+                        Some(seq) => entry["seq"] == *seq,
+                        None => *n == 0,
+                    });
+                    if let Some((_, entry)) = named {
+                        entry["id"] = id.clone().into();
                     }
                 }
                 Tamper::TruncatePage => page["changes"] = serde_json::json!([]),
@@ -337,7 +343,7 @@ fn altered_foreign_replayed_or_cut_answers_are_typed_errors_that_leave_nothing_b
 
     let cases = [
         (Tamper::FlipBlob, ErrorCode::SyncBlobCorrupt),
-        (Tamper::Foreign { id: foreign_id, bytes: foreign_bytes }, ErrorCode::SyncUnitForeign),
+        (Tamper::Foreign { id: foreign_id, bytes: foreign_bytes, at: None }, ErrorCode::SyncUnitForeign),
         (Tamper::ReplayPage, ErrorCode::SyncPageInvalid),
         (Tamper::TruncatePage, ErrorCode::SyncPageTruncated),
         (Tamper::CutBody, ErrorCode::SyncResponseMalformed),
@@ -414,43 +420,54 @@ fn titles(workspace: &mut Workspace, collection: Collection) -> Vec<String> {
 }
 
 #[test]
-fn a_unit_that_does_not_open_is_held_back_while_the_rest_syncs_both_ways_and_taken_in_once_it_opens() {
+fn a_unit_that_does_not_open_is_held_back_while_the_rest_syncs_and_restores_and_taken_in_once_it_opens() {
     let mut relay = Relay::start();
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let email = "held@example.com";
-    let mut a = first_device(&mut relay, dirs[0].path(), email);
+    let (mut a, phrase) = recoverable(&mut relay, dirs[0].path(), email);
+    let ws = a.workspace_id().to_string();
     let (foreign_id, foreign_bytes) = foreign_unit(&relay, dirs[1].path(), email);
     let mut b = join(&mut a, &relay, dirs[2].path(), email, "b");
     let (proxy, mode, _) = tampering_proxy(relay.url.clone(), Tamper::Nothing);
     adiuva_sync::sign_in(&mut b, &proxy, email, PASSWORD, false).unwrap();
     sync(&mut a);
     sync(&mut b);
-    add_task(&mut a, "in the unit that does not open");
-    sync(&mut a);
-    add_note(&mut a, "after it", "in a document of its own");
-    sync(&mut a);
 
-    // The relay lists a blob of another workspace where a's task unit is.
-    *mode.lock().unwrap() = Tamper::Foreign { id: foreign_id, bytes: foreign_bytes };
-    add_task(&mut b, "written on b meanwhile");
-    let report = adiuva_sync::sync_once(&mut b, &mut |_| {}).unwrap();
-    let held: Vec<_> = report.held_units.iter().map(|(seq, unit)| (*seq, unit.code)).collect();
-    assert_eq!(held.len(), 1, "{report:?}");
-    assert_eq!(held[0].1, ErrorCode::SyncUnitForeign);
-    assert_eq!(b.relay_state(&proxy).unwrap().held.len(), 1, "kept across syncs");
-    assert!(report.cursor > held[0].0, "the cursor passes it");
-    // What follows it is taken in, and b's own write goes out.
-    assert_eq!(titles(&mut b, Collection::Notes), ["after it"]);
-    assert!(!titles(&mut b, Collection::Tasks).contains(&"in the unit that does not open".to_owned()));
-    assert_eq!(report.waiting, 0);
-    sync(&mut a);
-    assert!(titles(&mut a, Collection::Tasks).contains(&"written on b meanwhile".to_owned()));
+    // An authorized device uploads bytes no device can open (faulty, or hostile).
+    let client = adiuva_sync::RelayClient::new(&relay.url);
+    let token = client.sign_in(false, email, PASSWORD, b.device_id()).unwrap().access_token;
+    let junk = client.put_blob(&token, &ws, b"not a unit of any workspace").unwrap().seq;
+    add_task(&mut a, "written after the junk");
+    let report = adiuva_sync::sync_once(&mut a, &mut |_| {}).unwrap();
+    let held: Vec<_> = report.held_units.iter().map(|(seq, held)| (*seq, held.code)).collect();
+    assert_eq!(held, [(junk, ErrorCode::SyncUnitMalformed)], "{report:?}");
+    assert!(report.cursor >= junk, "the cursor passes it");
+    assert_eq!(report.waiting, 0, "a's own write goes out");
+    sync(&mut b);
+    assert!(titles(&mut b, Collection::Tasks).contains(&"written after the junk".to_owned()));
+    assert_eq!(a.relay_state(&relay.url).unwrap().held.len(), 1, "kept across syncs");
 
-    // Fetched again at the next sync, by its number: once the relay serves it, it is taken in.
+    // A restore point passes it on as held: a restore from it does not stop at it.
+    adiuva_sync::backup_now(&mut a, &mut |_| {}).unwrap();
+    let mut restored = restore(&relay.url, email, &ws, &phrase, dirs[3].path()).unwrap();
+    assert_eq!(restored.relay_state(&relay.url).unwrap().held.keys().copied().collect::<Vec<_>>(), [junk]);
+    assert!(titles(&mut restored, Collection::Tasks).contains(&"written after the junk".to_owned()));
+
+    // The relay lists a blob of another workspace where a's next unit is: b holds that back
+    // too, until the relay serves the unit again; fetched again by its number, it is taken in.
+    add_task(&mut a, "in a unit the relay replaces");
+    sync(&mut a);
+    let unit = client.changes(&token, &ws, 0).unwrap().head;
+    *mode.lock().unwrap() = Tamper::Foreign { id: foreign_id, bytes: foreign_bytes, at: Some(unit) };
+    let report = sync(&mut b);
+    assert_eq!(report.held_units.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [junk, unit]);
+    assert!(!titles(&mut b, Collection::Tasks).contains(&"in a unit the relay replaces".to_owned()));
     *mode.lock().unwrap() = Tamper::Nothing;
     let report = sync(&mut b);
-    assert!(report.held_units.is_empty(), "{report:?}");
-    assert!(b.relay_state(&proxy).unwrap().held.is_empty());
-    sync(&mut a);
+    assert_eq!(report.held_units.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), [junk]);
+    for device in [&mut a, &mut restored] {
+        sync(device);
+    }
     assert_eq!(snapshot(&mut a), snapshot(&mut b));
+    assert_eq!(snapshot(&mut restored), snapshot(&mut b));
 }
