@@ -2,7 +2,8 @@
 //! each a real `adiuva` process: the ticket one prints makes the other a device of the same
 //! workspace, the ticket works once, and the relay never holds the joined device's name, a
 //! record or the acceptance in clear. `backup now|list` and `restore --point` through the
-//! same binary.
+//! same binary. A unit that does not open: `adiuva sync` syncs the rest and fails with its
+//! code, and `status` and `account status` show it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../../engine/sync/tests/common/mod.rs"]
@@ -107,4 +108,33 @@ fn a_ticket_that_is_not_one_is_refused_before_anything_happens() {
     let output = adiuva(dir.path()).args(["device", "join", "something else"]).output().unwrap();
     assert!(!output.status.success());
     assert!(!dir.path().join("store").exists());
+}
+
+#[test]
+fn a_unit_that_does_not_open_fails_adiuva_sync_with_its_code_once_the_rest_is_synced_and_status_names_it() {
+    let mut relay = Relay::start();
+    let dir = tempfile::tempdir().unwrap();
+    let email = "held@example.com";
+    let (device, ws) = {
+        let mut a = first_device(&mut relay, dir.path(), email);
+        sync(&mut a);
+        (a.device_id(), a.workspace_id().to_string())
+    };
+    // A device of the workspace uploads bytes no device can open.
+    let client = adiuva_sync::RelayClient::new(&relay.url);
+    let token = client.sign_in(false, email, PASSWORD, device).unwrap().access_token;
+    let junk = client.put_blob(&token, &ws, b"not a unit of any workspace").unwrap().seq;
+
+    succeeded(adiuva(dir.path()).args(["task", "add", "written after the junk"]).output().unwrap());
+    let synced = adiuva(dir.path()).arg("sync").output().unwrap();
+    assert!(!synced.status.success());
+    let (stdout, stderr) = (String::from_utf8_lossy(&synced.stdout), String::from_utf8_lossy(&synced.stderr));
+    assert!(stdout.contains(&format!("held back relay unit #{junk}")), "{stdout}");
+    assert!(stdout.contains("0 events wait to go out"), "the rest was synced: {stdout}");
+    assert!(stderr.contains("sync.unit_malformed"), "{stderr}");
+
+    let status = succeeded(adiuva(dir.path()).arg("status").output().unwrap());
+    assert!(status.contains("held back  1 relay units"), "{status}");
+    let account = succeeded(adiuva(dir.path()).args(["account", "status"]).output().unwrap());
+    assert!(account.contains(&format!("held back unit #{junk}: sync.unit_malformed")), "{account}");
 }
