@@ -114,6 +114,9 @@ pub struct HeldUnit {
     /// The stable code of why it did not open, and the message.
     pub code: ErrorCode,
     pub reason: String,
+    /// How often it was tried again since (the sync tries those tried least first).
+    #[serde(default)]
+    pub tries: u32,
 }
 
 /// A unit of the relay's sequence that authenticated as sealed by a device of the workspace
@@ -441,7 +444,8 @@ impl Workspace {
     pub fn hold_unit(&mut self, relay: &str, seq: u64, error: &Error) -> Result<()> {
         warn!(relay, unit = seq, code = error.code().as_str(), %error, "held back a relay unit that does not open");
         let mut state = self.relay_state(relay)?;
-        state.held.insert(seq, HeldUnit { code: error.code(), reason: error.to_string() });
+        let tries = state.held.get(&seq).map_or(0, |held| held.tries.saturating_add(1));
+        state.held.insert(seq, HeldUnit { code: error.code(), reason: error.to_string(), tries });
         state.cursor = state.cursor.max(seq);
         self.set_relay_state(relay, &state)
     }
@@ -786,8 +790,9 @@ mod tests {
         assert!(error.leaves_unit_unopened());
         assert_eq!(a.relay_state(RELAY).unwrap().cursor, 2);
         a.hold_unit(RELAY, 3, &error).unwrap();
+        a.hold_unit(RELAY, 3, &error).unwrap();
         let state = a.relay_state(RELAY).unwrap();
-        assert_eq!((state.cursor, state.held[&3].code), (3, ErrorCode::SyncUnitCorrupt));
+        assert_eq!((state.cursor, state.held[&3].code, state.held[&3].tries), (3, ErrorCode::SyncUnitCorrupt, 1));
         let held_alone = RelayState { held: state.held.clone(), cursor: 5, ..RelayState::default() };
         let coverage = held_alone.coverage();
         assert_eq!((coverage.cursor, coverage.held.len()), (5, 1), "a restore point passes a held unit on as held");

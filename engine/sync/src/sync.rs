@@ -231,12 +231,19 @@ fn open_unit(workspace: &mut Workspace, relay: &mut Relay, seq: u64, bytes: &[u8
     }
 }
 
-/// Fetches each unit held back again, by its number (the relay may have been at fault, and
-/// may list another blob there now), and takes it in as [`pull_entry`] does.
+/// The most units held back that one sync tries again, those tried least first: a device that
+/// uploaded many would otherwise make every sync of every device fetch them all.
+const HELD_RETRIES_PER_SYNC: usize = 16;
+
+/// Fetches units held back again (up to [`HELD_RETRIES_PER_SYNC`]), each by its number (the
+/// relay may have been at fault, and may list another blob there now), and takes each in as
+/// [`pull_entry`] does.
 fn retry_held_units(workspace: &mut Workspace, relay: &mut Relay, report: &mut SyncReport) -> Result<()> {
     let (server, ws) = (relay.account.server.clone(), workspace.workspace_id().to_string());
-    let held: Vec<u64> = workspace.relay_state(&server)?.held.into_keys().collect();
-    for seq in held {
+    let mut held: Vec<(u32, u64)> =
+        workspace.relay_state(&server)?.held.iter().map(|(seq, held)| (held.tries, *seq)).collect();
+    held.sort_unstable();
+    for (_, seq) in held.into_iter().take(HELD_RETRIES_PER_SYNC) {
         if let Some(entry) = relay.call(workspace, |client, token| client.entry_at(token, &ws, seq))? {
             pull_entry(workspace, relay, &entry, report)?;
         }
