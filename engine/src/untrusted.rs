@@ -215,17 +215,33 @@ fn read_leb128(bytes: &mut &[u8]) -> Option<u64> {
     None
 }
 
+/// `value` as an unsigned LEB128 number onto `out`: what tests build Automerge's bytes with.
+#[cfg(test)]
+pub(crate) fn write_leb128(mut value: usize, out: &mut Vec<u8>) {
+    while value >= 0x80 {
+        out.push((value as u8 & 0x7f) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn chunks_no_device_sends_are_refused_before_automerge_parses_them() {
+    /// A document whose root holds `text` under `key`, in one change.
+    fn document_of(key: &str, text: String) -> Automerge {
         use automerge::transaction::Transactable;
         let mut doc = Automerge::new();
         let mut tx = doc.transaction();
-        tx.put(automerge::ROOT, "text", "a long value that compresses well ".repeat(40)).unwrap();
+        tx.put(automerge::ROOT, key, text).unwrap();
         tx.commit();
+        doc
+    }
+
+    #[test]
+    fn chunks_no_device_sends_are_refused_before_automerge_parses_them() {
+        let doc = document_of("text", "a long value that compresses well ".repeat(40));
         let mut change = doc.get_changes(&[]).remove(0);
         assert!(parse_change(change.raw_bytes().to_vec()).is_ok());
         let mut saved = doc.save();
@@ -245,14 +261,9 @@ mod tests {
 
     #[test]
     fn a_document_whose_columns_inflate_past_the_limit_is_refused_before_automerge_inflates_them() {
-        use automerge::transaction::Transactable;
         use std::io::Write;
         // A legitimate document can deflate as well as a bomb: 2 MiB of one repeated line.
-        let mut doc = Automerge::new();
-        let mut tx = doc.transaction();
-        tx.put(automerge::ROOT, "note", "the same line again\n".repeat(100_000)).unwrap();
-        tx.commit();
-        let saved = doc.save();
+        let saved = document_of("note", "the same line again\n".repeat(100_000)).save();
         assert!(saved.len() < 64 * 1024, "its values column is deflated");
         assert!(load_document(&saved, VerificationMode::Check).is_ok());
         assert!(columns_inflate_within(&saved, 4 << 20).is_ok());
@@ -264,21 +275,13 @@ mod tests {
             bomb.write_all(&[0; 1 << 20]).unwrap();
         }
         let bomb = bomb.finish().unwrap();
-        let leb = |mut value: usize, out: &mut Vec<u8>| loop {
-            let byte = (value & 0x7f) as u8;
-            value >>= 7;
-            if value == 0 {
-                break out.push(byte);
-            }
-            out.push(byte | 0x80);
-        };
         // No actors, no heads, no change columns; one operation column (id 1, a value column).
         let mut data = vec![0, 0, 0, 1];
-        leb((1 << 4) | DEFLATED_COLUMN as usize | 6, &mut data);
-        leb(bomb.len(), &mut data);
+        write_leb128((1 << 4) | DEFLATED_COLUMN as usize | 6, &mut data);
+        write_leb128(bomb.len(), &mut data);
         data.extend(&bomb);
         let mut chunk = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, DOCUMENT_CHUNK];
-        leb(data.len(), &mut chunk);
+        write_leb128(data.len(), &mut chunk);
         chunk.extend(&data);
         let refused = load_document(&chunk, VerificationMode::DontCheck).unwrap_err();
         assert!(refused.contains("inflate past 256 MiB"), "{refused}");

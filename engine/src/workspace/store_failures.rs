@@ -305,3 +305,19 @@ fn compaction_cut_short_at_any_store_write_loses_nothing() {
         }
     }
 }
+
+#[test]
+fn a_unit_held_back_whose_write_fails_is_not_held_and_the_cursor_stays() {
+    const RELAY: &str = "https://relay.test";
+    let (_dir, budget, mut workspace) = failing_workspace();
+    let unopened = Error::UnitCorrupt { unit: "#7".into() };
+    budget.store(0, Ordering::SeqCst);
+    let error = workspace.hold_unit(RELAY, 7, &unopened).unwrap_err();
+    assert_eq!(error.code(), adiuva_model::ErrorCode::StoreIo, "{error}");
+    budget.store(u64::MAX, Ordering::SeqCst);
+    let state = workspace.relay_state(RELAY).unwrap();
+    assert_eq!((state.cursor, state.held.len()), (0, 0), "held and the cursor are one write");
+    workspace.hold_unit(RELAY, 7, &unopened).unwrap();
+    let state = workspace.relay_state(RELAY).unwrap();
+    assert_eq!((state.cursor, state.held.len()), (7, 1));
+}

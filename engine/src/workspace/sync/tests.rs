@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 use super::*;
 use crate::KeyProtection;
 use crate::authorship::Attestation;
+use crate::untrusted::write_leb128;
 use crate::workspace::EventDraft;
 
 pub(in crate::workspace) const PASSPHRASE: &str = "a passphrase for tests";
@@ -187,12 +188,12 @@ fn a_change_automerge_encodes_under_another_hash_is_refused_and_compaction_keeps
     let mut body = vec![0, 16];
     body.extend_from_slice(&b.device_id().0[..16]);
     body.extend([1, 1, 0]);
-    leb128(message.len(), &mut body);
+    write_leb128(message.len(), &mut body);
     body.extend(message);
     body.extend(COLUMNS_HOLDING_NO_OPERATION);
     // The chunk: magic, a checksum Automerge does not check here, its type and length.
     let mut chunk = vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0, 0, 1];
-    leb128(body.len(), &mut chunk);
+    write_leb128(body.len(), &mut chunk);
     chunk.extend(body);
     let change = Change::from_bytes(chunk).unwrap();
     refused_leaving_everything(a, &signed_by(&b, &change), plan, dirs[0].path());
@@ -291,12 +292,4 @@ fn a_change_whose_operations_do_not_fit_the_document_is_refused_or_leaves_it_loa
     // Four of these Automerge takes in and then holds under another hash (its save would not
     // load): the import refuses them by comparing what it holds with what it applied.
     assert!(refused.len() >= 4, "{refused:?}");
-}
-
-fn leb128(mut value: usize, out: &mut Vec<u8>) {
-    while value >= 0x80 {
-        out.push((value as u8 & 0x7f) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
 }
