@@ -204,7 +204,12 @@ async fn a_new_change_reaches_a_live_peer_as_a_push_both_ways_and_a_session_take
     while (report.rounds, report.applied, report.converged) == (0, 0, true) {
         report = b_live.next().await;
     }
-    assert_eq!((report.rounds, report.applied, report.converged), (0, 1, false), "{report:?}");
+    // a's push brings its change and the digests differ; or, when b's link still had a wake
+    // pending, b pushed its change first, a's answer named heads that moved since, and a session
+    // brought a's change. Either way a's change came in one report, and b's reaches a.
+    let pushed_then_differs = (report.rounds, report.converged) == (0, false);
+    let session_took_over = report.rounds > 0 && report.converged;
+    assert!(report.applied == 1 && (pushed_then_differs || session_took_over), "{report:?}");
     assert!(b.has(from_a));
     b_live.wait_for("b's change on a", || a.has(unannounced)).await;
 
