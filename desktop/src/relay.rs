@@ -1,4 +1,4 @@
-//! The relay commands: `account register|login|logout|status`, `sync`, `restore`, `backup
+//! The relay commands: `account register|login|logout|status|dismiss`, `sync`, `restore`, `backup
 //! now|list` and `device invite|join`. They open
 //! the workspace in this process (a running daemon holds it: stop it first), since they hold
 //! it for as long as the network takes and a password or phrase never crosses the local API.
@@ -45,6 +45,13 @@ pub enum AccountCommand {
     Status {
         #[arg(long)]
         json: bool,
+    },
+    /// Stop trying again a relay unit held back because it does not open here (`account
+    /// status` names them): `sync` no longer fails for it. Should it ever open, its changes
+    /// reach this device only through a peer.
+    Dismiss {
+        /// The unit's number in the relay's sequence.
+        unit: u64,
     },
 }
 
@@ -177,6 +184,12 @@ pub fn account(dir: &Path, command: AccountCommand) -> anyhow::Result<()> {
             Ok(())
         }
         AccountCommand::Status { json } => account_status(&mut workspace, json),
+        AccountCommand::Dismiss { unit } => {
+            let account = adiuva_sync::Account::load(&workspace)?.ok_or_else(|| anyhow::anyhow!("not signed in"))?;
+            let held = workspace.dismiss_held_unit(&account.server, unit)?;
+            println!("dismissed relay unit #{unit} ({}); it is not tried again", held.code.as_str());
+            Ok(())
+        }
     }
 }
 
@@ -248,7 +261,7 @@ fn account_status(workspace: &mut Workspace, json: bool) -> anyhow::Result<()> {
     }
     for (seq, unit) in &state.held {
         println!(
-            "held back unit #{seq}: {} ({}); fetched and tried again at each sync",
+            "held back unit #{seq}: {} ({}); fetched and tried again at each sync (`adiuva account dismiss {seq}` stops that)",
             unit.code.as_str(),
             unit.reason
         );
@@ -388,10 +401,11 @@ pub fn print_outcome(outcome: &SyncOutcome) {
     }
     for unit in &outcome.held_units {
         println!(
-            "held back relay unit #{}: it does not open here ({}: {}); the rest was synced, and it is tried again at each sync",
+            "held back relay unit #{}: it does not open here ({}: {}); the rest was synced; it is tried again at each sync until it opens or `adiuva account dismiss {}`",
             unit.seq,
             unit.code.as_str(),
-            unit.reason
+            unit.reason,
+            unit.seq
         );
     }
 }

@@ -111,7 +111,8 @@ fn a_ticket_that_is_not_one_is_refused_before_anything_happens() {
 }
 
 #[test]
-fn a_unit_that_does_not_open_fails_adiuva_sync_with_its_code_once_the_rest_is_synced_and_status_names_it() {
+fn a_unit_that_does_not_open_fails_adiuva_sync_with_its_code_once_the_rest_is_synced_and_status_names_it_until_dismissed()
+ {
     let mut relay = Relay::start();
     let dir = tempfile::tempdir().unwrap();
     let email = "held@example.com";
@@ -137,4 +138,14 @@ fn a_unit_that_does_not_open_fails_adiuva_sync_with_its_code_once_the_rest_is_sy
     assert!(status.contains("held back  1 relay units"), "{status}");
     let account = succeeded(adiuva(dir.path()).args(["account", "status"]).output().unwrap());
     assert!(account.contains(&format!("held back unit #{junk}: sync.unit_malformed")), "{account}");
+
+    // Judged junk and dismissed, it is tried no more: `sync` succeeds, and nothing is held.
+    let dismissed = succeeded(adiuva(dir.path()).args(["account", "dismiss", &junk.to_string()]).output().unwrap());
+    assert!(dismissed.contains(&format!("dismissed relay unit #{junk} (sync.unit_malformed)")), "{dismissed}");
+    let again = adiuva(dir.path()).args(["account", "dismiss", &junk.to_string()]).output().unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("input.invalid"), "{again:?}");
+    succeeded(adiuva(dir.path()).arg("sync").output().unwrap());
+    let status = succeeded(adiuva(dir.path()).arg("status").output().unwrap());
+    assert!(!status.contains("held back"), "{status}");
 }

@@ -38,7 +38,7 @@ use adiuva_model::{DeviceId, ErrorCode};
 use automerge::{Change, ChangeHash};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::devices::open_epoch_key;
 use super::restore_point::RelayCoverage;
@@ -462,6 +462,20 @@ impl Workspace {
         self.set_relay_state(relay, &state)
     }
 
+    /// Stops trying held unit `seq` of `relay` again: the person judged it junk (see
+    /// [`HeldUnit`]). The cursor has passed it already; should it ever open, its changes reach
+    /// this device only through a peer that holds them.
+    pub fn dismiss_held_unit(&mut self, relay: &str, seq: u64) -> Result<HeldUnit> {
+        let mut state = self.relay_state(relay)?;
+        let unit = state
+            .held
+            .remove(&seq)
+            .ok_or_else(|| Error::InvalidInput { detail: format!("relay unit #{seq} is not held back here") })?;
+        self.set_relay_state(relay, &state)?;
+        info!(relay, unit = seq, code = unit.code.as_str(), "dismissed a held relay unit");
+        Ok(unit)
+    }
+
     /// Takes in the key of `epoch` from a key envelope the relay kept for this device (the
     /// epoch's key sealed to its box key, as `key.rotated` carries it): how a device that was
     /// away during a rotation opens the units sealed under the new epoch before it holds the
@@ -807,6 +821,11 @@ mod tests {
         assert_eq!(state.coverage().cursor, 0);
         assert_eq!(state.refused[&1].refusals[0].0.as_deref(), Some("plans"));
         assert_eq!(state.refused[&2].refusals[0].0, None);
+        // Dismissed, a held unit is tried no more; a unit not held is not dismissed.
+        a.hold_unit(RELAY, 4, &error).unwrap();
+        assert_eq!(a.dismiss_held_unit(RELAY, 4).unwrap().code, ErrorCode::SyncUnitCorrupt);
+        assert!(a.relay_state(RELAY).unwrap().held.is_empty());
+        assert_eq!(a.dismiss_held_unit(RELAY, 4).unwrap_err().code(), ErrorCode::InputInvalid);
 
         // Kept across a restart, and tried again only once the root document moves.
         drop(a);
