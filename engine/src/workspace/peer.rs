@@ -22,7 +22,7 @@
 //! new; a state the peer no longer matches (it was restored from an older copy) makes Automerge
 //! start that document over (its reset message), never loop.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::mpsc::channel;
 
 use adiuva_model::DeviceId;
@@ -242,6 +242,10 @@ impl Workspace {
         let Some(mut message) = generated else {
             return Ok(None);
         };
+        if !message.need.is_empty() {
+            message.need = self.needed_beyond_pending(document, std::mem::take(&mut message.need))?;
+        }
+        let doc = &self.document(document)?.doc;
         let changes = std::mem::replace(&mut message.changes, ChunkList::empty());
         let signed = if peer_holds_none && !doc.get_heads().is_empty() {
             self.signed_snapshot(document)?
@@ -260,6 +264,36 @@ impl Workspace {
             self.signed_unit(document, &changes)?
         };
         Ok(Some(PeerMessage { sync: message.encode(), changes: signed }))
+    }
+
+    /// What to ask the peer for, of `wanted` (the peer's heads this document lacks, as
+    /// Automerge asks for them): a change kept in the pending area is not asked for, the
+    /// dependencies it waits for are. Automerge walks its own queue so; here a change waiting
+    /// for its dependencies waits in the pending area instead, and without this walk a peer that
+    /// sent it once (and took one of its dependencies for held, a false positive of the Bloom
+    /// filter) would neither send it again nor learn what it waits for: the session would not
+    /// settle.
+    fn needed_beyond_pending(&mut self, document: &str, wanted: Vec<ChangeHash>) -> Result<Vec<ChangeHash>> {
+        let pending: HashMap<ChangeHash, Vec<ChangeHash>> = (self.log.read_pending(document)?.into_iter())
+            .map(|(change, _)| (change.hash(), change.deps().to_vec()))
+            .collect();
+        if pending.is_empty() {
+            return Ok(wanted);
+        }
+        let doc = &self.document(document)?.doc;
+        let (mut needed, mut seen, mut stack) = (BTreeSet::new(), HashSet::new(), wanted);
+        while let Some(hash) = stack.pop() {
+            if !seen.insert(hash) || doc.get_change_meta_by_hash(&hash).is_some() {
+                continue;
+            }
+            match pending.get(&hash) {
+                Some(deps) => stack.extend(deps.iter().copied()),
+                None => {
+                    needed.insert(hash);
+                }
+            }
+        }
+        Ok(needed.into_iter().collect())
     }
 
     /// Takes in the peer's message for `document`: its changes (a signed unit, or the document
