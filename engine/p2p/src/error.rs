@@ -22,8 +22,8 @@ pub enum PeerError {
     Unreachable { peer: String, detail: String },
     #[error("peer {peer} sent nothing for {seconds} s; the next sync resumes")]
     Stalled { peer: String, seconds: u64 },
-    #[error("the sync with peer {peer} did not settle within {rounds} rounds")]
-    SyncLoop { peer: String, rounds: usize },
+    #[error("the sync with peer {peer} did not settle within {rounds} rounds (this side's last round: {last_round})")]
+    SyncLoop { peer: String, rounds: usize, last_round: String },
     #[error("not a peer ticket: {detail}")]
     TicketInvalid { detail: String },
     #[error("the peer endpoint could not start: {detail}")]

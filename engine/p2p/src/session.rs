@@ -341,10 +341,12 @@ async fn phase(
     // Whether the last round, either way, was empty: a second one in a row settles the phase.
     let mut last_empty = false;
     let mut sent = 0;
+    // What this side's last round carried, for a session that does not settle.
+    let mut last_round = String::new();
     loop {
         if my_turn {
             if sent == MAX_ROUNDS {
-                return Err(PeerError::SyncLoop { peer: peer.to_string(), rounds: MAX_ROUNDS });
+                return Err(PeerError::SyncLoop { peer: peer.to_string(), rounds: MAX_ROUNDS, last_round });
             }
             let (returned, mine) = with_workspace(shared, peer, move |w| {
                 let mut round = Vec::new();
@@ -366,6 +368,8 @@ async fn phase(
             sent += 1;
             report.rounds += 1;
             let empty = mine.is_empty();
+            last_round = describe_round(&mine);
+            debug!(%peer, ?phase, round = last_round, "round sent");
             wire.send_frame(&Frame::Round(mine)).await?;
             if empty && last_empty {
                 break;
@@ -384,7 +388,9 @@ async fn phase(
             }
             last_empty = empty;
             if !empty {
+                let round = describe_round(&theirs);
                 let (returned, applied, pending) = take_in(shared, peer, states, phase, theirs).await?;
+                debug!(%peer, ?phase, round, applied, pending, "round taken in");
                 states = returned;
                 report.applied += applied;
                 report.pending += pending;
@@ -394,6 +400,14 @@ async fn phase(
     }
     debug!(?phase, rounds = report.rounds, "phase settled");
     Ok(states)
+}
+
+/// Each document of a round with the sizes of its sync message and of the changes it carries.
+fn describe_round(round: &[(String, adiuva_engine::workspace::PeerMessage)]) -> String {
+    let documents: Vec<String> = (round.iter())
+        .map(|(document, message)| format!("{document} {}+{} B", message.sync.len(), message.changes.len()))
+        .collect();
+    documents.join(", ")
 }
 
 /// Takes in the peer's round: every message imported (durably), then the states naming what

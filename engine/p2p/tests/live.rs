@@ -18,6 +18,13 @@ use tokio::sync::{mpsc, oneshot};
 /// Long enough for a loaded machine; the tests wait for events, never for this.
 const PATIENCE: Duration = Duration::from_secs(120);
 
+/// The links' logs, in the test's output when it fails (a live link's sessions and pushes
+/// interleave in ways no report shows).
+fn logs() {
+    let _ =
+        tracing_subscriber::fmt().with_test_writer().with_env_filter("adiuva_p2p=debug,adiuva_engine=info").try_init();
+}
+
 fn patient() -> PeerOptions {
     PeerOptions { stall: PATIENCE, ..PeerOptions::loopback() }
 }
@@ -73,7 +80,9 @@ impl LiveDialer {
     async fn wait_for(&mut self, what: &str, until: impl Fn() -> bool) {
         let waited = tokio::time::timeout(PATIENCE, async {
             while !until() {
-                self.reports.recv().await.expect("the live connection ended");
+                if self.reports.recv().await.is_none() {
+                    self.ended().await;
+                }
             }
         })
         .await;
@@ -82,8 +91,17 @@ impl LiveDialer {
 
     /// The next session's or push's report.
     async fn next(&mut self) -> SessionReport {
-        let report = tokio::time::timeout(PATIENCE, self.reports.recv()).await;
-        report.expect("a report within the patience").expect("the live connection ended")
+        let report = tokio::time::timeout(PATIENCE, self.reports.recv()).await.expect("a report within the patience");
+        match report {
+            Some(report) => report,
+            None => self.ended().await,
+        }
+    }
+
+    /// Fails the test with what ended the link (its reports stopped).
+    async fn ended(&mut self) -> ! {
+        let result = (&mut self.task).await;
+        panic!("the live connection ended: {result:?}")
     }
 
     async fn stop(mut self) {
@@ -106,6 +124,7 @@ async fn wait_until_alone(device: &Device) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_connection_carries_each_new_change_both_ways_and_on_to_other_live_peers() {
+    logs();
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let mut a = Workspace::init(dirs[0].path(), protection(), "a").unwrap();
     let b = join(&mut a, dirs[1].path(), "b");
@@ -161,6 +180,7 @@ async fn eventually(what: &str, until: impl Fn() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_change_reaches_a_live_peer_as_a_push_both_ways_and_a_session_takes_over_where_a_push_cannot() {
+    logs();
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let mut a = Workspace::init(dirs[0].path(), protection(), "a").unwrap();
     let b = join(&mut a, dirs[1].path(), "b");
@@ -171,6 +191,10 @@ async fn a_new_change_reaches_a_live_peer_as_a_push_both_ways_and_a_session_take
     let mut b_live = LiveDialer::start(&b, &ticket);
     let first = b_live.next().await;
     assert!(first.converged && first.rounds > 0, "{first:?}");
+    // The listener stores how the session ended after the dialer reported it; a change
+    // committed before that goes as a notice, and a session brings it.
+    eventually("a records the first session", || a.workspace.lock().unwrap().peer_lacks(&b_id).unwrap().is_empty())
+        .await;
 
     // One new change travels as a push, in no round, and each side records that the other holds
     // it; the first task of a bucket comes with the bucket's registration.
@@ -231,6 +255,7 @@ async fn a_new_change_reaches_a_live_peer_as_a_push_both_ways_and_a_session_take
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_link_whose_listener_goes_away_dials_again_until_it_is_back() {
+    logs();
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let mut a = Workspace::init(dirs[0].path(), protection(), "a").unwrap();
     let b = join(&mut a, dirs[1].path(), "b");
