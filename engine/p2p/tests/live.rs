@@ -193,8 +193,10 @@ async fn a_new_change_reaches_a_live_peer_as_a_push_both_ways_and_a_session_take
     assert!(first.converged && first.rounds > 0, "{first:?}");
     // The listener stores how the session ended after the dialer reported it; a change
     // committed before that goes as a notice, and a session brings it.
-    eventually("a records the first session", || a.workspace.lock().unwrap().peer_lacks(&b_id).unwrap().is_empty())
-        .await;
+    eventually("a records the first session", || {
+        a.workspace.lock().unwrap().peer_states(&b_id).unwrap().last_sync.is_some()
+    })
+    .await;
 
     // One new change travels as a push, in no round, and each side records that the other holds
     // it; the first task of a bucket comes with the bucket's registration.
