@@ -631,10 +631,9 @@ mod concurrent {
     }
 }
 
-/// A peer that holds nothing of a document gets it whole, as a signed snapshot: adopted when
-/// every change checks out, with each change still attested by its author. A snapshot holding a
-/// change by a device never added is refused with its code, and a damaged one is malformed;
-/// nothing of either is kept.
+/// A sync message whose Bloom filters would make Automerge allocate without bound, divide by
+/// zero or probe a thousand filters per change is refused as malformed, and answering it
+/// afterwards neither panics nor runs away.
 #[test]
 fn a_sync_message_whose_bloom_filter_automerge_cannot_use_is_refused_and_the_peer_served_on() {
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -675,6 +674,10 @@ fn a_sync_message_whose_bloom_filter_automerge_cannot_use_is_refused_and_the_pee
     assert_eq!(a.list(Collection::Tasks).unwrap().len(), 1);
 }
 
+/// A peer that holds nothing of a document gets it whole, as a signed snapshot: adopted when
+/// every change checks out, with each change still attested by its author. A snapshot holding a
+/// change by a device never added is refused with its code, and a damaged one is malformed;
+/// nothing of either is kept.
 #[test]
 fn a_document_received_whole_is_adopted_only_when_every_change_checks_out() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
