@@ -341,7 +341,7 @@ async fn phase(
     // Whether the last round, either way, was empty: a second one in a row settles the phase.
     let mut last_empty = false;
     let mut sent = 0;
-    // What this side's last round carried, for a session that does not settle.
+    // What this side's last allowed round carried, for a session that does not settle.
     let mut last_round = String::new();
     loop {
         if my_turn {
@@ -368,8 +368,11 @@ async fn phase(
             sent += 1;
             report.rounds += 1;
             let empty = mine.is_empty();
-            last_round = describe_round(&mine);
-            debug!(%peer, ?phase, round = last_round, "round sent");
+            if sent == MAX_ROUNDS {
+                last_round = describe_round(&mine);
+            }
+            // Fields are formatted only when the event is enabled.
+            debug!(%peer, ?phase, round = describe_round(&mine), "round sent");
             wire.send_frame(&Frame::Round(mine)).await?;
             if empty && last_empty {
                 break;
@@ -388,9 +391,9 @@ async fn phase(
             }
             last_empty = empty;
             if !empty {
-                let round = describe_round(&theirs);
+                debug!(%peer, ?phase, round = describe_round(&theirs), "round received");
                 let (returned, applied, pending) = take_in(shared, peer, states, phase, theirs).await?;
-                debug!(%peer, ?phase, round, applied, pending, "round taken in");
+                debug!(%peer, ?phase, applied, pending, "round taken in");
                 states = returned;
                 report.applied += applied;
                 report.pending += pending;
