@@ -307,7 +307,7 @@ fn compaction_cut_short_at_any_store_write_loses_nothing() {
 }
 
 #[test]
-fn a_unit_held_back_whose_write_fails_is_not_held_and_the_cursor_stays() {
+fn a_unit_held_back_or_dismissed_whose_write_fails_is_left_as_it_was() {
     const RELAY: &str = "https://relay.test";
     let (_dir, budget, mut workspace) = failing_workspace();
     let unopened = Error::UnitCorrupt { unit: "#7".into() };
@@ -320,4 +320,12 @@ fn a_unit_held_back_whose_write_fails_is_not_held_and_the_cursor_stays() {
     workspace.hold_unit(RELAY, 7, &unopened).unwrap();
     let state = workspace.relay_state(RELAY).unwrap();
     assert_eq!((state.cursor, state.held.len()), (7, 1));
+    // A dismissal whose write fails leaves the unit held, to be dismissed again.
+    budget.store(0, Ordering::SeqCst);
+    let error = workspace.dismiss_held_unit(RELAY, 7).unwrap_err();
+    assert_eq!(error.code(), adiuva_model::ErrorCode::StoreIo, "{error}");
+    budget.store(u64::MAX, Ordering::SeqCst);
+    assert_eq!(workspace.relay_state(RELAY).unwrap().held.len(), 1);
+    workspace.dismiss_held_unit(RELAY, 7).unwrap();
+    assert!(workspace.relay_state(RELAY).unwrap().held.is_empty());
 }
