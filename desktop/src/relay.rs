@@ -221,6 +221,7 @@ fn account_status(workspace: &mut Workspace, json: bool) -> anyhow::Result<()> {
     };
     let state = workspace.relay_state(&account.server)?;
     let waiting = workspace.relay_waiting(&account.server)?;
+    let unsettled = workspace.unsettled_units(&account.server)?;
     let online = adiuva_sync::account_view(workspace);
     if json {
         let view = online.as_ref().ok();
@@ -237,8 +238,8 @@ fn account_status(workspace: &mut Workspace, json: bool) -> anyhow::Result<()> {
                 "cursor": state.cursor,
                 "last_sync": state.last_sync,
                 "waiting": waiting,
-                "refused_units": state.refused,
-                "held_units": state.held,
+                "refused_units": unsettled.refused,
+                "held_units": unsettled.held,
             })
         );
         return Ok(());
@@ -253,13 +254,13 @@ fn account_status(workspace: &mut Workspace, json: bool) -> anyhow::Result<()> {
     }
     println!("last sync {}", state.last_sync.map_or("never".to_owned(), |t| t.to_rfc3339()));
     println!("waiting   {waiting} events wait to go out");
-    for (seq, unit) in &state.refused {
+    for (seq, unit) in &unsettled.refused {
         for (document, code, message) in &unit.refusals {
             let document = document.as_deref().unwrap_or("(the unit)");
             println!("refused   unit #{seq}, {document}: {} ({message})", code.as_str());
         }
     }
-    for (seq, unit) in &state.held {
+    for (seq, unit) in &unsettled.held {
         println!(
             "held back unit #{seq}: {} ({}); fetched and tried again at each sync (`adiuva account dismiss {seq}` stops that)",
             unit.code.as_str(),

@@ -391,14 +391,15 @@ impl Service for Local<'_> {
         let Some(account) = account else { return Ok(None) };
         let state = self.workspace.relay_state(&account.server)?;
         let waiting = self.workspace.relay_waiting(&account.server)?;
+        let unsettled = self.workspace.unsettled_units(&account.server)?;
         Ok(Some(SyncStatus {
             server: account.server,
             email: account.email,
             cursor: state.cursor,
             last_sync: state.last_sync,
             waiting,
-            refused_units: state.refused.len(),
-            held_units: state.held.len(),
+            refused_units: unsettled.refused.len(),
+            held_units: unsettled.held.len(),
             online: None,
             last_error: None,
         }))

@@ -127,6 +127,8 @@ pub enum BlobKind {
     PeerState = 13,
     /// A relay unit this device refused, kept to be tried again (local only).
     RelayRefused = 14,
+    /// Why a unit of a relay's sequence is held back or refused here (local only).
+    RelayUnsettled = 15,
 }
 
 impl BlobKind {
@@ -146,6 +148,7 @@ impl BlobKind {
             12 => Some(BlobKind::RelayOutbox),
             13 => Some(BlobKind::PeerState),
             14 => Some(BlobKind::RelayRefused),
+            15 => Some(BlobKind::RelayUnsettled),
             _ => None,
         }
     }

@@ -65,6 +65,6 @@ pub use records::{Effect, FieldConflict};
 pub use workspace::{
     CommitObserver, Cursor, DeviceInfo, DocumentAudit, DocumentStatus, EventDraft, EventFilter, FollowedEvent,
     HeldUnit, Imported, JoinAcceptance, JoinRequest, LoggedEvent, OpenedPoint, PendingJoin, ROOT_DOCUMENT, RefusedUnit,
-    RelayState, Removal, RestorePoint, Ticket, UnitImport, Upgrade, Workspace, WorkspaceOptions, WorkspaceStatus,
-    epoch_faults, fields_of, is_restore_point, open_restore_point,
+    RelayState, Removal, RestorePoint, Ticket, UnitImport, UnsettledUnits, Upgrade, Workspace, WorkspaceOptions,
+    WorkspaceStatus, epoch_faults, fields_of, is_restore_point, open_restore_point,
 };

@@ -95,7 +95,7 @@ pub fn pending(document: &str, hash: &automerge::ChangeHash) -> Vec<u8> {
 
 /// What this device knows of a relay (`y/RELAY`, RELAY the hash of its address).
 pub fn relay_state(relay: &str) -> Vec<u8> {
-    [b"y/", relay_name(relay).as_bytes()].concat()
+    [RELAY_STATE_PREFIX, relay_name(relay).as_bytes()].concat()
 }
 
 pub fn relay_outbox_prefix(relay: &str) -> Vec<u8> {
@@ -111,6 +111,38 @@ pub fn relay_outbox(relay: &str, index: u64) -> Vec<u8> {
 /// N its number in the sequence).
 pub fn relay_refused(relay: &str, seq: u64) -> Vec<u8> {
     numbered(&[b"u/", relay_name(relay).as_bytes(), b"\0"].concat(), seq)
+}
+
+/// What this device knows of every relay: the sync states' common prefix.
+pub const RELAY_STATE_PREFIX: &[u8] = b"y/";
+
+/// The records of the units of a relay's sequence this device has not taken in whole.
+pub fn relay_unsettled_prefix(relay: &str) -> Vec<u8> {
+    relay_unsettled_prefix_of(relay_name(relay).as_bytes())
+}
+
+/// [`relay_unsettled_prefix`] of the relay whose sync state is at `state_key`.
+pub fn relay_unsettled_prefix_of_state(state_key: &[u8]) -> Option<Vec<u8>> {
+    Some(relay_unsettled_prefix_of(state_key.strip_prefix(RELAY_STATE_PREFIX)?))
+}
+
+fn relay_unsettled_prefix_of(name: &[u8]) -> Vec<u8> {
+    [b"n/", name, b"\0"].concat()
+}
+
+/// Unit N of a relay's sequence held back or refused here, and why (`n/RELAY\0N`).
+pub fn relay_unsettled(relay: &str, seq: u64) -> Vec<u8> {
+    relay_unsettled_in(&relay_unsettled_prefix(relay), seq)
+}
+
+/// [`relay_unsettled`] under a relay's `prefix`.
+pub fn relay_unsettled_in(prefix: &[u8], seq: u64) -> Vec<u8> {
+    numbered(prefix, seq)
+}
+
+/// The unit number of a key under [`relay_unsettled_prefix`] `prefix`.
+pub fn relay_unsettled_seq(prefix: &[u8], key: &[u8]) -> Option<u64> {
+    number_after(prefix, key)
 }
 
 /// A relay's address as a short, store-safe name.
@@ -189,6 +221,7 @@ pub fn describe(key: &[u8]) -> String {
         [b'y', b'/', rest @ ..] => format!("relay state {}", String::from_utf8_lossy(rest)),
         [b'o', b'/', rest @ ..] => numbered(rest, " relay outbox unit "),
         [b'u', b'/', rest @ ..] => numbered(rest, " refused relay unit "),
+        [b'n', b'/', rest @ ..] => numbered(rest, " unsettled relay unit "),
         [b'q', b'/', rest @ ..] => format!("peer state {}", String::from_utf8_lossy(rest)),
         other => String::from_utf8_lossy(other).into_owned(),
     }

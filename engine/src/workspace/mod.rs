@@ -45,6 +45,7 @@ mod settings;
 #[cfg(test)]
 mod store_failures;
 mod sync;
+mod unsettled;
 mod upgrade;
 mod views;
 
@@ -68,9 +69,10 @@ pub use follow::{CommitObserver, Cursor, FollowedEvent};
 pub use invite::{JoinAcceptance, JoinRequest, PendingJoin, Ticket};
 pub use peer::{PeerHeads, PeerMessage, PeerPush, PeerStates};
 pub use query::{DocumentStatus, EventFilter, LoggedEvent, WorkspaceStatus};
-pub use relay::{HeldUnit, RefusedUnit, RelayState, UnitImport};
+pub use relay::{RelayState, UnitImport};
 pub use restore_point::{OpenedPoint, RestorePoint, is_restore_point, open_restore_point};
 pub use sync::Imported;
+pub use unsettled::{HeldUnit, RefusedUnit, UnsettledUnits};
 pub use upgrade::Upgrade;
 
 use crate::error::{Error, Result, json_error};
@@ -272,6 +274,7 @@ impl Workspace {
         // keyring is taken in now.
         workspace.document(ROOT_DOCUMENT)?;
         workspace.learn_epochs()?;
+        workspace.move_unsettled_units_out()?;
         if witness == Witness::Reset {
             let mut manifests = Vec::new();
             for name in workspace.document_names()? {

@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 use super::commit::{EventDraft, Operation};
 use super::devices::device_name;
 use super::log::{self, Attest};
-use super::relay::{OpenedUnit, RelayState, bundle_keys, open_unit_bytes};
+use super::relay::{OpenedUnit, bundle_keys, open_unit_bytes};
 use super::restore_point::OpenedPoint;
 use super::{ROOT_DOCUMENT, Workspace, layout};
 use crate::chunk::BlobKind;
@@ -133,11 +133,11 @@ impl Workspace {
         let (mut workspace, _, _) =
             Self::root_from_units(dir, protection, identity, workspace_id, epochs, root.as_deref(), units)?;
         if let Some(point) = point {
-            let state = RelayState::covered(point.coverage().clone());
+            let coverage = point.coverage().clone();
             workspace.apply_opened_point(point)?;
             // Only once the documents are durable: a restore cut short must not leave a cursor
             // past units whose changes it never stored (without one, the next sync pulls all).
-            workspace.set_relay_state(relay, &state)?;
+            workspace.set_relay_coverage(relay, coverage)?;
         }
         workspace.add_restored_device(&keys.identity, name)?;
         for (seq, bytes) in units {

@@ -19,7 +19,7 @@
 //! this device lacks) is the relay's or the path's fault: a typed error, retried later. One
 //! that opens was sealed by a device of the workspace; if its payload or a document's part is
 //! then refused, that is its sender's fault, and every device refuses it alike. Such a unit is
-//! a **refused unit** (`u/RELAY\0N`, with its number and reasons in the sync state): its other
+//! a **refused unit** (kept, with its reasons, in records of its own: see `unsettled`): its other
 //! parts are imported, the cursor passes it, so one faulty or hostile device cannot stop every
 //! other device's sync, and it is tried again whenever the root document has moved (the
 //! device list may then admit its sender).
@@ -34,15 +34,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use adiuva_model::{DeviceId, ErrorCode};
+use adiuva_model::DeviceId;
 use automerge::{Change, ChangeHash};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
 
 use super::devices::open_epoch_key;
 use super::restore_point::RelayCoverage;
 use super::sync::Imported;
+use super::unsettled::{HeldUnit, RefusedUnit};
 use super::{ROOT_DOCUMENT, Workspace, layout};
 use crate::authorship::{Decoded, SignedChanges};
 use crate::chunk::{self, BlobKind, ChunkError, ChunkPlace, SealingKey, VerifiedChunk};
@@ -95,62 +95,32 @@ pub struct RelayState {
     /// When a sync last completed.
     #[serde(default)]
     pub last_sync: Option<DateTime<Utc>>,
-    /// The units of the sequence this device refused, by number, each kept to be tried again.
-    #[serde(default)]
-    pub refused: BTreeMap<u64, RefusedUnit>,
-    /// The units of the sequence that did not open here, by number (see [`HeldUnit`]).
-    #[serde(default)]
-    pub held: BTreeMap<u64, HeldUnit>,
-}
-
-/// A unit of the relay's sequence that did not open here ([`Error::leaves_unit_unopened`]):
-/// the relay altered or replaced it, or a device uploaded something no device can open, and
-/// nothing tells the two apart. Either way it must not stop the sync: the units after it open
-/// on their own, and this device's own units must still go out. The cursor passes it, and each
-/// sync fetches it again by its number and tries once more; until it opens, the sync reports
-/// it. Nothing of it is kept: its bytes may be the relay's.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct HeldUnit {
-    /// The stable code of why it did not open, and the message.
-    pub code: ErrorCode,
-    pub reason: String,
-    /// How often it was tried again since (the sync tries those tried least first).
-    #[serde(default)]
-    pub tries: u32,
-}
-
-/// A unit of the relay's sequence that authenticated as sealed by a device of the workspace
-/// but that this device could not take in whole. The cursor passes it (a device that sent
-/// something no one can take in must not stop everyone's sync); its bytes are kept, and it is
-/// tried again once the root document moves, since the device list may then admit it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RefusedUnit {
-    /// What was refused: the document (none if the unit's payload itself), the stable code
-    /// of the error and its message.
-    pub refusals: Vec<(Option<String>, ErrorCode, String)>,
-    /// The root document's heads when it was last tried.
-    root_heads: BTreeSet<String>,
+    /// Held and refused units as builds before their records of their own kept them (see
+    /// `unsettled`): read to be moved out, never written.
+    #[serde(default, rename = "held", skip_serializing)]
+    moved_held: BTreeMap<u64, HeldUnit>,
+    #[serde(default, rename = "refused", skip_serializing)]
+    moved_refused: BTreeMap<u64, RefusedUnit>,
 }
 
 impl RelayState {
-    /// What a restore point made now holds of the relay's sequence (see `restore_point`). Its
-    /// cursor stops short of the first unit kept as refused: a device restored from the point
-    /// pulls that unit again, and takes it in if this device later does. Units held back are
-    /// passed on as held instead: pulled again, one of them would stop the restore itself (a
-    /// restore takes in no unit that does not open), and the restored device retries them.
-    pub(super) fn coverage(&self) -> RelayCoverage {
-        let first = self.refused.keys().next();
-        let cursor = first.map_or(self.cursor, |first| self.cursor.min(first.saturating_sub(1)));
-        let held = self.held.range(..=cursor).map(|(seq, unit)| (*seq, unit.clone())).collect();
+    /// What a restore point made now holds of the relay's sequence: every unit up to `cursor`,
+    /// but those `held` (see [`Workspace::relay_coverage`]).
+    pub(super) fn coverage(&self, cursor: u64, held: BTreeMap<u64, HeldUnit>) -> RelayCoverage {
         RelayCoverage { cursor, acked: self.acked.clone(), acked_events: self.acked_events.clone(), held }
     }
 
     /// The state of a device restored from a restore point with `coverage`: it holds what the
-    /// point's maker held of the relay, holds back what it held back, and has authorized,
-    /// revoked and uploaded nothing yet.
-    pub(super) fn covered(coverage: RelayCoverage) -> Self {
+    /// point's maker held of the relay, and has authorized, revoked and uploaded nothing yet;
+    /// with the units the maker held back, which it holds back too.
+    pub(super) fn covered(coverage: RelayCoverage) -> (Self, BTreeMap<u64, HeldUnit>) {
         let RelayCoverage { cursor, acked, acked_events, held } = coverage;
-        Self { cursor, acked, acked_events, held, ..Self::default() }
+        (Self { cursor, acked, acked_events, ..Self::default() }, held)
+    }
+
+    /// The held and refused units a build before kept in the state, taken out of it.
+    pub(super) fn take_unsettled(&mut self) -> (BTreeMap<u64, HeldUnit>, BTreeMap<u64, RefusedUnit>) {
+        (std::mem::take(&mut self.moved_held), std::mem::take(&mut self.moved_refused))
     }
 }
 
@@ -180,7 +150,12 @@ impl Workspace {
         let Some(sealed) = self.log.store.get(&key)? else {
             return Ok(RelayState::default());
         };
-        let bytes = self.log.open_local("relay state", &key, &sealed, BlobKind::RelayState)?;
+        self.open_relay_state(&key, &sealed)
+    }
+
+    /// The sync state stored sealed at `key`.
+    pub(super) fn open_relay_state(&self, key: &[u8], sealed: &[u8]) -> Result<RelayState> {
+        let bytes = self.log.open_local("relay state", key, sealed, BlobKind::RelayState)?;
         serde_json::from_slice(&bytes)
             .map_err(|e| Error::WorkspaceFormat { detail: format!("the relay state {}", json_error(&e)) })
     }
@@ -192,8 +167,12 @@ impl Workspace {
         self.log.write_durably(batch)
     }
 
-    fn stage_relay_state(&self, relay: &str, state: &RelayState, batch: &mut WriteBatch) -> Result<()> {
-        let key = layout::relay_state(relay);
+    pub(super) fn stage_relay_state(&self, relay: &str, state: &RelayState, batch: &mut WriteBatch) -> Result<()> {
+        self.stage_relay_state_at(layout::relay_state(relay), state, batch)
+    }
+
+    /// Stages `state` at `key`, a relay's sync state key.
+    pub(super) fn stage_relay_state_at(&self, key: Vec<u8>, state: &RelayState, batch: &mut WriteBatch) -> Result<()> {
         let bytes = encode::json(state, "relay state")?;
         batch.put(key.clone(), self.log.seal_local(&key, BlobKind::RelayState, &bytes)?);
         Ok(())
@@ -354,23 +333,8 @@ impl Workspace {
             let total = self.event_count(document, &self.current_manifest(document)?)?;
             state.acked_events.insert(document.clone(), total.saturating_sub(uncovered));
         }
-        state.held.remove(&seq);
-        let key = layout::relay_refused(relay, seq);
         let mut batch = WriteBatch::default();
-        if result.refusals.is_empty() {
-            if state.refused.remove(&seq).is_some() {
-                batch.delete(key);
-            }
-        } else {
-            let mut refusals = Vec::with_capacity(result.refusals.len());
-            for refusal in &result.refusals {
-                warn!(relay, unit = seq, code = refusal.code().as_str(), error = %refusal, "refused a relay unit's part");
-                refusals.push((refused_document(refusal), refusal.code(), refusal.to_string()));
-            }
-            let root_heads = self.heads(ROOT_DOCUMENT)?.iter().map(ChangeHash::to_string).collect();
-            state.refused.insert(seq, RefusedUnit { refusals, root_heads });
-            batch.put(key.clone(), self.log.seal_local(&key, BlobKind::RelayRefused, bytes)?);
-        }
+        self.stage_unit_outcome(relay, seq, bytes, &result.refusals, &mut batch)?;
         state.cursor = state.cursor.max(seq);
         self.stage_relay_state(relay, &state, &mut batch)?;
         self.log.write_durably(batch)?;
@@ -393,38 +357,6 @@ impl Workspace {
         }
     }
 
-    /// Tries again each unit of `relay` this device refused, if the root document moved since
-    /// it was last tried (the device list may admit it now), until nothing more moves. Returns
-    /// what they imported; those still refused stay kept.
-    pub fn retry_refused_units(&mut self, relay: &str) -> Result<Imported> {
-        let mut imported = Imported::default();
-        loop {
-            let root_heads: BTreeSet<String> = self.heads(ROOT_DOCUMENT)?.iter().map(ChangeHash::to_string).collect();
-            let stale: Vec<u64> = (self.relay_state(relay)?.refused.iter())
-                .filter(|(_, unit)| unit.root_heads != root_heads)
-                .map(|(seq, _)| *seq)
-                .collect();
-            if stale.is_empty() {
-                return Ok(imported);
-            }
-            for seq in stale {
-                let key = layout::relay_refused(relay, seq);
-                match self.log.store.get(&key)? {
-                    Some(sealed) => {
-                        let bytes = self.log.open_local("refused relay unit", &key, &sealed, BlobKind::RelayRefused)?;
-                        imported.add(self.open_unit(relay, seq, &bytes)?.imported);
-                    }
-                    // Both are written in one batch: a record without its unit has nothing to try.
-                    None => {
-                        let mut state = self.relay_state(relay)?;
-                        state.refused.remove(&seq);
-                        self.set_relay_state(relay, &state)?;
-                    }
-                }
-            }
-        }
-    }
-
     /// Refuses a unit's part for `document` sealed by `sender` if the sender is not in the
     /// device list (the root, which the list comes from, excepted).
     pub(super) fn check_unit_sender(&mut self, document: &str, sender: &DeviceId) -> Result<()> {
@@ -436,44 +368,6 @@ impl Workspace {
             });
         }
         Ok(())
-    }
-
-    /// Holds back unit `seq` of `relay`, which did not open here for `error` (see
-    /// [`HeldUnit`]): the cursor passes it. [`Self::open_unit`] releases it once it opens,
-    /// [`Self::relay_passed`] if it turns out to be a blob devices pass over.
-    pub fn hold_unit(&mut self, relay: &str, seq: u64, error: &Error) -> Result<()> {
-        warn!(relay, unit = seq, code = error.code().as_str(), %error, "held back a relay unit that does not open");
-        let mut state = self.relay_state(relay)?;
-        let tries = state.held.get(&seq).map_or(0, |held| held.tries.saturating_add(1));
-        state.held.insert(seq, HeldUnit { code: error.code(), reason: error.to_string(), tries });
-        state.cursor = state.cursor.max(seq);
-        self.set_relay_state(relay, &state)
-    }
-
-    /// Moves the cursor past number `seq` of `relay`: a blob of the sequence that is not a unit
-    /// (a join acceptance sealed to a joining device, a restore point), with nothing to import.
-    pub fn relay_passed(&mut self, relay: &str, seq: u64) -> Result<()> {
-        let mut state = self.relay_state(relay)?;
-        let released = state.held.remove(&seq).is_some();
-        if state.cursor >= seq && !released {
-            return Ok(());
-        }
-        state.cursor = state.cursor.max(seq);
-        self.set_relay_state(relay, &state)
-    }
-
-    /// Stops trying held unit `seq` of `relay` again: the person judged it junk (see
-    /// [`HeldUnit`]). The cursor has passed it already; should it ever open, its changes reach
-    /// this device only through a peer that holds them.
-    pub fn dismiss_held_unit(&mut self, relay: &str, seq: u64) -> Result<HeldUnit> {
-        let mut state = self.relay_state(relay)?;
-        let unit = state
-            .held
-            .remove(&seq)
-            .ok_or_else(|| Error::InvalidInput { detail: format!("relay unit #{seq} is not held back here") })?;
-        self.set_relay_state(relay, &state)?;
-        info!(relay, unit = seq, code = unit.code.as_str(), "dismissed a held relay unit");
-        Ok(unit)
     }
 
     /// Takes in the key of `epoch` from a key envelope the relay kept for this device (the
@@ -519,23 +413,6 @@ impl Workspace {
     /// The newest key epoch this device holds.
     pub fn key_epoch(&self) -> u32 {
         self.log.keyring.workspace_key().map_or(0, |key| key.epoch)
-    }
-}
-
-/// The document an error names, if any.
-fn refused_document(error: &Error) -> Option<String> {
-    match error {
-        Error::BundleMalformed { document, .. }
-        | Error::Envelope { document, .. }
-        | Error::ChangeUnsigned { document, .. }
-        | Error::ChangeBadSignature { document, .. }
-        | Error::ChangeSignerMismatch { document, .. }
-        | Error::ChangeEpochReplayed { document, .. } => Some(document.clone()),
-        Error::DeviceUnknown { document, .. }
-        | Error::DeviceRemoved { document, .. }
-        | Error::EpochNotMember { document, .. } => document.clone(),
-        Error::DocumentNameInvalid { name } => Some(name.clone()),
-        _ => None,
     }
 }
 
@@ -750,7 +627,7 @@ mod tests {
     // Tests fail loudly: unwrapping is how they assert.
     #![allow(clippy::unwrap_used)]
 
-    use adiuva_model::Collection;
+    use adiuva_model::{Collection, ErrorCode};
     use zeroize::Zeroizing;
 
     use super::*;
@@ -805,33 +682,31 @@ mod tests {
         assert_eq!(a.relay_state(RELAY).unwrap().cursor, 2);
         a.hold_unit(RELAY, 3, &error).unwrap();
         a.hold_unit(RELAY, 3, &error).unwrap();
-        let state = a.relay_state(RELAY).unwrap();
-        assert_eq!((state.cursor, state.held[&3].code, state.held[&3].tries), (3, ErrorCode::SyncUnitCorrupt, 1));
-        let held_alone = RelayState { held: state.held.clone(), cursor: 5, ..RelayState::default() };
-        let coverage = held_alone.coverage();
-        assert_eq!((coverage.cursor, coverage.held.len()), (5, 1), "a restore point passes a held unit on as held");
-        assert_eq!(RelayState::covered(coverage).held, state.held);
+        let held = a.unsettled_units(RELAY).unwrap().held;
+        assert_eq!(a.relay_state(RELAY).unwrap().cursor, 3);
+        assert_eq!((held[&3].code, held[&3].tries), (ErrorCode::SyncUnitCorrupt, 1));
+        let coverage = a.relay_coverage(RELAY).unwrap();
+        assert_eq!((coverage.cursor, &coverage.held), (0, &BTreeMap::new()), "the refused #1 comes first");
         // Fetched again as it was sealed, it opens, and is held back no more.
         a.open_unit(RELAY, 3, &unit_of(&b, &[("plans", plans)])).unwrap();
-        let state = a.relay_state(RELAY).unwrap();
-        assert!(state.held.is_empty());
-        assert_eq!(state.cursor, 3);
-        assert_eq!(state.refused.keys().copied().collect::<Vec<_>>(), [1, 2]);
-        // A restore point made now covers the sequence only up to before the first refused.
-        assert_eq!(state.coverage().cursor, 0);
-        assert_eq!(state.refused[&1].refusals[0].0.as_deref(), Some("plans"));
-        assert_eq!(state.refused[&2].refusals[0].0, None);
+        let unsettled = a.unsettled_units(RELAY).unwrap();
+        assert!(unsettled.held.is_empty());
+        assert_eq!(a.relay_state(RELAY).unwrap().cursor, 3);
+        assert_eq!(unsettled.refused.keys().copied().collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(unsettled.refused[&1].refusals[0].0.as_deref(), Some("plans"));
+        assert_eq!(unsettled.refused[&2].refusals[0].0, None);
         // Dismissed, a held unit is tried no more; a unit not held is not dismissed.
         a.hold_unit(RELAY, 4, &error).unwrap();
         assert_eq!(a.dismiss_held_unit(RELAY, 4).unwrap().code, ErrorCode::SyncUnitCorrupt);
-        assert!(a.relay_state(RELAY).unwrap().held.is_empty());
+        assert!(a.unsettled_units(RELAY).unwrap().held.is_empty());
         assert_eq!(a.dismiss_held_unit(RELAY, 4).unwrap_err().code(), ErrorCode::InputInvalid);
+        assert_eq!(a.dismiss_held_unit(RELAY, 1).unwrap_err().code(), ErrorCode::InputInvalid, "#1 is refused");
 
         // Kept across a restart, and tried again only once the root document moves.
         drop(a);
         let mut a = Workspace::open(dirs[0].path(), || Some(Zeroizing::new(PASSPHRASE.into()))).unwrap();
         assert_eq!(a.retry_refused_units(RELAY).unwrap().applied, 0);
-        assert_eq!(a.relay_state(RELAY).unwrap().refused.len(), 2);
+        assert_eq!(a.unsettled_units(RELAY).unwrap().refused.len(), 2);
         assert_eq!(a.list(Collection::Plans).unwrap().len(), 2);
     }
 
@@ -856,7 +731,7 @@ mod tests {
         }
         assert_eq!(a.retry_refused_units(RELAY).unwrap().applied, 1);
         assert_eq!(a.list(Collection::Plans).unwrap().len(), 2);
-        assert!(a.relay_state(RELAY).unwrap().refused.is_empty());
+        assert!(a.unsettled_units(RELAY).unwrap().refused.is_empty());
         assert!(a.log.store.get(&layout::relay_refused(RELAY, 1)).unwrap().is_none(), "its kept copy is gone");
     }
 
@@ -888,7 +763,7 @@ mod tests {
             Workspace::restore_from_units(dirs[3].path(), protection(), identity, unwrapped, RELAY, None, &units, "c")
                 .unwrap();
         assert_eq!(restored.list(Collection::Plans).unwrap().len(), 2);
-        let state = restored.relay_state(RELAY).unwrap();
-        assert_eq!((state.cursor, state.refused.keys().copied().collect::<Vec<_>>()), (bad, vec![bad]));
+        let refused = restored.unsettled_units(RELAY).unwrap().refused;
+        assert_eq!((restored.relay_state(RELAY).unwrap().cursor, refused.keys().copied().collect()), (bad, vec![bad]));
     }
 }

@@ -243,7 +243,7 @@ impl Workspace {
         // Changes kept aside (waiting for dependencies, or a removed device's) are in no
         // snapshot: with any, a restore must pull every unit to find them again.
         let coverage = match self.pending_count()? {
-            0 => self.relay_state(relay)?.coverage(),
+            0 => self.relay_coverage(relay)?,
             _ => RelayCoverage::default(),
         };
         let coverage = crate::encode::json(&coverage, "restore point coverage")?;

@@ -174,9 +174,9 @@ fn pull(
             report.applied += retried.applied;
             report.pending += retried.pending;
             report.refused += retried.refused.len();
-            let state = workspace.relay_state(&server)?;
-            report.refused_units = state.refused.len();
-            report.held_units = state.held.into_iter().collect();
+            let unsettled = workspace.unsettled_units(&server)?;
+            report.refused_units = unsettled.refused.len();
+            report.held_units = unsettled.held.into_iter().collect();
             return Ok(());
         }
         for entry in &page.changes {
@@ -241,7 +241,7 @@ const HELD_RETRIES_PER_SYNC: usize = 16;
 fn retry_held_units(workspace: &mut Workspace, relay: &mut Relay, report: &mut SyncReport) -> Result<()> {
     let (server, ws) = (relay.account.server.clone(), workspace.workspace_id().to_string());
     let mut held: Vec<(u32, u64)> =
-        workspace.relay_state(&server)?.held.iter().map(|(seq, held)| (held.tries, *seq)).collect();
+        workspace.unsettled_units(&server)?.held.iter().map(|(seq, held)| (held.tries, *seq)).collect();
     held.sort_unstable();
     for (_, seq) in held.into_iter().take(HELD_RETRIES_PER_SYNC) {
         if let Some(entry) = relay.call(workspace, |client, token| client.entry_at(token, &ws, seq))? {

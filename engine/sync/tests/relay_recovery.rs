@@ -445,12 +445,12 @@ fn a_unit_that_does_not_open_is_held_back_while_the_rest_syncs_and_restores_and_
     assert_eq!(report.waiting, 0, "a's own write goes out");
     sync(&mut b);
     assert!(titles(&mut b, Collection::Tasks).contains(&"written after the junk".to_owned()));
-    assert_eq!(a.relay_state(&relay.url).unwrap().held.len(), 1, "kept across syncs");
+    assert_eq!(a.unsettled_units(&relay.url).unwrap().held.len(), 1, "kept across syncs");
 
     // A restore point passes it on as held: a restore from it does not stop at it.
     adiuva_sync::backup_now(&mut a, &mut |_| {}).unwrap();
     let mut restored = restore(&relay.url, email, &ws, &phrase, dirs[3].path()).unwrap();
-    assert_eq!(restored.relay_state(&relay.url).unwrap().held.keys().copied().collect::<Vec<_>>(), [junk]);
+    assert_eq!(restored.unsettled_units(&relay.url).unwrap().held.keys().copied().collect::<Vec<_>>(), [junk]);
     assert!(titles(&mut restored, Collection::Tasks).contains(&"written after the junk".to_owned()));
 
     // The relay lists a blob of another workspace where a's next unit is: b holds that back
