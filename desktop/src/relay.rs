@@ -74,6 +74,10 @@ pub struct RestoreArgs {
     /// This new device's name.
     #[arg(long, default_value = "restored")]
     pub device_name: String,
+    /// Hold back relay unit N if it does not open, instead of stopping there (as a sync holds
+    /// it: tried again at each sync); for a unit judged junk that no restore point covers yet.
+    #[arg(long = "hold-unit", value_name = "N", conflicts_with = "point")]
+    pub hold_units: Vec<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -436,9 +440,27 @@ pub fn restore(dir: &Path, args: RestoreArgs) -> anyhow::Result<()> {
     let protection = unlock::chosen_protection(unlock::KeyStore::Auto)?;
     let from = RestoreFrom { server, email, password: &password, workspace: workspace_id, phrase };
     let bar = Bar::new();
-    let result = adiuva_sync::restore(dir, protection, &from, &args.device_name, &mut |step| bar.show(step));
+    let result =
+        adiuva_sync::restore(dir, protection, &from, &args.device_name, &args.hold_units, &mut |step| bar.show(step));
     bar.clear();
-    let mut workspace = result.map_err(coded)?;
+    let mut workspace = result.map_err(|error| {
+        if let SyncError::Engine(engine) = &error
+            && let Some(seq) = engine.unopened_relay_unit()
+        {
+            eprintln!(
+                "relay unit #{seq} does not open: the relay altered it, or a device uploaded what no device can open; \
+                 if you judge it junk, `--hold-unit {seq}` restores the rest and holds it back"
+            );
+        }
+        coded(error)
+    })?;
+    for (seq, unit) in workspace.unsettled_units(server)?.held {
+        println!(
+            "held back relay unit #{seq}: {} ({}); tried again at each sync until it opens or `adiuva account dismiss {seq}`",
+            unit.code.as_str(),
+            unit.reason
+        );
+    }
     let status = workspace.status()?;
     let events: usize = status.documents.iter().map(|d| d.events).sum();
     println!(

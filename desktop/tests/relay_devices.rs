@@ -116,10 +116,11 @@ fn a_unit_that_does_not_open_fails_adiuva_sync_with_its_code_once_the_rest_is_sy
     let mut relay = Relay::start();
     let dir = tempfile::tempdir().unwrap();
     let email = "held@example.com";
-    let (device, ws) = {
+    let (device, ws, phrase) = {
         let mut a = first_device(&mut relay, dir.path(), email);
+        let phrase = a.create_recovery().unwrap().to_string();
         sync(&mut a);
-        (a.device_id(), a.workspace_id().to_string())
+        (a.device_id(), a.workspace_id().to_string(), phrase)
     };
     // A device of the workspace uploads bytes no device can open.
     let client = adiuva_sync::RelayClient::new(&relay.url);
@@ -138,6 +139,23 @@ fn a_unit_that_does_not_open_fails_adiuva_sync_with_its_code_once_the_rest_is_sy
     assert!(status.contains("held back  1 relay units"), "{status}");
     let account = succeeded(adiuva(dir.path()).args(["account", "status"]).output().unwrap());
     assert!(account.contains(&format!("held back unit #{junk}: sync.unit_malformed")), "{account}");
+
+    // No restore point covers it: a restore stops at it and names it; told to, holds it back.
+    let restored = tempfile::tempdir().unwrap();
+    let restore = |target: &str, hold: &[&str]| {
+        let mut command = adiuva(&restored.path().join(target));
+        command.args(["restore", "--server", &relay.url, "--email", email, "--phrase", &phrase, "--id", &ws]);
+        command.args(hold).output().unwrap()
+    };
+    let stopped = restore("stopped", &[]);
+    assert!(!stopped.status.success());
+    let stderr = String::from_utf8_lossy(&stopped.stderr);
+    assert!(stderr.contains(&format!("`--hold-unit {junk}` restores the rest")), "{stderr}");
+    assert!(stderr.contains("sync.unit_malformed"), "{stderr}");
+    let held = succeeded(restore("held", &["--hold-unit", &junk.to_string()]));
+    assert!(held.contains(&format!("held back relay unit #{junk}: sync.unit_malformed")), "{held}");
+    let tasks = succeeded(adiuva(&restored.path().join("held")).args(["task", "list"]).output().unwrap());
+    assert!(tasks.contains("written after the junk"), "{tasks}");
 
     // Judged junk and dismissed, it is tried no more: `sync` succeeds, and nothing is held.
     let dismissed = succeeded(adiuva(dir.path()).args(["account", "dismiss", &junk.to_string()]).output().unwrap());

@@ -203,6 +203,18 @@ impl Error {
         )
     }
 
+    /// The number of the relay unit this error says does not open, if it names one
+    /// ([`Self::leaves_unit_unopened`] of a unit of the sequence, named `#N`).
+    pub fn unopened_relay_unit(&self) -> Option<u64> {
+        match self {
+            Error::UnitCorrupt { unit }
+            | Error::UnitMalformed { unit, .. }
+            | Error::UnitForeign { unit, .. }
+            | Error::UnitEpochUnknown { unit, .. } => unit.strip_prefix('#')?.parse().ok(),
+            _ => None,
+        }
+    }
+
     /// The stable code of this error.
     pub fn code(&self) -> ErrorCode {
         match self {

@@ -291,7 +291,7 @@ fn timed_restore(relay: &Relay, source: &mut Workspace, phrase: &str, target: &P
     let from = RestoreFrom { server: &relay.url, email: EMAIL, password: PASSWORD, workspace: &workspace_id, phrase };
     let started = Instant::now();
     let (mut signed_in, mut pulled) = (None, None);
-    let mut restored = adiuva_sync::restore(target, protection(), &from, "restored", &mut |progress| {
+    let mut restored = adiuva_sync::restore(target, protection(), &from, "restored", &[], &mut |progress| {
         if let Progress::Pulling { done, total } = progress {
             signed_in.get_or_insert_with(|| started.elapsed());
             if done == total {

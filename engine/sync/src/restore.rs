@@ -46,12 +46,16 @@ pub(crate) fn unwrap_record(record: &RecoveryView, from: &RestoreFrom<'_>) -> Re
 /// Restores workspace `from.workspace` into `dir` (empty or missing) as a new device named
 /// `name`, then syncs once so the relay holds the device's addition. A wrong phrase, a unit
 /// altered or of another workspace, or a page of the sequence replayed or cut short is a typed
-/// error, and `dir` gets no workspace.
+/// error, and `dir` gets no workspace. The units numbered in `hold` are taken in last, and
+/// held back if they do not open, as a sync holds them (see `HeldUnit`), instead of stopping
+/// the restore: the way past a unit the person judged junk (a device uploaded what no device
+/// can open) that no restore point covers yet.
 pub fn restore(
     dir: &Path,
     protection: KeyProtection,
     from: &RestoreFrom<'_>,
     name: &str,
+    hold: &[u64],
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Workspace> {
     // The new key store's passphrase key (Argon2id) is derived while the relay checks the
@@ -89,7 +93,7 @@ pub fn restore(
     let point_blobs = point_blobs.unwrap_or_default();
     let mut cursor = point.as_ref().map_or(0, OpenedPoint::relay_cursor);
     let start = cursor;
-    let mut units = Vec::new();
+    let (mut units, mut held) = (Vec::new(), Vec::new());
     loop {
         let page = client.changes(&token, from.workspace, cursor)?;
         if page.changes.is_empty() {
@@ -103,7 +107,8 @@ pub fn restore(
             }
             let bytes = client.get_blob(&token, from.workspace, &entry.id)?;
             if !sync::passed_over(&bytes) {
-                units.push((entry.seq, bytes));
+                let list = if hold.contains(&entry.seq) { &mut held } else { &mut units };
+                list.push((entry.seq, bytes));
             }
             cursor = entry.seq;
         }
@@ -121,6 +126,14 @@ pub fn restore(
         &units,
         name,
     )?;
+    for (seq, bytes) in held {
+        let server = &relay.account.server;
+        match workspace.open_unit(server, seq, &bytes) {
+            Ok(_) => {}
+            Err(error) if error.leaves_unit_unopened() => workspace.hold_unit(server, seq, &error)?,
+            Err(error) => return Err(error.into()),
+        }
+    }
     relay.store(&mut workspace)?;
     // Past what was passed over too (the point's own blobs among it), so the first sync does
     // not fetch it again.

@@ -75,8 +75,20 @@ fn recoverable(relay: &mut Relay, dir: &Path, email: &str) -> (Workspace, String
 }
 
 fn restore(server: &str, email: &str, ws: &str, phrase: &str, dir: &Path) -> adiuva_sync::Result<Workspace> {
+    restore_holding(server, email, ws, phrase, dir, &[])
+}
+
+/// [`restore`], holding back the units numbered in `hold` that do not open.
+fn restore_holding(
+    server: &str,
+    email: &str,
+    ws: &str,
+    phrase: &str,
+    dir: &Path,
+    hold: &[u64],
+) -> adiuva_sync::Result<Workspace> {
     let from = RestoreFrom { server, email, password: PASSWORD, workspace: ws, phrase };
-    adiuva_sync::restore(dir, protection(), &from, "restored", &mut |_| {})
+    adiuva_sync::restore(dir, protection(), &from, "restored", hold, &mut |_| {})
 }
 
 #[test]
@@ -422,7 +434,7 @@ fn titles(workspace: &mut Workspace, collection: Collection) -> Vec<String> {
 #[test]
 fn a_unit_that_does_not_open_is_held_back_while_the_rest_syncs_and_restores_and_taken_in_once_it_opens() {
     let mut relay = Relay::start();
-    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs: Vec<_> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
     let email = "held@example.com";
     let (mut a, phrase) = recoverable(&mut relay, dirs[0].path(), email);
     let ws = a.workspace_id().to_string();
@@ -446,6 +458,18 @@ fn a_unit_that_does_not_open_is_held_back_while_the_rest_syncs_and_restores_and_
     sync(&mut b);
     assert!(titles(&mut b, Collection::Tasks).contains(&"written after the junk".to_owned()));
     assert_eq!(a.unsettled_units(&relay.url).unwrap().held.len(), 1, "kept across syncs");
+
+    // With no restore point past it, a restore stops at it with its code, and leaves nothing;
+    // named by the person (`adiuva restore --hold-unit N`), it is held back there too.
+    let stopped = dirs[4].path().join("stopped");
+    let error = restore(&relay.url, email, &ws, &phrase, &stopped).err().unwrap();
+    assert_eq!(error.code(), ErrorCode::SyncUnitMalformed, "{error}");
+    assert!(matches!(Workspace::open(&stopped, || None), Err(adiuva_engine::Error::WorkspaceNotFound { .. })));
+    let mut past = restore_holding(&relay.url, email, &ws, &phrase, &dirs[4].path().join("past"), &[junk]).unwrap();
+    assert_eq!(past.unsettled_units(&relay.url).unwrap().held.keys().copied().collect::<Vec<_>>(), [junk]);
+    assert!(titles(&mut past, Collection::Tasks).contains(&"written after the junk".to_owned()));
+    sync(&mut a);
+    assert_eq!(snapshot(&mut past), snapshot(&mut a));
 
     // A restore point passes it on as held: a restore from it does not stop at it.
     adiuva_sync::backup_now(&mut a, &mut |_| {}).unwrap();
