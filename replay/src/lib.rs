@@ -61,7 +61,8 @@ pub fn open(dir: &Path) -> Result<Workspace, ReplayError> {
 pub struct Audited {
     pub workspace: Workspace,
     /// What every device refuses of a relay's log (a unit's part that does not decode, verify
-    /// or come from an authorized device), as faults: the copy went on without it.
+    /// or come from an authorized device) and its units that do not open, as faults: the copy
+    /// went on without them.
     pub refused: Vec<verify::Fault>,
     /// Declared after the workspace, so it is dropped (removed) after the workspace closes.
     copy: Option<tempfile::TempDir>,

@@ -130,8 +130,13 @@ impl Workspace {
             Some(point) => Some(point.root_changes()?),
             None => None,
         };
-        let (mut workspace, _, _) =
-            Self::root_from_units(dir, protection, identity, workspace_id, epochs, root.as_deref(), units)?;
+        let (opened, unopened) = open_units(workspace_id, &epochs, units);
+        // Before anything is written: it may be the relay's doing (see `relay`).
+        if let Some((_, error)) = unopened.into_iter().next() {
+            return Err(error);
+        }
+        let (mut workspace, _) =
+            Self::root_from_units(dir, protection, identity, workspace_id, epochs, root.as_deref(), &opened)?;
         if let Some(point) = point {
             let coverage = point.coverage().clone();
             workspace.apply_opened_point(point)?;
@@ -154,7 +159,9 @@ impl Workspace {
     /// committed and nothing of the relay recorded: no `device.added`, no sync state. The copy's
     /// device (`identity`, shown to no one) is not in its device list: the copy holds the
     /// relay's log and nothing more. Returned with what every device refuses of that log
-    /// (refused units' parts, by unit number: see `relay`), which the copy goes on without.
+    /// (refused units' parts, by unit number: see `relay`) and the units that do not open
+    /// (altered, foreign, under an epoch the phrase's key lacks), which the copy goes on
+    /// without: an audit reports them, where a restore stops.
     pub fn copy_from_units(
         dir: &Path,
         protection: KeyProtection,
@@ -162,8 +169,16 @@ impl Workspace {
         unwrapped: recovery::Unwrapped,
         units: &[(u64, Vec<u8>)],
     ) -> Result<(Workspace, Vec<(u64, Error)>)> {
-        let (mut workspace, opened, mut refused) =
-            Self::root_from_units(dir, protection, identity, unwrapped.workspace_id, unwrapped.epochs, None, units)?;
+        let (opened, mut refused) = open_units(unwrapped.workspace_id, &unwrapped.epochs, units);
+        let built =
+            Self::root_from_units(dir, protection, identity, unwrapped.workspace_id, unwrapped.epochs, None, &opened);
+        let (mut workspace, root_refused) = match built {
+            Ok(built) => built,
+            // Without the units that did not open, the root may not build (its first change
+            // missing): the first of them is why.
+            Err(error) => return Err(refused.into_iter().next().map_or(error, |(_, unopened)| unopened)),
+        };
+        refused.extend(root_refused);
         for (seq, unit) in opened {
             refused.extend(unit.refused.map(|refusal| (seq, refusal)));
             // The root came in whole, in order, before.
@@ -178,11 +193,10 @@ impl Workspace {
         Ok((workspace, refused))
     }
 
-    /// Opens and checks every unit, then creates the workspace in `dir` with `identity` and
-    /// the key `epochs`, holding the root document of `point_root` (a restore point's root as
-    /// signed changes), if any, then of the units in their order. Returns it, the opened units
-    /// with their numbers, and the root parts refused, by unit number (see `relay`).
-    #[allow(clippy::type_complexity)]
+    /// Creates the workspace in `dir` with `identity` and the key `epochs`, holding the root
+    /// document of `point_root` (a restore point's root as signed changes), if any, then of
+    /// the `opened` units in their order. Returns it with the root parts refused, by unit
+    /// number (see `relay`).
     fn root_from_units(
         dir: &Path,
         protection: KeyProtection,
@@ -190,13 +204,8 @@ impl Workspace {
         workspace_id: ulid::Ulid,
         epochs: Vec<WorkspaceKey>,
         point_root: Option<&[u8]>,
-        units: &[(u64, Vec<u8>)],
-    ) -> Result<(Workspace, Vec<(u64, OpenedUnit)>, Vec<(u64, Error)>)> {
-        let keys = bundle_keys(&epochs);
-        let mut opened = Vec::with_capacity(units.len());
-        for (seq, bytes) in units {
-            opened.push((*seq, open_unit_bytes(&format!("#{seq}"), &workspace_id.to_bytes(), &keys, bytes)?));
-        }
+        opened: &[(u64, OpenedUnit)],
+    ) -> Result<(Workspace, Vec<(u64, Error)>)> {
         let mut root_parts =
             point_root.map(|root| (0, root)).into_iter().chain(opened.iter().flat_map(|(seq, unit)| {
                 let roots = unit.parts.iter().filter(|(document, _)| document == ROOT_DOCUMENT);
@@ -221,7 +230,7 @@ impl Workspace {
                 }
             }
         }
-        Ok((workspace, opened, refused))
+        Ok((workspace, refused))
     }
 
     /// Marks the restore (or copy) that built this workspace finished: until then its directory
@@ -278,6 +287,27 @@ impl Workspace {
         self.finish_staged(vec![staged]);
         Ok(())
     }
+}
+
+/// What was found of units, each with its number in the relay's sequence.
+type ByUnit<T> = Vec<(u64, T)>;
+
+/// Opens and checks every unit of `units` with the bundle keys of `epochs`: those that open,
+/// and those that do not ([`Error::leaves_unit_unopened`]) with why, each with its number.
+fn open_units(
+    workspace_id: ulid::Ulid,
+    epochs: &[WorkspaceKey],
+    units: &[(u64, Vec<u8>)],
+) -> (ByUnit<OpenedUnit>, ByUnit<Error>) {
+    let keys = bundle_keys(epochs);
+    let (mut opened, mut unopened) = (Vec::with_capacity(units.len()), Vec::new());
+    for (seq, bytes) in units {
+        match open_unit_bytes(&format!("#{seq}"), &workspace_id.to_bytes(), &keys, bytes) {
+            Ok(unit) => opened.push((*seq, unit)),
+            Err(error) => unopened.push((*seq, error)),
+        }
+    }
+    (opened, unopened)
 }
 
 /// While a restore (or an audit's copy) builds a workspace, its directory holds this file: the

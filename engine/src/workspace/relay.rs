@@ -736,7 +736,8 @@ mod tests {
     }
 
     #[test]
-    fn a_restore_and_an_audit_copy_go_on_past_a_unit_every_device_refuses() {
+    fn a_restore_and_an_audit_copy_go_on_past_a_unit_every_device_refuses_and_an_audit_copy_past_one_that_does_not_open()
+     {
         let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
         let (mut a, mut b, _) = two_devices(&dirs);
         let phrase = a.create_recovery().unwrap();
@@ -745,22 +746,36 @@ mod tests {
             a.relay_outbox(RELAY).unwrap().into_iter().enumerate().map(|(n, unit)| (n as u64 + 1, unit)).collect();
         let bad = units.len() as u64 + 1;
         units.push((bad, refused_beside_good(&mut b).0));
+        let mut altered = units[0].1.clone();
+        let middle = altered.len() / 2;
+        altered[middle] ^= 1;
+        let with_altered: Vec<_> = units.iter().cloned().chain([(bad + 1, altered)]).collect();
 
         let unwrapped = crate::recovery::unwrap(&phrase, &wrapped).unwrap();
         let identity = DeviceIdentity::generate().unwrap();
         let (mut copy, refused) =
-            Workspace::copy_from_units(&dirs[2].path().join("copy"), protection(), identity, unwrapped, &units)
+            Workspace::copy_from_units(&dirs[2].path().join("copy"), protection(), identity, unwrapped, &with_altered)
                 .unwrap();
         assert_eq!(
             refused.iter().map(|(seq, e)| (*seq, e.code())).collect::<Vec<_>>(),
-            [(bad, ErrorCode::BundleMalformed)]
+            [(bad, ErrorCode::BundleMalformed), (bad + 1, ErrorCode::SyncUnitCorrupt)]
         );
         assert_eq!(copy.list(Collection::Plans).unwrap().len(), 2, "the unit's good part is in the copy");
 
+        // A restore stops at the unit that does not open, before it writes anything.
         let unwrapped = crate::recovery::unwrap(&phrase, &wrapped).unwrap();
         let identity = DeviceIdentity::generate().unwrap();
+        let stopped = dirs[3].path().join("stopped");
+        let restore =
+            Workspace::restore_from_units(&stopped, protection(), identity, unwrapped, RELAY, None, &with_altered, "c");
+        assert_eq!(restore.err().map(|e| e.code()), Some(ErrorCode::SyncUnitCorrupt));
+        assert!(!stopped.exists());
+
+        let unwrapped = crate::recovery::unwrap(&phrase, &wrapped).unwrap();
+        let identity = DeviceIdentity::generate().unwrap();
+        let restored_dir = dirs[3].path().join("restored");
         let mut restored =
-            Workspace::restore_from_units(dirs[3].path(), protection(), identity, unwrapped, RELAY, None, &units, "c")
+            Workspace::restore_from_units(&restored_dir, protection(), identity, unwrapped, RELAY, None, &units, "c")
                 .unwrap();
         assert_eq!(restored.list(Collection::Plans).unwrap().len(), 2);
         let refused = restored.unsettled_units(RELAY).unwrap().refused;

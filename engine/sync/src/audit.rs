@@ -29,7 +29,9 @@ pub struct AuditCopy {
     pub units: usize,
     /// The relay's sequence number reached.
     pub head: u64,
-    /// What every device refuses of the log, by unit number: the copy goes on without it.
+    /// What every device refuses of the log, and the units that do not open (altered, of
+    /// another workspace, under an epoch the recovery key lacks), by unit number: the copy
+    /// goes on without them, and the audit reports them.
     pub refused: Vec<(u64, adiuva_engine::Error)>,
 }
 
@@ -40,8 +42,8 @@ pub struct AuditCopy {
 /// throwaway session out (revoked on the relay, success or not), then builds
 /// the copy with [`Workspace::copy_from_units`] (every unit opened and checked first; nothing
 /// committed) and closes it, ready for `Workspace::open_read_only`. The relay's device list is
-/// not touched. A wrong phrase, a unit altered or of another workspace, or a page replayed or
-/// cut short is a typed error.
+/// not touched. A wrong phrase, or a page replayed or cut short, is a typed error; a unit
+/// altered or of another workspace is [`AuditCopy::refused`].
 pub fn copy_for_audit(
     dir: &Path,
     protection: KeyProtection,
@@ -57,7 +59,15 @@ pub fn copy_for_audit(
     reader.sign_out();
     let Pulled { unwrapped, units, head } = pulled?;
     let workspace_id = unwrapped.workspace_id;
-    let (copy, refused) = Workspace::copy_from_units(dir, protection, identity, unwrapped, &units)?;
+    let existed = dir.exists();
+    let (copy, refused) =
+        Workspace::copy_from_units(dir, protection, identity, unwrapped, &units).inspect_err(|_| {
+            // A copy that did not build is of no use to anyone (units that did not open may leave
+            // the root without its start).
+            if !existed && let Err(error) = std::fs::remove_dir_all(dir) {
+                warn!(dir = %dir.display(), %error, "could not remove a copy that did not build");
+            }
+        })?;
     // Closing records the copy's witness, which its read-only opening checks.
     drop(copy);
     Ok(AuditCopy { workspace_id, units: units.len(), head, refused })

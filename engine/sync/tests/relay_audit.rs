@@ -2,7 +2,7 @@
 //! document's heads, every event, the device list) and adds no device anywhere — not on the
 //! relay, not in the workspace; the read grant it reads with reads but writes nothing, is
 //! bound to its workspace and device, and expires; a wrong phrase is a typed error that leaves
-//! nothing behind.
+//! nothing behind; a unit that does not open is reported, and the copy goes on past it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -104,6 +104,21 @@ fn an_audit_copy_holds_the_relays_log_and_adds_no_device_anywhere() {
     assert_eq!(devices_on_relay(&relay, email, &a), on_relay);
     sync(&mut a);
     assert_eq!(device_ids(&mut a), in_workspace);
+
+    // A unit no device can open (here a device's junk upload) is a fault the copy reports and
+    // goes on past, where a restore stops.
+    let client = RelayClient::new(&relay.url);
+    let token = client.sign_in(false, email, PASSWORD, a.device_id()).unwrap().access_token;
+    let junk = client.put_blob(&token, &ws, b"not a unit of any workspace").unwrap().seq;
+    let past = copy(&relay.url, email, &ws, &phrase, &dirs[2].path().join("past junk")).unwrap();
+    let faults: Vec<_> = past.refused.iter().map(|(seq, error)| (*seq, error.code())).collect();
+    assert_eq!(faults, [(junk, ErrorCode::SyncUnitMalformed)]);
+    let audited =
+        Workspace::open_read_only(&dirs[2].path().join("past junk"), || Some(Zeroizing::new(PASSPHRASE.into())));
+    let mut audited = audited.unwrap();
+    for document in a.document_names().unwrap() {
+        assert_eq!(a.heads(&document).unwrap(), audited.heads(&document).unwrap(), "{document}");
+    }
 }
 
 #[test]
