@@ -2,7 +2,8 @@
 //! (`adiuva-server` on loopback), then every answer of `adiuva-replay … --server URL --email E
 //! --phrase P --id WS` compared with the same command on the directory; afterwards the relay's
 //! authorized devices and the workspace's device list are what they were, and no copy is left
-//! in the temporary directory. A wrong phrase is a typed error that leaves nothing either.
+//! in the temporary directory. A wrong phrase is a typed error that leaves nothing either; a
+//! unit that does not open is a fault, the rest audited.
 
 // Tests fail loudly: unwrapping is how they assert.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -123,4 +124,19 @@ fn a_relay_backup_answers_as_its_directory_and_leaves_no_device_behind() {
     assert_eq!(devices_on_relay(&relay, &a), on_relay);
     adiuva_sync::sync_once(&mut a, &mut |_| {}).unwrap();
     assert_eq!(device_list(&mut a), in_workspace);
+
+    // A unit that does not open (a device's junk upload, or the relay's doing) is a fault the
+    // audit reports, exit 1, having read everything else.
+    let client = adiuva_sync::RelayClient::new(&relay.url);
+    let token = client.sign_in(false, EMAIL, PASSWORD, a.device_id()).unwrap().access_token;
+    let junk = client.put_blob(&token, &ws, b"not a unit of any workspace").unwrap().seq;
+    let output = replay_in(tmp.path(), &[&["verify", "--json"], &from_relay[..]].concat());
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let faults = report["faults"].as_array().unwrap();
+    assert_eq!(faults.len(), 1, "{report}");
+    assert_eq!(faults[0]["code"], "sync.unit_malformed");
+    assert!(faults[0]["message"].as_str().unwrap().starts_with(&format!("relay unit #{junk}:")), "{report}");
+    assert_eq!(report["changes"], on_relay_report["changes"], "everything else was read");
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
 }
