@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use super::devices::open_epoch_key;
 use super::restore_point::RelayCoverage;
 use super::sync::Imported;
-use super::unsettled::{HeldUnit, RefusedUnit};
+use super::unsettled::HeldUnit;
 use super::{ROOT_DOCUMENT, Workspace, layout};
 use crate::authorship::{Decoded, SignedChanges};
 use crate::chunk::{self, BlobKind, ChunkError, ChunkPlace, SealingKey, VerifiedChunk};
@@ -95,12 +95,6 @@ pub struct RelayState {
     /// When a sync last completed.
     #[serde(default)]
     pub last_sync: Option<DateTime<Utc>>,
-    /// Held and refused units as builds before their records of their own kept them (see
-    /// `unsettled`): read to be moved out, never written.
-    #[serde(default, rename = "held", skip_serializing)]
-    moved_held: BTreeMap<u64, HeldUnit>,
-    #[serde(default, rename = "refused", skip_serializing)]
-    moved_refused: BTreeMap<u64, RefusedUnit>,
 }
 
 impl RelayState {
@@ -116,11 +110,6 @@ impl RelayState {
     pub(super) fn covered(coverage: RelayCoverage) -> (Self, BTreeMap<u64, HeldUnit>) {
         let RelayCoverage { cursor, acked, acked_events, held } = coverage;
         (Self { cursor, acked, acked_events, ..Self::default() }, held)
-    }
-
-    /// The held and refused units a build before kept in the state, taken out of it.
-    pub(super) fn take_unsettled(&mut self) -> (BTreeMap<u64, HeldUnit>, BTreeMap<u64, RefusedUnit>) {
-        (std::mem::take(&mut self.moved_held), std::mem::take(&mut self.moved_refused))
     }
 }
 
@@ -150,14 +139,7 @@ impl Workspace {
         let Some(sealed) = self.log.store.get(&key)? else {
             return Ok(RelayState::default());
         };
-        self.open_relay_state(&key, &sealed)
-    }
-
-    /// The sync state stored sealed at `key`.
-    pub(super) fn open_relay_state(&self, key: &[u8], sealed: &[u8]) -> Result<RelayState> {
-        let bytes = self.log.open_local("relay state", key, sealed, BlobKind::RelayState)?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| Error::WorkspaceFormat { detail: format!("the relay state {}", json_error(&e)) })
+        parse_relay_state(&self.log.open_local("relay state", &key, &sealed, BlobKind::RelayState)?)
     }
 
     /// Stores `state` for `relay`, durably.
@@ -414,6 +396,12 @@ impl Workspace {
     pub fn key_epoch(&self) -> u32 {
         self.log.keyring.workspace_key().map_or(0, |key| key.epoch)
     }
+}
+
+/// A sync state (or the part of one `T` reads), from its JSON.
+pub(super) fn parse_relay_state<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::WorkspaceFormat { detail: format!("the relay state {}", json_error(&e)) })
 }
 
 /// The bundle key of each epoch of `keys`.

@@ -17,6 +17,7 @@ use automerge::ChangeHash;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use super::relay::parse_relay_state;
 use super::restore_point::RelayCoverage;
 use super::sync::Imported;
 use super::{ROOT_DOCUMENT, RelayState, Workspace, layout};
@@ -59,6 +60,16 @@ pub struct RefusedUnit {
 pub struct UnsettledUnits {
     pub held: BTreeMap<u64, HeldUnit>,
     pub refused: BTreeMap<u64, RefusedUnit>,
+}
+
+/// What builds before kept of held and refused units inside the sync state: read alone at
+/// open, so the rest of the state is not built for it. Writing the state drops them.
+#[derive(Deserialize)]
+struct KeptInState {
+    #[serde(default)]
+    held: BTreeMap<u64, HeldUnit>,
+    #[serde(default)]
+    refused: BTreeMap<u64, RefusedUnit>,
 }
 
 /// One unit's record.
@@ -191,11 +202,7 @@ impl Workspace {
         let mut batch = WriteBatch::default();
         let held = HeldUnit { code: error.code(), reason: error.to_string(), tries };
         self.stage_unsettled(layout::relay_unsettled(relay, seq), &Unsettled::Held(held), &mut batch)?;
-        let mut state = self.relay_state(relay)?;
-        if state.cursor < seq {
-            state.cursor = seq;
-            self.stage_relay_state(relay, &state, &mut batch)?;
-        }
+        self.stage_cursor_past(relay, seq, &mut batch)?;
         self.log.write_durably(batch)
     }
 
@@ -206,11 +213,7 @@ impl Workspace {
         if let Some(Unsettled::Held(_)) = self.unsettled_unit(relay, seq)? {
             batch.delete(layout::relay_unsettled(relay, seq));
         }
-        let mut state = self.relay_state(relay)?;
-        if state.cursor < seq {
-            state.cursor = seq;
-            self.stage_relay_state(relay, &state, &mut batch)?;
-        }
+        self.stage_cursor_past(relay, seq, &mut batch)?;
         if batch.is_empty() {
             return Ok(());
         }
@@ -235,11 +238,12 @@ impl Workspace {
     /// into records of their own, each relay in one batch (run at open).
     pub(super) fn move_unsettled_units_out(&mut self) -> Result<()> {
         for (key, sealed) in self.log.store.scan_prefix(layout::RELAY_STATE_PREFIX)? {
-            let mut state = self.open_relay_state(&key, &sealed)?;
-            let (held, refused) = state.take_unsettled();
+            let bytes = self.log.open_local("relay state", &key, &sealed, BlobKind::RelayState)?;
+            let KeptInState { held, refused } = parse_relay_state(&bytes)?;
             if held.is_empty() && refused.is_empty() {
                 continue;
             }
+            let state: RelayState = parse_relay_state(&bytes)?;
             let prefix = layout::relay_unsettled_prefix_of_state(&key)
                 .ok_or_else(|| Error::WorkspaceFormat { detail: format!("{} is misnamed", layout::describe(&key)) })?;
             let mut batch = WriteBatch::default();
@@ -252,6 +256,16 @@ impl Workspace {
             self.stage_relay_state_at(key, &state, &mut batch)?;
             self.log.write_durably(batch)?;
             info!(relay, "moved held and refused relay units into records of their own");
+        }
+        Ok(())
+    }
+
+    /// Stages the cursor of `relay` moved to `seq`, if it is not past it already.
+    fn stage_cursor_past(&self, relay: &str, seq: u64, batch: &mut WriteBatch) -> Result<()> {
+        let mut state = self.relay_state(relay)?;
+        if state.cursor < seq {
+            state.cursor = seq;
+            self.stage_relay_state(relay, &state, batch)?;
         }
         Ok(())
     }
